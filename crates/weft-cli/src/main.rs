@@ -1,0 +1,50 @@
+//! `weft`: run a Render Workflows app locally and talk to it.
+
+mod dev;
+mod remote;
+mod table;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "A durable Render Workflows runtime",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow app locally: `weft dev -- python app.py`.
+    Dev(dev::DevArgs),
+    /// Start a task run, wait for it and print its result.
+    Run(remote::RunArgs),
+    /// List, inspect, read the logs of, or cancel task runs.
+    #[command(subcommand)]
+    Runs(remote::RunsCommand),
+    /// List the registered tasks, or have the server register them again.
+    #[command(subcommand)]
+    Tasks(remote::TasksCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => dev::run(args),
+        Command::Run(args) => remote::run(args),
+        Command::Runs(cmd) => remote::runs(cmd),
+        Command::Tasks(cmd) => remote::tasks(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

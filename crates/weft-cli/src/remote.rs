@@ -1,0 +1,384 @@
+//! Commands that talk to a running server (`weft dev`, or Render itself)
+//! through the Rust SDK's client.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use weft::client::{Client, ListTaskRunsParams, LogsQuery};
+use weft_protocol::api::{TaskRun, TaskRunDetails};
+
+use crate::table;
+
+/// Where the server is.
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "RENDER_LOCAL_DEV_URL",
+        default_value = "http://127.0.0.1:8120",
+        global = true
+    )]
+    url: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "RENDER_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let mut builder = Client::builder(&self.url);
+        if let Some(key) = &self.api_key {
+            builder = builder.token(key);
+        }
+        Ok(builder.build()?)
+    }
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The task's name (or `workflow/task` slug).
+    task: String,
+    /// Input as JSON: an array of positional arguments or an object of named ones.
+    #[arg(default_value = "[]")]
+    input: String,
+    /// Makes retrying this command safe: the same key within 24 h names the same run.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Print the run's id and return without waiting.
+    #[arg(long)]
+    no_wait: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Subcommand)]
+pub enum RunsCommand {
+    /// Task runs, newest first.
+    List {
+        /// Only runs of this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only runs under this root run.
+        #[arg(long)]
+        root: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Continue after this cursor (printed by --json).
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One run with its attempts, input, results and error.
+    Show {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// What a run's task printed.
+    Logs {
+        id: String,
+        /// Also what its subtasks printed, each line labelled with its task and run.
+        #[arg(long)]
+        subtasks: bool,
+        /// At most this many lines.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Cancel a run and every subtask under it.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TasksCommand {
+    /// The registered tasks.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Have the server run the start command again to register its tasks.
+    Refresh {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f))
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn duration(run: &TaskRun) -> String {
+    match (run.started_at, run.completed_at) {
+        (Some(start), Some(end)) => {
+            format!("{:.2}s", (end - start).num_milliseconds() as f64 / 1000.0)
+        }
+        (Some(start), None) => format!("{:.0}s…", (Utc::now() - start).num_seconds()),
+        _ => "-".into(),
+    }
+}
+
+fn task_name(task_id: &str) -> &str {
+    task_id.strip_prefix("tsk-").unwrap_or(task_id)
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let input: Value = serde_json::from_str(&args.input)
+        .with_context(|| format!("input is not JSON: {}", args.input))?;
+    if !(input.is_array() || input.is_object()) {
+        bail!(
+            "input must be a JSON array (positional arguments) or object (named ones), got {}",
+            args.input
+        );
+    }
+    let client = args.server.client()?;
+    block_on(async move {
+        let mut start = client.start_task(&args.task, input);
+        if let Some(key) = &args.idempotency_key {
+            start = start.idempotency_key(key);
+        }
+        let handle = start.send().await?;
+        if args.no_wait {
+            println!("{}", handle.id());
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("Run started: {}", handle.id());
+        let details = match handle.wait().await {
+            Ok(details) => details,
+            Err(weft::client::Error::TaskRunFailed { details, .. }) => *details,
+            Err(e) => return Err(e.into()),
+        };
+        if args.server.json {
+            print_json(&details)?;
+        } else if let Some(error) = &details.error {
+            eprintln!("Run {} {}: {error}", details.run.id, details.run.status);
+        } else {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&weft_protocol::payload::results_to_single(
+                    details.results.clone()
+                ))?
+            );
+        }
+        Ok(if details.error.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    })?
+}
+
+fn show(details: &TaskRunDetails) {
+    let run = &details.run;
+    println!("Run       {}", run.id);
+    println!("Task      {}", task_name(&run.task_id));
+    println!("Status    {}", run.status);
+    if !run.parent_task_run_id.is_empty() {
+        println!("Parent    {}", run.parent_task_run_id);
+    }
+    if run.root_task_run_id != run.id {
+        println!("Root      {}", run.root_task_run_id);
+    }
+    println!("Started   {}", time(run.started_at));
+    println!("Finished  {}", time(run.completed_at));
+    println!("Duration  {}", duration(run));
+    println!("Input     {}", details.input);
+    if run.status.is_terminal() && details.error.is_none() {
+        println!("Results   {}", details.results);
+    }
+    if let Some(error) = &details.error {
+        println!("Error     {error}");
+    }
+    println!();
+    let rows: Vec<_> = run
+        .attempts
+        .iter()
+        .map(|a| {
+            vec![
+                a.attempt.to_string(),
+                a.status.to_string(),
+                time(Some(a.started_at)),
+                time(a.completed_at),
+                a.error
+                    .clone()
+                    .unwrap_or_default()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ]
+        })
+        .collect();
+    table::print(
+        &["ATTEMPT", "STATUS", "STARTED", "FINISHED", "ERROR"],
+        &rows,
+    );
+}
+
+pub fn runs(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
+    block_on(async move {
+        match cmd {
+            RunsCommand::List {
+                task,
+                root,
+                limit,
+                cursor,
+                server,
+            } => {
+                let params = ListTaskRunsParams {
+                    task_slug: task,
+                    root_task_run_id: root,
+                    limit: Some(limit),
+                    cursor,
+                };
+                let runs = server.client()?.list_task_runs(&params).await?;
+                if server.json {
+                    return print_json(&runs);
+                }
+                let rows: Vec<_> = runs
+                    .iter()
+                    .map(|r| {
+                        let run = &r.task_run;
+                        vec![
+                            run.id.clone(),
+                            task_name(&run.task_id).to_string(),
+                            run.status.to_string(),
+                            run.attempts.len().to_string(),
+                            time(run.started_at),
+                            duration(run),
+                            if run.parent_task_run_id.is_empty() {
+                                "-".into()
+                            } else {
+                                run.parent_task_run_id.clone()
+                            },
+                        ]
+                    })
+                    .collect();
+                table::print(
+                    &[
+                        "ID", "TASK", "STATUS", "ATTEMPTS", "STARTED", "DURATION", "PARENT",
+                    ],
+                    &rows,
+                );
+                Ok(())
+            }
+            RunsCommand::Show { id, server } => {
+                let details = server.client()?.get_task_run(&id).await?;
+                if server.json {
+                    return print_json(&details);
+                }
+                show(&details);
+                Ok(())
+            }
+            RunsCommand::Logs {
+                id,
+                subtasks,
+                limit,
+                server,
+            } => {
+                let query = LogsQuery {
+                    task_run_ids: vec![id],
+                    include_subtasks: subtasks,
+                    limit: Some(limit),
+                    ..LogsQuery::default()
+                };
+                let logs = server.client()?.logs(&query).await?;
+                if server.json {
+                    return print_json(&logs);
+                }
+                for line in logs.logs {
+                    let label = |name: &str| {
+                        line.labels
+                            .iter()
+                            .find(|l| l.name == name)
+                            .map(|l| l.value.as_str())
+                    };
+                    if subtasks {
+                        let (task, run) = (
+                            label("task").unwrap_or("?"),
+                            label("taskRun").unwrap_or("?"),
+                        );
+                        println!(
+                            "{} [{task} {run}] {}",
+                            line.timestamp.format("%H:%M:%S%.3f"),
+                            line.message
+                        );
+                    } else {
+                        println!("{} {}", line.timestamp.format("%H:%M:%S%.3f"), line.message);
+                    }
+                }
+                Ok(())
+            }
+            RunsCommand::Cancel { id, server } => {
+                server.client()?.cancel_task_run(&id).await?;
+                eprintln!("Canceled {id} and its subtasks");
+                Ok(())
+            }
+        }
+    })??;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tasks(cmd: TasksCommand) -> anyhow::Result<ExitCode> {
+    block_on(async move {
+        let (tasks, server) = match cmd {
+            TasksCommand::List { server } => (server.client()?.list_tasks().await?, server),
+            TasksCommand::Refresh { server } => (server.client()?.refresh_tasks().await?, server),
+        };
+        if server.json {
+            return print_json(&tasks);
+        }
+        let rows: Vec<_> = tasks
+            .iter()
+            .map(|t| {
+                let options = t.task.options.clone().unwrap_or_default();
+                let retries = options.retry.as_ref().map_or(0, |r| r.max_retries());
+                vec![
+                    t.task.name.clone(),
+                    retries.to_string(),
+                    options
+                        .timeout_seconds
+                        .map_or("-".into(), |s| format!("{s}s")),
+                    t.task
+                        .parameters
+                        .as_ref()
+                        .map(|ps| {
+                            ps.iter()
+                                .map(|p| p.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        table::print(&["TASK", "RETRIES", "TIMEOUT", "PARAMETERS"], &rows);
+        anyhow::Ok(())
+    })??;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,162 @@
+//! The `weft` client commands against a real `weft dev`.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{Weft, wait_for};
+use serde_json::Value;
+
+fn weft(server: &Weft, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .env("RENDER_LOCAL_DEV_URL", &server.url)
+        .env_remove("RENDER_API_KEY")
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn run_prints_the_result_and_fails_with_the_task() {
+    let server = Weft::start();
+    let out = weft(&server, &["run", "add_squares", "[3, 4]"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "25");
+    assert!(stderr(&out).contains("Run started: trn-"));
+
+    let out = weft(&server, &["run", "greet", r#"{"name": "Ada"}"#, "--json"]);
+    let details: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(details["results"], serde_json::json!(["Hello, Ada!"]));
+    assert_eq!(details["status"], "completed");
+
+    let out = weft(&server, &["run", "fail", r#"["boom"]"#]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("failed: boom"), "{}", stderr(&out));
+
+    let out = weft(&server, &["run", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("task not found: nope"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = weft(&server, &["run", "square", "5"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("must be a JSON array"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn runs_list_show_logs_and_cancel() {
+    let server = Weft::start();
+    let out = weft(&server, &["run", "fan_out", "[3]", "--no-wait"]);
+    let root = stdout(&out).trim().to_string();
+    assert!(root.starts_with("trn-"), "{}", stderr(&out));
+    wait_for(30, "the fan-out to finish", || {
+        let out = weft(&server, &["runs", "show", &root, "--json"]);
+        let details: Value = serde_json::from_str(&stdout(&out)).ok()?;
+        (details["status"] == "completed").then_some(())
+    });
+
+    let out = weft(&server, &["runs", "list", "--root", &root, "--json"]);
+    let runs: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 4);
+    let table = stdout(&weft(&server, &["runs", "list", "--task", "square"]));
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(table.lines().next().unwrap().starts_with("ID "));
+    assert!(table.contains(&root), "children show their parent");
+
+    let shown = stdout(&weft(&server, &["runs", "show", &root]));
+    assert!(
+        shown.contains("Status    completed") && shown.contains("Results   [5]"),
+        "{shown}"
+    );
+
+    let child = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["taskRun"]["id"] != root.as_str())
+        .unwrap();
+    let child_id = child["taskRun"]["id"].as_str().unwrap();
+    let logs = wait_for(10, "the child's output", || {
+        let text = stdout(&weft(&server, &["runs", "logs", child_id]));
+        text.contains("squaring").then_some(text)
+    });
+    assert!(logs.lines().all(|l| l.contains("squaring")), "{logs}");
+    let tree = wait_for(10, "the tree's output", || {
+        let text = stdout(&weft(&server, &["runs", "logs", &root, "--subtasks"]));
+        (text
+            .lines()
+            .filter(|l| l.contains("[square trn-") && l.contains("squaring"))
+            .count()
+            == 3)
+            .then_some(text)
+    });
+    assert!(
+        !tree.contains(&format!("[fan_out {root}] squaring")),
+        "{tree}"
+    );
+
+    let out = weft(&server, &["runs", "cancel", &root]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already ended (completed)"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = weft(&server, &["run", "sleep_for", "[60]", "--no-wait"]);
+    let sleeper = stdout(&out).trim().to_string();
+    let out = weft(&server, &["runs", "cancel", &sleeper]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let details: Value = serde_json::from_str(&stdout(&weft(
+        &server,
+        &["runs", "show", &sleeper, "--json"],
+    )))
+    .unwrap();
+    assert_eq!(details["status"], "canceled");
+}
+
+#[test]
+fn tasks_list_and_refresh() {
+    let server = Weft::start();
+    let list = stdout(&weft(&server, &["tasks", "list"]));
+    assert!(
+        list.contains("flaky") && list.contains("marker_dir, succeed_on"),
+        "{list}"
+    );
+    let flaky = list.lines().find(|l| l.starts_with("flaky")).unwrap();
+    assert!(
+        flaky.split_whitespace().nth(1) == Some("2"),
+        "retries shown: {flaky}"
+    );
+    let slow = list.lines().find(|l| l.starts_with("slow")).unwrap();
+    assert!(slow.contains("1s"), "timeout shown: {slow}");
+    let out = weft(&server, &["tasks", "refresh", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tasks: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(tasks.as_array().unwrap().len(), 17);
+}
+
+#[test]
+fn a_server_that_is_not_there_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["runs", "list", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("127.0.0.1:9"), "{}", stderr(&out));
+}

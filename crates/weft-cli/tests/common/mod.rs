@@ -1,0 +1,266 @@
+//! Starts a real `weft dev` with the example Python app and drives it with
+//! the official Python SDK.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The Python with the official SDK: `$WEFT_PYTHON`, else the repo's `.venv`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEFT_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the Render SDK: run `.ci/run` once, or `python3 -m venv .venv && .venv/bin/pip install render==1.5.0`, or set WEFT_PYTHON"
+    );
+    venv
+}
+
+pub fn app_py() -> PathBuf {
+    repo_root().join("examples/python-app/app.py")
+}
+
+/// A `weft dev` process serving the example app.
+pub struct Weft {
+    child: Option<Child>,
+    pub url: String,
+    pub dir: PathBuf,
+    pub db: PathBuf,
+    /// Set in weft's environment, so its task processes can be found.
+    pub tag: String,
+    log: PathBuf,
+}
+
+#[derive(Default)]
+pub struct Options<'a> {
+    pub args: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+    pub db: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
+    /// The Python app to serve (default: examples/python-app/app.py).
+    pub app: Option<PathBuf>,
+}
+
+impl Weft {
+    pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options<'_>) -> Self {
+        Self::try_start(opts).unwrap_or_else(|log| panic!("weft dev did not start:\n{log}"))
+    }
+
+    /// Starts weft; on failure returns its output.
+    pub fn try_start(opts: Options<'_>) -> Result<Self, String> {
+        let dir = opts.dir.unwrap_or_else(|| {
+            let d = std::env::temp_dir().join(format!("weft-e2e-{}", uuid()));
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        });
+        let db = opts.db.unwrap_or_else(|| dir.join("weft.db"));
+        let tag = uuid();
+        let log = dir.join(format!("weft-{}.log", uuid()));
+        let python = python();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+        cmd.arg("dev").arg("--port").arg("0").arg("--db").arg(&db);
+        cmd.args(opts.args);
+        cmd.arg("--")
+            .arg(&python)
+            .arg(opts.app.unwrap_or_else(app_py));
+        let out = std::fs::File::create(&log).unwrap();
+        cmd.current_dir(&dir)
+            .env("WEFT_TEST_TAG", &tag)
+            .env_remove("RENDER_API_KEY")
+            .envs(opts.env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let mut child = cmd.spawn().expect("weft binary runs");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(url) = text.lines().find_map(|l| {
+                l.split("serving the Render Workflows API on ")
+                    .nth(1)
+                    .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+            }) {
+                return Ok(Self {
+                    child: Some(child),
+                    url,
+                    dir,
+                    db,
+                    tag,
+                    log,
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exited with {status}:\n{text}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("no banner within 60 s:\n{text}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything weft printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a scenario of `tests/python/scenarios.py` against this server.
+    pub fn python(&self, args: &[&str]) -> Output {
+        self.python_env(args, &[])
+    }
+
+    pub fn python_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/scenarios.py"))
+            .args(args)
+            .env("RENDER_LOCAL_DEV_URL", &self.url)
+            .env_remove("RENDER_USE_LOCAL_DEV")
+            .env_remove("RENDER_API_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .expect("python runs")
+    }
+
+    /// Runs a scenario that must print `ok`.
+    pub fn scenario(&self, args: &[&str]) {
+        self.scenario_env(args, &[]);
+    }
+
+    pub fn scenario_env(&self, args: &[&str], env: &[(&str, &str)]) {
+        assert_printed_ok(
+            &self.python_env(args, env),
+            &format!("scenario {args:?}"),
+            &self.output(),
+        );
+    }
+
+    /// Runs a scenario and parses its JSON output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.python(args);
+        assert!(
+            out.status.success(),
+            "scenario {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Kills weft with SIGKILL: no clean-up of any kind.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Task processes of this weft still alive (by the tag in their environment).
+    pub fn task_processes(&self) -> usize {
+        task_processes_tagged(&self.tag)
+    }
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn task_processes_tagged(tag: &str) -> usize {
+    let needle = format!("WEFT_TEST_TAG={tag}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+            let vars: Vec<_> = env
+                .split(|b| *b == 0)
+                .map(String::from_utf8_lossy)
+                .collect();
+            vars.iter().any(|v| *v == needle) && vars.iter().any(|v| v == "RENDER_SDK_MODE=run")
+        })
+        .count()
+}
+
+/// Runs a script of tests/python with the server's URL, expecting `ok`.
+pub fn python_script_ok(script: &str, args: &[&str], url: &str) {
+    let out = Command::new(python())
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python")
+                .join(script),
+        )
+        .args(args)
+        .env("RENDER_USE_LOCAL_DEV", "true")
+        .env("RENDER_LOCAL_DEV_URL", url)
+        .env_remove("RENDER_API_KEY")
+        .output()
+        .expect("python runs");
+    assert_printed_ok(&out, &format!("{script} {args:?}"), "");
+}
+
+/// A Python script succeeded and its last line was `ok`.
+fn assert_printed_ok(out: &Output, what: &str, server_output: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}\n--- weft\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        tail(server_output, 80)
+    );
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<_> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+pub fn uuid() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,325 @@
+//! End to end: `weft dev -- python app.py` (an app on the official Render
+//! SDK) driven by the official Render client, over real HTTP, real Unix
+//! sockets, real processes and a real SQLite file.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Options, Weft, wait_for};
+use serde_json::Value;
+
+#[test]
+fn run_task_positional_named_nested_and_metadata() {
+    Weft::start().scenario(&["run_task_shapes"]);
+}
+
+#[test]
+fn subtasks_are_listed_with_parents_and_pages() {
+    Weft::start().scenario(&["subtask_metadata_and_listing"]);
+}
+
+#[test]
+fn start_task_get_task_run_and_events() {
+    Weft::start().scenario(&["start_get_events"]);
+}
+
+#[test]
+fn failures_surface_with_their_messages() {
+    Weft::start().scenario(&["failures"]);
+}
+
+#[test]
+fn retries_follow_the_policy_and_its_backoff() {
+    let weft = Weft::start();
+    let markers = weft.dir.join("markers");
+    weft.scenario(&["retries", markers.to_str().unwrap()]);
+}
+
+#[test]
+fn timeouts_kill_the_attempt() {
+    let weft = Weft::start();
+    weft.scenario(&["timeouts"]);
+    assert_eq!(weft.task_processes(), 0, "the timed-out process is gone");
+}
+
+#[test]
+fn cancel_reaches_every_descendant_and_kills_their_processes() {
+    let weft = Weft::start_with(Options {
+        args: &["--max-concurrent", "4"],
+        ..Default::default()
+    });
+    let marker = weft.dir.join("running");
+    let out = std::thread::scope(|s| {
+        let handle = s.spawn(|| weft.python(&["cancel", marker.to_str().unwrap()]));
+        wait_for(30, "children to run", || marker.exists().then_some(()));
+        // While the children sleep their processes exist.
+        let running = weft.task_processes();
+        std::fs::write(marker.with_extension("go"), "").unwrap();
+        let out = handle.join().unwrap();
+        assert!(
+            running >= 2,
+            "children are running as processes ({running})"
+        );
+        out
+    });
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(10, "canceled processes to die", || {
+        (weft.task_processes() == 0).then_some(())
+    });
+}
+
+#[test]
+fn idempotency_keys_name_one_run() {
+    Weft::start().scenario(&["idempotency"]);
+}
+
+#[test]
+fn power_loss_safe_commits_serve_the_same_api() {
+    Weft::start_with(Options {
+        args: &["--power-loss-safe"],
+        ..Default::default()
+    })
+    .scenario(&["run_task_shapes"]);
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
+    Weft::start_with(Options {
+        args: &["--max-payload-bytes", "200000"],
+        ..Default::default()
+    })
+    .scenario(&["bad_input"]);
+}
+
+#[test]
+fn task_output_is_stored_as_logs() {
+    let weft = Weft::start();
+    weft.scenario(&["logs"]);
+    assert!(
+        weft.output().contains("[square trn-"),
+        "output is echoed with task name and run id"
+    );
+}
+
+#[test]
+fn live_task_output_streams_over_the_logs_websocket() {
+    use futures::StreamExt as _;
+    let weft = Weft::start();
+    let url = format!(
+        "{}/v1/logs/subscribe?text=squaring",
+        weft.url.replace("http://", "ws://")
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut socket, _) = rt
+        .block_on(tokio_tungstenite::connect_async(url))
+        .expect("websocket upgrade");
+    weft.scenario(&["wide", "3"]);
+    let mut lines = Vec::new();
+    rt.block_on(async {
+        while lines.len() < 3 {
+            let msg = tokio::time::timeout(Duration::from_secs(20), socket.next())
+                .await
+                .expect("a line within 20 s")
+                .expect("the stream is open")
+                .unwrap();
+            let log: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+            let labels: Vec<_> = log["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| (l["name"].clone(), l["value"].clone()))
+                .collect();
+            assert!(labels.contains(&("task".into(), "square".into())), "{log}");
+            lines.push(log["message"].as_str().unwrap().to_string());
+        }
+    });
+    lines.sort();
+    assert_eq!(lines, ["squaring 0", "squaring 1", "squaring 2"]);
+}
+
+#[test]
+fn a_wide_fan_out_on_few_slots_neither_fails_nor_deadlocks() {
+    // Parents waiting on children do not hold slots, so even two slots and
+    // nested fan-outs make progress.
+    Weft::start_with(Options {
+        args: &["--max-concurrent", "2", "--quiet"],
+        ..Default::default()
+    })
+    .scenario(&["wide", "150"]);
+}
+
+#[test]
+fn dotenv_file_reaches_task_processes() {
+    let dir = std::env::temp_dir().join(format!("weft-e2e-{}", common::uuid()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), "WEFT_TEST_FROM_DOTENV=loaded\n").unwrap();
+    Weft::start_with(Options {
+        dir: Some(dir),
+        ..Default::default()
+    })
+    .scenario(&["env_from_dotenv"]);
+}
+
+#[test]
+fn env_file_flag_names_a_missing_file_clearly() {
+    let err = Weft::try_start(Options {
+        args: &["--env-file", "/nonexistent/env"],
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert!(err.contains("/nonexistent/env"), "{err}");
+}
+
+#[test]
+fn a_bearer_token_is_required_when_set() {
+    let weft = Weft::start_with(Options {
+        env: &[("RENDER_API_KEY", "s3cret")],
+        ..Default::default()
+    });
+    weft.scenario_env(&["with_token"], &[("RENDER_API_KEY", "s3cret")]);
+}
+
+#[test]
+fn listening_beyond_loopback_needs_a_token() {
+    let err = Weft::try_start(Options {
+        args: &["--host", "0.0.0.0"],
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert!(err.contains("without a bearer token"), "{err}");
+}
+
+#[test]
+fn a_broken_start_command_fails_registration_clearly() {
+    let dir = std::env::temp_dir().join(format!("weft-e2e-{}", common::uuid()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["dev", "--port", "0", "--db"])
+        .arg(dir.join("weft.db"))
+        .args(["--", "sh", "-c", "echo cannot import app >&2; exit 4"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("without registering any task"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cannot import app"),
+        "the app's own output is shown"
+    );
+}
+
+#[test]
+fn apps_and_clients_on_the_older_render_sdk_run_unchanged() {
+    // `render_sdk` 0.8.0: tasks take no context; calling a task starts a subtask.
+    let weft = Weft::start_with(Options {
+        app: Some(common::repo_root().join("examples/python-app-legacy/app.py")),
+        ..Default::default()
+    });
+    common::python_script_ok("legacy_client.py", &[], &weft.url);
+}
+
+fn children(tree: &Value, root: &str) -> Vec<Value> {
+    tree.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"] != root)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn sigkill_mid_fan_out_loses_nothing_and_repeats_nothing() {
+    let mut weft = Weft::start_with(Options {
+        args: &["--max-concurrent", "2", "--quiet"],
+        ..Default::default()
+    });
+    let out = weft.python(&["start_only", "sleepy_parent", "[8, 1.0]"]);
+    let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        root.starts_with("trn-"),
+        "{root} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Crash once some children have finished and others are running.
+    let before = wait_for(60, "a half-done fan-out", || {
+        let tree = weft.json(&["tree", &root]);
+        let kids = children(&tree, &root);
+        let done = kids.iter().filter(|k| k["status"] == "completed").count();
+        let running = kids.iter().filter(|k| k["status"] == "running").count();
+        (done >= 2 && running >= 1).then_some(kids)
+    });
+    let tag = weft.tag.clone();
+    let (dir, db) = (weft.dir.clone(), weft.db.clone());
+    weft.kill9();
+    // Task processes die with the runtime.
+    wait_for(10, "orphaned task processes to die", || {
+        (common::task_processes_tagged(&tag) == 0).then_some(())
+    });
+    drop(weft);
+
+    let weft = Weft::start_with(Options {
+        db: Some(db),
+        dir: Some(dir),
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let out = weft.python(&["await_run", &root]);
+    let done: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["results"], serde_json::Value::from(vec![1.0; 8]));
+
+    let tree = weft.json(&["tree", &root]);
+    let kids = children(&tree, &root);
+    assert_eq!(
+        kids.len(),
+        8,
+        "the relaunched parent adopted its children instead of starting new ones"
+    );
+    let parent = tree
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == root.as_str())
+        .unwrap();
+    let attempts = parent["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{parent}");
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted"),
+        "{parent}"
+    );
+    assert_eq!(attempts[1]["status"], "completed");
+    // Children finished before the crash kept their one attempt.
+    for kid in before.iter().filter(|k| k["status"] == "completed") {
+        let now = kids.iter().find(|k| k["id"] == kid["id"]).unwrap();
+        assert_eq!(now["attempts"].as_array().unwrap().len(), 1, "{now}");
+    }
+    // Children running at the crash were relaunched, the interruption recorded.
+    for kid in before.iter().filter(|k| k["status"] == "running") {
+        let now = kids.iter().find(|k| k["id"] == kid["id"]).unwrap();
+        let attempts = now["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{now}");
+        assert!(
+            attempts[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("interrupted")
+        );
+    }
+    std::thread::sleep(Duration::from_millis(10));
+}

@@ -1,0 +1,282 @@
+//! The REST API under `/v1`, in the shapes the official clients parse.
+//!
+//! | call | answer |
+//! |---|---|
+//! | `POST /v1/task-runs` [`RunTaskRequest`] | 202 [`TaskRun`] |
+//! | `GET /v1/task-runs/{id}` | [`TaskRunDetails`] |
+//! | `DELETE /v1/task-runs/{id}` | 204 |
+//! | `GET /v1/task-runs?taskSlug=&rootTaskRunId=&limit=&cursor=` | `[`[`TaskRunWithCursor`]`]` |
+//! | `GET /v1/task-runs/events?taskRunIds=a,b` | SSE, `event: task.completed`, `data:` [`TaskRunDetails`] |
+//! | `GET /v1/tasks`, `GET /v1/tasks/{id}` | [`TaskWithCursor`], [`Task`] |
+//! | `GET /v1/logs?taskRunID=&startTime=&endTime=&text=` | [`LogsResponse`] |
+//!
+//! Errors are [`ErrorBody`] (`{"message"}`) with a 4xx or 5xx status.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use crate::socket::ErrorBody;
+use crate::socket::{TaskOptions, TaskParameter};
+
+/// The SSE event name for a run that ended, whatever its outcome (Render
+/// sends `task.completed` for failed and canceled runs too).
+pub const EVENT_TASK_COMPLETED: &str = "task.completed";
+
+/// The state of a task run (and of one attempt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskRunStatus {
+    Pending,
+    Running,
+    /// Ended with a result. Weft reports this value: every SDK release knows
+    /// it, while `succeeded` is newer.
+    Completed,
+    Succeeded,
+    Failed,
+    Canceled,
+    Paused,
+}
+
+impl TaskRunStatus {
+    /// Whether the run has ended and will not change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Succeeded | Self::Failed | Self::Canceled
+        )
+    }
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+            Self::Paused => "paused",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "canceled" => Self::Canceled,
+            "paused" => Self::Paused,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for TaskRunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /v1/task-runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunTaskRequest {
+    /// `workflow-slug/task-name`, or the bare task name.
+    pub task: String,
+    /// A JSON array (positional inputs) or object (named inputs).
+    #[serde(default = "empty_array")]
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+fn empty_array() -> Value {
+    Value::Array(Vec::new())
+}
+
+/// One attempt of a task run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAttempt {
+    /// 1-based attempt number.
+    pub attempt: u32,
+    pub status: TaskRunStatus,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Why the attempt failed (details only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The attempt's results (details only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<Value>,
+}
+
+/// A task run as lists and `POST /v1/task-runs` return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRun {
+    pub id: String,
+    pub task_id: String,
+    pub status: TaskRunStatus,
+    /// Empty for a root run.
+    #[serde(default)]
+    pub parent_task_run_id: String,
+    pub root_task_run_id: String,
+    /// Attempts after the first.
+    pub retries: u32,
+    pub attempts: Vec<TaskAttempt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// One run with its input, results and error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRunDetails {
+    #[serde(flatten)]
+    pub run: TaskRun,
+    /// The JSON array of results; empty until the run completes.
+    pub results: Value,
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An element of `GET /v1/task-runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRunWithCursor {
+    pub task_run: TaskRun,
+    /// Pass as `cursor` to list the runs after this one.
+    pub cursor: String,
+}
+
+/// A registered task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<TaskOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Vec<TaskParameter>>,
+}
+
+/// An element of `GET /v1/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskWithCursor {
+    pub task: Task,
+    pub cursor: String,
+}
+
+/// One line a task wrote, in the shape of Render's logs API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Log {
+    pub id: String,
+    pub message: String,
+    pub timestamp: DateTime<Utc>,
+    pub labels: Vec<LogLabel>,
+}
+
+/// A log label (`taskRun`, `task`, `type` = `stdout`/`stderr`, `level`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLabel {
+    pub name: String,
+    pub value: String,
+}
+
+/// `GET /v1/logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsResponse {
+    pub logs: Vec<Log>,
+    pub has_more: bool,
+    pub next_start_time: DateTime<Utc>,
+    pub next_end_time: DateTime<Utc>,
+}
+
+/// Splits `workflow-slug/task-name` to the task name; a bare name is kept.
+pub fn task_name_from_slug(slug: &str) -> &str {
+    slug.rsplit_once('/').map_or(slug, |(_, name)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn details_flatten_the_run() {
+        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123Z")
+            .unwrap()
+            .to_utc();
+        let details = TaskRunDetails {
+            run: TaskRun {
+                id: "trn-1".into(),
+                task_id: "tsk-square".into(),
+                status: TaskRunStatus::Completed,
+                parent_task_run_id: String::new(),
+                root_task_run_id: "trn-1".into(),
+                retries: 0,
+                attempts: vec![TaskAttempt {
+                    attempt: 1,
+                    status: TaskRunStatus::Completed,
+                    started_at: at,
+                    task_run_id: None,
+                    completed_at: Some(at),
+                    error: None,
+                    results: Some(json!([4])),
+                }],
+                started_at: Some(at),
+                completed_at: Some(at),
+            },
+            results: json!([4]),
+            input: json!([2]),
+            error: None,
+        };
+        let v = serde_json::to_value(&details).unwrap();
+        assert_eq!(v["taskId"], "tsk-square");
+        assert_eq!(v["parentTaskRunId"], "");
+        assert_eq!(v["results"], json!([4]));
+        assert_eq!(v["attempts"][0]["startedAt"], "2026-01-02T03:04:05.123Z");
+        assert!(v.get("error").is_none());
+        let back: TaskRunDetails = serde_json::from_value(v).unwrap();
+        assert_eq!(back, details);
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(task_name_from_slug("my-workflow/square"), "square");
+        assert_eq!(task_name_from_slug("square"), "square");
+    }
+
+    #[test]
+    fn statuses() {
+        for s in [
+            "pending",
+            "running",
+            "completed",
+            "succeeded",
+            "failed",
+            "canceled",
+            "paused",
+        ] {
+            assert_eq!(TaskRunStatus::parse(s).unwrap().as_str(), s);
+        }
+        assert!(TaskRunStatus::Canceled.is_terminal());
+        assert!(!TaskRunStatus::Pending.is_terminal());
+    }
+}

@@ -1,0 +1,493 @@
+//! The REST API under `/v1`, with Server-Sent Events for runs that end and
+//! a WebSocket for live task output, in the shapes of Render's API.
+//!
+//! Weft's own additions live under `/weft/v1` (`POST /weft/v1/tasks/refresh`).
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use tokio::sync::broadcast;
+use weft_protocol::api::{
+    EVENT_TASK_COMPLETED, Log, LogLabel, LogsResponse, RunTaskRequest, Task, TaskAttempt, TaskRun,
+    TaskRunDetails, TaskRunStatus, TaskRunWithCursor, TaskWithCursor,
+};
+use weft_store::{LogLine, LogQuery, NewLogLine, RunFilter, RunRecord, TaskRecord};
+
+use crate::coordinator::{Coordinator, EndedRun};
+use crate::http::{ApiError, JsonBody, method_not_allowed, not_found};
+
+type Shared = Arc<Coordinator>;
+
+/// The API's router.
+pub fn router(coordinator: Shared) -> Router {
+    let limit = coordinator.config().max_payload_bytes + 64 * 1024;
+    Router::new()
+        .route("/v1/task-runs", post(start_run).get(list_runs))
+        .route("/v1/task-runs/events", get(run_events))
+        .route("/v1/task-runs/{id}", get(get_run).delete(cancel_run))
+        .route("/v1/tasks", get(list_tasks))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/logs", get(list_logs))
+        .route("/v1/logs/subscribe", get(subscribe_logs))
+        .route("/weft/v1/tasks/refresh", post(refresh_tasks))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            coordinator.clone(),
+            require_token,
+        ))
+        .with_state(coordinator)
+}
+
+/// With an API key configured, every request must carry it as a bearer token.
+async fn require_token(State(c): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(key) = &c.config().api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in constant time, so response timing does not leak the key.
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer $RENDER_API_KEY)",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A run as lists show it.
+pub fn task_run(run: &RunRecord) -> TaskRun {
+    TaskRun {
+        id: run.id.clone(),
+        task_id: TaskRecord::id_for(&run.task_name),
+        status: run.status,
+        parent_task_run_id: run.parent_id.clone().unwrap_or_default(),
+        root_task_run_id: run.root_id.clone(),
+        retries: (run.attempts.len() as u32).saturating_sub(1),
+        attempts: run
+            .attempts
+            .iter()
+            .map(|a| attempt(run, a, false))
+            .collect(),
+        started_at: run.started_at,
+        completed_at: run.completed_at,
+    }
+}
+
+fn attempt(run: &RunRecord, a: &weft_store::AttemptRecord, details: bool) -> TaskAttempt {
+    TaskAttempt {
+        attempt: a.number,
+        status: a.status,
+        started_at: a.started_at,
+        task_run_id: Some(run.id.clone()),
+        completed_at: a.completed_at,
+        error: if details { a.error.clone() } else { None },
+        results: if details { a.output.clone() } else { None },
+    }
+}
+
+/// A run with its input, results and error.
+pub fn task_run_details(run: &RunRecord) -> TaskRunDetails {
+    let mut summary = task_run(run);
+    summary.attempts = run.attempts.iter().map(|a| attempt(run, a, true)).collect();
+    TaskRunDetails {
+        run: summary,
+        results: run
+            .output
+            .clone()
+            .unwrap_or_else(|| serde_json::Value::Array(Vec::new())),
+        input: run.input.clone(),
+        error: if run.status.is_terminal() {
+            run.error.clone()
+        } else {
+            None
+        },
+    }
+}
+
+fn task(t: &TaskRecord) -> Task {
+    Task {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        created_at: t.created_at,
+        options: Some(t.options.clone()),
+        parameters: t.parameters.clone(),
+    }
+}
+
+/// Query parameters, where a key may repeat (`a=1&a=2`) and hold commas (`a=1,2`).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(raw: Option<String>) -> Self {
+        Self(
+            form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    fn list(&self, keys: &[&str]) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| keys.contains(&k.as_str()))
+            .flat_map(|(_, v)| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn one(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn number(&self, key: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+        match self.one(key) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad_request(format!(
+                    "{key} must be a whole number from 1 to {max}, got {v:?}"
+                ))),
+            },
+        }
+    }
+
+    fn time(&self, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+        self.one(key)
+            .map(|v| {
+                DateTime::parse_from_rfc3339(v)
+                    .map(|t| t.to_utc())
+                    .map_err(|e| {
+                        ApiError::bad_request(format!(
+                            "{key} must be an RFC 3339 time, got {v:?}: {e}"
+                        ))
+                    })
+            })
+            .transpose()
+    }
+}
+
+async fn start_run(
+    State(c): State<Shared>,
+    JsonBody(req): JsonBody<RunTaskRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    if req.task.trim().is_empty() {
+        return Err(ApiError::bad_request("task is required"));
+    }
+    let run = c
+        .start_run(&req.task, req.input, req.idempotency_key)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(task_run(&run))))
+}
+
+async fn get_run(
+    State(c): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskRunDetails>, ApiError> {
+    let run = c
+        .store()
+        .get_run(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("task run not found: {id}")))?;
+    Ok(Json(task_run_details(&run)))
+}
+
+async fn cancel_run(
+    State(c): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    c.cancel(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_runs(
+    State(c): State<Shared>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<TaskRunWithCursor>>, ApiError> {
+    let params = Params::parse(q);
+    let limit = params.number("limit", 20, 100)?;
+    let before_seq = params
+        .one("cursor")
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid cursor {v:?}")))
+        })
+        .transpose()?;
+    let status = params
+        .one("status")
+        .map(|v| {
+            TaskRunStatus::parse(v)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown status {v:?}")))
+        })
+        .transpose()?;
+    let filter = RunFilter {
+        task_name: params.list(&["taskSlug", "taskId"]).first().map(|s| {
+            let name = weft_protocol::api::task_name_from_slug(s);
+            name.strip_prefix("tsk-").unwrap_or(name).to_string()
+        }),
+        root_id: params.list(&["rootTaskRunId"]).first().cloned(),
+        status,
+        before_seq,
+        limit,
+    };
+    let runs = c.store().list_runs(&filter).await?;
+    Ok(Json(
+        runs.iter()
+            .map(|r| TaskRunWithCursor {
+                task_run: task_run(r),
+                cursor: r.seq.to_string(),
+            })
+            .collect(),
+    ))
+}
+
+/// State of one events stream.
+struct Events {
+    ended: broadcast::Receiver<EndedRun>,
+    waiting: HashSet<String>,
+    ready: VecDeque<RunRecord>,
+    coordinator: Shared,
+}
+
+async fn run_events(
+    State(c): State<Shared>,
+    RawQuery(q): RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let ids = Params::parse(q).list(&["taskRunIds", "taskRunId"]);
+    if ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "taskRunIds is required: the runs whose end to stream",
+        ));
+    }
+    // Subscribe first, so a run that ends while we read is not missed.
+    let ended = c.subscribe_ended();
+    let mut waiting = HashSet::new();
+    let mut ready = VecDeque::new();
+    for id in ids {
+        let run = c
+            .store()
+            .get_run(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("task run not found: {id}")))?;
+        if run.status.is_terminal() {
+            ready.push_back(run);
+        } else {
+            waiting.insert(id);
+        }
+    }
+    let state = Events {
+        ended,
+        waiting,
+        ready,
+        coordinator: c,
+    };
+    // The stream ends once every requested run has been reported.
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(run) = s.ready.pop_front() {
+                let data =
+                    serde_json::to_string(&task_run_details(&run)).expect("details serialise");
+                return Some((
+                    Ok(Event::default().event(EVENT_TASK_COMPLETED).data(data)),
+                    s,
+                ));
+            }
+            if s.waiting.is_empty() {
+                return None;
+            }
+            match s.ended.recv().await {
+                Ok(run) => {
+                    if s.waiting.remove(&run.id) {
+                        s.ready.push_back((*run).clone());
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let ids: Vec<_> = s.waiting.iter().cloned().collect();
+                    for id in ids {
+                        if let Ok(Some(run)) = s.coordinator.store().get_run(&id).await
+                            && run.status.is_terminal()
+                        {
+                            s.waiting.remove(&id);
+                            s.ready.push_back(run);
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn list_tasks(State(c): State<Shared>) -> Json<Vec<TaskWithCursor>> {
+    Json(
+        c.tasks()
+            .iter()
+            .map(|t| TaskWithCursor {
+                task: task(t),
+                cursor: t.id.clone(),
+            })
+            .collect(),
+    )
+}
+
+async fn get_task(State(c): State<Shared>, Path(id): Path<String>) -> Result<Json<Task>, ApiError> {
+    c.task(&id)
+        .map(|t| Json(task(&t)))
+        .ok_or_else(|| ApiError::not_found(format!("task not found: {id}")))
+}
+
+async fn refresh_tasks(State(c): State<Shared>) -> Result<Json<Vec<TaskWithCursor>>, ApiError> {
+    c.register_tasks()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    Ok(list_tasks(State(c)).await)
+}
+
+fn log_entry(
+    id: String,
+    run_id: &str,
+    task_name: &str,
+    stream: &str,
+    at: DateTime<Utc>,
+    message: String,
+) -> Log {
+    let label = |name: &str, value: &str| LogLabel {
+        name: name.into(),
+        value: value.into(),
+    };
+    Log {
+        id,
+        message,
+        timestamp: at,
+        labels: vec![
+            label("taskRun", run_id),
+            label("task", task_name),
+            label("type", stream),
+            label("level", if stream == "stderr" { "error" } else { "info" }),
+        ],
+    }
+}
+
+fn stored_log(l: LogLine) -> Log {
+    log_entry(
+        l.id.to_string(),
+        &l.run_id,
+        &l.task_name,
+        &l.stream,
+        l.at,
+        l.message,
+    )
+}
+
+fn log_query(params: &Params) -> Result<LogQuery, ApiError> {
+    Ok(LogQuery {
+        run_ids: params.list(&["taskRunID", "taskRunId", "taskRun"]),
+        include_descendants: params.one("includeSubtasks").is_some_and(|v| v == "true"),
+        start: params.time("startTime")?,
+        end: params.time("endTime")?,
+        text: params.list(&["text"]),
+        after_id: None,
+        limit: params.number("limit", 100, 1000)?,
+    })
+}
+
+async fn list_logs(
+    State(c): State<Shared>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<LogsResponse>, ApiError> {
+    let params = Params::parse(q);
+    let mut query = log_query(&params)?;
+    let limit = query.limit;
+    query.limit += 1;
+    c.logs().flush().await;
+    let mut lines = c.store().query_logs(&query).await?;
+    let has_more = lines.len() > limit as usize;
+    lines.truncate(limit as usize);
+    let next_start_time = lines
+        .last()
+        .map(|l| l.at + chrono::Duration::microseconds(1))
+        .or(query.start)
+        .unwrap_or_else(Utc::now);
+    Ok(Json(LogsResponse {
+        logs: lines.into_iter().map(stored_log).collect(),
+        has_more,
+        next_start_time,
+        next_end_time: query.end.unwrap_or_else(Utc::now),
+    }))
+}
+
+async fn subscribe_logs(
+    State(c): State<Shared>,
+    RawQuery(q): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let query = log_query(&Params::parse(q))?;
+    let live = c.logs().subscribe();
+    Ok(ws.on_upgrade(move |socket| stream_logs(socket, live, query)))
+}
+
+async fn stream_logs(
+    mut socket: WebSocket,
+    mut live: broadcast::Receiver<Arc<NewLogLine>>,
+    query: LogQuery,
+) {
+    let matches = |l: &NewLogLine| {
+        (query.run_ids.is_empty() || query.run_ids.contains(&l.run_id))
+            && (query.text.is_empty() || query.text.iter().any(|t| l.message.contains(t.as_str())))
+    };
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            line = live.recv() => match line {
+                Ok(l) if matches(&l) => {
+                    seq += 1;
+                    let entry = log_entry(format!("live-{seq}"), &l.run_id, &l.task_name, l.stream, l.at, l.message.clone());
+                    let text = serde_json::to_string(&entry).expect("log serialises");
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Starts the app's start command: once in register mode to learn its
+//! tasks, and once per attempt in run mode. Each process gets its own
+//! process group, so killing an attempt kills every process it started.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+use weft_protocol::socket::{ENV_MODE, ENV_SOCKET_PATH, Mode, TaskDefinition};
+
+use crate::logs::{LogSink, Source};
+use crate::{RuntimeConfig, RuntimeError, task_socket};
+
+/// Longest Unix socket path the kernel accepts (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Starts task processes.
+pub struct Executor {
+    start_command: Vec<String>,
+    env: Vec<(String, String)>,
+    socket_dir: PathBuf,
+    /// Removes a directory made for this runtime when it goes away.
+    _owned_dir: Option<tempfile::TempDir>,
+}
+
+/// How a task process's run ended.
+#[derive(Debug)]
+pub enum ExitReason {
+    /// The attempt reported its outcome on the socket.
+    Reported,
+    /// The run was canceled; its processes were killed.
+    Canceled,
+    /// The runtime is stopping; its processes were killed.
+    Shutdown,
+    /// The process could not be started.
+    SpawnFailed(std::io::Error),
+    /// It ran past its timeout and was killed.
+    TimedOut(Duration),
+    /// It exited without reporting.
+    Exited(ExitStatus),
+}
+
+impl Executor {
+    /// Prepares the socket directory: readable by this user only.
+    pub fn new(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        if config.start_command.is_empty() {
+            return Err(RuntimeError::Config("no start command given".into()));
+        }
+        let (socket_dir, owned) = match &config.socket_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                (dir.clone(), None)
+            }
+            None => {
+                let dir = tempfile::Builder::new().prefix("weft-").tempdir()?;
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
+        restrict_to_owner(&socket_dir)?;
+        Ok(Self {
+            start_command: config.start_command.clone(),
+            env: config.env.clone(),
+            socket_dir,
+            _owned_dir: owned,
+        })
+    }
+
+    /// A socket path in the private directory.
+    pub fn socket_path(&self, name: &str) -> PathBuf {
+        self.socket_dir.join(format!("{name}.sock"))
+    }
+
+    fn command(&self, mode: Mode, socket: &Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.start_command[0]);
+        cmd.args(&self.start_command[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(ENV_MODE, mode.as_str())
+            .env(ENV_SOCKET_PATH, socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+        // The child is killed if the runtime dies (even by SIGKILL), so no
+        // attempt outlives the runtime that would have watched it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    fn spawn(
+        &self,
+        mode: Mode,
+        socket: &Path,
+        logs: &LogSink,
+        source: Option<Source>,
+    ) -> std::io::Result<TaskProcess> {
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(std::io::Error::other(format!(
+                "socket path {} is longer than {MAX_SOCKET_PATH} bytes; set TMPDIR to a shorter directory",
+                socket.display()
+            )));
+        }
+        let mut child = self.command(mode, socket).spawn()?;
+        let pid = child.id().map(|p| p as i32);
+        let mut pumps = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            pumps.push(logs.capture(out, source.clone(), "stdout"));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(logs.capture(err, source, "stderr"));
+        }
+        Ok(TaskProcess { child, pid, pumps })
+    }
+
+    /// Runs the start command in register mode and returns the tasks it lists.
+    pub async fn register(
+        &self,
+        config: &RuntimeConfig,
+        logs: &LogSink,
+    ) -> Result<Vec<TaskDefinition>, RuntimeError> {
+        let socket = self.socket_path(&format!("register-{}", uuid::Uuid::new_v4().simple()));
+        let (tx, rx) = oneshot::channel();
+        let server = task_socket::serve_register(&socket, tx, config.max_payload_bytes)?;
+        let cmd = shell_words(&self.start_command);
+        let mut process = self
+            .spawn(Mode::Register, &socket, logs, None)
+            .map_err(|e| RuntimeError::Registration(format!("could not start `{cmd}`: {e}")))?;
+        // Biased: the registration is handed over before the app is answered,
+        // so it is always there by the time the app exits; an unbiased select
+        // could see a fast app's exit first and call it a failure.
+        let outcome = tokio::select! {
+            biased;
+            defs = rx => {
+                process.wait_or_kill(config.exit_grace).await;
+                defs.map_err(|_| RuntimeError::Registration("the task socket closed".into()))
+            }
+            status = process.child.wait() => Err(RuntimeError::Registration(format!(
+                "`{cmd}` exited ({}) without registering any task; its output is above",
+                status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+            ))),
+            _ = tokio::time::sleep(config.register_timeout) => Err(RuntimeError::Registration(format!(
+                "`{cmd}` did not register its tasks within {} s", config.register_timeout.as_secs()
+            ))),
+        };
+        process.kill_tree();
+        process.drain_output().await;
+        server.abort();
+        let _ = std::fs::remove_file(&socket);
+        outcome
+    }
+
+    /// Runs one attempt's process until it reports, exits, times out or is
+    /// canceled; every process of the attempt is dead when this returns.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_process(
+        &self,
+        mode: Mode,
+        socket: &Path,
+        logs: &LogSink,
+        source: Source,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+        reported: &Notify,
+        exit_grace: Duration,
+    ) -> ExitReason {
+        let mut process = match self.spawn(mode, socket, logs, Some(source)) {
+            Ok(p) => p,
+            Err(e) => return ExitReason::SpawnFailed(e),
+        };
+        let deadline = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let reason = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => ExitReason::Canceled,
+            _ = reported.notified() => {
+                process.wait_or_kill(exit_grace).await;
+                ExitReason::Reported
+            }
+            status = process.child.wait() => match status {
+                Ok(status) => ExitReason::Exited(status),
+                Err(e) => ExitReason::SpawnFailed(e),
+            },
+            _ = deadline => ExitReason::TimedOut(timeout.unwrap_or_default()),
+        };
+        process.kill_tree();
+        let _ = process.child.wait().await;
+        process.drain_output().await;
+        reason
+    }
+}
+
+/// A running task process, leader of its own process group.
+struct TaskProcess {
+    child: tokio::process::Child,
+    pid: Option<i32>,
+    /// Readers of its stdout and stderr.
+    pumps: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TaskProcess {
+    /// Kills the process and everything in its group.
+    fn kill_tree(&self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: plain syscall; a group that no longer exists is ESRCH, ignored.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Lets the last lines the process wrote reach the log (bounded: a
+    /// stray process holding the pipes open must not stall the attempt).
+    async fn drain_output(&mut self) {
+        let pumps = std::mem::take(&mut self.pumps);
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(pumps)).await;
+    }
+
+    /// Gives the process `grace` to exit on its own.
+    async fn wait_or_kill(&mut self, grace: Duration) {
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            self.kill_tree();
+        }
+    }
+}
+
+fn restrict_to_owner(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// The command as a person would type it, for messages.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if a.is_empty()
+                || a.chars()
+                    .any(|c| c.is_whitespace() || "\"'$`\\".contains(c))
+            {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

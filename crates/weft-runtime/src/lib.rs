@@ -1,0 +1,162 @@
+//! The weft runtime: runs tasks of a Render Workflows app, each attempt in
+//! its own process, and serves the REST API that clients use.
+//!
+//! - [`coordinator`]: the heart. Creates runs, schedules pending ones under
+//!   a concurrency limit, applies retries, timeouts and cancellation, and
+//!   announces runs that end.
+//! - [`lifecycle`]: the run state machine's decisions (retry or fail).
+//! - [`executor`]: starts the app's start command per attempt (and once to
+//!   register tasks), captures its output, kills its process tree.
+//! - [`task_socket`]: the Unix-socket API one task process calls.
+//! - [`api`]: the REST API and its Server-Sent Events.
+//! - [`logs`]: task output, stored and echoed.
+//!
+//! [`Runtime::start`] wires them together; `weft dev` and the customer-ETL
+//! pipeline's embedded mode both use it.
+
+pub mod api;
+pub mod coordinator;
+pub mod executor;
+pub mod lifecycle;
+pub mod logs;
+pub mod task_socket;
+
+mod http;
+
+mod error;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use coordinator::Coordinator;
+pub use error::RuntimeError;
+use tokio_util::sync::CancellationToken;
+use weft_store::Store;
+
+/// How a runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Address of the REST API; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The app's start command: program and arguments.
+    pub start_command: Vec<String>,
+    /// Extra environment for task processes (from `.env`, say).
+    pub env: Vec<(String, String)>,
+    /// Task processes running at once (parents waiting on subtasks do not count).
+    pub max_concurrent: usize,
+    /// Bearer token the REST API requires; required when listening beyond loopback.
+    pub api_key: Option<String>,
+    /// Largest task input or result, in bytes.
+    pub max_payload_bytes: usize,
+    /// How long `get-subtask-result` holds a request for a child that has not ended.
+    pub subtask_result_hold: Duration,
+    /// Echo task output on the terminal, prefixed with task name and run id.
+    pub echo_logs: bool,
+    /// Directory for task sockets; a fresh private one when `None`.
+    pub socket_dir: Option<PathBuf>,
+    /// How long a process may take to exit after its callback before it is killed.
+    pub exit_grace: Duration,
+    /// How long registration may take.
+    pub register_timeout: Duration,
+}
+
+impl RuntimeConfig {
+    /// Defaults for a start command: loopback port 8120, one task process
+    /// per CPU, 4 MiB payloads, 10 s result holds.
+    pub fn new(start_command: Vec<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8120)),
+            start_command,
+            env: Vec::new(),
+            max_concurrent: default_max_concurrent(),
+            api_key: None,
+            max_payload_bytes: 4 * 1024 * 1024,
+            subtask_result_hold: Duration::from_secs(10),
+            echo_logs: true,
+            socket_dir: None,
+            exit_grace: Duration::from_secs(5),
+            register_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// One task process per CPU: tasks that compute keep every core busy, and
+/// parents waiting on subtasks are not counted.
+pub fn default_max_concurrent() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
+}
+
+/// A running runtime: the coordinator and the REST API.
+pub struct Runtime {
+    coordinator: Arc<Coordinator>,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Runtime {
+    /// Opens the runtime over a store: recovers runs a previous runtime left
+    /// unfinished, registers the app's tasks, starts scheduling and serves
+    /// the API.
+    pub async fn start(config: RuntimeConfig, store: Arc<dyn Store>) -> Result<Self, RuntimeError> {
+        if !config.listen.ip().is_loopback() && config.api_key.is_none() {
+            return Err(RuntimeError::Config(format!(
+                "refusing to listen on {} without a bearer token: set RENDER_API_KEY (or --api-key), or listen on 127.0.0.1",
+                config.listen
+            )));
+        }
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| {
+                RuntimeError::Config(format!("cannot listen on {}: {e}", config.listen))
+            })?;
+        let addr = listener.local_addr().map_err(RuntimeError::Io)?;
+        let coordinator = Coordinator::open(config, store, shutdown.clone()).await?;
+        coordinator.register_tasks().await?;
+        coordinator.clone().start_scheduler();
+
+        let app = api::router(coordinator.clone());
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await });
+            if let Err(e) = served.await {
+                tracing::error!("API server failed: {e}");
+            }
+        });
+        Ok(Self {
+            coordinator,
+            addr,
+            shutdown,
+            server,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API's base URL, e.g. `http://127.0.0.1:8120`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The coordinator, to start and watch runs in-process.
+    pub fn coordinator(&self) -> &Arc<Coordinator> {
+        &self.coordinator
+    }
+
+    /// Stops serving and kills running task processes. Their attempts are
+    /// relaunched, uncounted, when a runtime opens the same store again.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.coordinator.stop().await;
+        let _ = self.server.await;
+    }
+}

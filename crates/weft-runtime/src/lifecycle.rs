@@ -1,0 +1,163 @@
+//! The run state machine's decisions.
+//!
+//! ```text
+//! pending ──start──▶ running ──callback complete──▶ completed
+//!    ▲                  │ ──failure, retries left──▶ pending (after backoff)
+//!    │                  │ ──failure, none left────▶ failed
+//!    └──interrupted─────┘ (runtime crash: not counted)
+//! pending | running ──cancel──▶ canceled (with every descendant)
+//! ```
+//!
+//! The transitions are applied atomically by the store; this module decides
+//! which one a failure takes.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use weft_protocol::socket::TaskOptions;
+use weft_store::{AttemptOutcome, RunRecord};
+
+/// Decides where a run goes when its current attempt ends with `result`.
+///
+/// `run` is the run as it was when the attempt started, so its failed
+/// attempts are the ones before this one.
+pub fn next_state(
+    run: &RunRecord,
+    options: &TaskOptions,
+    result: Result<Value, String>,
+    now: DateTime<Utc>,
+) -> AttemptOutcome {
+    match result {
+        Ok(output) => AttemptOutcome::Completed { output },
+        Err(error) => {
+            let retry = options.retry.clone().unwrap_or_default();
+            let failed_before = run.failed_attempts();
+            if failed_before < retry.max_retries() {
+                let wait = retry.wait_before_retry_ms(failed_before);
+                let wait = Duration::milliseconds(
+                    i64::try_from(wait)
+                        .unwrap_or(i64::MAX)
+                        .min(Duration::days(365).num_milliseconds()),
+                );
+                AttemptOutcome::Retry {
+                    error,
+                    retry_at: now + wait,
+                }
+            } else {
+                AttemptOutcome::Failed { error }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use weft_protocol::api::TaskRunStatus;
+    use weft_protocol::socket::RetryPolicy;
+    use weft_store::AttemptRecord;
+
+    fn run_with(attempts: &[(TaskRunStatus, bool)]) -> RunRecord {
+        let now = Utc::now();
+        RunRecord {
+            id: "trn-1".into(),
+            seq: 1,
+            task_name: "t".into(),
+            status: TaskRunStatus::Running,
+            input: json!([]),
+            output: None,
+            error: None,
+            parent_id: None,
+            root_id: "trn-1".into(),
+            created_at: now,
+            started_at: Some(now),
+            completed_at: None,
+            not_before: None,
+            attempts: attempts
+                .iter()
+                .enumerate()
+                .map(|(i, (status, interrupted))| AttemptRecord {
+                    number: i as u32 + 1,
+                    status: *status,
+                    started_at: now,
+                    completed_at: None,
+                    error: None,
+                    output: None,
+                    interrupted: *interrupted,
+                })
+                .collect(),
+        }
+    }
+
+    fn options(max_retries: u32, wait: u64, factor: f64) -> TaskOptions {
+        TaskOptions {
+            retry: Some(RetryPolicy {
+                max_retries: Some(max_retries),
+                wait_duration_ms: Some(wait),
+                factor: Some(factor),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn success_completes() {
+        let out = next_state(
+            &run_with(&[(TaskRunStatus::Running, false)]),
+            &options(0, 0, 1.0),
+            Ok(json!([1])),
+            Utc::now(),
+        );
+        assert!(matches!(out, AttemptOutcome::Completed { output } if output == json!([1])));
+    }
+
+    #[test]
+    fn failures_retry_with_exponential_backoff_then_fail() {
+        use TaskRunStatus::*;
+        let now = Utc::now();
+        let opts = options(2, 100, 3.0);
+        let first = next_state(&run_with(&[(Running, false)]), &opts, Err("e".into()), now);
+        assert!(
+            matches!(first, AttemptOutcome::Retry { retry_at, .. } if retry_at == now + Duration::milliseconds(100))
+        );
+        let second = next_state(
+            &run_with(&[(Failed, false), (Running, false)]),
+            &opts,
+            Err("e".into()),
+            now,
+        );
+        assert!(
+            matches!(second, AttemptOutcome::Retry { retry_at, .. } if retry_at == now + Duration::milliseconds(300))
+        );
+        let third = next_state(
+            &run_with(&[(Failed, false), (Failed, false), (Running, false)]),
+            &opts,
+            Err("e".into()),
+            now,
+        );
+        assert!(matches!(third, AttemptOutcome::Failed { error } if error == "e"));
+    }
+
+    #[test]
+    fn interrupted_attempts_do_not_use_up_retries() {
+        use TaskRunStatus::*;
+        let out = next_state(
+            &run_with(&[(Failed, true), (Failed, true), (Running, false)]),
+            &options(1, 0, 2.0),
+            Err("e".into()),
+            Utc::now(),
+        );
+        assert!(matches!(out, AttemptOutcome::Retry { .. }));
+    }
+
+    #[test]
+    fn no_retry_policy_fails_at_once() {
+        let out = next_state(
+            &run_with(&[(TaskRunStatus::Running, false)]),
+            &TaskOptions::default(),
+            Err("e".into()),
+            Utc::now(),
+        );
+        assert!(matches!(out, AttemptOutcome::Failed { .. }));
+    }
+}

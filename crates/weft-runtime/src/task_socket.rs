@@ -1,0 +1,293 @@
+//! The task socket: the HTTP API one task process calls over its own Unix
+//! socket (see `weft_protocol::socket`).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, response::IntoResponse};
+use serde_json::Value;
+use tokio::net::UnixListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use weft_protocol::TaskInput;
+use weft_protocol::api::TaskRunStatus;
+use weft_protocol::payload::{decode_base64, encode_base64_json};
+use weft_protocol::socket::{
+    CallbackRequest, InputResponse, RegisterTasksRequest, RunSubtaskRequest, RunSubtaskResponse,
+    SubtaskResultRequest, SubtaskResultResponse, TaskComplete, TaskDefinition, TaskError, paths,
+};
+
+use crate::coordinator::{AttemptContext, Coordinator};
+use crate::http::{ApiError, JsonBody, method_not_allowed, not_found};
+
+/// Base64 grows a payload by a third. The socket takes bodies well over
+/// the payload limit, so an oversized result reaches `callback_result` and
+/// fails its attempt with a message giving both sizes.
+fn body_limit(max_payload: usize) -> usize {
+    max_payload.saturating_mul(4).saturating_add(64 * 1024)
+}
+
+fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path)
+}
+
+fn serve(listener: UnixListener, app: Router) -> JoinHandle<()> {
+    // Aborted, not shut down gracefully, when the attempt ends: a held
+    // get-subtask-result request must not keep a dead attempt's socket open.
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+#[derive(Clone)]
+struct AttemptState {
+    coordinator: Arc<Coordinator>,
+    attempt: Arc<AttemptContext>,
+}
+
+/// Serves one attempt's socket until the returned handle is aborted.
+pub fn serve_attempt(
+    path: &Path,
+    coordinator: Arc<Coordinator>,
+    attempt: Arc<AttemptContext>,
+) -> std::io::Result<JoinHandle<()>> {
+    let listener = bind(path)?;
+    let limit = body_limit(coordinator.config().max_payload_bytes);
+    let app = Router::new()
+        .route(paths::INPUT, get(input))
+        .route(paths::CALLBACK, post(callback))
+        .route(paths::RUN_SUBTASK, post(run_subtask))
+        .route(paths::GET_SUBTASK_RESULT, post(subtask_result))
+        .route(
+            paths::REGISTER_TASKS,
+            post(|| async { Json(serde_json::json!({})) }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(AttemptState {
+            coordinator,
+            attempt,
+        });
+    Ok(serve(listener, app))
+}
+
+/// Serves a registration socket: the first `/register-tasks` is sent on `tx`.
+pub fn serve_register(
+    path: &Path,
+    tx: oneshot::Sender<Vec<TaskDefinition>>,
+    max_payload: usize,
+) -> std::io::Result<JoinHandle<()>> {
+    let listener = bind(path)?;
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    let app = Router::new()
+        .route(
+            paths::REGISTER_TASKS,
+            post(
+                move |JsonBody(req): JsonBody<RegisterTasksRequest>| async move {
+                    if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        let _ = tx.send(req.tasks);
+                    }
+                    Json(serde_json::json!({}))
+                },
+            ),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "this process was started to register tasks (RENDER_SDK_MODE=register)",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit(max_payload)));
+    Ok(serve(listener, app))
+}
+
+/// The query of `GET /input` carries the SDK's start-up timings; ignored.
+async fn input(State(s): State<AttemptState>) -> Json<InputResponse> {
+    let run = &s.attempt.run;
+    let input = TaskInput::new(run.input.clone()).unwrap_or_else(|_| TaskInput::empty());
+    Json(InputResponse {
+        task_name: run.task_name.clone(),
+        input: input.to_base64(),
+        task_run_id: Some(run.id.clone()),
+        root_task_run_id: Some(run.root_id.clone()),
+        parent_task_run_id: run.parent_id.clone(),
+    })
+}
+
+/// Turns a callback into the attempt's result: the JSON array of results,
+/// or the error that failed it.
+fn callback_result(req: CallbackRequest, max_payload: usize) -> Result<Value, String> {
+    match (req.complete, req.error) {
+        (Some(complete), _) => {
+            let bytes = decode_base64(&complete.output)
+                .map_err(|e| format!("the task's result could not be decoded: {e}"))?;
+            if bytes.len() > max_payload {
+                return Err(format!(
+                    "the task's result is {} bytes, over the limit of {max_payload} bytes",
+                    bytes.len()
+                ));
+            }
+            if bytes.is_empty() {
+                return Ok(Value::Array(Vec::new()));
+            }
+            match serde_json::from_slice(&bytes) {
+                Ok(Value::Array(items)) => Ok(Value::Array(items)),
+                Ok(other) => Ok(Value::Array(vec![other])),
+                Err(e) => Err(format!("the task's result is not valid JSON: {e}")),
+            }
+        }
+        // The run's error is the task's message, as clients show it; a stack
+        // trace, when sent, was already printed to the attempt's output.
+        (None, Some(error)) => Err(error.details),
+        (None, None) => Err("the task sent a callback with neither a result nor an error".into()),
+    }
+}
+
+async fn callback(
+    State(s): State<AttemptState>,
+    JsonBody(req): JsonBody<CallbackRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let result = callback_result(req, s.coordinator.config().max_payload_bytes);
+    if s.coordinator.report(&s.attempt, result).await? {
+        Ok(Json(serde_json::json!({})))
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "this attempt has already ended (timed out, canceled or reported)",
+        ))
+    }
+}
+
+async fn run_subtask(
+    State(s): State<AttemptState>,
+    JsonBody(req): JsonBody<RunSubtaskRequest>,
+) -> Result<Json<RunSubtaskResponse>, ApiError> {
+    let input = match req.input.as_deref() {
+        None | Some("") => Value::Array(Vec::new()),
+        Some(encoded) => TaskInput::from_base64(encoded)
+            .map_err(|e| {
+                ApiError::bad_request(format!("subtask input for {}: {e}", req.task_name))
+            })?
+            .into_value(),
+    };
+    let run = s
+        .coordinator
+        .start_subtask(
+            &s.attempt,
+            &req.task_name,
+            input,
+            req.idempotency_key,
+            req.created_at,
+        )
+        .await?;
+    Ok(Json(RunSubtaskResponse {
+        task_run_id: run.id,
+    }))
+}
+
+async fn subtask_result(
+    State(s): State<AttemptState>,
+    JsonBody(req): JsonBody<SubtaskResultRequest>,
+) -> Result<Json<SubtaskResultResponse>, ApiError> {
+    let hold = s.coordinator.config().subtask_result_hold;
+    let run = s.coordinator.wait_for_end(&req.task_run_id, hold).await?;
+    let response = match run.status {
+        TaskRunStatus::Completed | TaskRunStatus::Succeeded => SubtaskResultResponse {
+            still_running: false,
+            complete: Some(TaskComplete {
+                output: encode_base64_json(&run.output.unwrap_or(Value::Array(Vec::new()))),
+            }),
+            error: None,
+        },
+        TaskRunStatus::Failed | TaskRunStatus::Canceled => SubtaskResultResponse {
+            still_running: false,
+            complete: None,
+            error: Some(TaskError {
+                details: run
+                    .error
+                    .unwrap_or_else(|| format!("task run {}", run.status)),
+                stack_trace: None,
+            }),
+        },
+        _ => SubtaskResultResponse {
+            still_running: true,
+            complete: None,
+            error: None,
+        },
+    };
+    Ok(Json(response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn complete(value: &Value) -> CallbackRequest {
+        CallbackRequest {
+            complete: Some(TaskComplete {
+                output: encode_base64_json(value),
+            }),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn callback_results_are_arrays() {
+        assert_eq!(
+            callback_result(complete(&json!([1, 2])), 1000),
+            Ok(json!([1, 2]))
+        );
+        assert_eq!(
+            callback_result(complete(&json!({"a": 1})), 1000),
+            Ok(json!([{"a": 1}]))
+        );
+    }
+
+    #[test]
+    fn oversized_and_garbled_results_fail_the_attempt_with_a_reason() {
+        let err = callback_result(complete(&json!(["x".repeat(100)])), 50).unwrap_err();
+        assert!(err.contains("over the limit of 50 bytes"), "{err}");
+        let garbled = CallbackRequest {
+            complete: Some(TaskComplete {
+                output: "%%%".into(),
+            }),
+            error: None,
+        };
+        assert!(
+            callback_result(garbled, 1000)
+                .unwrap_err()
+                .contains("could not be decoded")
+        );
+        let not_json = CallbackRequest {
+            complete: Some(TaskComplete {
+                output: "bm90IGpzb24=".into(),
+            }),
+            error: None,
+        };
+        assert!(
+            callback_result(not_json, 1000)
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+    }
+
+    #[test]
+    fn errors_keep_their_details() {
+        let req = CallbackRequest {
+            complete: None,
+            error: Some(TaskError {
+                details: "boom".into(),
+                stack_trace: Some("at line 3".into()),
+            }),
+        };
+        assert_eq!(callback_result(req, 10), Err("boom".into()));
+        assert!(callback_result(CallbackRequest::default(), 10).is_err());
+    }
+}

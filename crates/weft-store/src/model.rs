@@ -1,0 +1,204 @@
+//! The records a store keeps, in the runtime's terms.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use weft_protocol::api::TaskRunStatus;
+use weft_protocol::socket::{TaskOptions, TaskParameter};
+
+/// A registered task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// Stable id, `tsk-<name>`.
+    pub id: String,
+    pub name: String,
+    pub options: TaskOptions,
+    pub parameters: Option<Vec<TaskParameter>>,
+    /// Whether the latest registration listed it.
+    pub registered: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TaskRecord {
+    /// The id weft gives a task of this name.
+    pub fn id_for(name: &str) -> String {
+        format!("tsk-{name}")
+    }
+}
+
+/// A request to create a run.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub task_name: String,
+    /// A JSON array or object.
+    pub input: Value,
+    pub parent: Option<ParentRef>,
+    /// Root runs: `idempotencyKey`, honoured for 24 hours.
+    /// Subtasks: the SDK's key, paired with `idempotency_created_at`.
+    pub idempotency_key: Option<String>,
+    pub idempotency_created_at: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The run (and attempt) that starts a subtask.
+#[derive(Debug, Clone)]
+pub struct ParentRef {
+    pub run_id: String,
+    pub root_id: String,
+    pub attempt: u32,
+}
+
+/// What [`crate::Store::create_run`] did.
+#[derive(Debug, Clone)]
+pub struct CreatedRun {
+    pub run: RunRecord,
+    pub how: Creation,
+}
+
+/// Whether a run was made anew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    /// A new run.
+    New,
+    /// An earlier run with the same idempotency key.
+    Deduplicated,
+    /// A child started by an interrupted attempt of the same parent, with
+    /// the same task and input, taken over by the relaunched attempt.
+    Adopted,
+}
+
+/// A task run with its attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    /// Creation order; the list cursor.
+    pub seq: i64,
+    pub task_name: String,
+    pub status: TaskRunStatus,
+    pub input: Value,
+    /// The JSON array of results, once completed.
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub parent_id: Option<String>,
+    pub root_id: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// A pending run waiting out a retry backoff starts no earlier.
+    pub not_before: Option<DateTime<Utc>>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl RunRecord {
+    /// Attempts that failed on their own (interrupted ones do not count).
+    pub fn failed_attempts(&self) -> u32 {
+        self.attempts
+            .iter()
+            .filter(|a| a.status == TaskRunStatus::Failed && !a.interrupted)
+            .count() as u32
+    }
+
+    /// The attempt now running, if any.
+    pub fn current_attempt(&self) -> Option<&AttemptRecord> {
+        self.attempts
+            .last()
+            .filter(|a| a.status == TaskRunStatus::Running)
+    }
+}
+
+/// One attempt of a run: one process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// 1-based.
+    pub number: u32,
+    pub status: TaskRunStatus,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub output: Option<Value>,
+    /// Ended by a runtime crash or restart, not by the task.
+    pub interrupted: bool,
+}
+
+/// How an attempt ended and where its run goes next.
+#[derive(Debug, Clone)]
+pub struct AttemptEnd {
+    pub run_id: String,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+}
+
+/// The end of an attempt, with the run's next state decided by the caller.
+#[derive(Debug, Clone)]
+pub enum AttemptOutcome {
+    /// The task returned; the run completes with this JSON array.
+    Completed { output: Value },
+    /// The task failed and will be tried again no earlier than `retry_at`.
+    Retry {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
+    /// The task failed for good.
+    Failed { error: String },
+}
+
+/// What canceling did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    NotFound,
+    /// The run had already ended in this state.
+    AlreadyEnded(TaskRunStatus),
+    /// These runs (the one named and its descendants) were canceled.
+    Canceled(Vec<String>),
+}
+
+/// Filter for [`crate::Store::list_runs`].
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub task_name: Option<String>,
+    pub root_id: Option<String>,
+    pub status: Option<TaskRunStatus>,
+    /// Only runs older than this cursor (a run's `seq`).
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// A line a task wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogLine {
+    pub run_id: String,
+    pub task_name: String,
+    pub attempt: u32,
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+/// A stored log line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub id: i64,
+    pub run_id: String,
+    pub task_name: String,
+    pub attempt: u32,
+    pub stream: String,
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+/// Filter for [`crate::Store::query_logs`].
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Runs whose lines to return (and, with `include_descendants`, their
+    /// subtasks'); empty means all.
+    pub run_ids: Vec<String>,
+    pub include_descendants: bool,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    /// Lines containing any of these.
+    pub text: Vec<String>,
+    /// Lines after this id.
+    pub after_id: Option<i64>,
+    pub limit: u32,
+}

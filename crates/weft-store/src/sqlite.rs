@@ -1,0 +1,728 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! One connection behind a mutex, used from tokio's blocking pool: SQLite
+//! serialises writers anyway, and a single connection makes every method a
+//! plain transaction with no busy-retry logic. Commits are durable against a
+//! crash of the process (WAL, `synchronous = NORMAL`); `synchronous = FULL`
+//! (see [`SqliteStore::open_with`]) also survives power loss.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::Value;
+use weft_protocol::api::TaskRunStatus;
+use weft_protocol::socket::{TaskDefinition, TaskOptions};
+
+use crate::{
+    AttemptEnd, AttemptOutcome, AttemptRecord, CancelOutcome, CreatedRun, Creation, LogLine,
+    LogQuery, NewLogLine, NewRun, Result, RunFilter, RunRecord, Store, StoreError, TaskRecord,
+};
+
+/// How long a root run's `idempotencyKey` names it.
+const ROOT_IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    options TEXT NOT NULL,
+    parameters TEXT,
+    registered INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    task_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    parent_id TEXT,
+    root_id TEXT NOT NULL,
+    created_by_attempt INTEGER,
+    adopted INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    idempotency_created_at TEXT,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    completed_at TEXT,
+    not_before TEXT
+);
+CREATE INDEX runs_parent ON runs (parent_id, seq);
+CREATE INDEX runs_root ON runs (root_id, seq);
+CREATE INDEX runs_task ON runs (task_name, seq);
+CREATE INDEX runs_open ON runs (status) WHERE status IN ('pending', 'running');
+CREATE INDEX runs_idempotency ON runs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE attempts (
+    run_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    completed_at TEXT,
+    error TEXT,
+    output TEXT,
+    interrupted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, attempt)
+);
+CREATE TABLE logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    task_name TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    at TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX logs_run ON logs (run_id, id);
+"#];
+
+/// Durability of commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Survives a crash of the process (WAL, `synchronous = NORMAL`).
+    #[default]
+    Process,
+    /// Also survives power loss (`synchronous = FULL`): an fsync per commit.
+    PowerLoss,
+}
+
+/// The embedded SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, with its parent
+    /// directory, and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, Durability::default())
+    }
+
+    /// [`SqliteStore::open`] with a chosen durability.
+    pub fn open_with(path: &Path, durability: Durability) -> Result<Self> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: shown.clone(),
+                source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+        let sync = match durability {
+            Durability::Process => "NORMAL",
+            Durability::PowerLoss => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+        ))
+        .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
+        migrate(&conn, &shown)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` in one transaction on the blocking pool.
+    async fn tx<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock only means another call panicked mid-way; its
+            // transaction was rolled back when dropped, so the data is sound.
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await?
+    }
+}
+
+fn migrate(conn: &Connection, path: &str) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_string(),
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))?;
+    }
+    Ok(())
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 text, so text order is time order.
+fn ts(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.to_utc())
+        .map_err(|e| StoreError::Corrupt(format!("bad timestamp {s:?}: {e}")))
+}
+
+fn parse_opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
+    s.as_deref().map(parse_ts).transpose()
+}
+
+fn parse_json(s: &str) -> Result<Value> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
+}
+
+fn parse_status(s: &str) -> Result<TaskRunStatus> {
+    TaskRunStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown status {s:?}")))
+}
+
+const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \
+                           created_at, started_at, completed_at, not_before";
+
+/// A runs row before its attempts are attached.
+struct RunRow {
+    seq: i64,
+    id: String,
+    task_name: String,
+    status: String,
+    input: String,
+    output: Option<String>,
+    error: Option<String>,
+    parent_id: Option<String>,
+    root_id: String,
+    created_at: String,
+    started_at: Option<String>,
+    completed_at: Option<String>,
+    not_before: Option<String>,
+}
+
+impl RunRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            task_name: r.get(2)?,
+            status: r.get(3)?,
+            input: r.get(4)?,
+            output: r.get(5)?,
+            error: r.get(6)?,
+            parent_id: r.get(7)?,
+            root_id: r.get(8)?,
+            created_at: r.get(9)?,
+            started_at: r.get(10)?,
+            completed_at: r.get(11)?,
+            not_before: r.get(12)?,
+        })
+    }
+
+    fn into_record(self, attempts: Vec<AttemptRecord>) -> Result<RunRecord> {
+        Ok(RunRecord {
+            id: self.id,
+            seq: self.seq,
+            task_name: self.task_name,
+            status: parse_status(&self.status)?,
+            input: parse_json(&self.input)?,
+            output: self.output.as_deref().map(parse_json).transpose()?,
+            error: self.error,
+            parent_id: self.parent_id,
+            root_id: self.root_id,
+            created_at: parse_ts(&self.created_at)?,
+            started_at: parse_opt_ts(self.started_at)?,
+            completed_at: parse_opt_ts(self.completed_at)?,
+            not_before: parse_opt_ts(self.not_before)?,
+            attempts,
+        })
+    }
+}
+
+fn load_attempts(tx: &Transaction<'_>, run_id: &str) -> Result<Vec<AttemptRecord>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT attempt, status, started_at, completed_at, error, output, interrupted
+         FROM attempts WHERE run_id = ?1 ORDER BY attempt",
+    )?;
+    let rows = stmt.query_map([run_id], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, bool>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (number, status, started, completed, error, output, interrupted) = row?;
+        out.push(AttemptRecord {
+            number,
+            status: parse_status(&status)?,
+            started_at: parse_ts(&started)?,
+            completed_at: parse_opt_ts(completed)?,
+            error,
+            output: output.as_deref().map(parse_json).transpose()?,
+            interrupted,
+        });
+    }
+    Ok(out)
+}
+
+fn load_run(tx: &Transaction<'_>, id: &str) -> Result<Option<RunRecord>> {
+    let row = tx
+        .query_row(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+            [id],
+            RunRow::from_row,
+        )
+        .optional()?;
+    match row {
+        Some(row) => {
+            let attempts = load_attempts(tx, &row.id)?;
+            Ok(Some(row.into_record(attempts)?))
+        }
+        None => Ok(None),
+    }
+}
+
+fn load_runs(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<RunRecord>> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map(params, RunRow::from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|row| {
+            let attempts = load_attempts(tx, &row.id)?;
+            row.into_record(attempts)
+        })
+        .collect()
+}
+
+fn new_run_id() -> String {
+    // UUIDv7 keeps ids in creation order, which reads well in listings.
+    format!("trn-{}", uuid::Uuid::now_v7().simple())
+}
+
+fn find_existing(tx: &Transaction<'_>, new: &NewRun) -> Result<Option<(String, Creation)>> {
+    let Some(key) = new.idempotency_key.as_deref() else {
+        return adoptable_child(tx, new);
+    };
+    let found: Option<String> = match &new.parent {
+        None => tx
+            .query_row(
+                "SELECT id FROM runs WHERE parent_id IS NULL AND idempotency_key = ?1 AND created_at >= ?2
+                 ORDER BY seq DESC LIMIT 1",
+                params![key, ts(new.at - ROOT_IDEMPOTENCY_WINDOW)],
+                |r| r.get(0),
+            )
+            .optional()?,
+        Some(parent) => tx
+            .query_row(
+                "SELECT id FROM runs WHERE parent_id = ?1 AND idempotency_key = ?2
+                 AND coalesce(idempotency_created_at, '') = coalesce(?3, '') LIMIT 1",
+                params![parent.run_id, key, new.idempotency_created_at],
+                |r| r.get(0),
+            )
+            .optional()?,
+    };
+    match found {
+        Some(id) => Ok(Some((id, Creation::Deduplicated))),
+        None => adoptable_child(tx, new),
+    }
+}
+
+/// A relaunched parent asks again for the children its interrupted attempt
+/// started: the first not yet adopted child with the same task and input,
+/// unless it failed or was canceled, is handed back instead of a new run.
+fn adoptable_child(tx: &Transaction<'_>, new: &NewRun) -> Result<Option<(String, Creation)>> {
+    let Some(parent) = &new.parent else {
+        return Ok(None);
+    };
+    let mut stmt = tx.prepare_cached(
+        "SELECT r.id, r.input FROM runs r
+         JOIN attempts a ON a.run_id = r.parent_id AND a.attempt = r.created_by_attempt
+         WHERE r.parent_id = ?1 AND r.task_name = ?2 AND r.adopted = 0 AND a.interrupted = 1
+           AND r.created_by_attempt < ?3 AND r.status NOT IN ('failed', 'canceled')
+         ORDER BY r.seq",
+    )?;
+    let candidates = stmt
+        .query_map(params![parent.run_id, new.task_name, parent.attempt], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (id, input) in candidates {
+        // Compared as values, not text, so key order cannot matter.
+        if parse_json(&input)? == new.input {
+            tx.execute("UPDATE runs SET adopted = 1 WHERE id = ?1", [&id])?;
+            return Ok(Some((id, Creation::Adopted)));
+        }
+    }
+    Ok(None)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn register_tasks(
+        &self,
+        tasks: &[TaskDefinition],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<TaskRecord>> {
+        let tasks = tasks.to_vec();
+        self.tx(move |tx| {
+            tx.execute("UPDATE tasks SET registered = 0", [])?;
+            for task in &tasks {
+                let options = serde_json::to_string(&task.options.clone().unwrap_or_default())
+                    .expect("options serialise");
+                let parameters =
+                    task.parameters.as_ref().map(|p| serde_json::to_string(p).expect("parameters serialise"));
+                tx.execute(
+                    "INSERT INTO tasks (name, id, options, parameters, registered, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)
+                     ON CONFLICT (name) DO UPDATE SET options = ?3, parameters = ?4, registered = 1, updated_at = ?5",
+                    params![task.name, TaskRecord::id_for(&task.name), options, parameters, ts(at)],
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.list_tasks().await
+    }
+
+    async fn list_tasks(&self) -> Result<Vec<TaskRecord>> {
+        self.tx(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, name, options, parameters, registered, created_at FROM tasks
+                 ORDER BY registered DESC, name",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, bool>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(id, name, options, parameters, registered, created_at)| {
+                    Ok(TaskRecord {
+                        id,
+                        name,
+                        options: serde_json::from_str::<TaskOptions>(&options)
+                            .map_err(|e| StoreError::Corrupt(format!("task options: {e}")))?,
+                        parameters: parameters
+                            .map(|p| serde_json::from_str(&p))
+                            .transpose()
+                            .map_err(|e| StoreError::Corrupt(format!("task parameters: {e}")))?,
+                        registered,
+                        created_at: parse_ts(&created_at)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn create_run(&self, new: NewRun) -> Result<CreatedRun> {
+        self.tx(move |tx| {
+            if let Some((id, how)) = find_existing(tx, &new)? {
+                let run = load_run(tx, &id)?.ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))?;
+                return Ok(CreatedRun { run, how });
+            }
+            let id = new_run_id();
+            let root_id = new.parent.as_ref().map_or(id.clone(), |p| p.root_id.clone());
+            tx.execute(
+                "INSERT INTO runs (id, task_name, status, input, parent_id, root_id, created_by_attempt,
+                                   idempotency_key, idempotency_created_at, created_at)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    id,
+                    new.task_name,
+                    serde_json::to_string(&new.input).expect("JSON serialises"),
+                    new.parent.as_ref().map(|p| p.run_id.clone()),
+                    root_id,
+                    new.parent.as_ref().map(|p| p.attempt),
+                    new.idempotency_key,
+                    new.idempotency_created_at,
+                    ts(new.at),
+                ],
+            )?;
+            let run = load_run(tx, &id)?.expect("just inserted");
+            Ok(CreatedRun { run, how: Creation::New })
+        })
+        .await
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
+        let id = id.to_string();
+        self.tx(move |tx| load_run(tx, &id)).await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let filter = filter.clone();
+        self.tx(move |tx| {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs
+                 WHERE (?1 IS NULL OR task_name = ?1) AND (?2 IS NULL OR root_id = ?2)
+                   AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR seq < ?4)
+                 ORDER BY seq DESC LIMIT ?5"
+            );
+            load_runs(
+                tx,
+                &sql,
+                &[
+                    &filter.task_name,
+                    &filter.root_id,
+                    &filter.status.map(|s| s.as_str()),
+                    &filter.before_seq,
+                    &filter.limit,
+                ],
+            )
+        })
+        .await
+    }
+
+    async fn start_attempt(&self, run_id: &str, at: DateTime<Utc>) -> Result<Option<RunRecord>> {
+        let run_id = run_id.to_string();
+        self.tx(move |tx| {
+            let changed = tx.execute(
+                "UPDATE runs SET status = 'running', started_at = coalesce(started_at, ?2), not_before = NULL
+                 WHERE id = ?1 AND status = 'pending'",
+                params![run_id, ts(at)],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO attempts (run_id, attempt, status, started_at)
+                 VALUES (?1, (SELECT coalesce(max(attempt), 0) + 1 FROM attempts WHERE run_id = ?1), 'running', ?2)",
+                params![run_id, ts(at)],
+            )?;
+            load_run(tx, &run_id)
+        })
+        .await
+    }
+
+    async fn finish_attempt(&self, end: AttemptEnd) -> Result<Option<RunRecord>> {
+        self.tx(move |tx| {
+            let at = ts(end.at);
+            let (attempt_status, attempt_error, attempt_output) = match &end.outcome {
+                AttemptOutcome::Completed { output } => {
+                    ("completed", None, Some(serde_json::to_string(output).expect("JSON serialises")))
+                }
+                AttemptOutcome::Retry { error, .. } | AttemptOutcome::Failed { error } => {
+                    ("failed", Some(error.clone()), None)
+                }
+            };
+            let changed = tx.execute(
+                "UPDATE attempts SET status = ?3, completed_at = ?4, error = ?5, output = ?6
+                 WHERE run_id = ?1 AND attempt = ?2 AND status = 'running'
+                   AND EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND status = 'running')",
+                params![end.run_id, end.attempt, attempt_status, at, attempt_error, attempt_output],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            match &end.outcome {
+                AttemptOutcome::Completed { .. } => tx.execute(
+                    "UPDATE runs SET status = 'completed', output = ?2, error = NULL, completed_at = ?3 WHERE id = ?1",
+                    params![end.run_id, attempt_output, at],
+                )?,
+                AttemptOutcome::Retry { error, retry_at } => tx.execute(
+                    "UPDATE runs SET status = 'pending', error = ?2, not_before = ?3 WHERE id = ?1",
+                    params![end.run_id, error, ts(*retry_at)],
+                )?,
+                AttemptOutcome::Failed { error } => tx.execute(
+                    "UPDATE runs SET status = 'failed', error = ?2, completed_at = ?3 WHERE id = ?1",
+                    params![end.run_id, error, at],
+                )?,
+            };
+            load_run(tx, &end.run_id)
+        })
+        .await
+    }
+
+    async fn cancel_run(&self, id: &str, at: DateTime<Utc>) -> Result<CancelOutcome> {
+        let id = id.to_string();
+        self.tx(move |tx| {
+            let status: Option<String> =
+                tx.query_row("SELECT status FROM runs WHERE id = ?1", [&id], |r| r.get(0)).optional()?;
+            let Some(status) = status else { return Ok(CancelOutcome::NotFound) };
+            let status = parse_status(&status)?;
+            if status.is_terminal() {
+                return Ok(CancelOutcome::AlreadyEnded(status));
+            }
+            let mut stmt = tx.prepare_cached(
+                "WITH RECURSIVE tree(id) AS (
+                     SELECT ?1 UNION ALL SELECT r.id FROM runs r JOIN tree t ON r.parent_id = t.id)
+                 SELECT runs.id FROM runs JOIN tree ON runs.id = tree.id
+                 WHERE runs.status IN ('pending', 'running') ORDER BY runs.seq",
+            )?;
+            let ids = stmt.query_map([&id], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let at = ts(at);
+            for run_id in &ids {
+                tx.execute(
+                    "UPDATE runs SET status = 'canceled', error = 'task run canceled', completed_at = ?2, not_before = NULL
+                     WHERE id = ?1",
+                    params![run_id, at],
+                )?;
+                tx.execute(
+                    "UPDATE attempts SET status = 'canceled', completed_at = ?2, error = 'task run canceled'
+                     WHERE run_id = ?1 AND status = 'running'",
+                    params![run_id, at],
+                )?;
+            }
+            Ok(CancelOutcome::Canceled(ids))
+        })
+        .await
+    }
+
+    async fn recover(&self, at: DateTime<Utc>) -> Result<Vec<RunRecord>> {
+        self.tx(move |tx| {
+            tx.execute(
+                "UPDATE attempts SET status = 'failed', interrupted = 1, completed_at = ?1,
+                        error = 'interrupted: the weft runtime stopped during this attempt; relaunched without counting against retries'
+                 WHERE status = 'running'",
+                [ts(at)],
+            )?;
+            tx.execute("UPDATE runs SET status = 'pending' WHERE status = 'running'", [])?;
+            load_runs(tx, &format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'pending' ORDER BY seq"), &[])
+        })
+        .await
+    }
+
+    async fn open_children(&self) -> Result<Vec<(String, u32)>> {
+        self.tx(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT parent_id, count(*) FROM runs
+                 WHERE parent_id IS NOT NULL AND status IN ('pending', 'running') GROUP BY parent_id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn append_logs(&self, lines: Vec<NewLogLine>) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.tx(move |tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO logs (run_id, task_name, attempt, stream, at, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for l in &lines {
+                stmt.execute(params![l.run_id, l.task_name, l.attempt, l.stream, ts(l.at), l.message])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query_logs(&self, query: &LogQuery) -> Result<Vec<LogLine>> {
+        let query = query.clone();
+        self.tx(move |tx| {
+            let mut run_ids = query.run_ids.clone();
+            if query.include_descendants && !run_ids.is_empty() {
+                let mut stmt = tx.prepare_cached(
+                    "WITH RECURSIVE tree(id) AS (
+                         SELECT ?1 UNION ALL SELECT r.id FROM runs r JOIN tree t ON r.parent_id = t.id)
+                     SELECT id FROM tree",
+                )?;
+                let mut all = Vec::new();
+                for id in &query.run_ids {
+                    all.extend(stmt.query_map([id], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?);
+                }
+                run_ids = all;
+            }
+            let runs_json = serde_json::to_string(&run_ids).expect("strings serialise");
+            let text_json = serde_json::to_string(&query.text).expect("strings serialise");
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, run_id, task_name, attempt, stream, at, message FROM logs
+                 WHERE (?1 = '[]' OR run_id IN (SELECT value FROM json_each(?1)))
+                   AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3)
+                   AND (?4 = '[]' OR EXISTS (SELECT 1 FROM json_each(?4) t WHERE instr(message, t.value) > 0))
+                   AND (?5 IS NULL OR id > ?5)
+                 ORDER BY id LIMIT ?6",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        runs_json,
+                        query.start.map(ts),
+                        query.end.map(ts),
+                        text_json,
+                        query.after_id,
+                        query.limit
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, u32>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, String>(6)?,
+                        ))
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(id, run_id, task_name, attempt, stream, at, message)| {
+                    Ok(LogLine { id, run_id, task_name, attempt, stream, at: parse_ts(&at)?, message })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.tx(move |tx| {
+            Ok(tx
+                .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.tx(move |tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}

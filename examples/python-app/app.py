@@ -1,0 +1,125 @@
+"""A workflow app on the official Render SDK (`render` on PyPI), used by
+weft's end-to-end tests and as the README's Python example.
+
+Run it under weft:  weft dev -- python examples/python-app/app.py
+"""
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+from render.workflows import Retry, Workflows
+
+app = Workflows()
+
+
+@app.task
+def square(ctx, x: int) -> int:
+    print(f"squaring {x}")
+    return x * x
+
+
+@app.task
+async def add_squares(ctx, a: int, b: int) -> int:
+    results = await asyncio.gather(ctx.run(square, a), ctx.run(square, b))
+    return sum(results)
+
+
+@app.task
+async def fan_out(ctx, n: int) -> int:
+    """The tutorial's shape: n children in parallel, summed."""
+    results = await asyncio.gather(*[ctx.run(square, i) for i in range(n)])
+    return sum(results)
+
+
+@app.task
+def greet(ctx, name: str, greeting: str = "Hello") -> str:
+    return f"{greeting}, {name}!"
+
+
+@app.task
+def echo(ctx, *args, **kwargs):
+    return {"args": list(args), "kwargs": kwargs, "task_run_id": ctx.metadata.task_run_id,
+            "root": ctx.metadata.root_task_run_id, "parent": ctx.metadata.parent_task_run_id}
+
+
+@app.task
+def fail(ctx, message: str) -> None:
+    raise ValueError(message)
+
+
+@app.task
+async def catch_child_failure(ctx, message: str) -> str:
+    try:
+        await ctx.run(fail, message)
+    except Exception as e:  # the child's failure surfaces as an exception
+        return f"caught: {e}"
+    return "no failure"
+
+
+@app.task(retry=Retry(max_retries=2, wait_duration_ms=300, backoff_scaling=2.0))
+def flaky(ctx, marker_dir: str, succeed_on: int) -> dict:
+    """Fails until its `succeed_on`-th attempt; attempts are counted in files."""
+    marker = Path(marker_dir)
+    marker.mkdir(parents=True, exist_ok=True)
+    attempt = len(list(marker.iterdir())) + 1
+    (marker / f"attempt-{attempt}-{time.time():.3f}").touch()
+    if attempt < succeed_on:
+        raise RuntimeError(f"attempt {attempt} failed on purpose")
+    return {"attempt": attempt}
+
+
+@app.task(timeout_seconds=1)
+def slow(ctx, seconds: float) -> str:
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task
+def sleep_for(ctx, seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task
+async def sleepy_parent(ctx, n: int, seconds: float) -> list:
+    return await asyncio.gather(*[ctx.run(sleep_for, seconds) for _ in range(n)])
+
+
+@app.task
+async def level3(ctx, x: int) -> int:
+    return x + 3
+
+
+@app.task
+async def level2(ctx, x: int) -> int:
+    return await ctx.run(level3, x * 10)
+
+
+@app.task
+async def level1(ctx, x: int) -> dict:
+    y = await ctx.run(level2, x)
+    return {"depth": 3, "value": y}
+
+
+@app.task
+def big_result(ctx, size: int) -> str:
+    return "x" * size
+
+
+@app.task
+def crash(ctx) -> None:
+    """Exits without reporting anything, as a segfaulting task would."""
+    sys.stdout.flush()
+    os._exit(3)
+
+
+@app.task
+def env_value(ctx, name: str):
+    return os.environ.get(name)
+
+
+if __name__ == "__main__":
+    app.start()

@@ -1,0 +1,48 @@
+//! The customer ETL pipeline: read four CSV exports (crm, billing, product,
+//! support), validate every row against the data contract
+//! (`shared/spec/customer-etl.md`), route customers to shards, merge each
+//! shard's rows into enriched profiles, and write profiles, rejects and a
+//! manifest.
+//!
+//! A run has three steps, each a plain function so the workflow tasks can call
+//! them from separate processes:
+//! 1. partition: [`plan_source`] cuts each file into byte ranges at record
+//!    boundaries, then [`partition_chunk`] (one call per range, in parallel)
+//!    validates its rows and writes one part file with a segment per shard;
+//!    [`write_partition_manifest`] records the plans and counts;
+//! 2. [`process_shard`] (one call per shard) reads only its own segments and
+//!    writes `profiles/shard-NNNNN.*` and `rejects/shard-NNNNN.csv`;
+//! 3. [`aggregate`] reconciles counts and writes `manifest.json`.
+//!
+//! [`run_local`] runs all three in one process; [`workflow`] runs them as
+//! durable weft tasks, each in its own process, and [`embedded`] runs that
+//! workflow on an embedded runtime (`customer-etl run`).
+
+pub mod calendar;
+pub mod contract;
+pub mod csv_scan;
+pub mod embedded;
+pub mod error;
+pub mod generate;
+pub mod local;
+pub mod manifest;
+pub mod part;
+pub mod partition;
+pub mod profile;
+pub mod shard;
+pub mod validate;
+pub mod workflow;
+pub mod writer;
+
+pub use calendar::Date;
+pub use contract::{DEFAULT_AS_OF, Format, Reason, Source};
+pub use error::{EtlError, Result};
+pub use generate::{GenerateStats, generate};
+pub use local::{LocalOptions, run_local, run_local_with};
+pub use manifest::{Manifest, RunParams, RunSummary, Timings, aggregate};
+pub use partition::{
+    ByteRange, ChunkStats, PartitionManifest, SourcePlan, partition_chunk, plan_chunks,
+    plan_source, write_partition_manifest,
+};
+pub use profile::{ShardOptions, ShardStats, process_shard, process_shard_with};
+pub use shard::{ShardRouter, shard_of};

@@ -1,0 +1,247 @@
+//! The in-process run: partition, every shard and aggregate in one process,
+//! on a small thread pool. Used by tests and as the baseline; the real run
+//! fans the same library calls out as workflow tasks.
+
+use crate::calendar::Date;
+use crate::contract::{Format, Source};
+use crate::error::{EtlError, Result};
+use crate::manifest::{RunParams, RunSummary, Timings, aggregate};
+use crate::partition::{PartitionManifest, partition_chunk, plan_source, write_partition_manifest};
+use crate::profile::process_shard;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// Default target size of one partition chunk.
+pub const DEFAULT_CHUNK_BYTES: u64 = 32 << 20;
+
+/// Knobs of [`run_local_with`].
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Worker threads (default: the machine's parallelism).
+    pub threads: usize,
+    /// Target bytes per partition chunk, when `chunks_per_file` is not set.
+    pub chunk_bytes: u64,
+    /// Exact number of chunks to cut each file into (at most; fewer when rows are long).
+    pub chunks_per_file: Option<usize>,
+    /// The work directory (default: `<out_dir>/.work`).
+    pub work_dir: Option<PathBuf>,
+    /// Keep the work directory after a successful run.
+    pub keep_work_dir: bool,
+    /// The tutorial's design, for comparison only: every shard reads,
+    /// parses, validates and routes all four files in full and keeps its
+    /// own rows, so the work grows with shards x rows. Same output.
+    pub every_shard_reads_all: bool,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            chunks_per_file: None,
+            work_dir: None,
+            keep_work_dir: false,
+            every_shard_reads_all: false,
+        }
+    }
+}
+
+/// Runs the whole pipeline in this process with default options.
+pub fn run_local(
+    data_dir: &Path,
+    out_dir: &Path,
+    num_shards: u32,
+    as_of: Date,
+    format: Format,
+) -> Result<RunSummary> {
+    run_local_with(
+        data_dir,
+        out_dir,
+        num_shards,
+        as_of,
+        format,
+        &LocalOptions::default(),
+    )
+}
+
+/// Runs the whole pipeline in this process. The output directory's
+/// `profiles/`, `rejects/` and `manifest.json` are replaced.
+pub fn run_local_with(
+    data_dir: &Path,
+    out_dir: &Path,
+    num_shards: u32,
+    as_of: Date,
+    format: Format,
+    options: &LocalOptions,
+) -> Result<RunSummary> {
+    if num_shards == 0 {
+        return Err(EtlError::InvalidArgument(
+            "num_shards must be at least 1".into(),
+        ));
+    }
+    let started = Instant::now();
+    prepare_out_dir(out_dir)?;
+    let work_dir = options
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| out_dir.join(".work"));
+    reset_dir(&work_dir)?;
+    let threads = options.threads.max(1);
+    if options.every_shard_reads_all {
+        return run_every_shard_reads_all(
+            data_dir, out_dir, &work_dir, num_shards, as_of, format, options,
+        );
+    }
+
+    let plans = run_parallel(&Source::ALL, threads, |&source| {
+        let len = std::fs::metadata(data_dir.join(source.file_name())).map_or(0, |m| m.len());
+        let chunks = options
+            .chunks_per_file
+            .unwrap_or_else(|| len.div_ceil(options.chunk_bytes.max(1)) as usize);
+        plan_source(data_dir, source, chunks.max(1))
+    })?;
+    let plan_ms = started.elapsed().as_millis() as u64;
+
+    let partition_started = Instant::now();
+    let tasks: Vec<(usize, usize)> = plans
+        .iter()
+        .enumerate()
+        .flat_map(|(s, plan)| (0..plan.chunks.len()).map(move |c| (s, c)))
+        .collect();
+    let stats = run_parallel(&tasks, threads, |&(s, c)| {
+        partition_chunk(&plans[s], c, num_shards, &work_dir)
+    })?;
+    let mut chunks = vec![Vec::new(); Source::ALL.len()];
+    for ((s, _), stat) in tasks.iter().zip(stats) {
+        chunks[*s].push(stat);
+    }
+    write_partition_manifest(
+        &work_dir,
+        &PartitionManifest {
+            num_shards,
+            plans,
+            chunks,
+        },
+    )?;
+    let partition_ms = partition_started.elapsed().as_millis() as u64;
+
+    let shards_started = Instant::now();
+    let shard_ids: Vec<u32> = (0..num_shards).collect();
+    let shards = run_parallel(&shard_ids, threads, |&id| {
+        process_shard(id, &work_dir, out_dir, as_of, format)
+    })?;
+    let shards_ms = shards_started.elapsed().as_millis() as u64;
+
+    let params = RunParams::new(data_dir, out_dir, num_shards, as_of, format);
+    let timings = Timings {
+        plan_ms,
+        partition_ms,
+        shards_ms,
+        ..Timings::default()
+    };
+    let summary = aggregate(&params, &work_dir, &shards, timings)?;
+    if !options.keep_work_dir {
+        std::fs::remove_dir_all(&work_dir).map_err(|e| EtlError::io("removing", &work_dir, e))?;
+    }
+    Ok(summary)
+}
+
+/// The tutorial's design (see [`LocalOptions::every_shard_reads_all`]): each
+/// shard, on its own thread, partitions every file in full into a private
+/// work directory, then merges only its own shard from it.
+fn run_every_shard_reads_all(
+    data_dir: &Path,
+    out_dir: &Path,
+    work_dir: &Path,
+    num_shards: u32,
+    as_of: Date,
+    format: Format,
+    options: &LocalOptions,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let shard_ids: Vec<u32> = (0..num_shards).collect();
+    let shard_work_dir = |id: u32| work_dir.join(format!("shard-{id:05}"));
+    let shards = run_parallel(&shard_ids, options.threads.max(1), |&id| {
+        let own = shard_work_dir(id);
+        let mut plans = Vec::new();
+        let mut chunks = Vec::new();
+        for source in Source::ALL {
+            let plan = plan_source(data_dir, source, 1)?;
+            chunks.push(vec![partition_chunk(&plan, 0, num_shards, &own)?]);
+            plans.push(plan);
+        }
+        let manifest = PartitionManifest {
+            num_shards,
+            plans,
+            chunks,
+        };
+        write_partition_manifest(&own, &manifest)?;
+        process_shard(id, &own, out_dir, as_of, format)
+    })?;
+    let timings = Timings {
+        shards_ms: started.elapsed().as_millis() as u64,
+        ..Timings::default()
+    };
+    let params = RunParams::new(data_dir, out_dir, num_shards, as_of, format);
+    let summary = aggregate(&params, &shard_work_dir(0), &shards, timings)?;
+    if !options.keep_work_dir {
+        std::fs::remove_dir_all(work_dir).map_err(|e| EtlError::io("removing", work_dir, e))?;
+    }
+    Ok(summary)
+}
+
+/// Removes the outputs of an earlier run from `out_dir` (only what a run writes).
+pub(crate) fn prepare_out_dir(out_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(out_dir).map_err(|e| EtlError::io("creating directory", out_dir, e))?;
+    for dir in ["profiles", "rejects"] {
+        reset_dir(&out_dir.join(dir))?;
+    }
+    let manifest = out_dir.join("manifest.json");
+    match std::fs::remove_file(&manifest) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(EtlError::io("removing", &manifest, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn reset_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| EtlError::io("removing", dir, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| EtlError::io("creating directory", dir, e))
+}
+
+/// Runs `f` on every item on up to `threads` scoped threads; results keep the items' order.
+pub fn run_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let result = f(item);
+                    *results[i]
+                        .lock()
+                        .expect("no worker panics while holding a slot") = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .expect("no poisoned slot")
+                .expect("every item ran")
+        })
+        .collect()
+}

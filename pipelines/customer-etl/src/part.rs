@@ -1,0 +1,414 @@
+//! The part file: what the partition step hands to the shard step.
+//!
+//! One file per (source, chunk): `work/parts/<source>/chunk-NNNNN.part`. It
+//! holds, for every shard, a segment of accepted rows (already validated and
+//! typed, so the shard step never re-parses CSV) and a segment of rejected
+//! rows, followed by one segment of unroutable rejects, and a footer indexing
+//! the segments. A shard reads only its own two segments from each part.
+//!
+//! Layout (little endian): header `WEFTPART`, version u32, source u32,
+//! num_shards u32, chunk u32; the segments; the footer: per shard
+//! `(offset, len, rows)` of the accepted then the rejected segment, then
+//! `(offset, len, rows)` of the unroutable segment, then the footer's offset
+//! (u64) and `WEFTEND\0`.
+//!
+//! Accepted rows carry their line, and the byte offset and length of their raw
+//! text in the input file, so a row found to be a duplicate later can be
+//! written to the rejects table with its raw text without carrying every
+//! row's raw text through the work directory.
+
+use crate::calendar::Date;
+use crate::contract::{Reason, Segment, Source, Status};
+use crate::error::{EtlError, Result};
+use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"WEFTPART";
+const END_MAGIC: &[u8; 8] = b"WEFTEND\0";
+const VERSION: u32 = 1;
+const HEADER_LEN: u64 = 24;
+
+/// Where an accepted row came from in its input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// 1-based physical line of the row's first line.
+    pub line: u64,
+    /// Byte offset of the row's raw text in the input file.
+    pub offset: u64,
+    /// Length in bytes of the row's raw text (without line terminator).
+    pub raw_len: u32,
+}
+
+/// A typed, accepted row of any source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptedRow<'a> {
+    /// crm.csv
+    Crm(CrmRow<'a>),
+    /// billing.csv
+    Billing(BillingRow<'a>),
+    /// product.csv
+    Product(ProductRow<'a>),
+    /// support.csv
+    Support(SupportRow<'a>),
+}
+
+/// A rejected row as the partition step found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow<'a> {
+    /// 1-based physical line of the row's first line.
+    pub line: u64,
+    /// Why it was rejected.
+    pub reason: Reason,
+    /// Raw row text without line terminator.
+    pub raw: Cow<'a, str>,
+}
+
+/// Appends the encoding of an accepted row to `out`.
+pub fn encode_accepted(out: &mut Vec<u8>, origin: Origin, row: &AcceptedRow<'_>) {
+    put_u64(out, origin.line);
+    put_u64(out, origin.offset);
+    put_u32(out, origin.raw_len);
+    match row {
+        AcceptedRow::Crm(r) => {
+            put_u32(out, r.customer.0);
+            out.push(r.segment as u8);
+            put_i32(out, r.signup_date.0);
+            for s in [r.name, &r.email, r.company, r.country] {
+                put_str(out, s);
+            }
+        }
+        AcceptedRow::Billing(r) => {
+            put_u32(out, r.customer.0);
+            out.push(r.status as u8);
+            put_i32(out, r.issued_at.0);
+            put_i32(out, r.paid_at.map_or(i32::MIN, |d| d.0));
+            put_u64(out, r.amount_cents as u64);
+            put_str(out, r.invoice_id);
+        }
+        AcceptedRow::Product(r) => {
+            put_u32(out, r.customer.0);
+            put_u64(out, r.occurred_at as u64);
+            put_str(out, r.event_id);
+            put_str(out, r.feature);
+        }
+        AcceptedRow::Support(r) => {
+            put_u32(out, r.customer.0);
+            out.push(r.csat.unwrap_or(0));
+            put_u64(out, r.opened_at as u64);
+            put_u64(out, r.closed_at.map_or(i64::MIN, |t| t) as u64);
+            put_str(out, r.ticket_id);
+        }
+    }
+}
+
+/// Appends the encoding of a rejected row to `out`.
+pub fn encode_rejected(out: &mut Vec<u8>, line: u64, reason: Reason, raw: &str) {
+    put_u64(out, line);
+    out.push(reason.index() as u8);
+    put_str(out, raw);
+}
+
+/// Decodes a segment of accepted rows of `source`.
+pub fn decode_accepted<'a>(
+    source: Source,
+    mut bytes: &'a [u8],
+    mut each: impl FnMut(Origin, AcceptedRow<'a>),
+) -> Result<(), String> {
+    let r = &mut bytes;
+    while !r.is_empty() {
+        let origin = Origin {
+            line: get_u64(r)?,
+            offset: get_u64(r)?,
+            raw_len: get_u32(r)?,
+        };
+        let customer = CustomerId(get_u32(r)?);
+        let row = match source {
+            Source::Crm => {
+                let segment = Segment::from_u8(get_u8(r)?).ok_or("bad segment")?;
+                let signup_date = Date(get_i32(r)?);
+                AcceptedRow::Crm(CrmRow {
+                    customer,
+                    segment,
+                    signup_date,
+                    name: get_str(r)?,
+                    email: Cow::Borrowed(get_str(r)?),
+                    company: get_str(r)?,
+                    country: get_str(r)?,
+                })
+            }
+            Source::Billing => {
+                let status = Status::from_u8(get_u8(r)?).ok_or("bad status")?;
+                let issued_at = Date(get_i32(r)?);
+                let paid = get_i32(r)?;
+                let amount_cents = get_u64(r)? as i64;
+                AcceptedRow::Billing(BillingRow {
+                    customer,
+                    status,
+                    issued_at,
+                    paid_at: (paid != i32::MIN).then_some(Date(paid)),
+                    amount_cents,
+                    invoice_id: get_str(r)?,
+                })
+            }
+            Source::Product => AcceptedRow::Product(ProductRow {
+                customer,
+                occurred_at: get_u64(r)? as i64,
+                event_id: get_str(r)?,
+                feature: get_str(r)?,
+            }),
+            Source::Support => {
+                let csat = get_u8(r)?;
+                let opened_at = get_u64(r)? as i64;
+                let closed = get_u64(r)? as i64;
+                AcceptedRow::Support(SupportRow {
+                    customer,
+                    csat: (csat != 0).then_some(csat),
+                    opened_at,
+                    closed_at: (closed != i64::MIN).then_some(closed),
+                    ticket_id: get_str(r)?,
+                })
+            }
+        };
+        each(origin, row);
+    }
+    Ok(())
+}
+
+/// Decodes a segment of rejected rows.
+pub fn decode_rejected<'a>(
+    mut bytes: &'a [u8],
+    mut each: impl FnMut(RejectedRow<'a>),
+) -> Result<(), String> {
+    let r = &mut bytes;
+    while !r.is_empty() {
+        let line = get_u64(r)?;
+        let reason = Reason::from_index(get_u8(r)? as usize).ok_or("bad reason")?;
+        let raw = Cow::Borrowed(get_str(r)?);
+        each(RejectedRow { line, reason, raw });
+    }
+    Ok(())
+}
+
+/// One segment's place in a part file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentIndex {
+    /// Byte offset in the part file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Number of rows.
+    pub rows: u64,
+}
+
+/// The path of the part file of `source`'s chunk `chunk` in `work_dir`.
+pub fn part_path(work_dir: &Path, source: Source, chunk: usize) -> PathBuf {
+    work_dir
+        .join("parts")
+        .join(source.name())
+        .join(format!("chunk-{chunk:05}.part"))
+}
+
+/// The rows a partition step routes, buffered per shard before the part file is written.
+pub struct PartBuilder {
+    /// Accepted rows per shard.
+    pub accepted: Vec<(Vec<u8>, u64)>,
+    /// Rejected (routable) rows per shard.
+    pub rejected: Vec<(Vec<u8>, u64)>,
+    /// Rejected rows without a valid customer id.
+    pub unroutable: (Vec<u8>, u64),
+}
+
+impl PartBuilder {
+    /// An empty builder for `num_shards` shards.
+    pub fn new(num_shards: u32) -> Self {
+        PartBuilder {
+            accepted: (0..num_shards).map(|_| (Vec::new(), 0)).collect(),
+            rejected: (0..num_shards).map(|_| (Vec::new(), 0)).collect(),
+            unroutable: (Vec::new(), 0),
+        }
+    }
+
+    /// Writes the part file atomically (a temporary file renamed into place, so a
+    /// retried partition step never leaves a half-written part behind).
+    pub fn write(&self, path: &Path, source: Source, chunk: usize) -> Result<()> {
+        let dir = path.parent().expect("part paths have a parent");
+        std::fs::create_dir_all(dir).map_err(|e| EtlError::io("creating directory", dir, e))?;
+        let tmp = path.with_extension("part.tmp");
+        let file = File::create(&tmp).map_err(|e| EtlError::io("creating", &tmp, e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(MAGIC);
+        put_u32(&mut header, VERSION);
+        put_u32(&mut header, source.index() as u32);
+        put_u32(&mut header, self.accepted.len() as u32);
+        put_u32(&mut header, chunk as u32);
+        let mut footer = Vec::new();
+        let mut offset = HEADER_LEN;
+        let write_err = |e| EtlError::io("writing", &tmp, e);
+        out.write_all(&header).map_err(write_err)?;
+        let segments = self
+            .accepted
+            .iter()
+            .zip(&self.rejected)
+            .flat_map(|(a, r)| [a, r])
+            .chain(std::iter::once(&self.unroutable));
+        for (bytes, rows) in segments {
+            out.write_all(bytes).map_err(write_err)?;
+            put_u64(&mut footer, offset);
+            put_u64(&mut footer, bytes.len() as u64);
+            put_u64(&mut footer, *rows);
+            offset += bytes.len() as u64;
+        }
+        put_u64(&mut footer, offset);
+        footer.extend_from_slice(END_MAGIC);
+        out.write_all(&footer).map_err(write_err)?;
+        let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| EtlError::io("renaming", &tmp, e))
+    }
+}
+
+/// An open part file with its footer read.
+pub struct PartReader {
+    file: File,
+    path: PathBuf,
+    num_shards: u32,
+    index: Vec<SegmentIndex>,
+}
+
+impl PartReader {
+    /// Opens a part file written for `source` and `num_shards` shards.
+    pub fn open(path: &Path, source: Source, num_shards: u32) -> Result<Self> {
+        let file = File::open(path).map_err(|e| EtlError::io("opening", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| EtlError::io("reading", path, e))?
+            .len();
+        let bad = |detail: String| EtlError::bad_work_file(path, detail);
+        if len < HEADER_LEN + 16 {
+            return Err(bad(format!("{len} bytes is too short")));
+        }
+        let mut header = [0u8; HEADER_LEN as usize];
+        read_at(&file, path, &mut header, 0)?;
+        let mut tail = [0u8; 16];
+        read_at(&file, path, &mut tail, len - 16)?;
+        let h = &mut &header[8..];
+        let fields = (get_u32(h), get_u32(h), get_u32(h));
+        if &header[..8] != MAGIC || &tail[8..] != END_MAGIC {
+            return Err(bad("not a part file".into()));
+        }
+        if fields != (Ok(VERSION), Ok(source.index() as u32), Ok(num_shards)) {
+            return Err(bad(format!(
+                "written as (version, source, shards) = {fields:?}, expected ({VERSION}, {}, {num_shards})",
+                source.index()
+            )));
+        }
+        let footer_offset = u64::from_le_bytes(tail[..8].try_into().expect("8 bytes"));
+        let footer_len = (num_shards as u64 * 2 + 1) * 24;
+        if footer_offset + footer_len + 16 != len {
+            return Err(bad("footer does not match the file length".into()));
+        }
+        let mut footer = vec![0u8; footer_len as usize];
+        read_at(&file, path, &mut footer, footer_offset)?;
+        let index = footer
+            .chunks_exact(24)
+            .map(|c| SegmentIndex {
+                offset: u64::from_le_bytes(c[0..8].try_into().expect("8 bytes")),
+                len: u64::from_le_bytes(c[8..16].try_into().expect("8 bytes")),
+                rows: u64::from_le_bytes(c[16..24].try_into().expect("8 bytes")),
+            })
+            .collect();
+        Ok(PartReader {
+            file,
+            path: path.to_path_buf(),
+            num_shards,
+            index,
+        })
+    }
+
+    /// The index of shard `shard`'s accepted rows.
+    pub fn accepted_index(&self, shard: u32) -> SegmentIndex {
+        self.index[shard as usize * 2]
+    }
+
+    /// The index of shard `shard`'s rejected rows.
+    pub fn rejected_index(&self, shard: u32) -> SegmentIndex {
+        self.index[shard as usize * 2 + 1]
+    }
+
+    /// The index of the unroutable rejects.
+    pub fn unroutable_index(&self) -> SegmentIndex {
+        self.index[self.num_shards as usize * 2]
+    }
+
+    /// Appends a segment's bytes to `out`.
+    pub fn read_segment(&self, segment: SegmentIndex, out: &mut Vec<u8>) -> Result<()> {
+        let start = out.len();
+        out.resize(start + segment.len as usize, 0);
+        read_at(&self.file, &self.path, &mut out[start..], segment.offset)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub(crate) fn read_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
+    file.read_exact_at(buf, offset)
+        .map_err(|e| EtlError::io("reading", path, e))
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_i32(out: &mut Vec<u8>, v: i32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_u32(out, s.len() as u32);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if r.len() < n {
+        return Err(format!(
+            "truncated record: wanted {n} bytes, {} left",
+            r.len()
+        ));
+    }
+    let (head, rest) = r.split_at(n);
+    *r = rest;
+    Ok(head)
+}
+
+fn get_u8(r: &mut &[u8]) -> Result<u8, String> {
+    Ok(take(r, 1)?[0])
+}
+
+fn get_u32(r: &mut &[u8]) -> Result<u32, String> {
+    Ok(u32::from_le_bytes(take(r, 4)?.try_into().expect("4 bytes")))
+}
+
+fn get_i32(r: &mut &[u8]) -> Result<i32, String> {
+    Ok(i32::from_le_bytes(take(r, 4)?.try_into().expect("4 bytes")))
+}
+
+fn get_u64(r: &mut &[u8]) -> Result<u64, String> {
+    Ok(u64::from_le_bytes(take(r, 8)?.try_into().expect("8 bytes")))
+}
+
+fn get_str<'a>(r: &mut &'a [u8]) -> Result<&'a str, String> {
+    let len = get_u32(r)? as usize;
+    std::str::from_utf8(take(r, len)?).map_err(|e| format!("string is not UTF-8: {e}"))
+}

@@ -1,0 +1,365 @@
+//! The pipeline as durable workflow tasks on the weft SDK, each attempt in its
+//! own process:
+//!
+//! ```text
+//! merge_customer_data ─┬─ partition_chunk (source × byte range) ... all at once
+//!                      │   then writes work/partition.json
+//!                      ├─ process_shard (one per shard)          ... all at once
+//!                      └─ aggregate: manifest.json, the summary
+//! ```
+//!
+//! Inputs and results are paths and counts, never rows or profiles, so they
+//! stay small at any scale. Every file is written under a temporary name and
+//! renamed, so a retried task replaces its failed attempt's output.
+
+use crate::calendar::Date;
+use crate::contract::{DEFAULT_AS_OF, Format, Source};
+use crate::local::{DEFAULT_CHUNK_BYTES, prepare_out_dir, reset_dir};
+use crate::manifest::{RunParams, RunSummary, Timings, aggregate};
+use crate::partition::{
+    ChunkStats, PartitionManifest, SourcePlan, partition_chunk, plan_source,
+    write_partition_manifest,
+};
+use crate::profile::{ShardOptions, ShardStats, process_shard_with};
+use futures::future::try_join_all;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use weft::{Retry, Task, TaskContext, TaskOptions, TaskResult, Workflows};
+
+/// The orchestrator: partition, all shards, aggregate.
+pub const MERGE_CUSTOMER_DATA: Task<MergeRequest, RunSummary> = Task::named("merge_customer_data");
+/// Partitions one byte range of one input file.
+pub const PARTITION_CHUNK: Task<PartitionJob, ChunkStats> = Task::named("partition_chunk");
+/// Merges one shard's customers and writes its profile and rejects files.
+pub const PROCESS_SHARD: Task<ShardJob, ShardStats> = Task::named("process_shard");
+
+/// The number of shards when a request names none (the tutorial's).
+pub const DEFAULT_NUM_SHARDS: u32 = 10;
+
+/// Fault injection for crash tests: set to a shard id, the first attempt of
+/// that shard's `process_shard` aborts its process half-way through writing
+/// its profile file. A marker file in the work directory records that the
+/// crash happened, so the retry runs normally.
+pub const FAULT_CRASH_SHARD_ENV: &str = "CUSTOMER_ETL_FAULT_CRASH_SHARD";
+
+/// The input of `merge_customer_data`. Every field is optional, so `[]`
+/// (the tutorial's trigger), `{}` and `{"num_shards": 4}` all work.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MergeRequest {
+    /// Directory of the four input files (default: `$DATA_DIR`, else `sample_data`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Output directory (default: `$OUT_DIR`, else `out`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_dir: Option<PathBuf>,
+    /// Number of shards (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_shards: Option<u32>,
+    /// The `as_of` date, `YYYY-MM-DD` (default: the contract's, 2026-10-01).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+    /// Profile table format, `csv` or `parquet` (default csv).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// Target size of one partition chunk in bytes (default 32 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk_bytes: Option<u64>,
+}
+
+/// A [`MergeRequest`] with every default applied and paths made absolute
+/// (task processes may not share the orchestrator's working directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedRequest {
+    /// Input directory.
+    pub data_dir: PathBuf,
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// Shards.
+    pub num_shards: u32,
+    /// The `as_of` date.
+    pub as_of: Date,
+    /// Profile format.
+    pub format: Format,
+    /// Target chunk size.
+    pub chunk_bytes: u64,
+}
+
+impl MergeRequest {
+    /// Applies the defaults (reading `DATA_DIR` and `OUT_DIR`) and checks the values.
+    pub fn resolve(&self) -> Result<ResolvedRequest, String> {
+        let env_dir = |name: &str, default: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| env_dir("DATA_DIR", "sample_data"));
+        let out_dir = self
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| env_dir("OUT_DIR", "out"));
+        let num_shards = self.num_shards.unwrap_or(DEFAULT_NUM_SHARDS);
+        if num_shards == 0 {
+            return Err("num_shards must be at least 1".into());
+        }
+        let as_of_text = self.as_of.as_deref().unwrap_or(DEFAULT_AS_OF);
+        let as_of = Date::parse(as_of_text)
+            .ok_or_else(|| format!("as_of `{as_of_text}` is not a YYYY-MM-DD date"))?;
+        Ok(ResolvedRequest {
+            data_dir: absolute(&data_dir)?,
+            out_dir: absolute(&out_dir)?,
+            num_shards,
+            as_of,
+            format: self.format.unwrap_or_default(),
+            chunk_bytes: self.chunk_bytes.unwrap_or(DEFAULT_CHUNK_BYTES).max(1),
+        })
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))
+}
+
+/// The input of `partition_chunk`: one byte range of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionJob {
+    /// The file's plan (header positions and its byte ranges).
+    pub plan: SourcePlan,
+    /// Which of the plan's ranges.
+    pub chunk: usize,
+    /// Shards to route to.
+    pub num_shards: u32,
+    /// Where the part file goes.
+    pub work_dir: PathBuf,
+}
+
+/// The input of `process_shard`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardJob {
+    /// The shard.
+    pub shard_id: u32,
+    /// The work directory the partition step filled.
+    pub work_dir: PathBuf,
+    /// The output directory.
+    pub out_dir: PathBuf,
+    /// The `as_of` date, `YYYY-MM-DD`.
+    pub as_of: String,
+    /// Profile table format.
+    pub format: Format,
+}
+
+/// The app: the three tasks with their retry policies. The orchestrator is
+/// not retried (a bad input directory would fail again, and its children,
+/// which do the work, retry on their own); re-running it is safe.
+pub fn app() -> Workflows {
+    let step = TaskOptions::new().retry(Retry::new(2, 500));
+    let mut app = Workflows::new();
+    app.register_with(
+        MERGE_CUSTOMER_DATA,
+        TaskOptions::new().retry(Retry::new(0, 0)),
+        merge_customer_data,
+    );
+    app.register_with(PARTITION_CHUNK, step.clone(), partition_task);
+    app.register_with(PROCESS_SHARD, step, shard_task);
+    app
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> TaskResult<T> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskResult<RunSummary> {
+    let started = Instant::now();
+    let run = request.resolve()?;
+    let work_dir = run.out_dir.join(".work");
+
+    let plans = {
+        let (data_dir, out_dir, work_dir) =
+            (run.data_dir.clone(), run.out_dir.clone(), work_dir.clone());
+        let chunk_bytes = run.chunk_bytes;
+        blocking(move || {
+            if !data_dir.is_dir() {
+                return Err(crate::EtlError::InvalidArgument(format!(
+                    "the data directory {} does not exist",
+                    data_dir.display()
+                )));
+            }
+            prepare_out_dir(&out_dir)?;
+            reset_dir(&work_dir)?;
+            Source::ALL
+                .iter()
+                .map(|&source| {
+                    let len =
+                        std::fs::metadata(data_dir.join(source.file_name())).map_or(0, |m| m.len());
+                    plan_source(&data_dir, source, len.div_ceil(chunk_bytes).max(1) as usize)
+                })
+                .collect::<crate::Result<Vec<_>>>()
+        })
+        .await?
+    };
+    let plan_ms = started.elapsed().as_millis() as u64;
+
+    let partition_started = Instant::now();
+    let jobs: Vec<PartitionJob> = plans
+        .iter()
+        .flat_map(|plan| {
+            (0..plan.chunks.len()).map(|chunk| PartitionJob {
+                plan: plan.clone(),
+                chunk,
+                num_shards: run.num_shards,
+                work_dir: work_dir.clone(),
+            })
+        })
+        .collect();
+    let stats = try_join_all(jobs.into_iter().map(|job| ctx.run(&PARTITION_CHUNK, job))).await?;
+    let mut chunks = vec![Vec::new(); Source::ALL.len()];
+    for stat in stats {
+        let source = stat.source.ok_or("a partition result names no source")?;
+        chunks[source.index()].push(stat);
+    }
+    for list in &mut chunks {
+        list.sort_by_key(|c| c.chunk);
+    }
+    let manifest = PartitionManifest {
+        num_shards: run.num_shards,
+        plans,
+        chunks,
+    };
+    {
+        let work_dir = work_dir.clone();
+        blocking(move || write_partition_manifest(&work_dir, &manifest)).await?;
+    }
+    let partition_ms = partition_started.elapsed().as_millis() as u64;
+
+    let shards_started = Instant::now();
+    let shard_jobs = (0..run.num_shards).map(|shard_id| ShardJob {
+        shard_id,
+        work_dir: work_dir.clone(),
+        out_dir: run.out_dir.clone(),
+        as_of: run.as_of.to_string(),
+        format: run.format,
+    });
+    let shards = try_join_all(shard_jobs.map(|job| ctx.run(&PROCESS_SHARD, job))).await?;
+    let shards_ms = shards_started.elapsed().as_millis() as u64;
+
+    let params = RunParams::new(
+        &run.data_dir,
+        &run.out_dir,
+        run.num_shards,
+        run.as_of,
+        run.format,
+    );
+    blocking(move || {
+        let timings = Timings {
+            plan_ms,
+            partition_ms,
+            shards_ms,
+            aggregate_ms: 0,
+            total_ms: started.elapsed().as_millis() as u64,
+        };
+        let summary = aggregate(&params, &work_dir, &shards, timings)?;
+        std::fs::remove_dir_all(&work_dir)
+            .map_err(|e| crate::EtlError::io("removing", &work_dir, e))?;
+        Ok(summary)
+    })
+    .await
+}
+
+async fn partition_task(_ctx: TaskContext, job: PartitionJob) -> TaskResult<ChunkStats> {
+    blocking(move || partition_chunk(&job.plan, job.chunk, job.num_shards, &job.work_dir)).await
+}
+
+async fn shard_task(_ctx: TaskContext, job: ShardJob) -> TaskResult<ShardStats> {
+    let as_of = Date::parse(&job.as_of)
+        .ok_or_else(|| format!("as_of `{}` is not a YYYY-MM-DD date", job.as_of))?;
+    blocking(move || {
+        let options = fault_injection(&job)?;
+        process_shard_with(
+            job.shard_id,
+            &job.work_dir,
+            &job.out_dir,
+            as_of,
+            job.format,
+            &options,
+        )
+    })
+    .await
+}
+
+/// Reads [`FAULT_CRASH_SHARD_ENV`]: on the first attempt of that shard
+/// (no marker file yet), leaves the marker and asks for a crash after a few
+/// profiles.
+fn fault_injection(job: &ShardJob) -> crate::Result<ShardOptions> {
+    let wanted = std::env::var(FAULT_CRASH_SHARD_ENV).ok();
+    if wanted.as_deref().map(str::trim) != Some(job.shard_id.to_string().as_str()) {
+        return Ok(ShardOptions::default());
+    }
+    let marker = job
+        .work_dir
+        .join(format!("fault-crashed-shard-{:05}", job.shard_id));
+    if marker.exists() {
+        return Ok(ShardOptions::default());
+    }
+    std::fs::write(&marker, b"").map_err(|e| crate::EtlError::io("writing", &marker, e))?;
+    Ok(ShardOptions {
+        crash_after_profiles: Some(10),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use weft::payload::decode_input;
+
+    #[test]
+    fn the_orchestrator_takes_no_input_an_empty_object_or_named_fields() {
+        for empty in [json!([]), json!({})] {
+            assert_eq!(
+                decode_input::<MergeRequest>(&empty).unwrap(),
+                MergeRequest::default(),
+                "{empty}"
+            );
+        }
+        let named = json!({"num_shards": 4, "format": "parquet", "data_dir": "d"});
+        let want = MergeRequest {
+            num_shards: Some(4),
+            format: Some(Format::Parquet),
+            data_dir: Some("d".into()),
+            ..MergeRequest::default()
+        };
+        assert_eq!(decode_input::<MergeRequest>(&named).unwrap(), want);
+        assert_eq!(decode_input::<MergeRequest>(&json!([named])).unwrap(), want);
+    }
+
+    #[test]
+    fn defaults_are_the_contracts_and_bad_values_are_named() {
+        let run = MergeRequest {
+            data_dir: Some("/data".into()),
+            out_dir: Some("/out".into()),
+            ..MergeRequest::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(run.num_shards, 10);
+        assert_eq!(run.as_of.to_string(), DEFAULT_AS_OF);
+        assert_eq!(run.format, Format::Csv);
+        let bad = MergeRequest {
+            as_of: Some("2026-13-01".into()),
+            ..MergeRequest::default()
+        };
+        assert!(bad.resolve().unwrap_err().contains("2026-13-01"));
+        let zero = MergeRequest {
+            num_shards: Some(0),
+            ..MergeRequest::default()
+        };
+        assert!(zero.resolve().unwrap_err().contains("num_shards"));
+    }
+}

@@ -1,0 +1,524 @@
+//! Writing the output tables: profiles as CSV or Parquet, rejects as CSV.
+
+use crate::calendar::{Date, format_timestamp};
+use crate::contract::{Format, Reason, Source};
+use crate::error::{EtlError, Result};
+use crate::profile::Profile;
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Decimal128Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The profile table's columns, in the contract's order.
+pub const PROFILE_COLUMNS: [&str; 26] = [
+    "customer_id",
+    "name",
+    "email",
+    "company",
+    "country",
+    "segment",
+    "signup_date",
+    "in_crm",
+    "invoice_count",
+    "paid_invoice_count",
+    "lifetime_value",
+    "outstanding_balance",
+    "overdue_invoice_count",
+    "last_payment_at",
+    "event_count",
+    "events_30d",
+    "active_days_30d",
+    "top_feature",
+    "last_seen_at",
+    "ticket_count",
+    "open_ticket_count",
+    "avg_csat",
+    "avg_resolution_hours",
+    "health_score",
+    "tier",
+    "sources",
+];
+
+/// The rejects table's header.
+pub const REJECTS_HEADER: &str = "source,line,reason,raw\n";
+
+/// Appends `field` to `out` as a CSV field, quoted when it holds a comma, quote, CR or LF.
+pub fn push_csv_field(out: &mut Vec<u8>, field: &str) {
+    if field
+        .bytes()
+        .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+    {
+        out.push(b'"');
+        for part in field.split_inclusive('"') {
+            out.extend_from_slice(part.as_bytes());
+            if part.ends_with('"') {
+                out.push(b'"');
+            }
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(field.as_bytes());
+    }
+}
+
+/// Formats an amount in hundredths as `12.50`.
+pub fn format_hundredths(value: i128) -> String {
+    format!("{}.{:02}", value / 100, value % 100)
+}
+
+/// Formats a value in tenths as `3.0`.
+pub fn format_tenths(value: i128) -> String {
+    format!("{}.{}", value / 10, value % 10)
+}
+
+/// The temporary name `path` is written under before [`commit_temp`] renames
+/// it into place: `dir/.name.tmp`, hidden from globs like `profiles/*.csv`.
+/// The name is fixed, so a retried step truncates its failed attempt's file.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Renames a finished temporary file into place. A rename within one
+/// directory is atomic, so a reader (or a retried step) sees either no file
+/// or a whole one, never half of one.
+pub fn commit_temp(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(|e| EtlError::io("renaming", tmp, e))
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    std::fs::write(&tmp, bytes).map_err(|e| EtlError::io("writing", &tmp, e))?;
+    commit_temp(&tmp, path)
+}
+
+/// Where profiles go, one at a time, in customer_id order.
+pub trait ProfileSink {
+    /// Writes one profile.
+    fn write(&mut self, profile: &Profile<'_>) -> Result<()>;
+    /// Pushes what is buffered through to the file (the fault-injection hook
+    /// uses it to leave a real half-written file behind).
+    fn flush(&mut self) -> Result<()>;
+    /// Flushes and closes the output.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Opens a profile sink of `format` writing to `path`.
+pub fn profile_sink(path: &Path, format: Format) -> Result<Box<dyn ProfileSink>> {
+    Ok(match format {
+        Format::Csv => Box::new(CsvProfileSink::create(path)?),
+        Format::Parquet => Box::new(ParquetProfileSink::create(path)?),
+    })
+}
+
+/// Writes profiles as CSV.
+pub struct CsvProfileSink {
+    out: BufWriter<File>,
+    path: PathBuf,
+    line: Vec<u8>,
+}
+
+impl CsvProfileSink {
+    /// Creates `path` and writes the header.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).map_err(|e| EtlError::io("creating", path, e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let header = PROFILE_COLUMNS.join(",") + "\n";
+        out.write_all(header.as_bytes())
+            .map_err(|e| EtlError::io("writing", path, e))?;
+        Ok(CsvProfileSink {
+            out,
+            path: path.to_path_buf(),
+            line: Vec::with_capacity(512),
+        })
+    }
+}
+
+fn date_text(date: Option<Date>) -> String {
+    date.map(|d| d.to_string()).unwrap_or_default()
+}
+
+impl ProfileSink for CsvProfileSink {
+    fn write(&mut self, p: &Profile<'_>) -> Result<()> {
+        let line = &mut self.line;
+        line.clear();
+        let crm = p.crm.as_ref();
+        let text = |f: fn(&crate::validate::CrmRow<'_>) -> String| crm.map(f).unwrap_or_default();
+        let fields: [String; 26] = [
+            p.customer.to_string(),
+            crm.map(|c| c.name.to_string()).unwrap_or_default(),
+            text(|c| c.email.to_string()),
+            text(|c| c.company.to_string()),
+            text(|c| c.country.to_string()),
+            text(|c| c.segment.as_str().to_string()),
+            date_text(crm.map(|c| c.signup_date)),
+            p.crm.is_some().to_string(),
+            p.invoice_count.to_string(),
+            p.paid_invoice_count.to_string(),
+            format_hundredths(p.lifetime_value_cents),
+            format_hundredths(p.outstanding_balance_cents),
+            p.overdue_invoice_count.to_string(),
+            date_text(p.last_payment_at),
+            p.event_count.to_string(),
+            p.events_30d.to_string(),
+            p.active_days_30d.to_string(),
+            p.top_feature.unwrap_or_default().to_string(),
+            p.last_seen_at.map(format_timestamp).unwrap_or_default(),
+            p.ticket_count.to_string(),
+            p.open_ticket_count.to_string(),
+            p.avg_csat_hundredths
+                .map(|v| format_hundredths(v as i128))
+                .unwrap_or_default(),
+            p.avg_resolution_tenths
+                .map(format_tenths)
+                .unwrap_or_default(),
+            p.health_score.to_string(),
+            p.tier.as_str().to_string(),
+            p.sources_text(),
+        ];
+        for (i, field) in fields.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            push_csv_field(line, field);
+        }
+        line.push(b'\n');
+        self.out
+            .write_all(line)
+            .map_err(|e| EtlError::io("writing", &self.path, e))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| EtlError::io("writing", &self.path, e))
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let path = self.path;
+        self.out
+            .into_inner()
+            .map_err(|e| EtlError::io("writing", &path, e.into_error()))?
+            .sync_data()
+            .map_err(|e| EtlError::io("syncing", &path, e))
+    }
+}
+
+/// The Arrow schema of the Parquet profile table (documented in the README).
+pub fn profile_schema() -> SchemaRef {
+    let utc_micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let mut fields = Vec::with_capacity(26);
+    for (i, name) in PROFILE_COLUMNS.iter().enumerate() {
+        let (data_type, nullable) = match *name {
+            "customer_id" | "tier" | "sources" => (DataType::Utf8, false),
+            "name" | "email" | "company" | "country" | "segment" | "top_feature" => {
+                (DataType::Utf8, true)
+            }
+            "signup_date" | "last_payment_at" => (DataType::Date32, true),
+            "in_crm" => (DataType::Boolean, false),
+            "lifetime_value" | "outstanding_balance" => (DataType::Decimal128(38, 2), false),
+            "avg_csat" => (DataType::Decimal128(3, 2), true),
+            "avg_resolution_hours" => (DataType::Decimal128(18, 1), true),
+            "last_seen_at" => (utc_micros.clone(), true),
+            _ => (DataType::Int64, false),
+        };
+        debug_assert_eq!(PROFILE_COLUMNS[i], *name);
+        fields.push(Field::new(*name, data_type, nullable));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+const PARQUET_BATCH_ROWS: usize = 64 * 1024;
+
+/// Column builders for one record batch.
+struct ProfileColumns {
+    text: [StringBuilder; 6], // customer_id, name, email, company, country, segment
+    signup_date: Date32Builder,
+    in_crm: BooleanBuilder,
+    ints: [Int64Builder; 9],
+    lifetime_value: Decimal128Builder,
+    outstanding_balance: Decimal128Builder,
+    last_payment_at: Date32Builder,
+    top_feature: StringBuilder,
+    last_seen_at: TimestampMicrosecondBuilder,
+    avg_csat: Decimal128Builder,
+    avg_resolution_hours: Decimal128Builder,
+    tier: StringBuilder,
+    sources: StringBuilder,
+    rows: usize,
+}
+
+impl ProfileColumns {
+    fn new() -> Self {
+        let decimal = |p, s| {
+            Decimal128Builder::new()
+                .with_precision_and_scale(p, s)
+                .expect("valid decimal type")
+        };
+        ProfileColumns {
+            text: std::array::from_fn(|_| StringBuilder::new()),
+            signup_date: Date32Builder::new(),
+            in_crm: BooleanBuilder::new(),
+            ints: std::array::from_fn(|_| Int64Builder::new()),
+            lifetime_value: decimal(38, 2),
+            outstanding_balance: decimal(38, 2),
+            last_payment_at: Date32Builder::new(),
+            top_feature: StringBuilder::new(),
+            last_seen_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            avg_csat: decimal(3, 2),
+            avg_resolution_hours: decimal(18, 1),
+            tier: StringBuilder::new(),
+            sources: StringBuilder::new(),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, p: &Profile<'_>) {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let crm = p.crm.as_ref();
+        self.text[0].append_value(p.customer.to_string());
+        self.text[1].append_option(crm.and_then(|c| non_empty(c.name)));
+        self.text[2].append_option(crm.and_then(|c| non_empty(&c.email)));
+        self.text[3].append_option(crm.and_then(|c| non_empty(c.company)));
+        self.text[4].append_option(crm.and_then(|c| non_empty(c.country)));
+        self.text[5].append_option(crm.map(|c| c.segment.as_str()));
+        self.signup_date.append_option(crm.map(|c| c.signup_date.0));
+        self.in_crm.append_value(crm.is_some());
+        // The Int64 columns, in table order.
+        let ints = [
+            p.invoice_count,
+            p.paid_invoice_count,
+            p.overdue_invoice_count,
+            p.event_count,
+            p.events_30d,
+            p.active_days_30d as u64,
+            p.ticket_count,
+            p.open_ticket_count,
+            p.health_score as u64,
+        ];
+        for (builder, value) in self.ints.iter_mut().zip(ints) {
+            builder.append_value(value as i64);
+        }
+        self.lifetime_value.append_value(p.lifetime_value_cents);
+        self.outstanding_balance
+            .append_value(p.outstanding_balance_cents);
+        self.last_payment_at
+            .append_option(p.last_payment_at.map(|d| d.0));
+        self.top_feature.append_option(p.top_feature);
+        self.last_seen_at
+            .append_option(p.last_seen_at.map(|t| t * 1_000_000));
+        self.avg_csat
+            .append_option(p.avg_csat_hundredths.map(i128::from));
+        self.avg_resolution_hours
+            .append_option(p.avg_resolution_tenths);
+        self.tier.append_value(p.tier.as_str());
+        self.sources.append_value(p.sources_text());
+        self.rows += 1;
+    }
+
+    fn finish(&mut self, schema: &SchemaRef) -> RecordBatch {
+        let [customer_id, name, email, company, country, segment] = &mut self.text;
+        let [
+            invoice_count,
+            paid_invoice_count,
+            overdue_invoice_count,
+            event_count,
+            events_30d,
+            active_days_30d,
+            ticket_count,
+            open_ticket_count,
+            health_score,
+        ] = &mut self.ints;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(customer_id.finish()),
+            Arc::new(name.finish()),
+            Arc::new(email.finish()),
+            Arc::new(company.finish()),
+            Arc::new(country.finish()),
+            Arc::new(segment.finish()),
+            Arc::new(self.signup_date.finish()),
+            Arc::new(self.in_crm.finish()),
+            Arc::new(invoice_count.finish()),
+            Arc::new(paid_invoice_count.finish()),
+            Arc::new(self.lifetime_value.finish()),
+            Arc::new(self.outstanding_balance.finish()),
+            Arc::new(overdue_invoice_count.finish()),
+            Arc::new(self.last_payment_at.finish()),
+            Arc::new(event_count.finish()),
+            Arc::new(events_30d.finish()),
+            Arc::new(active_days_30d.finish()),
+            Arc::new(self.top_feature.finish()),
+            Arc::new(self.last_seen_at.finish()),
+            Arc::new(ticket_count.finish()),
+            Arc::new(open_ticket_count.finish()),
+            Arc::new(self.avg_csat.finish()),
+            Arc::new(self.avg_resolution_hours.finish()),
+            Arc::new(health_score.finish()),
+            Arc::new(self.tier.finish()),
+            Arc::new(self.sources.finish()),
+        ];
+        self.rows = 0;
+        RecordBatch::try_new(schema.clone(), columns).expect("columns match the profile schema")
+    }
+}
+
+/// Writes profiles as Parquet (Snappy-compressed, in record batches of 64Ki rows).
+pub struct ParquetProfileSink {
+    writer: ArrowWriter<File>,
+    schema: SchemaRef,
+    columns: ProfileColumns,
+    path: PathBuf,
+}
+
+impl ParquetProfileSink {
+    /// Creates `path`.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).map_err(|e| EtlError::io("creating", path, e))?;
+        let schema = profile_schema();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|source| {
+            EtlError::Parquet {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(ParquetProfileSink {
+            writer,
+            schema,
+            columns: ProfileColumns::new(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn flush_batch(&mut self) -> Result<()> {
+        if self.columns.rows == 0 {
+            return Ok(());
+        }
+        let batch = self.columns.finish(&self.schema);
+        self.writer
+            .write(&batch)
+            .map_err(|source| EtlError::Parquet {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+impl ProfileSink for ParquetProfileSink {
+    fn write(&mut self, profile: &Profile<'_>) -> Result<()> {
+        self.columns.push(profile);
+        if self.columns.rows >= PARQUET_BATCH_ROWS {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.flush_batch()?;
+        self.writer.flush().map_err(|source| EtlError::Parquet {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.flush_batch()?;
+        let path = self.path.clone();
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|source| EtlError::Parquet {
+                path: path.clone(),
+                source,
+            })?;
+        file.sync_data()
+            .map_err(|e| EtlError::io("syncing", &path, e))
+    }
+}
+
+/// One row of the rejects table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RejectRecord<'a> {
+    /// The input file.
+    pub source: Source,
+    /// 1-based physical line of the row's first line.
+    pub line: u64,
+    /// Why it was rejected.
+    pub reason: Reason,
+    /// Raw row text without line terminator.
+    pub raw: std::borrow::Cow<'a, str>,
+}
+
+/// Writes a rejects table (header `source,line,reason,raw`) in the given
+/// order, through a temporary file renamed into place.
+pub fn write_rejects(path: &Path, rejects: &[RejectRecord<'_>]) -> Result<()> {
+    let final_path = path;
+    let tmp = temp_path(path);
+    let path = tmp.as_path();
+    let file = File::create(path).map_err(|e| EtlError::io("creating", path, e))?;
+    let mut out = BufWriter::with_capacity(1 << 16, file);
+    let mut line = Vec::with_capacity(256);
+    line.extend_from_slice(REJECTS_HEADER.as_bytes());
+    for r in rejects {
+        line.extend_from_slice(r.source.name().as_bytes());
+        line.push(b',');
+        line.extend_from_slice(r.line.to_string().as_bytes());
+        line.push(b',');
+        line.extend_from_slice(r.reason.code().as_bytes());
+        line.push(b',');
+        push_csv_field(&mut line, &r.raw);
+        line.push(b'\n');
+        out.write_all(&line)
+            .map_err(|e| EtlError::io("writing", path, e))?;
+        line.clear();
+    }
+    out.write_all(&line)
+        .map_err(|e| EtlError::io("writing", path, e))?;
+    out.into_inner()
+        .map_err(|e| EtlError::io("writing", path, e.into_error()))?
+        .sync_data()
+        .map_err(|e| EtlError::io("syncing", path, e))?;
+    commit_temp(path, final_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        let mut out = Vec::new();
+        for f in ["plain", "a,b", "say \"hi\"", "two\nlines", " padded ", ""] {
+            push_csv_field(&mut out, f);
+            out.push(b'|');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"| padded ||"
+        );
+    }
+
+    #[test]
+    fn decimals_have_fixed_fraction_digits() {
+        assert_eq!(format_hundredths(0), "0.00");
+        assert_eq!(format_hundredths(1250), "12.50");
+        assert_eq!(format_hundredths(7), "0.07");
+        assert_eq!(format_tenths(30), "3.0");
+        assert_eq!(format_tenths(5), "0.5");
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: prepares what it needs (a Python
+# venv with the official Render SDK, PostgreSQL running), then checks
+# formatting, lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A build cache outside the clone makes repeated runs fast.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Python with the official SDKs (`render` 1.5.0, and the older `render_sdk`
+# 0.8.0 the tutorial was written for) and the readers the
+# pipeline's tests use to check its output.
+if ! .venv/bin/python -c 'import render, render_sdk, pyarrow, duckdb' 2>/dev/null; then
+  echo "==> preparing .venv (render==1.5.0, render_sdk==0.8.0, pyarrow, duckdb)"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check render==1.5.0 render_sdk==0.8.0 pyarrow duckdb
+fi
+export WEFT_PYTHON="$PWD/.venv/bin/python"
+
+# PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth).
+if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  echo "==> starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> cargo test"
+cargo test --workspace "$@"
