@@ -205,6 +205,26 @@ pub fn task_processes_tagged(tag: &str) -> usize {
         .count()
 }
 
+/// Every run of `root`'s tree as the database file holds it, read with the
+/// store itself while no server runs: (id, status).
+pub fn stored_runs(db: &Path, root: &str) -> Vec<(String, String)> {
+    use weft_store::{RunFilter, SqliteStore, Store};
+    let store = SqliteStore::open(db).unwrap();
+    let filter = RunFilter {
+        root_id: Some(root.to_string()),
+        limit: 10_000,
+        ..Default::default()
+    };
+    let runs = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(store.list_runs(&filter))
+        .unwrap();
+    runs.into_iter()
+        .map(|r| (r.id, r.status.to_string()))
+        .collect()
+}
+
 /// Runs a script of tests/python with the server's URL, expecting `ok`.
 pub fn python_script_ok(script: &str, args: &[&str], url: &str) {
     let out = Command::new(python())
