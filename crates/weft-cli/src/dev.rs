@@ -91,8 +91,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<std::process::ExitCode> {
         .build()?;
     runtime.block_on(async move {
         let durability = if args.power_loss_safe { Durability::PowerLoss } else { Durability::Process };
-        let store = SqliteStore::open_with(&args.db, durability)
-            .with_context(|| format!("cannot open the database {}", args.db.display()))?;
+        // The error names the file.
+        let store = SqliteStore::open_with(&args.db, durability)?;
         let max = config.max_concurrent;
         let rt = Runtime::start(config, Arc::new(store)).await?;
         let tasks: Vec<_> = rt.coordinator().tasks().into_iter().map(|t| t.name).collect();

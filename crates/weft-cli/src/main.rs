@@ -44,6 +44,11 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(weft::client::Error::Server { status: None, .. }) = e.downcast_ref() {
+                eprintln!(
+                    "hint: is `weft dev` running there? --url (or RENDER_LOCAL_DEV_URL) says where"
+                );
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -159,4 +159,32 @@ fn a_server_that_is_not_there_is_named() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("127.0.0.1:9"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is `weft dev` running"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn dev_refuses_a_file_that_is_not_its_database_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("notes.txt");
+    std::fs::write(&db, "my notes, not a database\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["dev", "--port", "0", "--db"])
+        .arg(&db)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("notes.txt") && err.contains("not a database"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&db).unwrap(),
+        "my notes, not a database\n"
+    );
 }

@@ -24,7 +24,7 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("could not open the database at {path}: {source}")]
+    #[error("could not open the database at {path}")]
     Open {
         path: String,
         source: rusqlite::Error,
