@@ -4,10 +4,10 @@
 use crate::calendar::Date;
 use crate::contract::{Format, Reason, ReasonCounts, Source};
 use crate::error::{EtlError, Result};
-use crate::part::{PartReader, decode_rejected, part_path};
+use crate::part::{PartReader, collect_rejects, part_path};
 use crate::partition::PartitionManifest;
 use crate::profile::{FileCounts, ShardStats};
-use crate::writer::{RejectRecord, write_atomically, write_rejects};
+use crate::writer::{write_atomically, write_rejects};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -190,17 +190,7 @@ pub fn aggregate(
     }
     let mut unroutable = Vec::new();
     for (source, bytes) in &unroutable_bytes {
-        decode_rejected(bytes, |r| {
-            unroutable.push(RejectRecord {
-                source: *source,
-                line: r.line,
-                reason: r.reason,
-                raw: r.raw,
-            })
-        })
-        .map_err(|detail| {
-            EtlError::bad_work_file(work_dir.join("parts").join(source.name()), detail)
-        })?;
+        collect_rejects(*source, bytes, work_dir, &mut unroutable)?;
     }
     let rejects_dir = out_dir.join("rejects");
     std::fs::create_dir_all(&rejects_dir)

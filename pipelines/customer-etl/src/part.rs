@@ -21,6 +21,7 @@ use crate::calendar::Date;
 use crate::contract::{Reason, Segment, Source, Status};
 use crate::error::{EtlError, Result};
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
+use crate::writer::RejectRecord;
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::Write;
@@ -191,6 +192,25 @@ pub fn decode_rejected<'a>(
         each(RejectedRow { line, reason, raw });
     }
     Ok(())
+}
+
+/// Appends `source`'s rejected rows, a segment of `bytes`, to `out` as rows
+/// of the rejects table; a malformed segment names the source's part folder.
+pub fn collect_rejects<'a>(
+    source: Source,
+    bytes: &'a [u8],
+    work_dir: &Path,
+    out: &mut Vec<RejectRecord<'a>>,
+) -> Result<()> {
+    decode_rejected(bytes, |r| {
+        out.push(RejectRecord {
+            source,
+            line: r.line,
+            reason: r.reason,
+            raw: r.raw,
+        })
+    })
+    .map_err(|detail| EtlError::bad_work_file(work_dir.join("parts").join(source.name()), detail))
 }
 
 /// One segment's place in a part file.

@@ -6,7 +6,7 @@ use crate::calendar::{Date, SECONDS_PER_DAY};
 use crate::contract::{Format, Reason, ReasonCounts, Source, Status, Window};
 use crate::error::{EtlError, Result};
 use crate::part::{
-    AcceptedRow, Origin, PartReader, decode_accepted, decode_rejected, part_path, read_at,
+    AcceptedRow, Origin, PartReader, collect_rejects, decode_accepted, part_path, read_at,
 };
 use crate::partition::PartitionManifest;
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
@@ -243,17 +243,12 @@ pub fn process_shard_with(
     }
     let mut rejects: Vec<RejectRecord<'_>> = Vec::new();
     for source in Source::ALL {
-        decode_rejected(&rejected_bytes[source.index()], |r| {
-            rejects.push(RejectRecord {
-                source,
-                line: r.line,
-                reason: r.reason,
-                raw: r.raw,
-            })
-        })
-        .map_err(|detail| {
-            EtlError::bad_work_file(work_dir.join("parts").join(source.name()), detail)
-        })?;
+        collect_rejects(
+            source,
+            &rejected_bytes[source.index()],
+            work_dir,
+            &mut rejects,
+        )?;
     }
 
     let mut crm = Vec::new();
