@@ -327,3 +327,66 @@ fn sigkill_mid_fan_out_loses_nothing_and_repeats_nothing() {
         }
     }
 }
+
+#[test]
+fn every_start_acknowledged_before_a_sigkill_is_run_after_the_restart() {
+    use std::sync::{Arc, Mutex};
+    use weft::client::Client;
+
+    let mut weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Runs whose start the server acknowledged: (id, x of square(x)).
+    let accepted = Arc::new(Mutex::new(Vec::<(String, i64)>::new()));
+    // Four clients start runs back to back until the server is gone, so
+    // the kill lands while starts are in flight.
+    let clients: Vec<_> = (0..4_i64)
+        .map(|c| {
+            let (url, accepted) = (weft.url.clone(), accepted.clone());
+            rt.spawn(async move {
+                let client = Client::new(&url).unwrap();
+                for n in 0.. {
+                    let x = c * 1_000_000 + n;
+                    match client.start_task("square", [x]).await {
+                        Ok(run) => accepted.lock().unwrap().push((run.id().to_string(), x)),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for(60, "acknowledged starts", || {
+        (accepted.lock().unwrap().len() >= 40).then_some(())
+    });
+    let (dir, db) = (weft.dir.clone(), weft.db.clone());
+    weft.kill9();
+    for client in clients {
+        rt.block_on(client).unwrap();
+    }
+    drop(weft);
+
+    let weft = Weft::start_with(Options {
+        db: Some(db),
+        dir: Some(dir),
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let client = Client::new(&weft.url).unwrap();
+    let accepted = accepted.lock().unwrap().clone();
+    eprintln!("{} starts acknowledged before the kill", accepted.len());
+    for (id, x) in &accepted {
+        let wait = client.wait_for_task_run(id);
+        let run = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(60), wait).await })
+            .unwrap_or_else(|_| panic!("acknowledged run {id} (square {x}) never ended"))
+            .unwrap_or_else(|e| panic!("acknowledged run {id} (square {x}): {e}"));
+        assert_eq!(run.run.status.as_str(), "completed", "{id}");
+        assert_eq!(run.results, serde_json::json!([x * x]), "{id}");
+    }
+}
