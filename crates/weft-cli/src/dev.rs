@@ -73,6 +73,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<std::process::ExitCode> {
                 .unwrap_or_else(|_| "weft_runtime=info,weft_store=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal, plain text for a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Some(0) = args.max_concurrent {
         bail!("--max-concurrent must be at least 1");
