@@ -261,7 +261,6 @@ fn sigkill_mid_fan_out_loses_nothing_and_repeats_nothing() {
         (done >= 2 && running >= 1).then_some(())
     });
     let tag = weft.tag.clone();
-    let (dir, db) = (weft.dir.clone(), weft.db.clone());
     weft.kill9();
     // Task processes die with the runtime.
     wait_for(10, "orphaned task processes to die", || {
@@ -269,19 +268,12 @@ fn sigkill_mid_fan_out_loses_nothing_and_repeats_nothing() {
     });
     // What the crash left on disk (the snapshot above may be a moment stale:
     // a child can finish between it and the kill).
-    let before = common::stored_runs(&db, &root);
+    let before = common::stored_runs(&weft.db, &root);
     assert!(
         before.iter().any(|(id, s)| id != &root && s == "completed"),
         "{before:?}"
     );
-    drop(weft);
-
-    let weft = Weft::start_with(Options {
-        db: Some(db),
-        dir: Some(dir),
-        args: &["--quiet"],
-        ..Default::default()
-    });
+    let weft = weft.start_again();
     let out = weft.python(&["await_run", &root]);
     let done: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
@@ -364,19 +356,11 @@ fn every_start_acknowledged_before_a_sigkill_is_run_after_the_restart() {
     wait_for(60, "acknowledged starts", || {
         (accepted.lock().unwrap().len() >= 40).then_some(())
     });
-    let (dir, db) = (weft.dir.clone(), weft.db.clone());
     weft.kill9();
     for client in clients {
         rt.block_on(client).unwrap();
     }
-    drop(weft);
-
-    let weft = Weft::start_with(Options {
-        db: Some(db),
-        dir: Some(dir),
-        args: &["--quiet"],
-        ..Default::default()
-    });
+    let weft = weft.start_again();
     let client = Client::new(&weft.url).unwrap();
     let accepted = accepted.lock().unwrap().clone();
     eprintln!("{} starts acknowledged before the kill", accepted.len());

@@ -41,6 +41,8 @@ pub struct Weft {
     /// Set in weft's environment, so its task processes can be found.
     pub tag: String,
     log: PathBuf,
+    /// Removed on drop, unless the test failed (its log is kept to read).
+    owns_dir: bool,
 }
 
 #[derive(Default)]
@@ -64,6 +66,7 @@ impl Weft {
 
     /// Starts weft; on failure returns its output.
     pub fn try_start(opts: Options<'_>) -> Result<Self, String> {
+        let owns_dir = opts.dir.is_none();
         let dir = opts.dir.unwrap_or_else(|| {
             let d = std::env::temp_dir().join(format!("weft-e2e-{}", uuid()));
             std::fs::create_dir_all(&d).unwrap();
@@ -103,14 +106,22 @@ impl Weft {
                     db,
                     tag,
                     log,
+                    owns_dir,
                 });
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("exited with {status}:\n{text}"));
-            }
-            if Instant::now() > deadline {
+            let failed = if let Ok(Some(status)) = child.try_wait() {
+                Some(format!("exited with {status}:\n{text}"))
+            } else if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(format!("no banner within 60 s:\n{text}"));
+                Some(format!("no banner within 60 s:\n{text}"))
+            } else {
+                None
+            };
+            if let Some(failed) = failed {
+                if owns_dir {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                return Err(failed);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -164,6 +175,21 @@ impl Weft {
     }
 
     /// Kills weft with SIGKILL: no clean-up of any kind.
+    /// A new server on the same database and folder, once this one is
+    /// gone (killed with SIGKILL here if it was still running).
+    pub fn start_again(mut self) -> Weft {
+        self.kill9();
+        let owns_dir = std::mem::take(&mut self.owns_dir);
+        let mut again = Weft::start_with(Options {
+            db: Some(self.db.clone()),
+            dir: Some(self.dir.clone()),
+            args: &["--quiet"],
+            ..Default::default()
+        });
+        again.owns_dir = owns_dir;
+        again
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
@@ -180,6 +206,9 @@ impl Weft {
 impl Drop for Weft {
     fn drop(&mut self) {
         self.kill9();
+        if self.owns_dir && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
