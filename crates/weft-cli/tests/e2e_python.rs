@@ -159,11 +159,10 @@ fn a_wide_fan_out_on_few_slots_neither_fails_nor_deadlocks() {
 
 #[test]
 fn dotenv_file_reaches_task_processes() {
-    let dir = std::env::temp_dir().join(format!("weft-e2e-{}", common::uuid()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(".env"), "WEFT_TEST_FROM_DOTENV=loaded\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "WEFT_TEST_FROM_DOTENV=loaded\n").unwrap();
     Weft::start_with(Options {
-        dir: Some(dir),
+        dir: Some(dir.path().to_path_buf()),
         ..Default::default()
     })
     .scenario(&["env_from_dotenv"]);
@@ -202,11 +201,10 @@ fn listening_beyond_loopback_needs_a_token() {
 
 #[test]
 fn a_broken_start_command_fails_registration_clearly() {
-    let dir = std::env::temp_dir().join(format!("weft-e2e-{}", common::uuid()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(["dev", "--port", "0", "--db"])
-        .arg(dir.join("weft.db"))
+        .arg(dir.path().join("weft.db"))
         .args(["--", "sh", "-c", "echo cannot import app >&2; exit 4"])
         .output()
         .unwrap();
