@@ -13,8 +13,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+
+use common::{Options, Weft};
 
 use customer_etl::{Date, Format, LocalOptions, Manifest, run_local_with};
 use serde_json::Value;
@@ -32,68 +33,33 @@ fn customer_etl_bin() -> PathBuf {
     bin
 }
 
-/// `weft dev` serving `command` on a free port; killed on drop.
+/// `weft dev` serving `command`, with the pipeline's clients.
 struct Dev {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    weft: Weft,
 }
 
 impl Dev {
     fn start(dir: &Path, command: &[&Path], env: &[(&str, &Path)]) -> Dev {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = dir.join("weft.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .current_dir(dir)
-            .args(["dev", "--quiet", "--port", &port.to_string(), "--db"])
-            .arg(dir.join("weft.db"))
-            .arg("--")
-            .args(command)
-            .env_remove("RENDER_API_KEY")
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let dev = Dev {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !dev.output().contains("serving the Render Workflows API") {
-            assert!(
-                Instant::now() < deadline,
-                "weft dev did not start:\n{}",
-                dev.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        dev
+        let env: Vec<_> = env.iter().map(|(k, v)| (*k, v.to_str().unwrap())).collect();
+        let weft = Weft::start_with(Options {
+            args: &["--quiet"],
+            dir: Some(dir.to_path_buf()),
+            command,
+            env: &env,
+            ..Default::default()
+        });
+        Dev { weft }
     }
 
     fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.weft.output()
     }
 
     /// Runs `program args` pointed at this server; panics unless it succeeds.
     fn client(&self, program: &Path, args: &[&str]) -> Output {
         let out = Command::new(program)
             .args(args)
-            .env("RENDER_LOCAL_DEV_URL", &self.url)
+            .env("RENDER_LOCAL_DEV_URL", &self.weft.url)
             .env_remove("RENDER_USE_LOCAL_DEV")
             .env_remove("RENDER_API_KEY")
             .output()

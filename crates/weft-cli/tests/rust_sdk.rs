@@ -7,8 +7,8 @@
 
 mod common;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use common::{Options, Weft};
 
 use futures::StreamExt as _;
 use weft::client::{Client, Error, ListTaskRunsParams, TaskRunDetailsExt};
@@ -32,70 +32,28 @@ fn example(name: &str) -> PathBuf {
     app
 }
 
-/// `weft dev` serving one example app on a free port; killed on drop.
+/// `weft dev` serving an app, with a Rust client pointed at it.
 struct Dev {
-    child: Child,
     client: Client,
     url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _weft: Weft,
 }
 
 impl Dev {
     async fn start(name: &str) -> Dev {
-        Self::start_command(&[example(name)]).await
+        Self::start_command(&[&example(name)]).await
     }
 
-    async fn start_command(command: &[PathBuf]) -> Dev {
-        let weft = PathBuf::from(env!("CARGO_BIN_EXE_weft"));
-        let app = &command[0];
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(&weft)
-            .current_dir(dir.path())
-            .args(["dev", "--quiet", "--port", &port.to_string(), "--db"])
-            .arg(dir.path().join("weft.db"))
-            .arg("--")
-            .args(command)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let client = Client::new(&url).unwrap();
-        let dev = Dev {
-            child,
-            client,
-            url,
-            _dir: dir,
-        };
-        dev.wait_until_up(&weft, app).await;
-        dev
-    }
-
-    async fn wait_until_up(&self, weft: &Path, app: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.client.list_tasks().await.is_ok_and(|t| !t.is_empty()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} dev -- {} did not come up",
-                weft.display(),
-                app.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    async fn start_command(command: &[&Path]) -> Dev {
+        let weft = Weft::start_with(Options {
+            args: &["--quiet"],
+            command,
+            ..Default::default()
+        });
+        Dev {
+            client: Client::new(&weft.url).unwrap(),
+            url: weft.url.clone(),
+            _weft: weft,
         }
     }
 }
@@ -185,7 +143,7 @@ async fn the_official_python_client_drives_a_rust_app() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rust_client_drives_a_python_app() {
-    let dev = Dev::start_command(&[common::python(), common::app_py()]).await;
+    let dev = Dev::start_command(&[&common::python(), &common::app_py()]).await;
     let client = &dev.client;
     let run = client.run_task("add_squares", (3, 4)).await.unwrap();
     assert_eq!(run.result::<i64>().unwrap(), 25);

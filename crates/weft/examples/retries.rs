@@ -25,6 +25,9 @@ use weft::{Retry, SubtaskError, Task, TaskContext, TaskOptions, TaskResult, Work
 
 const ALWAYS_PANICS: Task<(), ()> = Task::named("always_panics");
 
+/// `flaky` is tried at most 1 + this many times.
+const FLAKY_RETRIES: u32 = 3;
+
 /// The file counting a run's attempts.
 fn attempts_file(ctx: &TaskContext) -> PathBuf {
     let run = ctx.task_run_id().unwrap_or("no-run-id");
@@ -38,7 +41,12 @@ async fn flaky(ctx: TaskContext, failures: u32) -> TaskResult<String> {
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(0)
         + 1;
-    std::fs::write(&file, attempt.to_string())?;
+    // The last attempt the policy allows cleans up, whatever its outcome.
+    if attempt > FLAKY_RETRIES {
+        let _ = std::fs::remove_file(&file);
+    } else {
+        std::fs::write(&file, attempt.to_string())?;
+    }
     if attempt <= failures {
         return Err(format!("attempt {attempt} of {failures} planned failures").into());
     }
@@ -65,7 +73,7 @@ fn main() {
     let mut app = Workflows::new();
     app.task_with(
         "flaky",
-        TaskOptions::new().retry(Retry::new(3, 200).factor(2.0)),
+        TaskOptions::new().retry(Retry::new(FLAKY_RETRIES, 200).factor(2.0)),
         flaky,
     );
     app.register_with(

@@ -53,6 +53,8 @@ pub struct Options<'a> {
     pub dir: Option<PathBuf>,
     /// The Python app to serve (default: examples/python-app/app.py).
     pub app: Option<PathBuf>,
+    /// The whole start command, instead of Python and `app`.
+    pub command: &'a [&'a Path],
 }
 
 impl Weft {
@@ -79,9 +81,12 @@ impl Weft {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
         cmd.arg("dev").arg("--port").arg("0").arg("--db").arg(&db);
         cmd.args(opts.args);
-        cmd.arg("--")
-            .arg(&python)
-            .arg(opts.app.unwrap_or_else(app_py));
+        cmd.arg("--");
+        if opts.command.is_empty() {
+            cmd.arg(&python).arg(opts.app.unwrap_or_else(app_py));
+        } else {
+            cmd.args(opts.command);
+        }
         let out = std::fs::File::create(&log).unwrap();
         cmd.current_dir(&dir)
             .env("WEFT_TEST_TAG", &tag)
@@ -94,7 +99,9 @@ impl Weft {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(url) = text.lines().find_map(|l| {
+            // Only whole lines: the banner may be half written.
+            let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+            if let Some(url) = whole.lines().find_map(|l| {
                 l.split("serving the Render Workflows API on ")
                     .nth(1)
                     .map(|rest| rest.split_whitespace().next().unwrap().to_string())
@@ -190,6 +197,24 @@ impl Weft {
         again
     }
 
+    /// Stops the server as a user would (SIGTERM, so it cleans up after
+    /// itself), with SIGKILL if it has not exited after 10 s.
+    pub fn stop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // SAFETY: kill(2) on a child this harness started and has not reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill9();
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
@@ -205,7 +230,7 @@ impl Weft {
 
 impl Drop for Weft {
     fn drop(&mut self) {
-        self.kill9();
+        self.stop();
         if self.owns_dir && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
