@@ -54,7 +54,11 @@ impl Executor {
                 (dir.clone(), None)
             }
             None => {
-                let dir = tempfile::Builder::new().prefix("weft-").tempdir()?;
+                let base = std::env::temp_dir();
+                sweep_stale_socket_dirs(&base);
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
+                    .tempdir_in(&base)?;
                 (dir.path().to_path_buf(), Some(dir))
             }
         };
@@ -239,6 +243,53 @@ impl TaskProcess {
     }
 }
 
+/// Socket directories are named `weft-<pid>-<random>`.
+const SOCKET_DIR_PREFIX: &str = "weft-";
+
+/// Removes the socket directories of runtimes that died without cleaning up
+/// (SIGKILL, a power cut): ours (same owner), named for a process that no
+/// longer exists, holding nothing but sockets. Best effort: anything else is
+/// left alone.
+fn sweep_stale_socket_dirs(base: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SOCKET_DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
+            .filter(|pid| *pid > 0)
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if !ours || process_exists(pid) {
+            continue;
+        }
+        let only_sockets = std::fs::read_dir(&path).is_ok_and(|files| {
+            files
+                .flatten()
+                .all(|f| f.file_type().is_ok_and(|t| t.is_socket()))
+        });
+        if only_sockets && std::fs::remove_dir_all(&path).is_ok() {
+            tracing::debug!("removed the stale socket directory {}", path.display());
+        }
+    }
+}
+
+fn process_exists(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    alive || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 fn restrict_to_owner(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -259,4 +310,40 @@ pub fn shell_words(argv: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with_socket(base: &Path, name: &str) -> PathBuf {
+        let dir = base.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::net::UnixListener::bind(dir.join("trn-1-1.sock")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn only_socket_dirs_of_dead_runtimes_are_swept() {
+        let base = tempfile::tempdir().unwrap();
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        exited.wait().unwrap();
+        let dead = exited.id();
+        let stale = dir_with_socket(base.path(), &format!("weft-{dead}-abc"));
+        let live = dir_with_socket(base.path(), &format!("weft-{}-abc", std::process::id()));
+        let not_ours = base.path().join(format!("weft-{dead}-data"));
+        std::fs::create_dir(&not_ours).unwrap();
+        std::fs::write(not_ours.join("notes.txt"), "keep me").unwrap();
+        let other_name = dir_with_socket(base.path(), &format!("weft-cache-{dead}"));
+
+        sweep_stale_socket_dirs(base.path());
+
+        assert!(!stale.exists(), "the dead runtime's directory is removed");
+        assert!(live.exists(), "a live runtime's directory stays");
+        assert!(
+            not_ours.join("notes.txt").exists(),
+            "a directory with files stays"
+        );
+        assert!(other_name.exists(), "other names stay");
+    }
 }
