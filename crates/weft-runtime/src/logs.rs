@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use weft_store::{NewLogLine, Store};
@@ -111,9 +111,29 @@ impl LogSink {
     }
 }
 
+/// Makes stored timestamps strictly increase, to the microsecond (the
+/// store's precision), in the order lines are stored. Lines of concurrent
+/// processes reach the writer slightly out of time order, and several can
+/// share a microsecond; a page of `GET /v1/logs` resumes at the time after
+/// its last line, which is then exactly the next line, never past one.
+fn order_times(batch: &mut [NewLogLine], last_at: &mut Option<DateTime<Utc>>) {
+    for line in batch {
+        let micros = line.at.timestamp_micros();
+        let at = match *last_at {
+            Some(last) if micros <= last.timestamp_micros() => {
+                last + chrono::Duration::microseconds(1)
+            }
+            _ => DateTime::from_timestamp_micros(micros).unwrap_or(line.at),
+        };
+        line.at = at;
+        *last_at = Some(at);
+    }
+}
+
 async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut batch = Vec::new();
     let mut flushed = Vec::new();
+    let mut last_at = None;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -125,11 +145,59 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Ms
                 next = rx.try_recv().ok();
             }
         }
+        order_times(&mut batch, &mut last_at);
         if let Err(e) = store.append_logs(std::mem::take(&mut batch)).await {
             tracing::warn!("could not store task output: {e}");
         }
         for done in flushed.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(at: DateTime<Utc>) -> NewLogLine {
+        NewLogLine {
+            run_id: "trn-1".into(),
+            task_name: "t".into(),
+            attempt: 1,
+            stream: "stdout",
+            at,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn stored_times_strictly_increase_to_the_microsecond() {
+        let t = DateTime::parse_from_rfc3339("2026-11-24T12:00:00.000001500Z")
+            .unwrap()
+            .to_utc();
+        let ns = chrono::Duration::nanoseconds;
+        // Same microsecond twice, one out of order, then a later one.
+        let mut batch = vec![
+            line(t),
+            line(t + ns(300)),
+            line(t - ns(2000)),
+            line(t + ns(9000)),
+        ];
+        let mut last = None;
+        order_times(&mut batch, &mut last);
+        let micros: Vec<i64> = batch
+            .iter()
+            .map(|l| l.at.timestamp_micros() - t.timestamp_micros())
+            .collect();
+        assert_eq!(micros, [0, 1, 2, 9]);
+        assert!(
+            batch
+                .iter()
+                .all(|l| l.at.timestamp_subsec_nanos() % 1000 == 0)
+        );
+        // The order carries over to the next batch.
+        let mut next = vec![line(t)];
+        order_times(&mut next, &mut last);
+        assert_eq!(next[0].at.timestamp_micros() - t.timestamp_micros(), 10);
     }
 }
