@@ -78,6 +78,15 @@ def slow(ctx, seconds: float) -> str:
 
 
 @app.task
+def chatty(ctx, lines: int, pause: float = 0.0) -> int:
+    """Prints `lines` numbered lines, odd ones on stderr, `pause` s apart."""
+    for i in range(lines):
+        print(f"line {i}", file=sys.stderr if i % 2 else sys.stdout, flush=pause > 0)
+        time.sleep(pause)
+    return lines
+
+
+@app.task
 def sleep_for(ctx, seconds: float) -> float:
     time.sleep(seconds)
     return seconds

@@ -88,9 +88,13 @@ pub enum RunsCommand {
         /// Also what its subtasks printed, each line labelled with its task and run.
         #[arg(long)]
         subtasks: bool,
-        /// At most this many lines.
-        #[arg(long, default_value_t = 1000)]
-        limit: u32,
+        /// At most this many lines (default: all of them).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Keep printing new lines until the run ends (with --json, one
+        /// JSON object per line).
+        #[arg(long, short)]
+        follow: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -121,6 +125,83 @@ fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
         .enable_all()
         .build()?
         .block_on(f))
+}
+
+/// Lines a log request asks for at once (the API's most).
+const LOG_PAGE: u64 = 1000;
+/// How often `runs logs --follow` asks for new lines.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `weft runs logs`: pages through a run's lines, and with `follow` keeps
+/// reading until the run has ended.
+struct LogPrinter {
+    subtasks: bool,
+    json: bool,
+    follow: bool,
+}
+
+impl LogPrinter {
+    async fn print(&self, client: &Client, id: String, mut left: u64) -> anyhow::Result<()> {
+        let mut query = LogsQuery {
+            task_run_ids: vec![id.clone()],
+            include_subtasks: self.subtasks,
+            ..LogsQuery::default()
+        };
+        let mut collected = Vec::new();
+        loop {
+            // Read the status first: once the run has ended, the pages read
+            // after it hold every line it printed.
+            let ended = !self.follow || client.get_task_run(&id).await?.run.status.is_terminal();
+            while left > 0 {
+                query.limit = Some(left.min(LOG_PAGE) as u32);
+                let page = client.logs(&query).await?;
+                left -= page.logs.len() as u64;
+                if !page.logs.is_empty() {
+                    // Stored times strictly increase: the next page starts
+                    // right after this one's last line.
+                    query.start_time = Some(page.next_start_time);
+                }
+                for line in page.logs {
+                    match (self.json, self.follow) {
+                        (true, false) => collected.push(line),
+                        (true, true) => println!("{}", serde_json::to_string(&line)?),
+                        (false, _) => self.print_line(&line),
+                    }
+                }
+                if !page.has_more {
+                    break;
+                }
+            }
+            if ended || left == 0 {
+                break;
+            }
+            tokio::time::sleep(FOLLOW_EVERY).await;
+        }
+        if self.json && !self.follow {
+            print_json(&collected)?;
+        }
+        Ok(())
+    }
+
+    fn print_line(&self, line: &weft_protocol::api::Log) {
+        let at = line.timestamp.format("%H:%M:%S%.3f");
+        if self.subtasks {
+            let label = |name: &str| {
+                line.labels
+                    .iter()
+                    .find(|l| l.name == name)
+                    .map_or("?", |l| l.value.as_str())
+            };
+            println!(
+                "{at} [{} {}] {}",
+                label("task"),
+                label("taskRun"),
+                line.message
+            );
+        } else {
+            println!("{at} {}", line.message);
+        }
+    }
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -299,40 +380,16 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 id,
                 subtasks,
                 limit,
+                follow,
                 server,
             } => {
-                let query = LogsQuery {
-                    task_run_ids: vec![id],
-                    include_subtasks: subtasks,
-                    limit: Some(limit),
-                    ..LogsQuery::default()
+                let client = server.client()?;
+                let out = LogPrinter {
+                    subtasks,
+                    json: server.json,
+                    follow,
                 };
-                let logs = server.client()?.logs(&query).await?;
-                if server.json {
-                    return print_json(&logs);
-                }
-                for line in logs.logs {
-                    let label = |name: &str| {
-                        line.labels
-                            .iter()
-                            .find(|l| l.name == name)
-                            .map(|l| l.value.as_str())
-                    };
-                    if subtasks {
-                        let (task, run) = (
-                            label("task").unwrap_or("?"),
-                            label("taskRun").unwrap_or("?"),
-                        );
-                        println!(
-                            "{} [{task} {run}] {}",
-                            line.timestamp.format("%H:%M:%S%.3f"),
-                            line.message
-                        );
-                    } else {
-                        println!("{} {}", line.timestamp.format("%H:%M:%S%.3f"), line.message);
-                    }
-                }
-                Ok(())
+                out.print(&client, id, limit.unwrap_or(u64::MAX)).await
             }
             RunsCommand::Cancel { id, server } => {
                 server.client()?.cancel_task_run(&id).await?;

@@ -131,6 +131,48 @@ fn runs_list_show_logs_and_cancel() {
 }
 
 #[test]
+fn runs_logs_pages_through_everything_and_follows_a_run_to_its_end() {
+    let server = Weft::start();
+    // Two and a half pages of the API's 1,000 lines, stdout and stderr
+    // interleaved, printed as fast as Python can.
+    let out = weft(&server, &["run", "chatty", "[2500]", "--json"]);
+    let run: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let id = run["id"].as_str().unwrap();
+    let numbered = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split_once(' ').unwrap().1.to_string())
+            .collect()
+    };
+    let want: Vec<String> = (0..2500).map(|i| format!("line {i}")).collect();
+    let all = stdout(&weft(&server, &["runs", "logs", id]));
+    let mut got = numbered(&all);
+    // The two streams are read apart, so only each stream keeps its order.
+    got.sort_by_key(|l| l[5..].parse::<u32>().unwrap());
+    assert_eq!(got, want);
+    let some = stdout(&weft(&server, &["runs", "logs", id, "--limit", "1200"]));
+    assert_eq!(some.lines().count(), 1200);
+    let json: Value =
+        serde_json::from_str(&stdout(&weft(&server, &["runs", "logs", id, "--json"]))).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2500);
+
+    // --follow, started before the run has printed much, ends with the run
+    // and has every line.
+    let out = weft(&server, &["run", "chatty", "[20, 0.05]", "--no-wait"]);
+    let id = stdout(&out).trim().to_string();
+    let followed = weft(&server, &["runs", "logs", &id, "--follow"]);
+    assert!(followed.status.success(), "{}", stderr(&followed));
+    let details: Value =
+        serde_json::from_str(&stdout(&weft(&server, &["runs", "show", &id, "--json"]))).unwrap();
+    assert_eq!(
+        details["status"], "completed",
+        "--follow returned before the end"
+    );
+    let mut got = numbered(&stdout(&followed));
+    got.sort_by_key(|l| l[5..].parse::<u32>().unwrap());
+    assert_eq!(got, want[..20]);
+}
+
+#[test]
 fn tasks_list_and_refresh() {
     let server = Weft::start();
     let list = stdout(&weft(&server, &["tasks", "list"]));
@@ -148,7 +190,7 @@ fn tasks_list_and_refresh() {
     let out = weft(&server, &["tasks", "refresh", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let tasks: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(tasks.as_array().unwrap().len(), 17);
+    assert_eq!(tasks.as_array().unwrap().len(), 18);
 }
 
 #[test]
