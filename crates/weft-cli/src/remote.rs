@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use weft::client::{Client, ListTaskRunsParams, LogsQuery};
-use weft_protocol::api::{TaskRun, TaskRunDetails};
+use weft_protocol::api::{TaskRun, TaskRunDetails, TaskRunStatus};
 
 use crate::table;
 
@@ -68,6 +68,10 @@ pub enum RunsCommand {
         /// Only runs under this root run.
         #[arg(long)]
         root: Option<String>,
+        /// Only runs in this state: pending, running, completed (or
+        /// succeeded), failed, canceled.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<TaskRunStatus>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// Continue after this cursor (printed by --json).
@@ -204,6 +208,14 @@ impl LogPrinter {
     }
 }
 
+fn parse_status(text: &str) -> Result<TaskRunStatus, String> {
+    TaskRunStatus::parse(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not a status: pending, running, completed, succeeded, failed or canceled"
+        )
+    })
+}
+
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -327,6 +339,7 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             RunsCommand::List {
                 task,
                 root,
+                status,
                 limit,
                 cursor,
                 server,
@@ -334,6 +347,7 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 let params = ListTaskRunsParams {
                     task_slug: task,
                     root_task_run_id: root,
+                    status,
                     limit: Some(limit),
                     cursor,
                 };

@@ -128,6 +128,27 @@ fn runs_list_show_logs_and_cancel() {
     )))
     .unwrap();
     assert_eq!(details["status"], "canceled");
+
+    let ids = |status: &str| -> Vec<String> {
+        let out = weft(&server, &["runs", "list", "--status", status, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let runs: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["taskRun"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("canceled"), [sleeper.as_str()]);
+    assert_eq!(ids("completed").len(), 4, "the fan-out and its children");
+    assert_eq!(ids("succeeded"), ids("completed"), "one state, two names");
+    let out = weft(&server, &["runs", "list", "--status", "done"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("\"done\" is not a status"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

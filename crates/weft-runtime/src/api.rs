@@ -252,7 +252,13 @@ async fn list_runs(
             TaskRunStatus::parse(v)
                 .ok_or_else(|| ApiError::bad_request(format!("unknown status {v:?}")))
         })
-        .transpose()?;
+        .transpose()?
+        // Finished runs are stored (and reported) as `completed`; newer
+        // clients ask for them by the newer name.
+        .map(|s| match s {
+            TaskRunStatus::Succeeded => TaskRunStatus::Completed,
+            other => other,
+        });
     let filter = RunFilter {
         task_name: params.list(&["taskSlug", "taskId"]).first().map(|s| {
             let name = weft_protocol::api::task_name_from_slug(s);

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use weft::client::{Client, Error, ListTaskRunsParams, LogsQuery, TaskRunDetailsExt};
+use weft::protocol::api::TaskRunStatus;
 
 #[derive(Debug, Clone)]
 struct Recorded {
@@ -216,6 +217,7 @@ async fn queries_and_paths() {
         .list_task_runs(&ListTaskRunsParams {
             task_slug: Some("wf/square".into()),
             root_task_run_id: Some("trn-0".into()),
+            status: Some(TaskRunStatus::Failed),
             limit: Some(20),
             cursor: Some("c0".into()),
         })
@@ -253,7 +255,7 @@ async fn queries_and_paths() {
     assert_eq!(
         log,
         [
-            "GET /v1/task-runs?taskSlug=wf%2Fsquare&rootTaskRunId=trn-0&limit=20&cursor=c0",
+            "GET /v1/task-runs?taskSlug=wf%2Fsquare&rootTaskRunId=trn-0&status=failed&limit=20&cursor=c0",
             "GET /v1/task-runs",
             "GET /v1/logs?taskRunID=trn-1%2Ctrn-2&startTime=2026-01-02T03%3A04%3A05Z&text=error",
             "GET /v1/tasks",

@@ -163,6 +163,7 @@ pub async fn runs_under(
             .list_task_runs(&ListTaskRunsParams {
                 task_slug: task.map(str::to_string),
                 root_task_run_id: Some(root.to_string()),
+                status: None,
                 limit: Some(100),
                 cursor: cursor.take(),
             })

@@ -227,6 +227,8 @@ pub struct ListTaskRunsParams {
     pub task_slug: Option<String>,
     /// Runs in this run's tree.
     pub root_task_run_id: Option<String>,
+    /// Runs in this state (weft; `succeeded` and `completed` are one).
+    pub status: Option<TaskRunStatus>,
     /// At most this many runs.
     pub limit: Option<u32>,
     /// Runs after the one whose cursor this is.
@@ -376,6 +378,9 @@ impl Client {
         }
         if let Some(root) = &params.root_task_run_id {
             query.push(("rootTaskRunId", root.clone()));
+        }
+        if let Some(status) = params.status {
+            query.push(("status", status.as_str().to_string()));
         }
         if let Some(limit) = params.limit {
             query.push(("limit", limit.to_string()));
