@@ -20,6 +20,12 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The command failed, and said why.
+fn assert_fails_saying(out: &Output, text: &str) {
+    assert!(!out.status.success(), "succeeded: {}", stdout(out));
+    assert!(stderr(out).contains(text), "{}", stderr(out));
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -38,24 +44,13 @@ fn run_prints_the_result_and_fails_with_the_task() {
     assert_eq!(details["status"], "completed");
 
     let out = weft(&server, &["run", "fail", r#"["boom"]"#]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("failed: boom"), "{}", stderr(&out));
+    assert_fails_saying(&out, "failed: boom");
 
     let out = weft(&server, &["run", "nope"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("task not found: nope"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_saying(&out, "task not found: nope");
 
     let out = weft(&server, &["run", "square", "5"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("must be a JSON array"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_saying(&out, "must be a JSON array");
 }
 
 #[test]
@@ -111,12 +106,7 @@ fn runs_list_show_logs_and_cancel() {
     );
 
     let out = weft(&server, &["runs", "cancel", &root]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("already ended (completed)"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_saying(&out, "already ended (completed)");
 
     let out = weft(&server, &["run", "sleep_for", "[60]", "--no-wait"]);
     let sleeper = stdout(&out).trim().to_string();
@@ -143,12 +133,7 @@ fn runs_list_show_logs_and_cancel() {
     assert_eq!(ids("completed").len(), 4, "the fan-out and its children");
     assert_eq!(ids("succeeded"), ids("completed"), "one state, two names");
     let out = weft(&server, &["runs", "list", "--status", "done"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("\"done\" is not a status"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_saying(&out, "\"done\" is not a status");
 }
 
 #[test]
@@ -220,13 +205,8 @@ fn a_server_that_is_not_there_is_named() {
         .args(["runs", "list", "--url", "http://127.0.0.1:9"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("127.0.0.1:9"), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("is `weft dev` running"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_saying(&out, "127.0.0.1:9");
+    assert_fails_saying(&out, "is `weft dev` running");
 }
 
 #[test]
@@ -240,12 +220,8 @@ fn dev_refuses_a_file_that_is_not_its_database_and_leaves_it_alone() {
         .args(["--", "true"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("notes.txt") && err.contains("not a database"),
-        "{err}"
-    );
+    assert_fails_saying(&out, "notes.txt");
+    assert_fails_saying(&out, "not a database");
     assert_eq!(
         std::fs::read_to_string(&db).unwrap(),
         "my notes, not a database\n"
