@@ -1,0 +1,541 @@
+//! What every store must do, whatever holds the data: each check is
+//! generic over a [`Backend`], and `conformance_tests!(Backend)` turns them
+//! into one `#[tokio::test]` each in a store's own test file.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+use weft_protocol::api::TaskRunStatus::*;
+use weft_protocol::socket::{RetryPolicy, TaskDefinition, TaskOptions};
+use weft_store::*;
+
+/// A store under test.
+pub trait Backend: Sized {
+    /// Empty storage of its own.
+    async fn fresh() -> Self;
+    /// A new handle on the same data; dropping one without closing
+    /// anything is how these checks crash.
+    async fn open(&self) -> Arc<dyn Store>;
+}
+
+/// One `#[tokio::test]` per check, for a [`Backend`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:ty) => {
+        $crate::conformance_tests!(
+            $backend;
+            tasks_register_and_reregister,
+            a_run_goes_through_attempts_to_completion,
+            root_idempotency_keys_hold_for_a_day,
+            concurrent_starts_with_one_key_make_one_run,
+            subtask_keys_deduplicate_within_their_parent,
+            cancel_reaches_every_descendant_and_refuses_ended_runs,
+            recovery_relaunches_interrupted_attempts_and_adopts_their_children,
+            listing_pages_newest_first_with_filters,
+            logs_filter_by_run_tree_time_and_text,
+        );
+    };
+    ($backend:ty; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                conformance::$name::<$backend>().await
+            }
+        )+
+    };
+}
+
+fn root(task: &str, input: serde_json::Value) -> NewRun {
+    NewRun {
+        task_name: task.into(),
+        input,
+        parent: None,
+        idempotency_key: None,
+        idempotency_created_at: None,
+        at: Utc::now(),
+    }
+}
+
+fn child(
+    parent: &RunRecord,
+    attempt: u32,
+    task: &str,
+    input: serde_json::Value,
+    key: Option<&str>,
+) -> NewRun {
+    NewRun {
+        parent: Some(ParentRef {
+            run_id: parent.id.clone(),
+            root_id: parent.root_id.clone(),
+            attempt,
+        }),
+        idempotency_key: key.map(str::to_string),
+        idempotency_created_at: key.map(|_| "2026-01-01T00:00:00Z".to_string()),
+        ..root(task, input)
+    }
+}
+
+/// Creates a run and starts its first attempt.
+async fn started(store: &dyn Store, new: NewRun) -> RunRecord {
+    let run = store.create_run(new).await.unwrap().run;
+    store
+        .start_attempt(&run.id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Ends an attempt of a run.
+async fn end(
+    store: &dyn Store,
+    run_id: &str,
+    attempt: u32,
+    outcome: AttemptOutcome,
+) -> Result<Option<RunRecord>> {
+    store
+        .finish_attempt(AttemptEnd {
+            run_id: run_id.to_string(),
+            attempt,
+            at: Utc::now(),
+            outcome,
+        })
+        .await
+}
+
+pub async fn tasks_register_and_reregister<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let defs = vec![
+        TaskDefinition {
+            name: "a".into(),
+            options: Some(TaskOptions {
+                retry: Some(RetryPolicy {
+                    max_retries: Some(2),
+                    wait_duration_ms: Some(10),
+                    factor: None,
+                }),
+                timeout_seconds: Some(5),
+                plan: None,
+            }),
+            parameters: None,
+        },
+        TaskDefinition {
+            name: "b".into(),
+            options: None,
+            parameters: None,
+        },
+    ];
+    let tasks = store.register_tasks(&defs, Utc::now()).await.unwrap();
+    assert_eq!(
+        tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(tasks[0].id, "tsk-a");
+    assert_eq!(tasks[0].options.timeout_seconds, Some(5));
+
+    let tasks = store.register_tasks(&defs[1..], Utc::now()).await.unwrap();
+    assert_eq!(
+        tasks
+            .iter()
+            .map(|t| (t.name.as_str(), t.registered))
+            .collect::<Vec<_>>(),
+        [("b", true), ("a", false)]
+    );
+}
+
+pub async fn a_run_goes_through_attempts_to_completion<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let run = store.create_run(root("square", json!([3]))).await.unwrap();
+    assert_eq!(run.how, Creation::New);
+    let run = run.run;
+    assert_eq!(
+        (run.status, run.root_id.as_str()),
+        (Pending, run.id.as_str())
+    );
+
+    let started = store
+        .start_attempt(&run.id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(started.status, Running);
+    assert_eq!(started.current_attempt().unwrap().number, 1);
+    // A second start is refused: the run is no longer pending.
+    assert!(
+        store
+            .start_attempt(&run.id, Utc::now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let retry_at = Utc::now() + Duration::milliseconds(50);
+    let failed = end(
+        &*store,
+        &run.id,
+        1,
+        AttemptOutcome::Retry {
+            error: "boom".into(),
+            retry_at,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(failed.status, Pending);
+    assert_eq!(failed.failed_attempts(), 1);
+    assert!(failed.not_before.is_some());
+    // The same attempt cannot end twice.
+    let again = end(
+        &*store,
+        &run.id,
+        1,
+        AttemptOutcome::Failed {
+            error: "late".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(again.is_none());
+
+    store
+        .start_attempt(&run.id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let done = end(
+        &*store,
+        &run.id,
+        2,
+        AttemptOutcome::Completed { output: json!([9]) },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(done.status, Completed);
+    assert_eq!(done.output, Some(json!([9])));
+    assert_eq!(done.error, None);
+    assert_eq!(done.attempts.len(), 2);
+    assert_eq!(done.attempts[0].error.as_deref(), Some("boom"));
+    assert_eq!(done.attempts[1].output, Some(json!([9])));
+    assert!(done.completed_at.is_some());
+}
+
+pub async fn root_idempotency_keys_hold_for_a_day<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let mut new = root("a", json!([]));
+    new.idempotency_key = Some("k1".into());
+    let first = store.create_run(new.clone()).await.unwrap().run;
+    let second = store.create_run(new.clone()).await.unwrap();
+    assert_eq!(
+        (second.how, second.run.id.as_str()),
+        (Creation::Deduplicated, first.id.as_str())
+    );
+
+    new.at = Utc::now() + Duration::hours(25);
+    let later = store.create_run(new).await.unwrap();
+    assert_eq!(later.how, Creation::New);
+    assert_ne!(later.run.id, first.id);
+}
+
+/// Many clients retrying one start at once (several nodes, one database):
+/// one run is made, and every caller is told its id.
+pub async fn concurrent_starts_with_one_key_make_one_run<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let mut new = root("a", json!([1]));
+    new.idempotency_key = Some("same-key".into());
+    let starts: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, new) = (store.clone(), new.clone());
+            tokio::spawn(async move { store.create_run(new).await.unwrap() })
+        })
+        .collect();
+    let mut made = Vec::new();
+    for start in starts {
+        made.push(start.await.unwrap());
+    }
+    let fresh = made.iter().filter(|c| c.how == Creation::New).count();
+    assert_eq!(fresh, 1, "exactly one start makes the run");
+    assert!(made.iter().all(|c| c.run.id == made[0].run.id));
+    let all = store
+        .list_runs(&RunFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+pub async fn subtask_keys_deduplicate_within_their_parent<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let parent = started(&*store, root("p", json!([]))).await;
+    let a = store
+        .create_run(child(&parent, 1, "c", json!([1]), Some("u1")))
+        .await
+        .unwrap();
+    let b = store
+        .create_run(child(&parent, 1, "c", json!([1]), Some("u1")))
+        .await
+        .unwrap();
+    assert_eq!((b.how, &b.run.id), (Creation::Deduplicated, &a.run.id));
+    let c = store
+        .create_run(child(&parent, 1, "c", json!([1]), Some("u2")))
+        .await
+        .unwrap();
+    assert_eq!(c.how, Creation::New);
+    assert_eq!(c.run.parent_id.as_deref(), Some(parent.id.as_str()));
+    assert_eq!(c.run.root_id, parent.id);
+    assert_eq!(
+        store.open_children().await.unwrap(),
+        vec![(parent.id.clone(), 2)]
+    );
+}
+
+pub async fn cancel_reaches_every_descendant_and_refuses_ended_runs<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let parent = started(&*store, root("p", json!([]))).await;
+    let kid = started(&*store, child(&parent, 1, "c", json!([1]), None)).await;
+    let grandkid = store
+        .create_run(child(&kid, 1, "g", json!([2]), None))
+        .await
+        .unwrap()
+        .run;
+    let done = store
+        .create_run(child(&parent, 1, "c", json!([3]), None))
+        .await
+        .unwrap()
+        .run;
+    store.start_attempt(&done.id, Utc::now()).await.unwrap();
+    end(
+        &*store,
+        &done.id,
+        1,
+        AttemptOutcome::Completed { output: json!([1]) },
+    )
+    .await
+    .unwrap();
+
+    let CancelOutcome::Canceled(ids) = store.cancel_run(&parent.id, Utc::now()).await.unwrap()
+    else {
+        panic!("expected a cancel")
+    };
+    assert_eq!(
+        ids,
+        vec![parent.id.clone(), kid.id.clone(), grandkid.id.clone()]
+    );
+    let kid = store.get_run(&kid.id).await.unwrap().unwrap();
+    assert_eq!((kid.status, kid.attempts[0].status), (Canceled, Canceled));
+    assert_eq!(
+        store.get_run(&done.id).await.unwrap().unwrap().status,
+        Completed
+    );
+    assert_eq!(
+        store.cancel_run(&parent.id, Utc::now()).await.unwrap(),
+        CancelOutcome::AlreadyEnded(Canceled)
+    );
+    assert_eq!(
+        store.cancel_run("trn-nope", Utc::now()).await.unwrap(),
+        CancelOutcome::NotFound
+    );
+    // A canceled run's attempt can no longer complete.
+    let late = end(
+        &*store,
+        &kid.id,
+        1,
+        AttemptOutcome::Completed { output: json!([0]) },
+    )
+    .await
+    .unwrap();
+    assert!(late.is_none());
+}
+
+pub async fn recovery_relaunches_interrupted_attempts_and_adopts_their_children<B: Backend>() {
+    let backend = B::fresh().await;
+    let (parent, kids) = {
+        let store = backend.open().await;
+        let parent = started(&*store, root("p", json!([]))).await;
+        let mut kids = Vec::new();
+        for i in 0..3 {
+            kids.push(
+                store
+                    .create_run(child(&parent, 1, "c", json!([i]), Some(&format!("k{i}"))))
+                    .await
+                    .unwrap()
+                    .run,
+            );
+        }
+        store.start_attempt(&kids[0].id, Utc::now()).await.unwrap();
+        end(
+            &*store,
+            &kids[0].id,
+            1,
+            AttemptOutcome::Completed { output: json!([0]) },
+        )
+        .await
+        .unwrap();
+        store.start_attempt(&kids[1].id, Utc::now()).await.unwrap();
+        (parent, kids)
+        // The store is dropped here without closing anything: a crash.
+    };
+
+    let store = backend.open().await;
+    let pending = store.recover(Utc::now()).await.unwrap();
+    let ids: Vec<_> = pending.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [parent.id.as_str(), kids[1].id.as_str(), kids[2].id.as_str()]
+    );
+    let p = &pending[0];
+    assert!(p.attempts[0].interrupted);
+    assert_eq!(
+        p.failed_attempts(),
+        0,
+        "an interruption is not the task's failure"
+    );
+
+    // The relaunched parent asks for the same children with fresh keys.
+    let p = store
+        .start_attempt(&parent.id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.current_attempt().unwrap().number, 2);
+    for (i, kid) in kids.iter().enumerate() {
+        let again = store
+            .create_run(child(&p, 2, "c", json!([i]), Some(&format!("new{i}"))))
+            .await
+            .unwrap();
+        assert_eq!((again.how, &again.run.id), (Creation::Adopted, &kid.id));
+    }
+    // A fourth, never started before, is new; so is a repeat of an adopted one.
+    let fresh = store
+        .create_run(child(&p, 2, "c", json!([0]), Some("new-extra")))
+        .await
+        .unwrap();
+    assert_eq!(fresh.how, Creation::New);
+    assert_eq!(
+        store.get_run(&kids[0].id).await.unwrap().unwrap().output,
+        Some(json!([0]))
+    );
+}
+
+pub async fn listing_pages_newest_first_with_filters<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            store
+                .create_run(root(if i % 2 == 0 { "even" } else { "odd" }, json!([i])))
+                .await
+                .unwrap()
+                .run,
+        );
+    }
+    let page = store
+        .list_runs(&RunFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&ids[4].id, &ids[3].id]
+    );
+    let next = store
+        .list_runs(&RunFilter {
+            limit: 10,
+            before_seq: Some(page[1].seq),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 3);
+    let even = store
+        .list_runs(&RunFilter {
+            limit: 10,
+            task_name: Some("even".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(even.len(), 3);
+    let by_root = store
+        .list_runs(&RunFilter {
+            limit: 10,
+            root_id: Some(ids[1].id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_root.len(), 1);
+}
+
+pub async fn logs_filter_by_run_tree_time_and_text<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let parent = started(&*store, root("p", json!([]))).await;
+    let kid = store
+        .create_run(child(&parent, 1, "c", json!([]), None))
+        .await
+        .unwrap()
+        .run;
+    let t0 = Utc::now();
+    let line = |run: &RunRecord, msg: &str, at| NewLogLine {
+        run_id: run.id.clone(),
+        task_name: run.task_name.clone(),
+        attempt: 1,
+        stream: "stdout",
+        at,
+        message: msg.into(),
+    };
+    store
+        .append_logs(vec![
+            line(&parent, "hello from parent", t0),
+            line(&kid, "hello from kid", t0 + Duration::seconds(1)),
+            line(&kid, "bye", t0 + Duration::seconds(2)),
+        ])
+        .await
+        .unwrap();
+    let q = |run_ids: Vec<String>, include_descendants| LogQuery {
+        run_ids,
+        include_descendants,
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .query_logs(&q(vec![parent.id.clone()], false))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .query_logs(&q(vec![parent.id.clone()], true))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let mut text = q(vec![], false);
+    text.text = vec!["hello".into()];
+    assert_eq!(store.query_logs(&text).await.unwrap().len(), 2);
+    let mut window = q(vec![], false);
+    window.start = Some(t0 + Duration::milliseconds(500));
+    window.end = Some(t0 + Duration::seconds(2));
+    let lines = store.query_logs(&window).await.unwrap();
+    assert_eq!(
+        lines.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
+        ["hello from kid"]
+    );
+}
