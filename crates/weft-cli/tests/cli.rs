@@ -210,6 +210,21 @@ fn a_server_that_is_not_there_is_named() {
 }
 
 #[test]
+fn a_second_weft_dev_on_one_database_is_refused() {
+    let server = Weft::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["dev", "--port", "0", "--db"])
+        .arg(&server.db)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_fails_saying(&out, "is in use by another weft (pid ");
+    // The first one goes on serving.
+    let out = weft(&server, &["run", "square", "[4]"]);
+    assert_eq!(stdout(&out).trim(), "16", "{}", stderr(&out));
+}
+
+#[test]
 fn dev_refuses_a_file_that_is_not_its_database_and_leaves_it_alone() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("notes.txt");

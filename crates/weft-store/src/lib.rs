@@ -37,6 +37,16 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// Another process has the database open: two runtimes on one file
+    /// would both run its pending runs.
+    #[error("the database at {path} is in use by another weft{}", holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    InUse { path: String, holder: Option<u32> },
+    #[error("could not lock the database at {path} ({lock_file})")]
+    Lock {
+        path: String,
+        lock_file: String,
+        source: std::io::Error,
+    },
     #[error("store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

@@ -97,6 +97,8 @@ pub enum Durability {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Held while any clone lives: one process owns a database at a time.
+    _lock: Arc<std::fs::File>,
 }
 
 impl SqliteStore {
@@ -115,6 +117,7 @@ impl SqliteStore {
                 source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
             })?;
         }
+        let lock = lock_exclusively(path, &shown)?;
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: shown.clone(),
             source,
@@ -130,6 +133,7 @@ impl SqliteStore {
         migrate(&conn, &shown)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -150,6 +154,46 @@ impl SqliteStore {
             Ok(out)
         })
         .await?
+    }
+}
+
+/// Takes an exclusive lock on `<db>.lock` beside the database, and writes
+/// this process's id in it for the message another process gets. SQLite's
+/// own locks allow several writers in turn, but the runtime recovers and
+/// schedules the runs it finds as their only owner; the lock file (closed
+/// on exec, so task processes do not inherit it) makes that so.
+fn lock_exclusively(path: &Path, shown: &str) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_err = |source| StoreError::Lock {
+        path: shown.to_string(),
+        lock_file: Path::new(&lock_path).display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(lock_err)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(lock_err)?;
+            file.rewind().map_err(lock_err)?;
+            write!(file, "{}", std::process::id()).map_err(lock_err)?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(StoreError::InUse {
+                path: shown.to_string(),
+                holder: holder.trim().parse().ok(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(lock_err(e)),
     }
 }
 

@@ -6,7 +6,7 @@ mod conformance;
 use std::sync::Arc;
 
 use conformance::Backend;
-use weft_store::{SqliteStore, Store};
+use weft_store::{SqliteStore, Store, StoreError};
 
 /// A database file in a temporary folder of its own.
 struct Sqlite {
@@ -39,4 +39,23 @@ async fn a_database_from_a_newer_weft_is_refused() {
         .unwrap();
     let err = SqliteStore::open(&path).err().unwrap();
     assert!(err.to_string().contains("newer weft"), "{err}");
+}
+
+#[test]
+fn one_process_at_a_time_owns_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    let first = SqliteStore::open(&path).unwrap();
+    let err = SqliteStore::open(&path).err().unwrap();
+    assert!(
+        matches!(err, StoreError::InUse { holder: Some(pid), .. } if pid == std::process::id()),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("in use by another weft"), "{err}");
+    // A clone holds the lock too; the last one to go releases it.
+    let clone = first.clone();
+    drop(first);
+    assert!(SqliteStore::open(&path).is_err());
+    drop(clone);
+    SqliteStore::open(&path).unwrap();
 }
