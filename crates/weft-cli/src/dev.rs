@@ -12,8 +12,9 @@ use weft_store::{Durability, SqliteStore};
 
 #[derive(Args)]
 pub struct DevArgs {
-    /// Address to serve the API on. Beyond loopback a bearer token is required.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address (or host name) to serve the API on. Beyond loopback a bearer
+    /// token is required.
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
     host: IpAddr,
     /// Port to serve the API on.
     #[arg(long, default_value_t = 8120)]
@@ -64,6 +65,24 @@ fn load_env_file(explicit: Option<&Path>) -> anyhow::Result<Vec<(String, String)
         }
     }
     Ok(vars)
+}
+
+/// An IP address, or a name resolved to one (IPv4 first, as most clients
+/// try it first).
+fn parse_host(host: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    let addrs: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    addrs
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<std::process::ExitCode> {

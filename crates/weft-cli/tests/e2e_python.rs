@@ -200,6 +200,16 @@ fn listening_beyond_loopback_needs_a_token() {
 }
 
 #[test]
+fn a_host_name_is_resolved_and_localhost_needs_no_token() {
+    let weft = Weft::start_with(Options {
+        args: &["--host", "localhost"],
+        ..Default::default()
+    });
+    assert!(weft.url.starts_with("http://127.0.0.1:"), "{}", weft.url);
+    weft.scenario(&["run_task_shapes"]);
+}
+
+#[test]
 fn a_broken_start_command_fails_registration_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
