@@ -159,7 +159,7 @@ impl LogPrinter {
             while left > 0 {
                 query.limit = Some(left.min(LOG_PAGE) as u32);
                 let page = client.logs(&query).await?;
-                left -= page.logs.len() as u64;
+                left = left.saturating_sub(page.logs.len() as u64);
                 if !page.logs.is_empty() {
                     // Stored times strictly increase: the next page starts
                     // right after this one's last line.
