@@ -153,9 +153,10 @@ impl LogPrinter {
         };
         let mut collected = Vec::new();
         loop {
-            // Read the status first: once the run has ended, the pages read
-            // after it hold every line it printed.
-            let ended = !self.follow || client.get_task_run(&id).await?.run.status.is_terminal();
+            // Read the status first (which also names an unknown run): once
+            // the run has ended, the pages read after it hold every line it
+            // printed.
+            let ended = client.get_task_run(&id).await?.run.status.is_terminal() || !self.follow;
             while left > 0 {
                 query.limit = Some(left.min(LOG_PAGE) as u32);
                 let page = client.logs(&query).await?;

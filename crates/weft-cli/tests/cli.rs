@@ -176,6 +176,9 @@ fn runs_logs_pages_through_everything_and_follows_a_run_to_its_end() {
     let mut got = numbered(&stdout(&followed));
     got.sort_by_key(|l| l[5..].parse::<u32>().unwrap());
     assert_eq!(got, want[..20]);
+
+    let out = weft(&server, &["runs", "logs", "trn-nope"]);
+    assert_fails_saying(&out, "task run not found: trn-nope");
 }
 
 #[test]
