@@ -5,6 +5,7 @@ Run it under weft:  weft dev -- python examples/python-app/app.py
 """
 
 import asyncio
+import atexit
 import os
 import sys
 import time
@@ -83,6 +84,19 @@ def chatty(ctx, lines: int, pause: float = 0.0) -> int:
     for i in range(lines):
         print(f"line {i}", file=sys.stderr if i % 2 else sys.stdout, flush=pause > 0)
         time.sleep(pause)
+    return lines
+
+
+def _print_late(lines: int, linger: float) -> None:
+    time.sleep(linger)
+    for i in range(lines):
+        print(f"late {i}", flush=True)
+
+
+@app.task
+def chatty_at_exit(ctx, lines: int, linger: float) -> int:
+    """Prints its lines at exit, `linger` seconds after the run has completed."""
+    atexit.register(_print_late, lines, linger)
     return lines
 
 

@@ -177,6 +177,16 @@ fn runs_logs_pages_through_everything_and_follows_a_run_to_its_end() {
     got.sort_by_key(|l| l[5..].parse::<u32>().unwrap());
     assert_eq!(got, want[..20]);
 
+    // Lines a process writes after it has reported (at exit) are there as
+    // soon as the run is seen to end.
+    let out = weft(&server, &["run", "chatty_at_exit", "[300, 1.0]", "--json"]);
+    let run: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let late = stdout(&weft(
+        &server,
+        &["runs", "logs", run["id"].as_str().unwrap()],
+    ));
+    assert_eq!(late.lines().count(), 300, "{late}");
+
     let out = weft(&server, &["runs", "logs", "trn-nope"]);
     assert_fails_saying(&out, "task run not found: trn-nope");
 }
@@ -199,7 +209,7 @@ fn tasks_list_and_refresh() {
     let out = weft(&server, &["tasks", "refresh", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let tasks: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(tasks.as_array().unwrap().len(), 18);
+    assert_eq!(tasks.as_array().unwrap().len(), 19);
 }
 
 #[test]

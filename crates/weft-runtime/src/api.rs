@@ -431,6 +431,9 @@ fn log_query(params: &Params) -> Result<LogQuery, ApiError> {
     })
 }
 
+/// How long `GET /v1/logs` waits for the output of a run that has ended.
+const SETTLE_ENDED_OUTPUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn list_logs(
     State(c): State<Shared>,
     RawQuery(q): RawQuery,
@@ -439,6 +442,18 @@ async fn list_logs(
     let mut query = log_query(&params)?;
     let limit = query.limit;
     query.limit += 1;
+    // A run that has ended may still have its last lines in a pipe (a
+    // process flushes at exit, after reporting); wait briefly for them, so
+    // that reading a finished run's logs gives all of them.
+    let mut ended = Vec::new();
+    for id in &query.run_ids {
+        if let Some(run) = c.store().get_run(id).await?
+            && run.status.is_terminal()
+        {
+            ended.push(run.id);
+        }
+    }
+    c.logs().settled(&ended, SETTLE_ENDED_OUTPUT).await;
     c.logs().flush().await;
     let mut lines = c.store().query_logs(&query).await?;
     let has_more = lines.len() > limit as usize;

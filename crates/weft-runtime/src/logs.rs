@@ -36,6 +36,39 @@ pub struct LogSink {
     tx: mpsc::UnboundedSender<Msg>,
     live: broadcast::Sender<Arc<NewLogLine>>,
     echo: bool,
+    open: Arc<OpenStreams>,
+}
+
+/// Output streams still being read, per run. A process can write its last
+/// lines after it has reported (Python flushes stdout at exit), so a run's
+/// output is complete only once its streams have closed.
+#[derive(Default)]
+struct OpenStreams {
+    per_run: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    closed: tokio::sync::Notify,
+}
+
+impl OpenStreams {
+    fn change(&self, run_id: &str, opened: bool) {
+        let mut per_run = self.per_run.lock().unwrap_or_else(|p| p.into_inner());
+        if opened {
+            *per_run.entry(run_id.to_string()).or_default() += 1;
+            return;
+        }
+        if let Some(n) = per_run.get_mut(run_id) {
+            *n -= 1;
+            if *n == 0 {
+                per_run.remove(run_id);
+            }
+        }
+        drop(per_run);
+        self.closed.notify_waiters();
+    }
+
+    fn any_open(&self, run_ids: &[String]) -> bool {
+        let per_run = self.per_run.lock().unwrap_or_else(|p| p.into_inner());
+        run_ids.iter().any(|id| per_run.contains_key(id))
+    }
 }
 
 impl LogSink {
@@ -44,7 +77,12 @@ impl LogSink {
         let (tx, rx) = mpsc::unbounded_channel();
         let (live, _) = broadcast::channel(4096);
         tokio::spawn(write_batches(store, rx));
-        Self { tx, live, echo }
+        Self {
+            tx,
+            live,
+            echo,
+            open: Arc::default(),
+        }
     }
 
     /// New lines as they are written.
@@ -61,7 +99,15 @@ impl LogSink {
         stream: &'static str,
     ) -> tokio::task::JoinHandle<()> {
         let sink = self.clone();
+        if let Some(source) = &source {
+            self.open.change(&source.run_id, true);
+        }
         tokio::spawn(async move {
+            // Closed however the read ends, even if this task is aborted.
+            let _closed = source.as_ref().map(|s| StreamGuard {
+                open: sink.open.clone(),
+                run_id: s.run_id.clone(),
+            });
             let mut reader = BufReader::new(reader);
             let mut buf = Vec::new();
             loop {
@@ -102,12 +148,40 @@ impl LogSink {
         let _ = self.tx.send(Msg::Line(line));
     }
 
+    /// Waits, at most `within`, until the output streams of these runs have
+    /// closed: for runs that have ended, until their last lines are in.
+    pub async fn settled(&self, run_ids: &[String], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the check, so a close in between is not missed.
+            let closed = self.open.closed.notified();
+            if !self.open.any_open(run_ids) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Waits until every line received so far is stored.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
         }
+    }
+}
+
+/// Marks a stream closed when its reader goes away.
+struct StreamGuard {
+    open: Arc<OpenStreams>,
+    run_id: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.open.change(&self.run_id, false);
     }
 }
 
