@@ -101,6 +101,11 @@ def chatty_at_exit(ctx, lines: int, linger: float) -> int:
 
 
 @app.task
+async def parent_of_chatty_at_exit(ctx, lines: int, linger: float) -> int:
+    return await ctx.run(chatty_at_exit, lines, linger)
+
+
+@app.task
 def sleep_for(ctx, seconds: float) -> float:
     time.sleep(seconds)
     return seconds

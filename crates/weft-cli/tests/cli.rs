@@ -86,20 +86,16 @@ fn runs_list_show_logs_and_cancel() {
         .find(|r| r["taskRun"]["id"] != root.as_str())
         .unwrap();
     let child_id = child["taskRun"]["id"].as_str().unwrap();
-    let logs = wait_for(10, "the child's output", || {
-        let text = stdout(&weft(&server, &["runs", "logs", child_id]));
-        text.contains("squaring").then_some(text)
-    });
-    assert!(logs.lines().all(|l| l.contains("squaring")), "{logs}");
-    let tree = wait_for(10, "the tree's output", || {
-        let text = stdout(&weft(&server, &["runs", "logs", &root, "--subtasks"]));
-        (text
-            .lines()
-            .filter(|l| l.contains("[square trn-") && l.contains("squaring"))
-            .count()
-            == 3)
-            .then_some(text)
-    });
+    // The runs have ended, so their logs are complete.
+    let logs = stdout(&weft(&server, &["runs", "logs", child_id]));
+    assert_eq!(logs.lines().count(), 1, "{logs}");
+    assert!(logs.contains("squaring"), "{logs}");
+    let tree = stdout(&weft(&server, &["runs", "logs", &root, "--subtasks"]));
+    let squaring = tree
+        .lines()
+        .filter(|l| l.contains("[square trn-") && l.contains("squaring"))
+        .count();
+    assert_eq!(squaring, 3, "{tree}");
     assert!(
         !tree.contains(&format!("[fan_out {root}] squaring")),
         "{tree}"
@@ -186,6 +182,15 @@ fn runs_logs_pages_through_everything_and_follows_a_run_to_its_end() {
         &["runs", "logs", run["id"].as_str().unwrap()],
     ));
     assert_eq!(late.lines().count(), 300, "{late}");
+    // So are a subtask's, read through its parent.
+    let out = weft(
+        &server,
+        &["run", "parent_of_chatty_at_exit", "[200, 1.0]", "--json"],
+    );
+    let run: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let id = run["id"].as_str().unwrap();
+    let late = stdout(&weft(&server, &["runs", "logs", id, "--subtasks"]));
+    assert_eq!(late.lines().count(), 200, "{late}");
 
     let out = weft(&server, &["runs", "logs", "trn-nope"]);
     assert_fails_saying(&out, "task run not found: trn-nope");
@@ -209,7 +214,7 @@ fn tasks_list_and_refresh() {
     let out = weft(&server, &["tasks", "refresh", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let tasks: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(tasks.as_array().unwrap().len(), 19);
+    assert_eq!(tasks.as_array().unwrap().len(), 20);
 }
 
 #[test]

@@ -431,6 +431,33 @@ fn log_query(params: &Params) -> Result<LogQuery, ApiError> {
     })
 }
 
+/// Runs the query asks about that have ended while their output streams
+/// are still open. Few streams are open at once (two per running process),
+/// so this looks at those rather than at the query's whole run tree.
+async fn ended_runs_still_writing(c: &Shared, query: &LogQuery) -> Result<Vec<String>, ApiError> {
+    let mut ended = Vec::new();
+    for id in c.logs().open_runs() {
+        let Some(run) = c.store().get_run(&id).await? else {
+            continue;
+        };
+        if !run.status.is_terminal() {
+            continue;
+        }
+        let mut asked = query.run_ids.is_empty() || query.run_ids.contains(&run.id);
+        // A subtask of an asked-for run: walk up its parents.
+        let mut parent = run.parent_id.clone();
+        while !asked && query.include_descendants {
+            let Some(id) = parent else { break };
+            asked = query.run_ids.contains(&id);
+            parent = c.store().get_run(&id).await?.and_then(|r| r.parent_id);
+        }
+        if asked {
+            ended.push(run.id);
+        }
+    }
+    Ok(ended)
+}
+
 /// How long `GET /v1/logs` waits for the output of a run that has ended.
 const SETTLE_ENDED_OUTPUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -445,14 +472,7 @@ async fn list_logs(
     // A run that has ended may still have its last lines in a pipe (a
     // process flushes at exit, after reporting); wait briefly for them, so
     // that reading a finished run's logs gives all of them.
-    let mut ended = Vec::new();
-    for id in &query.run_ids {
-        if let Some(run) = c.store().get_run(id).await?
-            && run.status.is_terminal()
-        {
-            ended.push(run.id);
-        }
-    }
+    let ended = ended_runs_still_writing(&c, &query).await?;
     c.logs().settled(&ended, SETTLE_ENDED_OUTPUT).await;
     c.logs().flush().await;
     let mut lines = c.store().query_logs(&query).await?;

@@ -148,6 +148,12 @@ impl LogSink {
         let _ = self.tx.send(Msg::Line(line));
     }
 
+    /// Runs whose output is still being read.
+    pub fn open_runs(&self) -> Vec<String> {
+        let per_run = self.open.per_run.lock().unwrap_or_else(|p| p.into_inner());
+        per_run.keys().cloned().collect()
+    }
+
     /// Waits, at most `within`, until the output streams of these runs have
     /// closed: for runs that have ended, until their last lines are in.
     pub async fn settled(&self, run_ids: &[String], within: Duration) {
