@@ -33,7 +33,7 @@ pub fn encode_input<I: Serialize + ?Sized>(input: &I) -> Result<Value, serde_jso
 /// `()` for an empty input. So a task taking an `i64` accepts `[3]` and
 /// `{"x": 3}` alike.
 pub fn decode_input<I: DeserializeOwned>(value: &Value) -> Result<I, serde_json::Error> {
-    let direct = match I::deserialize(value) {
+    let direct = match read::<I>(value) {
         Ok(input) => return Ok(input),
         Err(err) => err,
     };
@@ -42,12 +42,34 @@ pub fn decode_input<I: DeserializeOwned>(value: &Value) -> Result<I, serde_json:
         Value::Object(map) if map.len() == 1 => map.values().next().expect("one entry"),
         Value::Array(items) if items.is_empty() => &Value::Null,
         Value::Object(map) if map.is_empty() => &Value::Null,
-        _ => return Err(direct),
+        _ => return Err(de::Error::custom(direct)),
     };
-    I::deserialize(single).map_err(|as_single| {
-        de::Error::custom(format_args!(
-            "{direct} (read as a single argument: {as_single})"
-        ))
+    let as_single = match read::<I>(single) {
+        Ok(input) => return Ok(input),
+        Err(err) => err,
+    };
+    // Say first what the caller most likely meant: a lone object or array
+    // (`[{"n": 1}]`) was meant as the argument itself.
+    Err(de::Error::custom(
+        if single.is_object() || single.is_array() {
+            format!("{as_single} (read as positional arguments: {direct})")
+        } else {
+            format!("{direct} (read as a single argument: {as_single})")
+        },
+    ))
+}
+
+/// Reads `value` as `I`; an error names where in the value it is
+/// (`num_shards: invalid type: …`).
+fn read<I: DeserializeOwned>(value: &Value) -> Result<I, String> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let err = err.into_inner();
+        if path == "." {
+            err.to_string()
+        } else {
+            format!("{path}: {err}")
+        }
     })
 }
 
@@ -220,6 +242,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing field `b`"), "{err}");
+        // A lone object meant as the argument: its own error comes first,
+        // naming the field.
+        let err = decode_input::<AddArgs>(&json!([{"a": 1, "b": "two"}]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("b: invalid type: string \"two\", expected i64"),
+            "{err}"
+        );
     }
 
     #[test]

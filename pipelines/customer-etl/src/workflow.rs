@@ -44,9 +44,10 @@ pub const DEFAULT_NUM_SHARDS: u32 = 10;
 pub const FAULT_CRASH_SHARD_ENV: &str = "CUSTOMER_ETL_FAULT_CRASH_SHARD";
 
 /// The input of `merge_customer_data`. Every field is optional, so `[]`
-/// (the tutorial's trigger), `{}` and `{"num_shards": 4}` all work.
+/// (the tutorial's trigger), `{}` and `{"num_shards": 4}` all work; an
+/// unknown name (`num_shard`) is refused rather than silently ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MergeRequest {
     /// Directory of the four input files (default: `$DATA_DIR`, else `sample_data`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -337,6 +338,18 @@ mod tests {
         };
         assert_eq!(decode_input::<MergeRequest>(&named).unwrap(), want);
         assert_eq!(decode_input::<MergeRequest>(&json!([named])).unwrap(), want);
+    }
+
+    #[test]
+    fn a_misspelt_or_mistyped_field_is_named() {
+        let err = decode_input::<MergeRequest>(&json!({"num_shard": 4}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `num_shard`"), "{err}");
+        let err = decode_input::<MergeRequest>(&json!([{"num_shards": "ten"}]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("num_shards: invalid type"), "{err}");
     }
 
     #[test]
