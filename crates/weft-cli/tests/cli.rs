@@ -45,6 +45,27 @@ fn run_prints_the_result_and_fails_with_the_task() {
 
     let out = weft(&server, &["run", "fail", r#"["boom"]"#]);
     assert_fails_saying(&out, "failed: boom");
+    // The dev terminal says how each run ended, beside its output.
+    let id = |out: &Output| {
+        let err = stderr(out);
+        err.split("Run started: ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let terminal = server.output();
+    assert!(
+        terminal.contains(&format!("[fail {}] failed in ", id(&out))),
+        "{terminal}"
+    );
+    assert!(terminal.contains(": boom\n"), "{terminal}");
+    assert!(
+        terminal.contains("[greet trn-") && terminal.contains("] completed in "),
+        "{terminal}"
+    );
 
     let out = weft(&server, &["run", "nope"]);
     assert_fails_saying(&out, "task not found: nope");

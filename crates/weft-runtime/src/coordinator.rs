@@ -397,6 +397,8 @@ impl Coordinator {
         if let Some(parent) = &run.parent_id {
             self.sched().add_open_children(parent, -1);
         }
+        self.logs
+            .announce(&run.task_name, &run.id, &ended_summary(&run));
         tracing::debug!(run = %run.id, status = %run.status, "task run ended");
         let _ = self.ended.send(Arc::new(run));
         self.kick.notify_one();
@@ -601,7 +603,16 @@ impl Coordinator {
             self.run_ended(run);
         } else {
             if let Some(error) = &run.error {
-                tracing::info!(run = %run.id, "attempt {} failed, retrying: {error}", ctx.attempt);
+                let wait = run
+                    .not_before
+                    .map(|at| (at - now).num_milliseconds().max(0) as f64 / 1000.0)
+                    .unwrap_or_default();
+                let what = format!(
+                    "attempt {} failed, retrying in {wait:.1}s: {}",
+                    ctx.attempt,
+                    first_line(error)
+                );
+                self.logs.announce(&run.task_name, &run.id, &what);
             }
             self.sched().enqueue(&run);
             self.kick.notify_one();
@@ -616,6 +627,35 @@ impl Coordinator {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.supervisors.wait()).await;
         self.logs.flush().await;
     }
+}
+
+/// One line on how a run ended, for the terminal.
+fn ended_summary(run: &RunRecord) -> String {
+    let took = match (run.started_at, run.completed_at) {
+        (Some(start), Some(end)) => {
+            format!(
+                " in {:.2}s",
+                (end - start).num_milliseconds() as f64 / 1000.0
+            )
+        }
+        _ => String::new(),
+    };
+    let attempts = match run.attempts.iter().filter(|a| !a.interrupted).count() {
+        0 | 1 => String::new(),
+        n => format!(" after {n} attempts"),
+    };
+    match run.status {
+        TaskRunStatus::Failed => format!(
+            "failed{took}{attempts}: {}",
+            first_line(run.error.as_deref().unwrap_or("no error given"))
+        ),
+        status => format!("{status}{took}{attempts}"),
+    }
+}
+
+/// The first line of a message (a traceback's is the summary).
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
 }
 
 fn validate_definitions(defs: &[TaskDefinition]) -> Result<(), RuntimeError> {

@@ -126,6 +126,15 @@ impl LogSink {
         })
     }
 
+    /// Says on the terminal what became of a run (not stored: the run
+    /// itself records it), with the same prefix as its output.
+    pub fn announce(&self, task_name: &str, run_id: &str, what: &str) {
+        if self.echo {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "[{task_name} {run_id}] {what}");
+        }
+    }
+
     fn line(&self, source: Option<&Source>, stream: &'static str, message: String) {
         if self.echo {
             let prefix = match source {
