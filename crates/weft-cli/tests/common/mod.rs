@@ -181,7 +181,6 @@ impl Weft {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
-    /// Kills weft with SIGKILL: no clean-up of any kind.
     /// A new server on the same database and folder, once this one is
     /// gone (killed with SIGKILL here if it was still running).
     pub fn start_again(mut self) -> Weft {
@@ -215,6 +214,7 @@ impl Weft {
         self.kill9();
     }
 
+    /// Kills weft with SIGKILL: no clean-up of any kind.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
