@@ -102,6 +102,12 @@ pub enum RunsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// A run and every subtask under it, as a tree.
+    Tree {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Cancel a run and every subtask under it.
     Cancel {
         id: String,
@@ -205,6 +211,70 @@ impl LogPrinter {
             );
         } else {
             println!("{at} {}", line.message);
+        }
+    }
+}
+
+/// The runs of one root, by parent, oldest child first.
+struct RunTree {
+    runs: std::collections::HashMap<String, TaskRun>,
+    children: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl RunTree {
+    /// `runs` newest first, as the API lists them.
+    fn new(runs: Vec<TaskRun>) -> Self {
+        let mut children: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for run in runs.iter().rev() {
+            children
+                .entry(run.parent_task_run_id.clone())
+                .or_default()
+                .push(run.id.clone());
+        }
+        let runs = runs.into_iter().map(|r| (r.id.clone(), r)).collect();
+        Self { runs, children }
+    }
+
+    fn kids(&self, id: &str) -> &[String] {
+        self.children.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// `id` and everything under it, parents before their children.
+    fn under(&self, id: &str) -> Vec<&TaskRun> {
+        let mut out: Vec<&TaskRun> = self.runs.get(id).into_iter().collect();
+        for kid in self.kids(id) {
+            out.extend(self.under(kid));
+        }
+        out
+    }
+
+    /// One line a run: `├─ square trn-… completed 0.08s`.
+    fn print(&self, id: &str, lead: &str, indent: &str) {
+        let Some(run) = self.runs.get(id) else { return };
+        let task = run.task_id.strip_prefix("tsk-").unwrap_or(&run.task_id);
+        let attempts = match run.attempts.len() {
+            0 | 1 => String::new(),
+            n => format!(" ({n} attempts)"),
+        };
+        println!(
+            "{lead}{task} {} {} {}{attempts}",
+            run.id,
+            run.status,
+            duration(run)
+        );
+        let kids = self.kids(id);
+        for (i, kid) in kids.iter().enumerate() {
+            let last = i + 1 == kids.len();
+            let (branch, next) = if last {
+                ("└─ ", "   ")
+            } else {
+                ("├─ ", "│  ")
+            };
+            self.print(
+                kid,
+                &format!("{indent}{branch}"),
+                &format!("{indent}{next}"),
+            );
         }
     }
 }
@@ -405,6 +475,22 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                     follow,
                 };
                 out.print(&client, id, limit.unwrap_or(u64::MAX)).await
+            }
+            RunsCommand::Tree { id, server } => {
+                let client = server.client()?;
+                let top = client.get_task_run(&id).await?.run;
+                let tree = client
+                    .list_all_task_runs(&ListTaskRunsParams {
+                        root_task_run_id: Some(top.root_task_run_id.clone()),
+                        ..ListTaskRunsParams::default()
+                    })
+                    .await?;
+                let tree = RunTree::new(tree);
+                if server.json {
+                    return print_json(&tree.under(&top.id));
+                }
+                tree.print(&top.id, "", "");
+                Ok(())
             }
             RunsCommand::Cancel { id, server } => {
                 server.client()?.cancel_task_run(&id).await?;

@@ -107,6 +107,28 @@ fn runs_list_show_logs_and_cancel() {
         .find(|r| r["taskRun"]["id"] != root.as_str())
         .unwrap();
     let child_id = child["taskRun"]["id"].as_str().unwrap();
+    let tree = stdout(&weft(&server, &["runs", "tree", &root]));
+    let lines: Vec<&str> = tree.lines().collect();
+    assert_eq!(lines.len(), 4, "{tree}");
+    assert!(
+        lines[0].starts_with(&format!("fan_out {root} completed ")),
+        "{tree}"
+    );
+    assert!(
+        lines[1].starts_with("├─ square trn-") && lines[3].starts_with("└─ square trn-"),
+        "{tree}"
+    );
+    let tree = stdout(&weft(&server, &["runs", "tree", child_id]));
+    assert_eq!(tree.lines().count(), 1, "a subtree: {tree}");
+    let tree: Value =
+        serde_json::from_str(&stdout(&weft(&server, &["runs", "tree", &root, "--json"]))).unwrap();
+    assert_eq!(
+        tree[0]["id"],
+        root.as_str(),
+        "the run first, then its children"
+    );
+    assert_eq!(tree.as_array().unwrap().len(), 4);
+
     // The runs have ended, so their logs are complete.
     let logs = stdout(&weft(&server, &["runs", "logs", child_id]));
     assert_eq!(logs.lines().count(), 1, "{logs}");

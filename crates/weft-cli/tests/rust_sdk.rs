@@ -131,6 +131,17 @@ async fn a_fan_out_500_wide_completes() {
         100,
         "a full page of the 501 runs under the root"
     );
+    // Every page, through the cursors: each run once.
+    let all = dev
+        .client
+        .list_all_task_runs(&ListTaskRunsParams {
+            root_task_run_id: Some(run.run.id.clone()),
+            ..ListTaskRunsParams::default()
+        })
+        .await
+        .unwrap();
+    let ids: std::collections::HashSet<_> = all.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!((all.len(), ids.len()), (501, 501));
 }
 
 #[tokio::test(flavor = "multi_thread")]

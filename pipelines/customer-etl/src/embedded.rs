@@ -150,32 +150,19 @@ async fn drive(url: &str, config: &EmbeddedRun) -> Result<EmbeddedOutcome> {
     })
 }
 
-/// Every run under `root` (the API pages by 100).
-pub async fn runs_under(
+/// Every run under `root`, of one task or of all.
+async fn runs_under(
     client: &Client,
     root: &str,
     task: Option<&str>,
 ) -> weft::client::Result<Vec<TaskRun>> {
-    let mut all = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = client
-            .list_task_runs(&ListTaskRunsParams {
-                task_slug: task.map(str::to_string),
-                root_task_run_id: Some(root.to_string()),
-                status: None,
-                limit: Some(100),
-                cursor: cursor.take(),
-            })
-            .await?;
-        let last = page.last().map(|r| r.cursor.clone());
-        let full = page.len() == 100;
-        all.extend(page.into_iter().map(|r| r.task_run));
-        match last {
-            Some(c) if full => cursor = Some(c),
-            _ => return Ok(all),
-        }
-    }
+    client
+        .list_all_task_runs(&ListTaskRunsParams {
+            task_slug: task.map(str::to_string),
+            root_task_run_id: Some(root.to_string()),
+            ..ListTaskRunsParams::default()
+        })
+        .await
 }
 
 /// A bar of shards done / total, polled from the run list (stderr only).

@@ -396,6 +396,28 @@ impl Client {
         .await
     }
 
+    /// Every run `params` selects, newest first, following the cursors
+    /// page by page (the API's pages hold 100 at most); `params.limit` and
+    /// `params.cursor` are ignored.
+    pub async fn list_all_task_runs(&self, params: &ListTaskRunsParams) -> Result<Vec<TaskRun>> {
+        const PAGE: u32 = 100;
+        let mut params = ListTaskRunsParams {
+            limit: Some(PAGE),
+            cursor: None,
+            ..params.clone()
+        };
+        let mut all = Vec::new();
+        loop {
+            let page = self.list_task_runs(&params).await?;
+            let full = page.len() == PAGE as usize;
+            params.cursor = page.last().map(|r| r.cursor.clone());
+            all.extend(page.into_iter().map(|r| r.task_run));
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
     /// Waits for a run to end, on the event stream (which sends a run that
     /// already ended at once); a broken stream is reopened up to five times,
     /// waiting 1 s, 2 s, 4 s, … between. A run that ends with an error is
