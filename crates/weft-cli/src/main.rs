@@ -32,8 +32,20 @@ enum Command {
     Tasks(remote::TasksCommand),
 }
 
+/// Rust ignores SIGPIPE, so printing to a closed pipe (`weft runs list |
+/// head`) panics. The commands that print take the Unix default instead and
+/// end quietly. `weft dev` keeps ignoring it: a client or task process that
+/// goes away must not stop the server.
+fn quit_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the default action of one signal, before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Dev(_)) {
+        quit_quietly_on_a_closed_pipe();
+    }
     let result = match cli.command {
         Command::Dev(args) => dev::run(args),
         Command::Run(args) => remote::run(args),

@@ -183,6 +183,7 @@ fn runs_logs_pages_through_everything_and_follows_a_run_to_its_end() {
     let out = weft(&server, &["run", "chatty", "[2500]", "--json"]);
     let run: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let id = run["id"].as_str().unwrap();
+    let chatty = id.to_string();
     let numbered = |text: &str| -> Vec<String> {
         text.lines()
             .map(|l| l.split_once(' ').unwrap().1.to_string())
@@ -234,6 +235,17 @@ fn runs_logs_pages_through_everything_and_follows_a_run_to_its_end() {
     let id = run["id"].as_str().unwrap();
     let late = stdout(&weft(&server, &["runs", "logs", id, "--subtasks"]));
     assert_eq!(late.lines().count(), 200, "{late}");
+
+    // Piped into a reader that has gone (`| head`): a quiet end, no panic.
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["runs", "logs", &chatty, "--url", &server.url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    let out = piped.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 
     let out = weft(&server, &["runs", "logs", "trn-nope"]);
     assert_fails_saying(&out, "task run not found: trn-nope");
