@@ -45,7 +45,8 @@ impl ServerArgs {
 pub struct RunArgs {
     /// The task's name (or `workflow/task` slug).
     task: String,
-    /// Input as JSON: an array of positional arguments or an object of named ones.
+    /// Input as JSON: an array of positional arguments or an object of named
+    /// ones; `@FILE` reads it from a file, `-` from standard input.
     #[arg(default_value = "[]")]
     input: String,
     /// Makes retrying this command safe: the same key within 24 h names the same run.
@@ -251,7 +252,7 @@ impl RunTree {
     /// One line a run: `├─ square trn-… completed 0.08s`.
     fn print(&self, id: &str, lead: &str, indent: &str) {
         let Some(run) = self.runs.get(id) else { return };
-        let task = run.task_id.strip_prefix("tsk-").unwrap_or(&run.task_id);
+        let task = task_name(&run.task_id);
         let attempts = match run.attempts.len() {
             0 | 1 => String::new(),
             n => format!(" ({n} attempts)"),
@@ -311,9 +312,26 @@ fn task_name(task_id: &str) -> &str {
     task_id.strip_prefix("tsk-").unwrap_or(task_id)
 }
 
+/// The input argument's text: itself, a file's (`@FILE`) or standard input's (`-`).
+fn read_input(arg: &str) -> anyhow::Result<String> {
+    if arg == "-" {
+        return std::io::read_to_string(std::io::stdin())
+            .context("cannot read the input from standard input");
+    }
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the input file {path}")),
+        None => Ok(arg.to_string()),
+    }
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let input: Value = serde_json::from_str(&args.input)
-        .with_context(|| format!("input is not JSON: {}", args.input))?;
+    let text = read_input(&args.input)?;
+    let input: Value = serde_json::from_str(&text).with_context(|| {
+        let shown: String = text.chars().take(200).collect();
+        let more = if shown.len() < text.len() { "…" } else { "" };
+        format!("input is not JSON: {shown}{more}")
+    })?;
     if !(input.is_array() || input.is_object()) {
         bail!(
             "input must be a JSON array (positional arguments) or object (named ones), got {}",

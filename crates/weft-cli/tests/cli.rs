@@ -70,6 +70,27 @@ fn run_prints_the_result_and_fails_with_the_task() {
     let out = weft(&server, &["run", "nope"]);
     assert_fails_saying(&out, "task not found: nope");
 
+    // The input from a file, or from standard input.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input.json");
+    std::fs::write(&file, "[6, 8]").unwrap();
+    let out = weft(
+        &server,
+        &["run", "add_squares", &format!("@{}", file.display())],
+    );
+    assert_eq!(stdout(&out).trim(), "100", "{}", stderr(&out));
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["run", "add_squares", "-", "--url", &server.url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), b"{\"a\": 1, \"b\": 2}").unwrap();
+    let out = piped.wait_with_output().unwrap();
+    assert_eq!(stdout(&out).trim(), "5");
+    let out = weft(&server, &["run", "square", "@/nonexistent/input.json"]);
+    assert_fails_saying(&out, "cannot read the input file /nonexistent/input.json");
+
     let out = weft(&server, &["run", "square", "5"]);
     assert_fails_saying(&out, "must be a JSON array");
 }
