@@ -49,12 +49,18 @@ struct OpenStreams {
 }
 
 impl OpenStreams {
-    fn change(&self, run_id: &str, opened: bool) {
+    /// Counts a stream of `run_id` open until the guard is dropped.
+    fn open(self: &Arc<Self>, run_id: &str) -> StreamGuard {
         let mut per_run = self.per_run.lock().unwrap_or_else(|p| p.into_inner());
-        if opened {
-            *per_run.entry(run_id.to_string()).or_default() += 1;
-            return;
+        *per_run.entry(run_id.to_string()).or_default() += 1;
+        StreamGuard {
+            open: self.clone(),
+            run_id: run_id.to_string(),
         }
+    }
+
+    fn close(&self, run_id: &str) {
+        let mut per_run = self.per_run.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = per_run.get_mut(run_id) {
             *n -= 1;
             if *n == 0 {
@@ -99,15 +105,10 @@ impl LogSink {
         stream: &'static str,
     ) -> tokio::task::JoinHandle<()> {
         let sink = self.clone();
-        if let Some(source) = &source {
-            self.open.change(&source.run_id, true);
-        }
+        // Closed however the read ends, even if the reader never runs.
+        let open = source.as_ref().map(|s| self.open.open(&s.run_id));
         tokio::spawn(async move {
-            // Closed however the read ends, even if this task is aborted.
-            let _closed = source.as_ref().map(|s| StreamGuard {
-                open: sink.open.clone(),
-                run_id: s.run_id.clone(),
-            });
+            let _open = open;
             let mut reader = BufReader::new(reader);
             let mut buf = Vec::new();
             loop {
@@ -130,19 +131,21 @@ impl LogSink {
     /// itself records it), with the same prefix as its output.
     pub fn announce(&self, task_name: &str, run_id: &str, what: &str) {
         if self.echo {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "[{task_name} {run_id}] {what}");
+            self.to_terminal(&format!("[{task_name} {run_id}]"), what);
+        }
+    }
+
+    /// One line on the terminal, when echoing.
+    fn to_terminal(&self, prefix: &str, text: &str) {
+        if self.echo {
+            let _ = writeln!(std::io::stdout().lock(), "{prefix} {text}");
         }
     }
 
     fn line(&self, source: Option<&Source>, stream: &'static str, message: String) {
-        if self.echo {
-            let prefix = match source {
-                Some(s) => format!("[{} {}]", s.task_name, s.run_id),
-                None => "[register]".to_string(),
-            };
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{prefix} {message}");
+        match source {
+            Some(s) => self.announce(&s.task_name, &s.run_id, &message),
+            None => self.to_terminal("[register]", &message),
         }
         let Some(source) = source else { return };
         let line = NewLogLine {
@@ -196,7 +199,7 @@ struct StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.open.change(&self.run_id, false);
+        self.open.close(&self.run_id);
     }
 }
 
