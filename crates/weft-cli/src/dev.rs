@@ -32,9 +32,15 @@ pub struct DevArgs {
     /// Bearer token clients must send.
     #[arg(long, env = "RENDER_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// Largest task input or result, in bytes.
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
-    max_payload_bytes: usize,
+    /// Largest task input or result, in bytes (`4MiB`, `500kB` and the like
+    /// are understood).
+    #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
+    max_payload_bytes: u64,
+    /// Task output stored per run at most; past it, lines are still shown
+    /// here but only counted, and one stored line says how many were not
+    /// kept.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    max_log_bytes: u64,
     /// Fsync every commit (SQLite `synchronous = FULL`): accepted runs then
     /// survive power loss too, not only a crash of weft. Slower.
     #[arg(long)]
@@ -65,6 +71,12 @@ fn load_env_file(explicit: Option<&Path>) -> anyhow::Result<Vec<(String, String)
         }
     }
     Ok(vars)
+}
+
+/// A size in bytes: `1048576`, `64MiB`, `500kB`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    parse_size::parse_size(text)
+        .map_err(|e| format!("{text:?} is not a size in bytes ({e}); for example 4194304 or 4MiB"))
 }
 
 /// An IP address, or a name resolved to one (IPv4 first, as most clients
@@ -102,7 +114,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<std::process::ExitCode> {
     config.listen = SocketAddr::new(args.host, args.port);
     config.env = load_env_file(args.env_file.as_deref())?;
     config.api_key = args.api_key.filter(|k| !k.is_empty());
-    config.max_payload_bytes = args.max_payload_bytes;
+    config.max_payload_bytes = usize::try_from(args.max_payload_bytes)
+        .context("--max-payload-bytes is larger than this machine can address")?;
+    config.max_log_bytes = args.max_log_bytes;
     config.echo_logs = !args.quiet;
     if let Some(n) = args.max_concurrent {
         config.max_concurrent = n;

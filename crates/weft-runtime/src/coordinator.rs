@@ -7,10 +7,10 @@
 //! (`Coordinator::open` does so after a crash).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
@@ -18,47 +18,39 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weft_protocol::TaskInput;
 use weft_protocol::api::TaskRunStatus;
-use weft_protocol::socket::{Mode, TaskDefinition};
+use weft_protocol::socket::TaskDefinition;
 use weft_store::{
     AttemptEnd, CancelOutcome, Creation, NewRun, ParentRef, RunRecord, Store, StoreError,
     TaskRecord,
 };
 
-use crate::executor::{Executor, ExitReason};
+use crate::attempt::{Attempt, AttemptHost, ReportOutcome, Reporter, SubtaskStart};
+pub use crate::error::RunError;
 use crate::logs::LogSink;
-use crate::{RuntimeConfig, RuntimeError, lifecycle, task_socket};
+use crate::supervisor::{AttemptExit, Supervisor};
+use crate::{RuntimeConfig, RuntimeError, lifecycle};
 
-/// Why a request to start or change a run was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("task not found: {0}")]
-    UnknownTask(String),
-    #[error("task run not found: {0}")]
-    UnknownRun(String),
-    #[error("task run {id} has already ended ({status})")]
-    AlreadyEnded { id: String, status: TaskRunStatus },
-    #[error("{0}")]
-    BadInput(String),
-    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge {
-        what: &'static str,
-        size: usize,
-        limit: usize,
-    },
-    #[error("the attempt that asked has already ended")]
-    AttemptEnded,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+/// How long a callback waits for its outcome to be committed before it is
+/// answered anyway (the outcome is then held and committed later: a full
+/// disk).
+const COMMIT_HOLD: Duration = Duration::from_secs(5);
+/// How long a pending run waits before another try when the store could
+/// not start its attempt.
+const START_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between tries of a commit the store refused for now.
+const COMMIT_RETRY_CAP: Duration = Duration::from_secs(2);
 
 /// A run that just ended, as announced to waiters.
 pub type EndedRun = Arc<RunRecord>;
 
 /// The coordinator. Shared as `Arc<Coordinator>`.
 pub struct Coordinator {
+    /// This coordinator, for the tasks it spawns (commits that outlive a
+    /// request).
+    me: Weak<Coordinator>,
     config: RuntimeConfig,
     store: Arc<dyn Store>,
-    executor: Executor,
+    supervisor: Supervisor,
     logs: LogSink,
     tasks: RwLock<HashMap<String, TaskRecord>>,
     registering: tokio::sync::Mutex<()>,
@@ -66,7 +58,8 @@ pub struct Coordinator {
     kick: Notify,
     ended: broadcast::Sender<EndedRun>,
     shutdown: CancellationToken,
-    supervisors: TaskTracker,
+    /// Attempts and the commits of their outcomes.
+    background: TaskTracker,
 }
 
 /// In-memory scheduling state; rebuilt from the store at start.
@@ -87,7 +80,7 @@ struct Scheduler {
 }
 
 struct Active {
-    cancel: CancellationToken,
+    attempt: Arc<Attempt>,
     counted: bool,
 }
 
@@ -130,24 +123,6 @@ impl Scheduler {
     }
 }
 
-/// One attempt as its task socket sees it.
-pub struct AttemptContext {
-    /// The run as it was when the attempt started.
-    pub run: RunRecord,
-    pub attempt: u32,
-    /// Cleared when the attempt ends; a dead attempt starts no subtasks.
-    live: AtomicBool,
-    reported: Notify,
-    reported_flag: AtomicBool,
-}
-
-impl AttemptContext {
-    /// Whether the attempt is still running.
-    pub fn is_live(&self) -> bool {
-        self.live.load(Ordering::SeqCst)
-    }
-}
-
 impl Coordinator {
     /// Opens the coordinator over a store, recovering what a previous
     /// runtime left: attempts it was running are closed as interrupted and
@@ -157,8 +132,8 @@ impl Coordinator {
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RuntimeError> {
-        let executor = Executor::new(&config)?;
         let logs = LogSink::start(store.clone(), config.echo_logs);
+        let supervisor = Supervisor::new(&config, logs.clone())?;
         let pending = store.recover(Utc::now()).await?;
         let mut sched = Scheduler::default();
         for (parent, open) in store.open_children().await? {
@@ -177,10 +152,11 @@ impl Coordinator {
             .map(|t| (t.name.clone(), t))
             .collect();
         let (ended, _) = broadcast::channel(4096);
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             config,
             store,
-            executor,
+            supervisor,
             logs,
             tasks: RwLock::new(tasks),
             registering: tokio::sync::Mutex::new(()),
@@ -188,7 +164,7 @@ impl Coordinator {
             kick: Notify::new(),
             ended,
             shutdown,
-            supervisors: TaskTracker::new(),
+            background: TaskTracker::new(),
         }))
     }
 
@@ -221,7 +197,11 @@ impl Coordinator {
     /// Runs the start command in register mode and records its tasks.
     pub async fn register_tasks(&self) -> Result<Vec<TaskRecord>, RuntimeError> {
         let _one_at_a_time = self.registering.lock().await;
-        let defs = self.executor.register(&self.config, &self.logs).await?;
+        let defs = self
+            .supervisor
+            .executor()
+            .register(&self.config, &self.logs)
+            .await?;
         validate_definitions(&defs)?;
         let tasks = self.store.register_tasks(&defs, Utc::now()).await?;
         self.store
@@ -284,28 +264,6 @@ impl Coordinator {
             .await
     }
 
-    /// Starts a subtask of a running attempt (or finds the one its
-    /// idempotency key names, or the one an interrupted attempt started).
-    pub async fn start_subtask(
-        &self,
-        parent: &AttemptContext,
-        task: &str,
-        input: Value,
-        idempotency_key: Option<String>,
-        created_at: Option<String>,
-    ) -> Result<RunRecord, RunError> {
-        if !parent.is_live() {
-            return Err(RunError::AttemptEnded);
-        }
-        let parent = ParentRef {
-            run_id: parent.run.id.clone(),
-            root_id: parent.run.root_id.clone(),
-            attempt: parent.attempt,
-        };
-        self.create_run(task, input, Some(parent), idempotency_key, created_at)
-            .await
-    }
-
     async fn create_run(
         &self,
         task: &str,
@@ -353,7 +311,7 @@ impl Coordinator {
             CancelOutcome::Canceled(ids) => {
                 for run_id in &ids {
                     if let Some(active) = self.sched().active.get(run_id) {
-                        active.cancel.cancel();
+                        active.attempt.cancel();
                     }
                     if let Some(run) = self.store.get_run(run_id).await? {
                         self.run_ended(run);
@@ -365,7 +323,7 @@ impl Coordinator {
     }
 
     /// Waits until the run ends or `hold` passes; returns the run as it is then.
-    pub async fn wait_for_end(&self, id: &str, hold: Duration) -> Result<RunRecord, RunError> {
+    pub async fn wait_for_run(&self, id: &str, hold: Duration) -> Result<RunRecord, RunError> {
         // Subscribe before reading, so an end between the two is not missed.
         let mut ended = self.subscribe_ended();
         let deadline = tokio::time::Instant::now() + hold;
@@ -420,18 +378,19 @@ impl Coordinator {
                 }
                 let mut launch = Vec::new();
                 while s.counted + s.launching < self.config.max_concurrent {
-                    let Some((_, id)) = s.ready.pop_first() else {
+                    let Some((seq, id)) = s.ready.pop_first() else {
                         break;
                     };
                     s.queued.remove(&id);
                     s.launching += 1;
-                    launch.push(id);
+                    launch.push((seq, id));
                 }
                 (launch, s.delayed.first().map(|(at, _, _)| *at))
             };
-            for id in launch {
+            for (seq, id) in launch {
                 let this = self.clone();
-                self.supervisors.spawn(async move { this.launch(id).await });
+                self.background
+                    .spawn(async move { this.launch(seq, id).await });
             }
             let wait = next_wake
                 .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
@@ -444,37 +403,45 @@ impl Coordinator {
         }
     }
 
-    async fn launch(self: Arc<Self>, id: String) {
+    async fn launch(self: Arc<Self>, seq: i64, id: String) {
         let started = self.store.start_attempt(&id, Utc::now()).await;
-        let cancel = self.shutdown.child_token();
-        let run = {
+        let attempt = {
             let mut s = self.sched();
             s.launching -= 1;
             match started {
                 Ok(Some(run)) => {
+                    let attempt = Arc::new(Attempt::new(run, self.shutdown.child_token()));
                     let counted = !s.open_children.contains_key(&id);
                     s.counted += usize::from(counted);
                     s.active.insert(
                         id.clone(),
                         Active {
-                            cancel: cancel.clone(),
+                            attempt: attempt.clone(),
                             counted,
                         },
                     );
-                    Some(run)
+                    Some(attempt)
                 }
                 Ok(None) => None,
                 Err(e) => {
-                    tracing::error!("could not start an attempt of {id}: {e}");
+                    // The run stays pending in the store; try again soon
+                    // (a full disk is a fault to wait out, not a crash).
+                    tracing::warn!(
+                        "could not start an attempt of {id}, trying again in {START_RETRY:?}: {e}"
+                    );
+                    if s.queued.insert(id.clone()) {
+                        let at = Utc::now() + START_RETRY;
+                        s.delayed.insert((at, seq, id.clone()));
+                    }
                     None
                 }
             }
         };
-        let Some(run) = run else {
+        let Some(attempt) = attempt else {
             self.kick.notify_one();
             return;
         };
-        self.supervise(run, cancel).await;
+        self.run_attempt(&attempt).await;
         {
             let mut s = self.sched();
             if let Some(active) = s.active.remove(&id)
@@ -486,146 +453,194 @@ impl Coordinator {
         self.kick.notify_one();
     }
 
-    /// Runs one attempt's process to its end.
-    async fn supervise(self: &Arc<Self>, run: RunRecord, cancel: CancellationToken) {
-        let attempt = run.current_attempt().map_or(1, |a| a.number);
-        let ctx = Arc::new(AttemptContext {
-            run,
-            attempt,
-            live: AtomicBool::new(true),
-            reported: Notify::new(),
-            reported_flag: AtomicBool::new(false),
-        });
-        let run = &ctx.run;
+    /// Runs one attempt's process to its end and decides what its end
+    /// means when the task did not say.
+    async fn run_attempt(self: &Arc<Self>, attempt: &Arc<Attempt>) {
+        let run = &attempt.run;
         let Some(task) = self.task(&run.task_name) else {
+            attempt.close();
             let error = format!(
                 "task {} is no longer registered by the start command",
                 run.task_name
             );
-            self.report(&ctx, Err(error)).await.ok();
+            self.report_or_log(attempt, error).await;
             return;
-        };
-        let socket_path = self.executor.socket_path(&format!("{}-{attempt}", run.id));
-        let server = match task_socket::serve_attempt(&socket_path, self.clone(), ctx.clone()) {
-            Ok(server) => server,
-            Err(e) => {
-                self.report(
-                    &ctx,
-                    Err(format!(
-                        "could not open the task socket {}: {e}",
-                        socket_path.display()
-                    )),
-                )
-                .await
-                .ok();
-                return;
-            }
-        };
-        let label = crate::logs::Source {
-            run_id: run.id.clone(),
-            task_name: run.task_name.clone(),
-            attempt,
         };
         let timeout = task
             .options
             .timeout_seconds
             .filter(|t| *t > 0)
             .map(Duration::from_secs);
-        let exit = self
-            .executor
-            .run_process(
-                Mode::Run,
-                &socket_path,
-                &self.logs,
-                label,
-                timeout,
-                &cancel,
-                &ctx.reported,
-                self.config.exit_grace,
-            )
-            .await;
-        ctx.live.store(false, Ordering::SeqCst);
-        server.abort();
-        let _ = std::fs::remove_file(&socket_path);
-        if ctx.reported_flag.load(Ordering::SeqCst) {
-            return;
-        }
-        let error = match exit {
-            ExitReason::Reported | ExitReason::Canceled => return,
-            ExitReason::Shutdown => return, // recovery relaunches it
-            ExitReason::SpawnFailed(e) => format!(
-                "could not start the start command {:?}: {e}",
-                self.config.start_command
-            ),
-            ExitReason::TimedOut(t) => format!(
-                "timed out after {} s (timeout_seconds); the task's processes were killed",
-                t.as_secs()
-            ),
-            ExitReason::Exited(status) => {
-                format!("the task process exited ({status}) before reporting a result")
-            }
+        let stored_log_bytes = if attempt.number > 1 {
+            self.store.log_bytes(&run.id).await.unwrap_or(0)
+        } else {
+            0
         };
-        if let Err(e) = self.report(&ctx, Err(error)).await {
+        let host: Arc<dyn AttemptHost> = self.clone();
+        match self
+            .supervisor
+            .run(attempt, host, timeout, stored_log_bytes)
+            .await
+        {
+            // Killed by a cancel (already recorded) or by the runtime
+            // stopping (recovery relaunches it).
+            AttemptExit::Reported | AttemptExit::Canceled => {}
+            AttemptExit::Failed(error) => self.report_or_log(attempt, error).await,
+        }
+    }
+
+    async fn report_or_log(&self, attempt: &Arc<Attempt>, error: String) {
+        if let Err(e) = self.report(attempt, Err(error), Reporter::Runtime).await {
             tracing::error!(
-                "could not record the end of {} attempt {attempt}: {e}",
-                ctx.run.id
+                "could not record the end of {} attempt {}: {e}",
+                attempt.run.id,
+                attempt.number
             );
         }
     }
 
-    /// Records an attempt's outcome and moves its run on. Returns `false`
-    /// when the attempt had already ended (a race lost to a timeout or a
-    /// cancel, or a second callback).
-    pub(crate) async fn report(
-        &self,
-        ctx: &AttemptContext,
-        result: Result<Value, String>,
-    ) -> Result<bool, StoreError> {
-        let options = self
-            .task(&ctx.run.task_name)
-            .map(|t| t.options)
-            .unwrap_or_default();
-        let now = Utc::now();
-        let outcome = lifecycle::next_state(&ctx.run, &options, result, now);
-        let updated = self
-            .store
-            .finish_attempt(AttemptEnd {
-                run_id: ctx.run.id.clone(),
-                attempt: ctx.attempt,
-                at: now,
-                outcome,
-            })
-            .await?;
-        let Some(run) = updated else { return Ok(false) };
-        ctx.reported_flag.store(true, Ordering::SeqCst);
-        ctx.reported.notify_one();
+    /// Commits an attempt's end, trying again for as long as the store
+    /// refuses it for now (a full disk) and the runtime lives. `false` when
+    /// the attempt had already ended (a cancel won).
+    async fn commit(&self, end: AttemptEnd) -> Result<bool, StoreError> {
+        let mut wait = Duration::from_millis(50);
+        let mut held = false;
+        loop {
+            match self.store.finish_attempt(end.clone()).await {
+                Ok(Some(run)) => {
+                    if held {
+                        tracing::info!(
+                            "the end of {} attempt {} is committed now",
+                            end.run_id,
+                            end.attempt
+                        );
+                    }
+                    self.moved_on(run, end.attempt);
+                    return Ok(true);
+                }
+                Ok(None) => return Ok(false),
+                Err(e) if e.is_transient() && !self.shutdown.is_cancelled() => {
+                    if !held {
+                        tracing::warn!(
+                            "{e}; the end of {} attempt {} is kept and committed once the database takes it",
+                            end.run_id,
+                            end.attempt
+                        );
+                        held = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.shutdown.cancelled() => return Err(e),
+                    }
+                    wait = (wait * 2).min(COMMIT_RETRY_CAP);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// What follows a committed attempt end: the run ended, or waits for
+    /// its retry.
+    fn moved_on(&self, run: RunRecord, attempt: u32) {
         if run.status.is_terminal() {
             self.run_ended(run);
-        } else {
-            if let Some(error) = &run.error {
-                let wait = run
-                    .not_before
-                    .map(|at| (at - now).num_milliseconds().max(0) as f64 / 1000.0)
-                    .unwrap_or_default();
-                let what = format!(
-                    "attempt {} failed, retrying in {wait:.1}s: {}",
-                    ctx.attempt,
-                    first_line(error)
-                );
-                self.logs.announce(&run.task_name, &run.id, &what);
-            }
-            self.sched().enqueue(&run);
-            self.kick.notify_one();
+            return;
         }
-        Ok(true)
+        if let Some(error) = &run.error {
+            let wait = run
+                .not_before
+                .map(|at| (at - Utc::now()).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or_default();
+            let what = format!(
+                "attempt {attempt} failed, retrying in {wait:.1}s: {}",
+                first_line(error)
+            );
+            self.logs.announce(&run.task_name, &run.id, &what);
+        }
+        self.sched().enqueue(&run);
+        self.kick.notify_one();
     }
 
     /// Stops: kills running task processes and waits for their supervisors.
     pub async fn stop(&self) {
         self.shutdown.cancel();
-        self.supervisors.close();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.supervisors.wait()).await;
+        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.background.wait()).await;
         self.logs.flush().await;
+    }
+}
+
+#[async_trait]
+impl AttemptHost for Coordinator {
+    fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    async fn start_subtask(
+        &self,
+        parent: &Attempt,
+        start: SubtaskStart,
+    ) -> Result<RunRecord, RunError> {
+        if !parent.is_running() {
+            return Err(RunError::AttemptEnded);
+        }
+        let parent = ParentRef {
+            run_id: parent.run.id.clone(),
+            root_id: parent.run.root_id.clone(),
+            attempt: parent.number,
+        };
+        self.create_run(
+            &start.task,
+            start.input,
+            Some(parent),
+            start.idempotency_key,
+            start.created_at,
+        )
+        .await
+    }
+
+    async fn wait_for_end(&self, id: &str, hold: Duration) -> Result<RunRecord, RunError> {
+        self.wait_for_run(id, hold).await
+    }
+
+    /// The first report of an attempt decides its end (see
+    /// [`lifecycle::next_state`]); the commit runs on its own task, so a
+    /// caller that goes away (a task process timing out its callback) does
+    /// not lose it, and it is retried while the store refuses it for now.
+    async fn report(
+        &self,
+        attempt: &Arc<Attempt>,
+        result: Result<Value, String>,
+        by: Reporter,
+    ) -> Result<ReportOutcome, RunError> {
+        if let Err(first) = attempt.claim_report(by) {
+            return Ok(ReportOutcome::Late(first));
+        }
+        let options = self
+            .task(&attempt.run.task_name)
+            .map(|t| t.options)
+            .unwrap_or_default();
+        let now = Utc::now();
+        let end = AttemptEnd {
+            run_id: attempt.run.id.clone(),
+            attempt: attempt.number,
+            at: now,
+            outcome: lifecycle::next_state(&attempt.run, &options, result, now),
+        };
+        let me = self
+            .me
+            .upgrade()
+            .expect("the coordinator is alive while it reports");
+        let commit = self.background.spawn(async move { me.commit(end).await });
+        match tokio::time::timeout(COMMIT_HOLD, commit).await {
+            Ok(Ok(Ok(true))) => Ok(ReportOutcome::Committed),
+            // Canceled while the outcome was on its way: the cancel stands.
+            Ok(Ok(Ok(false))) => Ok(ReportOutcome::Late(None)),
+            Ok(Ok(Err(e))) if e.is_transient() => Ok(ReportOutcome::Held),
+            Ok(Ok(Err(e))) => Err(e.into()),
+            Ok(Err(join)) => Err(StoreError::Join(join).into()),
+            Err(_) => Ok(ReportOutcome::Held),
+        }
     }
 }
 

@@ -1,3 +1,7 @@
+//! What can go wrong in the runtime: what stops it ([`RuntimeError`]), and
+//! why a request about a run was refused ([`RunError`]).
+
+use weft_protocol::api::TaskRunStatus;
 use weft_store::StoreError;
 
 /// What can stop the runtime.
@@ -11,4 +15,27 @@ pub enum RuntimeError {
     Registration(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Why a request to start or change a run was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("task not found: {0}")]
+    UnknownTask(String),
+    #[error("task run not found: {0}")]
+    UnknownRun(String),
+    #[error("task run {id} has already ended ({status})")]
+    AlreadyEnded { id: String, status: TaskRunStatus },
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error("the attempt that asked has already ended")]
+    AttemptEnded,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::sync::{Notify, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 use weft_protocol::socket::{ENV_MODE, ENV_SOCKET_PATH, Mode, TaskDefinition};
 
+use crate::attempt::Attempt;
 use crate::logs::{LogSink, Source};
 use crate::{RuntimeConfig, RuntimeError, task_socket};
 
@@ -32,8 +32,6 @@ pub enum ExitReason {
     Reported,
     /// The run was canceled; its processes were killed.
     Canceled,
-    /// The runtime is stopping; its processes were killed.
-    Shutdown,
     /// The process could not be started.
     SpawnFailed(std::io::Error),
     /// It ran past its timeout and was killed.
@@ -69,6 +67,11 @@ impl Executor {
             socket_dir,
             _owned_dir: owned,
         })
+    }
+
+    /// The start command, program and arguments.
+    pub fn start_command(&self) -> &[String] {
+        &self.start_command
     }
 
     /// A socket path in the private directory.
@@ -163,19 +166,16 @@ impl Executor {
 
     /// Runs one attempt's process until it reports, exits, times out or is
     /// canceled; every process of the attempt is dead when this returns.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn run_process(
+    pub async fn run_attempt(
         &self,
-        mode: Mode,
+        attempt: &Attempt,
         socket: &Path,
         logs: &LogSink,
         source: Source,
         timeout: Option<Duration>,
-        cancel: &CancellationToken,
-        reported: &Notify,
         exit_grace: Duration,
     ) -> ExitReason {
-        let mut process = match self.spawn(mode, socket, logs, Some(source)) {
+        let mut process = match self.spawn(Mode::Run, socket, logs, Some(source)) {
             Ok(p) => p,
             Err(e) => return ExitReason::SpawnFailed(e),
         };
@@ -187,8 +187,8 @@ impl Executor {
         };
         let reason = tokio::select! {
             biased;
-            _ = cancel.cancelled() => ExitReason::Canceled,
-            _ = reported.notified() => {
+            _ = attempt.cancellation().cancelled() => ExitReason::Canceled,
+            _ = attempt.reported() => {
                 process.wait_or_kill(exit_grace).await;
                 ExitReason::Reported
             }

@@ -7,8 +7,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use weft_protocol::api::ErrorBody;
+use weft_store::StoreError;
 
-use crate::coordinator::RunError;
+use crate::error::RunError;
 
 /// An error answer: a status and `{"message"}`.
 #[derive(Debug)]
@@ -36,8 +37,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!("{}", self.message);
+        // A full or unreachable database is said once where it is found
+        // (the store's warnings), not once per refused request.
+        match self.status {
+            StatusCode::INSUFFICIENT_STORAGE | StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::debug!("{}", self.message)
+            }
+            s if s.is_server_error() => tracing::error!("{}", self.message),
+            _ => {}
         }
         (
             self.status,
@@ -56,15 +63,28 @@ impl From<RunError> for ApiError {
             RunError::AlreadyEnded { .. } | RunError::AttemptEnded => StatusCode::CONFLICT,
             RunError::BadInput(_) => StatusCode::BAD_REQUEST,
             RunError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            RunError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RunError::Store(e) => store_status(e),
         };
         Self::new(status, e.to_string())
     }
 }
 
-impl From<weft_store::StoreError> for ApiError {
-    fn from(e: weft_store::StoreError) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::new(store_status(&e), e.to_string())
+    }
+}
+
+/// A full disk is 507 Insufficient Storage and a database that cannot
+/// answer now is 503, so clients (and the SDKs, which retry 5xx) know to
+/// try again; anything else is the server's fault.
+fn store_status(e: &StoreError) -> StatusCode {
+    match e {
+        StoreError::Full { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        StoreError::Unavailable { .. } | StoreError::ReadOnly { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -5,6 +5,9 @@
 //!   a concurrency limit, applies retries, timeouts and cancellation, and
 //!   announces runs that end.
 //! - [`lifecycle`]: the run state machine's decisions (retry or fail).
+//! - [`attempt`]: one attempt's life (running, reported, closed), and what
+//!   its task process may ask of the runtime.
+//! - [`supervisor`]: runs one attempt: its task socket and its process.
 //! - [`executor`]: starts the app's start command per attempt (and once to
 //!   register tasks), captures its output, kills its process tree.
 //! - [`task_socket`]: the Unix-socket API one task process calls.
@@ -15,15 +18,16 @@
 //! pipeline's embedded mode both use it.
 
 pub mod api;
+pub mod attempt;
 pub mod coordinator;
 pub mod executor;
 pub mod lifecycle;
 pub mod logs;
+pub mod supervisor;
 pub mod task_socket;
 
-mod http;
-
 mod error;
+mod http;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use coordinator::Coordinator;
-pub use error::RuntimeError;
+pub use error::{RunError, RuntimeError};
 use tokio_util::sync::CancellationToken;
 use weft_store::Store;
 
@@ -60,6 +64,9 @@ pub struct RuntimeConfig {
     pub exit_grace: Duration,
     /// How long registration may take.
     pub register_timeout: Duration,
+    /// Task output stored per run at most; later lines are echoed and
+    /// counted, not stored.
+    pub max_log_bytes: u64,
 }
 
 impl RuntimeConfig {
@@ -78,6 +85,7 @@ impl RuntimeConfig {
             socket_dir: None,
             exit_grace: Duration::from_secs(5),
             register_timeout: Duration::from_secs(120),
+            max_log_bytes: 64 * 1024 * 1024,
         }
     }
 }

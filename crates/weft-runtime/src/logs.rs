@@ -18,11 +18,84 @@ const MAX_LINE: usize = 16 * 1024;
 const BATCH: usize = 512;
 
 /// Whose output a stream is.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Source {
     pub run_id: String,
     pub task_name: String,
     pub attempt: u32,
+    /// What may still be stored of it.
+    pub budget: Arc<LogBudget>,
+}
+
+/// How much of one attempt's output may still be stored: what its run's
+/// `--max-log-bytes` leaves after earlier attempts. Lines past it are still
+/// echoed and streamed live, but only counted; when the attempt's last
+/// stream closes, one stored line says how much was not kept. A task that
+/// prints without end thus cannot fill the disk.
+pub struct LogBudget {
+    cap: u64,
+    state: std::sync::Mutex<BudgetState>,
+}
+
+#[derive(Default)]
+struct BudgetState {
+    left: u64,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+    /// Where the closing line goes (set when the first stream opens).
+    sink: Option<(LogSink, NewLogLine)>,
+}
+
+impl LogBudget {
+    /// A budget of `cap` bytes per run, of which `used` are stored already.
+    pub fn new(cap: u64, used: u64) -> Arc<Self> {
+        Arc::new(Self {
+            cap,
+            state: std::sync::Mutex::new(BudgetState {
+                left: cap.saturating_sub(used),
+                ..BudgetState::default()
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a line of `bytes` may be stored; counts it when not. Once
+    /// one line is refused, every later one is, so what is stored is a
+    /// whole beginning, not a patchwork.
+    fn take(&self, bytes: u64) -> bool {
+        let mut s = self.state();
+        if s.dropped_lines == 0 && bytes <= s.left {
+            s.left -= bytes;
+            return true;
+        }
+        s.left = 0;
+        s.dropped_lines += 1;
+        s.dropped_bytes += bytes;
+        false
+    }
+}
+
+impl Drop for LogBudget {
+    fn drop(&mut self) {
+        let s = self.state();
+        if s.dropped_lines == 0 {
+            return;
+        }
+        if let Some((sink, template)) = &s.sink {
+            let line = NewLogLine {
+                at: Utc::now(),
+                message: format!(
+                    "weft: {} lines ({} bytes) of this attempt's output were not stored: the run reached --max-log-bytes ({} bytes)",
+                    s.dropped_lines, s.dropped_bytes, self.cap
+                ),
+                ..template.clone()
+            };
+            let _ = sink.tx.send(Msg::Line(line));
+        }
+    }
 }
 
 enum Msg {
@@ -107,8 +180,28 @@ impl LogSink {
         let sink = self.clone();
         // Closed however the read ends, even if the reader never runs.
         let open = source.as_ref().map(|s| self.open.open(&s.run_id));
+        if let Some(s) = &source {
+            let mut budget = s.budget.state();
+            if budget.sink.is_none() {
+                budget.sink = Some((
+                    self.clone(),
+                    NewLogLine {
+                        run_id: s.run_id.clone(),
+                        task_name: s.task_name.clone(),
+                        attempt: s.attempt,
+                        stream: "stderr",
+                        at: Utc::now(),
+                        message: String::new(),
+                    },
+                ));
+            }
+        }
         tokio::spawn(async move {
+            // Dropped in this order: the budget's closing line is queued
+            // before the stream counts as closed, so a reader waiting for
+            // the run's output to settle gets it.
             let _open = open;
+            let mut source = source;
             let mut reader = BufReader::new(reader);
             let mut buf = Vec::new();
             loop {
@@ -124,6 +217,7 @@ impl LogSink {
                 let message = String::from_utf8_lossy(&buf).into_owned();
                 sink.line(source.as_ref(), stream, message);
             }
+            drop(source.take());
         })
     }
 
@@ -156,8 +250,13 @@ impl LogSink {
             at: Utc::now(),
             message,
         };
-        let _ = self.live.send(Arc::new(line.clone()));
-        let _ = self.tx.send(Msg::Line(line));
+        let store = source.budget.take(line.message.len() as u64);
+        if store {
+            let _ = self.live.send(Arc::new(line.clone()));
+            let _ = self.tx.send(Msg::Line(line));
+        } else {
+            let _ = self.live.send(Arc::new(line));
+        }
     }
 
     /// Runs whose output is still being read.

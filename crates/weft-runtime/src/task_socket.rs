@@ -21,7 +21,7 @@ use weft_protocol::socket::{
     SubtaskResultRequest, SubtaskResultResponse, TaskComplete, TaskDefinition, TaskError, paths,
 };
 
-use crate::coordinator::{AttemptContext, Coordinator};
+use crate::attempt::{Attempt, AttemptHost, ReportOutcome, Reporter, SubtaskStart};
 use crate::http::{ApiError, JsonBody, method_not_allowed, not_found};
 
 /// Base64 grows a payload by a third. The socket takes bodies well over
@@ -46,18 +46,18 @@ fn serve(listener: UnixListener, app: Router) -> JoinHandle<()> {
 
 #[derive(Clone)]
 struct AttemptState {
-    coordinator: Arc<Coordinator>,
-    attempt: Arc<AttemptContext>,
+    host: Arc<dyn AttemptHost>,
+    attempt: Arc<Attempt>,
 }
 
 /// Serves one attempt's socket until the returned handle is aborted.
 pub fn serve_attempt(
     path: &Path,
-    coordinator: Arc<Coordinator>,
-    attempt: Arc<AttemptContext>,
+    host: Arc<dyn AttemptHost>,
+    attempt: Arc<Attempt>,
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = bind(path)?;
-    let limit = body_limit(coordinator.config().max_payload_bytes);
+    let limit = body_limit(host.config().max_payload_bytes);
     let app = Router::new()
         .route(paths::INPUT, get(input))
         .route(paths::CALLBACK, post(callback))
@@ -70,10 +70,7 @@ pub fn serve_attempt(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(AttemptState {
-            coordinator,
-            attempt,
-        });
+        .with_state(AttemptState { host, attempt });
     Ok(serve(listener, app))
 }
 
@@ -153,14 +150,21 @@ async fn callback(
     State(s): State<AttemptState>,
     JsonBody(req): JsonBody<CallbackRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let result = callback_result(req, s.coordinator.config().max_payload_bytes);
-    if s.coordinator.report(&s.attempt, result).await? {
-        Ok(Json(serde_json::json!({})))
-    } else {
-        Err(ApiError::new(
+    let result = callback_result(req, s.host.config().max_payload_bytes);
+    match s
+        .host
+        .report(&s.attempt, result, Reporter::Callback)
+        .await?
+    {
+        // Held: the store cannot take it yet (a full disk); weft keeps it
+        // and commits it once it can, so the task is done either way.
+        ReportOutcome::Committed | ReportOutcome::Held => Ok(Json(serde_json::json!({}))),
+        // The same callback again (a retry after a lost answer).
+        ReportOutcome::Late(Some(Reporter::Callback)) => Ok(Json(serde_json::json!({}))),
+        ReportOutcome::Late(_) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "this attempt has already ended (timed out, canceled or reported)",
-        ))
+        )),
     }
 }
 
@@ -176,16 +180,13 @@ async fn run_subtask(
             })?
             .into_value(),
     };
-    let run = s
-        .coordinator
-        .start_subtask(
-            &s.attempt,
-            &req.task_name,
-            input,
-            req.idempotency_key,
-            req.created_at,
-        )
-        .await?;
+    let start = SubtaskStart {
+        task: req.task_name,
+        input,
+        idempotency_key: req.idempotency_key,
+        created_at: req.created_at,
+    };
+    let run = s.host.start_subtask(&s.attempt, start).await?;
     Ok(Json(RunSubtaskResponse {
         task_run_id: run.id,
     }))
@@ -195,8 +196,8 @@ async fn subtask_result(
     State(s): State<AttemptState>,
     JsonBody(req): JsonBody<SubtaskResultRequest>,
 ) -> Result<Json<SubtaskResultResponse>, ApiError> {
-    let hold = s.coordinator.config().subtask_result_hold;
-    let run = s.coordinator.wait_for_end(&req.task_run_id, hold).await?;
+    let hold = s.host.config().subtask_result_hold;
+    let run = s.host.wait_for_end(&req.task_run_id, hold).await?;
     let response = match run.status {
         TaskRunStatus::Completed | TaskRunStatus::Succeeded => SubtaskResultResponse {
             still_running: false,

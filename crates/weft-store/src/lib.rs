@@ -7,49 +7,18 @@
 //! embedded default; a PostgreSQL store for several nodes implements the
 //! same trait.
 
+pub mod adoption;
+mod error;
 mod model;
 mod sqlite;
 
+pub use error::StoreError;
 pub use model::*;
 pub use sqlite::{Durability, SqliteStore};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use weft_protocol::socket::TaskDefinition;
-
-/// What can go wrong in a store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("could not open the database at {path}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
-    #[error(
-        "the database at {path} was written by a newer weft (schema {found}, this build knows {known})"
-    )]
-    SchemaTooNew {
-        path: String,
-        found: i64,
-        known: i64,
-    },
-    /// Another process has the database open: two runtimes on one file
-    /// would both run its pending runs.
-    #[error("the database at {path} is in use by another weft{}", holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
-    InUse { path: String, holder: Option<u32> },
-    #[error("could not lock the database at {path} ({lock_file})")]
-    Lock {
-        path: String,
-        lock_file: String,
-        source: std::io::Error,
-    },
-    #[error("store task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -73,8 +42,11 @@ pub trait Store: Send + Sync + 'static {
     /// All tasks, registered first, by name.
     async fn list_tasks(&self) -> Result<Vec<TaskRecord>>;
 
-    /// Creates a run, or returns the existing one its idempotency key names
-    /// (or, for a relaunched parent, the child it adopts).
+    /// Creates a run, or returns the existing one its idempotency key names,
+    /// or, for a parent's attempt that runs again after a crash or a
+    /// failure, the child an earlier attempt started with the same task and
+    /// input: the rule is in [`adoption`], and every store applies it the
+    /// same way, in the same transaction as the insert it replaces.
     async fn create_run(&self, new: NewRun) -> Result<CreatedRun>;
 
     /// One run with its attempts.
@@ -107,6 +79,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Log lines matching a query, oldest first.
     async fn query_logs(&self, query: &LogQuery) -> Result<Vec<LogLine>>;
+
+    /// Bytes of output stored for a run (its messages), over all attempts.
+    async fn log_bytes(&self, run_id: &str) -> Result<u64>;
 
     /// A small setting kept with the data (the start command, say).
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;

@@ -61,8 +61,9 @@ pub enum Creation {
     New,
     /// An earlier run with the same idempotency key.
     Deduplicated,
-    /// A child started by an interrupted attempt of the same parent, with
-    /// the same task and input, taken over by the relaunched attempt.
+    /// A child an earlier attempt of the same parent started (or took
+    /// over), with the same task and input, handed to this attempt instead
+    /// of a new run (see [`crate::adoption`]).
     Adopted,
 }
 

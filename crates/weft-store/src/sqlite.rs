@@ -16,6 +16,7 @@ use serde_json::Value;
 use weft_protocol::api::TaskRunStatus;
 use weft_protocol::socket::{TaskDefinition, TaskOptions};
 
+use crate::adoption::input_fingerprint;
 use crate::{
     AttemptEnd, AttemptOutcome, AttemptRecord, CancelOutcome, CreatedRun, Creation, LogLine,
     LogQuery, NewLogLine, NewRun, Result, RunFilter, RunRecord, Store, StoreError, TaskRecord,
@@ -24,8 +25,31 @@ use crate::{
 /// How long a root run's `idempotencyKey` names it.
 const ROOT_IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 
-/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[r#"
+/// Schema migrations, applied in order, each in its own transaction;
+/// `PRAGMA user_version` counts them.
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(V1_SCHEMA),
+    // Adoption that survives repeated crashes (see `crate::adoption`): who
+    // last took each child, and an index on its input's fingerprint.
+    Migration::Sql(
+        "ALTER TABLE runs ADD COLUMN input_hash INTEGER;
+         ALTER TABLE runs ADD COLUMN taken_by_attempt INTEGER;
+         UPDATE runs SET taken_by_attempt = created_by_attempt WHERE parent_id IS NOT NULL;
+         ALTER TABLE runs DROP COLUMN adopted;
+         CREATE INDEX runs_adoption ON runs (parent_id, task_name, input_hash, seq)
+             WHERE parent_id IS NOT NULL;",
+    ),
+    Migration::Code(fingerprint_existing_children),
+];
+
+/// One step of the schema's history.
+enum Migration {
+    Sql(&'static str),
+    /// A step SQL cannot express (hashing stored inputs).
+    Code(fn(&Transaction<'_>) -> Result<(), TxError>),
+}
+
+const V1_SCHEMA: &str = r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tasks (
     name TEXT PRIMARY KEY,
@@ -81,7 +105,20 @@ CREATE TABLE logs (
     message TEXT NOT NULL
 );
 CREATE INDEX logs_run ON logs (run_id, id);
-"#];
+"#;
+
+/// Fills in the input fingerprint of children made before it was kept.
+fn fingerprint_existing_children(tx: &Transaction<'_>) -> Result<(), TxError> {
+    let rows = tx
+        .prepare("SELECT seq, input FROM runs WHERE parent_id IS NOT NULL AND input_hash IS NULL")?
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut update = tx.prepare("UPDATE runs SET input_hash = ?2 WHERE seq = ?1")?;
+    for (seq, input) in rows {
+        update.execute(params![seq, input_fingerprint(&parse_json(&input)?)])?;
+    }
+    Ok(())
+}
 
 /// Durability of commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,9 +134,58 @@ pub enum Durability {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The database file, as messages name it.
+    location: Arc<str>,
     /// Held while any clone lives: one process owns a database at a time.
     _lock: Arc<std::fs::File>,
 }
+
+/// An error inside a transaction: SQLite's own, or the store's. SQLite's
+/// are turned into a backend-neutral [`StoreError`] naming the file when
+/// the transaction ends.
+enum TxError {
+    Sqlite(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for TxError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl TxError {
+    fn into_store(self, location: &str) -> StoreError {
+        match self {
+            Self::Store(e) => e,
+            Self::Sqlite(e) => classify(e, location),
+        }
+    }
+}
+
+/// What a SQLite error means for the runtime.
+fn classify(e: rusqlite::Error, location: &str) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    let location = location.to_string();
+    let detail = e.to_string();
+    match e.sqlite_error_code() {
+        Some(DiskFull) => StoreError::Full { location, detail },
+        Some(DatabaseBusy | DatabaseLocked | SystemIoFailure | CannotOpen | OutOfMemory) => {
+            StoreError::Unavailable { location, detail }
+        }
+        Some(ReadOnly) => StoreError::ReadOnly { location, detail },
+        Some(DatabaseCorrupt | NotADatabase) => StoreError::Damaged { location, detail },
+        _ => StoreError::Query { location, detail },
+    }
+}
+
+type TxResult<T> = std::result::Result<T, TxError>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, with its parent
@@ -109,19 +195,23 @@ impl SqliteStore {
     }
 
     /// [`SqliteStore::open`] with a chosen durability.
+    ///
+    /// An existing database is checked first (`PRAGMA quick_check`): a
+    /// damaged or truncated file is refused with [`StoreError::Damaged`]
+    /// before anything is written to it.
     pub fn open_with(path: &Path, durability: Durability) -> Result<Self> {
-        let shown = path.display().to_string();
+        let location = path.display().to_string();
+        let open_err = |detail: String| StoreError::Open {
+            location: location.clone(),
+            detail,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                path: shown.clone(),
-                source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let lock = lock_exclusively(path, &shown)?;
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: shown.clone(),
-            source,
-        })?;
+        let lock = lock_exclusively(path, &location)?;
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        check_integrity(&conn, path, &location)?;
         let sync = match durability {
             Durability::Process => "NORMAL",
             Durability::PowerLoss => "FULL",
@@ -129,32 +219,136 @@ impl SqliteStore {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
         ))
-        .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
-        migrate(&conn, &shown)?;
+        .map_err(|e| classify(e, &location))?;
+        migrate(&conn, &location)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            location: location.into(),
             _lock: Arc::new(lock),
         })
+    }
+
+    /// Caps the database's size at about `bytes` (SQLite's
+    /// `max_page_count`; never below its size now), or lifts the cap with
+    /// `None`. Writes that would grow it further fail with
+    /// [`StoreError::Full`], as on a full disk, until the cap is raised.
+    pub async fn set_size_limit(&self, bytes: Option<u64>) -> Result<()> {
+        let conn = self.conn.clone();
+        let location = self.location.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let pages = match bytes {
+                Some(bytes) => {
+                    let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                    (bytes / page_size).max(1)
+                }
+                // SQLite's own default and largest value.
+                None => 4_294_967_294,
+            };
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        })
+        .await?
+        .map_err(|e| classify(e, &location))
     }
 
     /// Runs `f` in one transaction on the blocking pool.
     async fn tx<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> TxResult<T> + Send + 'static,
     {
         let conn = self.conn.clone();
+        let location = self.location.clone();
         tokio::task::spawn_blocking(move || {
             // A poisoned lock only means another call panicked mid-way; its
             // transaction was rolled back when dropped, so the data is sound.
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
+            let run = |conn: &mut Connection| -> TxResult<T> {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            };
+            run(&mut conn).map_err(|e| e.into_store(&location))
         })
         .await?
     }
+}
+
+/// Refuses a damaged database before anything writes to it: a file that
+/// is not SQLite, one cut short (a copy that stopped half way, a full disk
+/// at the wrong moment), or one whose pages fail `PRAGMA quick_check`.
+/// A new, empty file passes. The check reads the whole file once, which is
+/// quick next to what a runtime on a damaged database would cost.
+fn check_integrity(conn: &Connection, path: &Path, location: &str) -> Result<()> {
+    let damaged = |detail: String| StoreError::Damaged {
+        location: location.to_string(),
+        detail,
+    };
+    if let Some(cut) = cut_short(path) {
+        return Err(damaged(cut));
+    }
+    let header: Result<i64, rusqlite::Error> =
+        conn.query_row("PRAGMA schema_version", [], |r| r.get(0));
+    if let Err(e) = header {
+        return Err(match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => damaged(format!(
+                "the file is not a SQLite database: {e}; is --db pointing at the right file?"
+            )),
+            _ => classify(e, location),
+        });
+    }
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check(5)")
+        .map_err(|e| classify(e, location))?;
+    let problems = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+    match problems {
+        Ok(rows) if rows == ["ok"] => Ok(()),
+        Ok(rows) => Err(damaged(format!("quick_check: {}", rows.join("; ")))),
+        Err(e) => Err(damaged(format!("quick_check: {e}"))),
+    }
+}
+
+/// Whether the file is shorter than its header says: it was cut short (a
+/// copy that stopped half way, a full disk at the wrong moment). Read from
+/// the header itself (the file format's "in-header database size"), since
+/// SQLite trusts the file's length and `quick_check` misses a cut at a page
+/// boundary when the lost pages held nothing it walks. With a WAL beside
+/// it the file may lag its pages until a checkpoint, so then this says
+/// nothing and `quick_check` decides.
+fn cut_short(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return None;
+    }
+    let mut file = std::fs::File::open(path).ok()?;
+    let on_disk = file.metadata().ok()?.len();
+    let mut header = [0u8; 100];
+    file.read_exact(&mut header).ok()?;
+    if &header[..16] != b"SQLite format 3\0" {
+        return None;
+    }
+    let be32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65536,
+        n => u64::from(n),
+    };
+    let pages = u64::from(be32(28));
+    // The size is valid only when the change counter matches the
+    // version-valid-for number (SQLite 3.7.0 and later write both).
+    if pages == 0 || be32(24) != be32(92) {
+        return None;
+    }
+    (on_disk < pages * page_size).then(|| {
+        format!(
+            "the file is {on_disk} bytes but its header counts {pages} pages of {page_size} bytes: it was cut short"
+        )
+    })
 }
 
 /// Takes an exclusive lock on `<db>.lock` beside the database, and writes
@@ -162,12 +356,12 @@ impl SqliteStore {
 /// own locks allow several writers in turn, but the runtime recovers and
 /// schedules the runs it finds as their only owner; the lock file (closed
 /// on exec, so task processes do not inherit it) makes that so.
-fn lock_exclusively(path: &Path, shown: &str) -> Result<std::fs::File> {
+fn lock_exclusively(path: &Path, location: &str) -> Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_err = |source| StoreError::Lock {
-        path: shown.to_string(),
+        location: location.to_string(),
         lock_file: Path::new(&lock_path).display().to_string(),
         source,
     };
@@ -189,7 +383,7 @@ fn lock_exclusively(path: &Path, shown: &str) -> Result<std::fs::File> {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             Err(StoreError::InUse {
-                path: shown.to_string(),
+                location: location.to_string(),
                 holder: holder.trim().parse().ok(),
             })
         }
@@ -197,21 +391,33 @@ fn lock_exclusively(path: &Path, shown: &str) -> Result<std::fs::File> {
     }
 }
 
-fn migrate(conn: &Connection, path: &str) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+fn migrate(conn: &Connection, location: &str) -> Result<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| classify(e, location))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
         return Err(StoreError::SchemaTooNew {
-            path: path.to_string(),
+            location: location.to_string(),
             found: version,
             known,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        conn.execute_batch(&format!(
-            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
-            i + 1
-        ))?;
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let apply = || -> TxResult<()> {
+            let tx = rusqlite::Transaction::new_unchecked(
+                conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            match step {
+                Migration::Sql(sql) => tx.execute_batch(sql)?,
+                Migration::Code(f) => f(&tx)?,
+            }
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+            Ok(())
+        };
+        apply().map_err(|e| e.into_store(location))?;
     }
     Ok(())
 }
@@ -298,7 +504,7 @@ impl RunRow {
     }
 }
 
-fn load_attempts(tx: &Transaction<'_>, run_id: &str) -> Result<Vec<AttemptRecord>> {
+fn load_attempts(tx: &Transaction<'_>, run_id: &str) -> TxResult<Vec<AttemptRecord>> {
     let mut stmt = tx.prepare_cached(
         "SELECT attempt, status, started_at, completed_at, error, output, interrupted
          FROM attempts WHERE run_id = ?1 ORDER BY attempt",
@@ -330,7 +536,7 @@ fn load_attempts(tx: &Transaction<'_>, run_id: &str) -> Result<Vec<AttemptRecord
     Ok(out)
 }
 
-fn load_run(tx: &Transaction<'_>, id: &str) -> Result<Option<RunRecord>> {
+fn load_run(tx: &Transaction<'_>, id: &str) -> TxResult<Option<RunRecord>> {
     let row = tx
         .query_row(
             &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
@@ -351,7 +557,7 @@ fn load_runs(
     tx: &Transaction<'_>,
     sql: &str,
     params: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<RunRecord>> {
+) -> TxResult<Vec<RunRecord>> {
     let mut stmt = tx.prepare_cached(sql)?;
     let rows = stmt
         .query_map(params, RunRow::from_row)?
@@ -359,7 +565,7 @@ fn load_runs(
     rows.into_iter()
         .map(|row| {
             let attempts = load_attempts(tx, &row.id)?;
-            row.into_record(attempts)
+            Ok(row.into_record(attempts)?)
         })
         .collect()
 }
@@ -369,7 +575,7 @@ fn new_run_id() -> String {
     format!("trn-{}", uuid::Uuid::now_v7().simple())
 }
 
-fn find_existing(tx: &Transaction<'_>, new: &NewRun) -> Result<Option<(String, Creation)>> {
+fn find_existing(tx: &Transaction<'_>, new: &NewRun) -> TxResult<Option<(String, Creation)>> {
     let Some(key) = new.idempotency_key.as_deref() else {
         return adoptable_child(tx, new);
     };
@@ -382,14 +588,22 @@ fn find_existing(tx: &Transaction<'_>, new: &NewRun) -> Result<Option<(String, C
                 |r| r.get(0),
             )
             .optional()?,
-        Some(parent) => tx
-            .query_row(
-                "SELECT id FROM runs WHERE parent_id = ?1 AND idempotency_key = ?2
-                 AND coalesce(idempotency_created_at, '') = coalesce(?3, '') LIMIT 1",
-                params![parent.run_id, key, new.idempotency_created_at],
-                |r| r.get(0),
-            )
-            .optional()?,
+        Some(parent) => {
+            let found = tx
+                .query_row(
+                    "SELECT id FROM runs WHERE parent_id = ?1 AND idempotency_key = ?2
+                     AND coalesce(idempotency_created_at, '') = coalesce(?3, '') LIMIT 1",
+                    params![parent.run_id, key, new.idempotency_created_at],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?;
+            if let Some(id) = &found {
+                // The same start asked again by a later attempt: it is that
+                // attempt's now, and not for another of its calls to adopt.
+                take_child(tx, id, parent.attempt)?;
+            }
+            found
+        }
     };
     match found {
         Some(id) => Ok(Some((id, Creation::Deduplicated))),
@@ -397,33 +611,48 @@ fn find_existing(tx: &Transaction<'_>, new: &NewRun) -> Result<Option<(String, C
     }
 }
 
-/// A relaunched parent asks again for the children its interrupted attempt
-/// started: the first not yet adopted child with the same task and input,
-/// unless it failed or was canceled, is handed back instead of a new run.
-fn adoptable_child(tx: &Transaction<'_>, new: &NewRun) -> Result<Option<(String, Creation)>> {
+/// The adoption rule of [`crate::adoption`]: the earliest child of this
+/// parent with the same task and input that an earlier attempt started or
+/// took, that this attempt has not taken, and that did not fail or get
+/// canceled, is taken by this attempt and handed back.
+fn adoptable_child(tx: &Transaction<'_>, new: &NewRun) -> TxResult<Option<(String, Creation)>> {
     let Some(parent) = &new.parent else {
         return Ok(None);
     };
+    if parent.attempt <= 1 {
+        return Ok(None);
+    }
     let mut stmt = tx.prepare_cached(
-        "SELECT r.id, r.input FROM runs r
-         JOIN attempts a ON a.run_id = r.parent_id AND a.attempt = r.created_by_attempt
-         WHERE r.parent_id = ?1 AND r.task_name = ?2 AND r.adopted = 0 AND a.interrupted = 1
-           AND r.created_by_attempt < ?3 AND r.status NOT IN ('failed', 'canceled')
-         ORDER BY r.seq",
+        "SELECT id, input FROM runs INDEXED BY runs_adoption
+         WHERE parent_id = ?1 AND task_name = ?2 AND input_hash = ?3 AND taken_by_attempt < ?4
+           AND status NOT IN ('failed', 'canceled')
+         ORDER BY seq",
     )?;
-    let candidates = stmt
-        .query_map(params![parent.run_id, new.task_name, parent.attempt], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (id, input) in candidates {
-        // Compared as values, not text, so key order cannot matter.
+    let mut rows = stmt.query(params![
+        parent.run_id,
+        new.task_name,
+        input_fingerprint(&new.input),
+        parent.attempt
+    ])?;
+    while let Some(row) = rows.next()? {
+        let (id, input): (String, String) = (row.get(0)?, row.get(1)?);
+        // Equal fingerprints are confirmed on the values themselves.
         if parse_json(&input)? == new.input {
-            tx.execute("UPDATE runs SET adopted = 1 WHERE id = ?1", [&id])?;
+            drop(rows);
+            take_child(tx, &id, parent.attempt)?;
             return Ok(Some((id, Creation::Adopted)));
         }
     }
     Ok(None)
+}
+
+/// Records that `attempt` of the parent has the child now.
+fn take_child(tx: &Transaction<'_>, id: &str, attempt: u32) -> TxResult<()> {
+    tx.execute(
+        "UPDATE runs SET taken_by_attempt = max(coalesce(taken_by_attempt, 0), ?2) WHERE id = ?1",
+        params![id, attempt],
+    )?;
+    Ok(())
 }
 
 #[async_trait]
@@ -502,8 +731,9 @@ impl Store for SqliteStore {
             let root_id = new.parent.as_ref().map_or(id.clone(), |p| p.root_id.clone());
             tx.execute(
                 "INSERT INTO runs (id, task_name, status, input, parent_id, root_id, created_by_attempt,
-                                   idempotency_key, idempotency_created_at, created_at)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                   taken_by_attempt, input_hash, idempotency_key, idempotency_created_at,
+                                   created_at)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     id,
                     new.task_name,
@@ -511,6 +741,7 @@ impl Store for SqliteStore {
                     new.parent.as_ref().map(|p| p.run_id.clone()),
                     root_id,
                     new.parent.as_ref().map(|p| p.attempt),
+                    new.parent.as_ref().map(|_| input_fingerprint(&new.input)),
                     new.idempotency_key,
                     new.idempotency_created_at,
                     ts(new.at),
@@ -742,6 +973,18 @@ impl Store for SqliteStore {
                     Ok(LogLine { id, run_id, task_name, attempt, stream, at: parse_ts(&at)?, message })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn log_bytes(&self, run_id: &str) -> Result<u64> {
+        let run_id = run_id.to_string();
+        self.tx(move |tx| {
+            Ok(tx.query_row(
+                "SELECT coalesce(sum(length(CAST(message AS BLOB))), 0) FROM logs WHERE run_id = ?1",
+                [&run_id],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
         })
         .await
     }

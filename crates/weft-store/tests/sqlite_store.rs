@@ -59,3 +59,159 @@ fn one_process_at_a_time_owns_a_database() {
     drop(clone);
     SqliteStore::open(&path).unwrap();
 }
+
+#[tokio::test]
+async fn a_database_of_the_first_schema_is_migrated_and_its_children_adopted() {
+    use chrono::Utc;
+    use weft_store::{Creation, NewRun, ParentRef};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(include_str!("fixtures/schema-v1.sql"))
+        .unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    store.recover(Utc::now()).await.unwrap();
+    let parent = store
+        .start_attempt("trn-parent", Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(parent.current_attempt().unwrap().number, 2);
+    for (x, label, id) in [(0, "zero", "trn-child-0"), (1, "one", "trn-child-1")] {
+        let made = store
+            .create_run(NewRun {
+                task_name: "square".into(),
+                input: serde_json::json!({"label": label, "x": x}),
+                parent: Some(ParentRef {
+                    run_id: parent.id.clone(),
+                    root_id: parent.id.clone(),
+                    attempt: 2,
+                }),
+                idempotency_key: None,
+                idempotency_created_at: None,
+                at: Utc::now(),
+            })
+            .await
+            .unwrap();
+        assert_eq!((made.how, made.run.id.as_str()), (Creation::Adopted, id));
+    }
+    assert_eq!(
+        store.get_run("trn-child-0").await.unwrap().unwrap().output,
+        Some(serde_json::json!([0]))
+    );
+}
+
+/// A database with some runs in it, closed cleanly (no WAL left).
+async fn database_with_runs(path: &std::path::Path, runs: usize) {
+    use chrono::Utc;
+    use weft_store::NewRun;
+    let store = SqliteStore::open(path).unwrap();
+    for i in 0..runs {
+        store
+            .create_run(NewRun {
+                task_name: "t".into(),
+                input: serde_json::json!([i, "x".repeat(1000)]),
+                parent: None,
+                idempotency_key: None,
+                idempotency_created_at: None,
+                at: Utc::now(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_database_is_refused_by_name_and_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    database_with_runs(&path, 300).await;
+    let whole = std::fs::read(&path).unwrap();
+    assert!(whole.len() > 200_000, "{}", whole.len());
+
+    let refused = |what: &str| {
+        let before = std::fs::read(&path).unwrap();
+        let err = SqliteStore::open(&path)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: opened"));
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Damaged { .. }), "{what}: {err:?}");
+        assert!(text.contains(&path.display().to_string()), "{what}: {text}");
+        assert!(text.contains("Restore it from a backup"), "{what}: {text}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "{what}: the file was changed"
+        );
+        text
+    };
+
+    // Cut short at a page boundary, as a copy that stopped half way.
+    std::fs::write(&path, &whole[..whole.len() / 2 / 4096 * 4096]).unwrap();
+    let text = refused("truncated");
+    assert!(text.contains("cut short"), "{text}");
+
+    // A page in the middle overwritten.
+    let mut garbled = whole.clone();
+    for b in &mut garbled[20 * 4096..21 * 4096] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &garbled).unwrap();
+    let text = refused("garbled page");
+    assert!(
+        text.contains("quick_check") || text.contains("malformed"),
+        "{text}"
+    );
+
+    // Not SQLite at all.
+    std::fs::write(&path, b"my notes, not a database\n").unwrap();
+    let text = refused("not a database");
+    assert!(text.contains("not a SQLite database"), "{text}");
+
+    // The intact file opens, with everything in it.
+    std::fs::write(&path, &whole).unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    let runs = store
+        .list_runs(&weft_store::RunFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 300);
+}
+
+#[tokio::test]
+async fn a_full_database_refuses_writes_by_name_keeps_reads_and_recovers() {
+    use chrono::Utc;
+    use weft_store::NewRun;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let new = |i: usize| NewRun {
+        task_name: "t".into(),
+        input: serde_json::json!([i, "x".repeat(50_000)]),
+        parent: None,
+        idempotency_key: None,
+        idempotency_created_at: None,
+        at: Utc::now(),
+    };
+    let kept = store.create_run(new(0)).await.unwrap().run;
+    // As full as it is now: the next write that needs a page fails.
+    store.set_size_limit(Some(0)).await.unwrap();
+    let err = store.create_run(new(1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Full { .. }), "{err:?}");
+    assert!(err.is_transient());
+    let text = err.to_string();
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("full"),
+        "{text}"
+    );
+    // Reads carry on, and what was committed is intact.
+    assert_eq!(store.get_run(&kept.id).await.unwrap().unwrap(), kept);
+    // Space returns: writes succeed again, with no reopening.
+    store.set_size_limit(None).await.unwrap();
+    let later = store.create_run(new(2)).await.unwrap().run;
+    assert_eq!(store.get_run(&later.id).await.unwrap().unwrap(), later);
+}

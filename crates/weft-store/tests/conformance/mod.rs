@@ -32,6 +32,8 @@ macro_rules! conformance_tests {
             subtask_keys_deduplicate_within_their_parent,
             cancel_reaches_every_descendant_and_refuses_ended_runs,
             recovery_relaunches_interrupted_attempts_and_adopts_their_children,
+            adoption_survives_any_number_of_crashes,
+            adoption_hands_each_child_to_one_call_and_skips_failed_ones,
             listing_pages_newest_first_with_filters,
             logs_filter_by_run_tree_time_and_text,
         );
@@ -423,6 +425,194 @@ pub async fn recovery_relaunches_interrupted_attempts_and_adopts_their_children<
     assert_eq!(
         store.get_run(&kids[0].id).await.unwrap().unwrap().output,
         Some(json!([0]))
+    );
+}
+
+/// Crashes the parent's running attempt (recovery records it interrupted)
+/// and starts its next one.
+async fn crash_and_relaunch(
+    backend: &impl Backend,
+    parent_id: &str,
+) -> (Arc<dyn Store>, RunRecord) {
+    let store = backend.open().await;
+    store.recover(Utc::now()).await.unwrap();
+    let parent = store
+        .start_attempt(parent_id, Utc::now())
+        .await
+        .unwrap()
+        .expect("the parent is pending again");
+    (store, parent)
+}
+
+pub async fn adoption_survives_any_number_of_crashes<B: Backend>() {
+    let backend = B::fresh().await;
+    let (parent, first) = {
+        let store = backend.open().await;
+        let parent = started(&*store, root("p", json!([]))).await;
+        let mut first = Vec::new();
+        // Attempt 1 starts children 0..3, then the runtime dies.
+        for i in 0..3 {
+            first.push(
+                store
+                    .create_run(child(&parent, 1, "c", json!({"i": i, "of": 6}), None))
+                    .await
+                    .unwrap()
+                    .run
+                    .id,
+            );
+        }
+        (parent, first)
+    };
+    // Attempt 2 asks for 0..3 again (adopted), and starts 3..5 anew; dies.
+    let mut second = Vec::new();
+    {
+        let (store, p) = crash_and_relaunch(&backend, &parent.id).await;
+        assert_eq!(p.current_attempt().unwrap().number, 2);
+        for i in 0..5 {
+            let made = store
+                .create_run(child(&p, 2, "c", json!({"of": 6, "i": i}), None))
+                .await
+                .unwrap();
+            match first.get(i) {
+                Some(id) => assert_eq!((made.how, &made.run.id), (Creation::Adopted, id)),
+                None => assert_eq!(made.how, Creation::New, "attempt 2, child {i}"),
+            }
+            second.push(made.run.id);
+        }
+    }
+    // Attempts 3 and 4 each find all five: the ones attempt 2 adopted and
+    // the ones it started; the sixth call is new, once.
+    for attempt in [3, 4] {
+        let (store, p) = crash_and_relaunch(&backend, &parent.id).await;
+        assert_eq!(p.current_attempt().unwrap().number, attempt);
+        for (i, id) in second[..5].iter().enumerate() {
+            let made = store
+                .create_run(child(&p, attempt, "c", json!({"i": i, "of": 6}), None))
+                .await
+                .unwrap();
+            assert_eq!(
+                (made.how, &made.run.id),
+                (Creation::Adopted, id),
+                "attempt {attempt}, child {i}"
+            );
+        }
+        let sixth = store
+            .create_run(child(&p, attempt, "c", json!({"i": 5, "of": 6}), None))
+            .await
+            .unwrap();
+        if attempt == 3 {
+            assert_eq!(sixth.how, Creation::New);
+            second.push(sixth.run.id);
+        } else {
+            assert_eq!((sixth.how, &sixth.run.id), (Creation::Adopted, &second[5]));
+        }
+    }
+    let store = backend.open().await;
+    let tree = store
+        .list_runs(&RunFilter {
+            root_id: Some(parent.id.clone()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tree.len(), 1 + 6, "the parent and exactly its six children");
+}
+
+pub async fn adoption_hands_each_child_to_one_call_and_skips_failed_ones<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let parent = started(&*store, root("p", json!([]))).await;
+    // Two identical calls make two children; one more fails, one is canceled.
+    let twin_a = store
+        .create_run(child(&parent, 1, "c", json!([7]), None))
+        .await
+        .unwrap()
+        .run;
+    let twin_b = store
+        .create_run(child(&parent, 1, "c", json!([7]), None))
+        .await
+        .unwrap()
+        .run;
+    assert_ne!(twin_a.id, twin_b.id);
+    let failed = started(&*store, child(&parent, 1, "c", json!([8]), None)).await;
+    end(
+        &*store,
+        &failed.id,
+        1,
+        AttemptOutcome::Failed {
+            error: "boom".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let canceled = store
+        .create_run(child(&parent, 1, "c", json!([9]), None))
+        .await
+        .unwrap()
+        .run;
+    store.cancel_run(&canceled.id, Utc::now()).await.unwrap();
+    let other_task = store
+        .create_run(child(&parent, 1, "d", json!([7]), None))
+        .await
+        .unwrap()
+        .run;
+
+    // Attempt 1 fails on its own (a retry, not a crash): attempt 2 is handed
+    // back what attempt 1 started too.
+    end(
+        &*store,
+        &parent.id,
+        1,
+        AttemptOutcome::Retry {
+            error: "parent failed".into(),
+            retry_at: Utc::now(),
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let p = store
+        .start_attempt(&parent.id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let ask = |task: &'static str, input: serde_json::Value| {
+        let store = store.clone();
+        let p = p.clone();
+        async move {
+            store
+                .create_run(child(&p, 2, task, input, None))
+                .await
+                .unwrap()
+        }
+    };
+    let a = ask("c", json!([7])).await;
+    let b = ask("c", json!([7])).await;
+    assert_eq!(
+        (a.how, &a.run.id),
+        (Creation::Adopted, &twin_a.id),
+        "in order"
+    );
+    assert_eq!((b.how, &b.run.id), (Creation::Adopted, &twin_b.id));
+    assert_eq!(
+        ask("c", json!([7])).await.how,
+        Creation::New,
+        "a third call is a third child"
+    );
+    let d = ask("d", json!([7])).await;
+    assert_eq!(
+        (d.how, &d.run.id),
+        (Creation::Adopted, &other_task.id),
+        "matched by task too"
+    );
+    let again = ask("c", json!([8])).await;
+    assert_eq!(again.how, Creation::New, "a failed child is started anew");
+    assert_ne!(again.run.id, failed.id);
+    assert_eq!(
+        ask("c", json!([9])).await.how,
+        Creation::New,
+        "so is a canceled one"
     );
 }
 

@@ -1,0 +1,261 @@
+//! One attempt of a run: one process, from its launch until its outcome is
+//! handed to the coordinator.
+//!
+//! An [`Attempt`] owns its life, so the coordinator, the supervisor and the
+//! task socket agree on it without flags of their own:
+//!
+//! ```text
+//! running ──callback────────────────▶ reported (process then exits)
+//!    │ ──process gone (exit, timeout, kill)──▶ closed ──runtime reports──▶ reported
+//! ```
+//!
+//! The first report wins (a callback racing the timeout, say); later ones
+//! learn who won. A closed attempt starts no subtasks. What the outcome
+//! does to the run is the coordinator's decision; committing it to the
+//! store may take a while when the disk is full, and does not hold the
+//! attempt's process or its concurrency slot.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use weft_store::RunRecord;
+
+use crate::RuntimeConfig;
+use crate::error::RunError;
+
+/// Who reported an attempt's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporter {
+    /// The task, on its socket.
+    Callback,
+    /// The runtime: a timeout, an exit without a callback, a task no
+    /// longer registered.
+    Runtime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Running,
+    Reported(Reporter),
+    Closed,
+}
+
+/// One attempt of a run.
+pub struct Attempt {
+    /// The run as it was when the attempt started.
+    pub run: RunRecord,
+    /// 1-based.
+    pub number: u32,
+    life: Mutex<Life>,
+    reported: Notify,
+    /// Canceled when the run is canceled or the runtime stops: the
+    /// attempt's processes are killed.
+    cancel: CancellationToken,
+}
+
+impl Attempt {
+    /// A running attempt of `run` (its current attempt).
+    pub fn new(run: RunRecord, cancel: CancellationToken) -> Self {
+        let number = run.current_attempt().map_or(1, |a| a.number);
+        Self {
+            run,
+            number,
+            life: Mutex::new(Life::Running),
+            reported: Notify::new(),
+            cancel,
+        }
+    }
+
+    fn life(&self) -> std::sync::MutexGuard<'_, Life> {
+        self.life.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the attempt is still running: it may start subtasks.
+    pub fn is_running(&self) -> bool {
+        *self.life() == Life::Running
+    }
+
+    /// Claims the right to report the outcome. `Err` names who reported
+    /// first, or is `None` for a callback that comes after the process is
+    /// gone (the runtime reports for a process that left without a word).
+    pub fn claim_report(&self, by: Reporter) -> Result<(), Option<Reporter>> {
+        let mut life = self.life();
+        match *life {
+            Life::Running => {}
+            Life::Closed if by == Reporter::Runtime => {}
+            Life::Closed => return Err(None),
+            Life::Reported(first) => return Err(Some(first)),
+        }
+        *life = Life::Reported(by);
+        drop(life);
+        // notify_one keeps a permit, so a supervisor that starts waiting
+        // after the report still sees it.
+        self.reported.notify_one();
+        Ok(())
+    }
+
+    /// Whether an outcome was reported.
+    pub fn was_reported(&self) -> bool {
+        matches!(*self.life(), Life::Reported(_))
+    }
+
+    /// Resolves once the outcome is reported.
+    pub async fn reported(&self) {
+        self.reported.notified().await;
+    }
+
+    /// The attempt's process is gone: nothing more comes from it. Keeps
+    /// "reported" if it was.
+    pub fn close(&self) {
+        let mut life = self.life();
+        if *life == Life::Running {
+            *life = Life::Closed;
+        }
+    }
+
+    /// Kills the attempt's processes (cancel, shutdown).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The token that, once canceled, kills the attempt's processes.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// The socket's file name for this attempt.
+    pub fn socket_name(&self) -> String {
+        format!("{}-{}", self.run.id, self.number)
+    }
+}
+
+/// A subtask as a task asks for it on its socket.
+#[derive(Debug, Clone)]
+pub struct SubtaskStart {
+    pub task: String,
+    pub input: Value,
+    pub idempotency_key: Option<String>,
+    pub created_at: Option<String>,
+}
+
+/// What became of a report.
+#[derive(Debug)]
+pub enum ReportOutcome {
+    /// Committed: the run has moved on.
+    Committed,
+    /// Accepted, and being committed (the store cannot take it yet: a full
+    /// disk). It is not lost while the runtime lives; if the runtime dies
+    /// first, the attempt runs again.
+    Held,
+    /// Another report came first (see [`Attempt::claim_report`]).
+    Late(Option<Reporter>),
+}
+
+/// What a task process may ask of the runtime through its socket; the
+/// coordinator answers. The task socket depends on this, not on the
+/// coordinator, so the two do not import each other.
+#[async_trait]
+pub trait AttemptHost: Send + Sync + 'static {
+    /// The runtime's settings.
+    fn config(&self) -> &RuntimeConfig;
+
+    /// Starts a child of `parent` (or finds the one it names, or the one
+    /// an earlier attempt started).
+    async fn start_subtask(
+        &self,
+        parent: &Attempt,
+        start: SubtaskStart,
+    ) -> Result<RunRecord, RunError>;
+
+    /// Waits until a run ends or `hold` passes; the run as it is then.
+    async fn wait_for_end(
+        &self,
+        id: &str,
+        hold: std::time::Duration,
+    ) -> Result<RunRecord, RunError>;
+
+    /// Reports an attempt's outcome: the JSON array of results, or the
+    /// error that failed it.
+    async fn report(
+        &self,
+        attempt: &std::sync::Arc<Attempt>,
+        result: Result<Value, String>,
+        by: Reporter,
+    ) -> Result<ReportOutcome, RunError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use weft_protocol::api::TaskRunStatus;
+
+    fn attempt() -> Attempt {
+        let now = Utc::now();
+        let run = RunRecord {
+            id: "trn-1".into(),
+            seq: 1,
+            task_name: "t".into(),
+            status: TaskRunStatus::Running,
+            input: serde_json::json!([]),
+            output: None,
+            error: None,
+            parent_id: None,
+            root_id: "trn-1".into(),
+            created_at: now,
+            started_at: Some(now),
+            completed_at: None,
+            not_before: None,
+            attempts: vec![weft_store::AttemptRecord {
+                number: 3,
+                status: TaskRunStatus::Running,
+                started_at: now,
+                completed_at: None,
+                error: None,
+                output: None,
+                interrupted: false,
+            }],
+        };
+        Attempt::new(run, CancellationToken::new())
+    }
+
+    #[test]
+    fn the_first_report_wins_and_later_ones_learn_who_won() {
+        let a = attempt();
+        assert_eq!(a.number, 3);
+        assert!(a.is_running());
+        assert_eq!(a.claim_report(Reporter::Callback), Ok(()));
+        assert!(!a.is_running(), "a reported attempt starts no subtasks");
+        assert_eq!(
+            a.claim_report(Reporter::Runtime),
+            Err(Some(Reporter::Callback))
+        );
+        a.close();
+        assert!(a.was_reported(), "closing keeps the report");
+    }
+
+    #[test]
+    fn a_closed_attempt_takes_the_runtimes_report_only() {
+        let a = attempt();
+        a.close();
+        assert!(!a.is_running());
+        assert_eq!(a.claim_report(Reporter::Callback), Err(None));
+        assert_eq!(a.claim_report(Reporter::Runtime), Ok(()));
+        assert_eq!(
+            a.claim_report(Reporter::Runtime),
+            Err(Some(Reporter::Runtime))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_report_before_anyone_waits_is_not_missed() {
+        let a = attempt();
+        a.claim_report(Reporter::Callback).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), a.reported())
+            .await
+            .expect("the report is seen");
+    }
+}
