@@ -6,31 +6,13 @@
 //! `cargo build -p weft --examples`) next to the `weft` binary.
 
 mod common;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{Options, Weft};
+use common::{Options, Weft, example};
 
 use futures::StreamExt as _;
 use weft::client::{Client, Error, ListTaskRunsParams, TaskRunDetailsExt};
 use weft::protocol::api::TaskRunStatus;
-
-/// `target/<profile>`, where the `weft` binary and the examples are built.
-fn profile_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_weft"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn example(name: &str) -> PathBuf {
-    let app = profile_dir().join("examples").join(name);
-    assert!(
-        app.is_file(),
-        "{} is not built: run `cargo build -p weft --examples` (`cargo test --workspace` builds it)",
-        app.display()
-    );
-    app
-}
 
 /// `weft dev` serving an app, with a Rust client pointed at it.
 struct Dev {

@@ -43,6 +43,10 @@ pub struct Weft {
     log: PathBuf,
     /// Removed on drop, unless the test failed (its log is kept to read).
     owns_dir: bool,
+    /// How it was started, for [`Weft::start_again`]: extra arguments and
+    /// the start command.
+    args: Vec<String>,
+    command: Vec<PathBuf>,
 }
 
 #[derive(Default)]
@@ -77,16 +81,17 @@ impl Weft {
         let db = opts.db.unwrap_or_else(|| dir.join("weft.db"));
         let tag = uuid();
         let log = dir.join(format!("weft-{}.log", uuid()));
-        let python = python();
+        let start_command: Vec<PathBuf> = if opts.command.is_empty() {
+            vec![python(), opts.app.unwrap_or_else(app_py)]
+        } else {
+            opts.command.iter().map(|p| p.to_path_buf()).collect()
+        };
+        let args: Vec<String> = opts.args.iter().map(|a| a.to_string()).collect();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
         cmd.arg("dev").arg("--port").arg("0").arg("--db").arg(&db);
-        cmd.args(opts.args);
+        cmd.args(&args);
         cmd.arg("--");
-        if opts.command.is_empty() {
-            cmd.arg(&python).arg(opts.app.unwrap_or_else(app_py));
-        } else {
-            cmd.args(opts.command);
-        }
+        cmd.args(&start_command);
         let out = std::fs::File::create(&log).unwrap();
         cmd.current_dir(&dir)
             .env("WEFT_TEST_TAG", &tag)
@@ -114,6 +119,8 @@ impl Weft {
                     tag,
                     log,
                     owns_dir,
+                    args,
+                    command: start_command,
                 });
             }
             let failed = if let Ok(Some(status)) = child.try_wait() {
@@ -181,19 +188,31 @@ impl Weft {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
-    /// A new server on the same database and folder, once this one is
-    /// gone (killed with SIGKILL here if it was still running).
+    /// A new server on the same database, folder and start command, once
+    /// this one is gone (killed with SIGKILL here if it was still running),
+    /// quiet.
     pub fn start_again(mut self) -> Weft {
         self.kill9();
         let owns_dir = std::mem::take(&mut self.owns_dir);
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        if !args.contains(&"--quiet") {
+            args.push("--quiet");
+        }
+        let command: Vec<&Path> = self.command.iter().map(PathBuf::as_path).collect();
         let mut again = Weft::start_with(Options {
             db: Some(self.db.clone()),
             dir: Some(self.dir.clone()),
-            args: &["--quiet"],
+            args: &args,
+            command: &command,
             ..Default::default()
         });
         again.owns_dir = owns_dir;
         again
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stops the server as a user would (SIGTERM, so it cleans up after
@@ -277,6 +296,51 @@ pub fn stored_runs(db: &Path, root: &str) -> Vec<(String, String)> {
     runs.into_iter()
         .map(|r| (r.id, r.status.to_string()))
         .collect()
+}
+
+/// Every run the database file holds, with its attempts, read with the
+/// store itself while no server runs.
+pub fn stored_run_records(db: &Path) -> Vec<weft_store::RunRecord> {
+    use weft_store::{RunFilter, SqliteStore, Store};
+    let store = SqliteStore::open(db).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut all = Vec::new();
+    let mut before_seq = None;
+    loop {
+        let page = rt
+            .block_on(store.list_runs(&RunFilter {
+                before_seq,
+                limit: 1000,
+                ..Default::default()
+            }))
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before_seq = Some(last.seq);
+        all.extend(page);
+    }
+    all
+}
+
+/// `target/<profile>`, where the `weft` binary and the examples are built.
+pub fn profile_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_weft"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A Rust example app of the SDK (`crates/weft/examples`), built by
+/// `cargo test --workspace`.
+pub fn example(name: &str) -> PathBuf {
+    let app = profile_dir().join("examples").join(name);
+    assert!(
+        app.is_file(),
+        "{} is not built: run `cargo build -p weft --examples` (`cargo test --workspace` builds it)",
+        app.display()
+    );
+    app
 }
 
 /// Runs a script of tests/python with the server's URL, expecting `ok`.
