@@ -169,3 +169,395 @@ fn a_crash_loop_loses_nothing_and_repeats_nothing() {
         "the crashes landed while the fan-out ran, more than once"
     );
 }
+
+/// A small filesystem of its own (tmpfs), unmounted when dropped: a disk
+/// that can really fill up. `None` (with the reason printed) where this
+/// user may not mount one.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Option<SmallDisk> {
+        let dir = std::env::temp_dir().join(format!("weft-small-disk-{}", common::uuid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallDisk { dir }),
+            other => {
+                let _ = std::fs::remove_dir(&dir);
+                eprintln!(
+                    "SKIPPED: a full disk needs a small filesystem of its own, and `mount -t tmpfs` failed here ({other:?}); run the suite as root (CI does)"
+                );
+                None
+            }
+        }
+    }
+
+    /// Fills what is left with one file; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        // Small writes take the last partial block.
+        while f.write(&[0u8; 512]).is_ok_and(|n| n > 0) {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// With the disk full, new starts get 507 naming the database and saying
+/// the disk is full, reads keep serving, an attempt whose outcome cannot
+/// be committed keeps it (the official Python SDK as task code); once space
+/// returns, everything goes on without a restart.
+#[test]
+fn a_full_disk_refuses_new_runs_keeps_outcomes_and_recovers_without_a_restart() {
+    let Some(disk) = SmallDisk::mount(8 * 1024 * 1024) else {
+        return;
+    };
+    let rt = runtime();
+    let weft = Weft::start_with(Options {
+        db: Some(disk.dir.join("weft.db")),
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let client = Client::new(&weft.url).unwrap();
+    let sleeper = rt
+        .block_on(client.start_task("sleep_for", [2.5]).send())
+        .unwrap()
+        .id()
+        .to_string();
+    common::wait_for(30, "the sleeper to run", || {
+        let run = rt.block_on(client.get_task_run(&sleeper)).unwrap();
+        (run.run.status == TaskRunStatus::Running).then_some(())
+    });
+
+    let filler = disk.fill();
+    // Starts the server had space for are acknowledged; then one is refused.
+    let mut accepted = Vec::new();
+    let refusal = (0..500)
+        .find_map(|i| {
+            let start = client.start_task(
+                "echo",
+                serde_json::json!({"n": i, "pad": "x".repeat(32_000)}),
+            );
+            match rt.block_on(start.send()) {
+                Ok(run) => {
+                    accepted.push(run.id().to_string());
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        })
+        .expect("a start is refused once the disk is full");
+    assert_eq!(refusal.status(), Some(507), "{refusal}");
+    let text = refusal.to_string();
+    assert!(
+        text.contains(&weft.db.display().to_string()) && text.contains("disk has no space left"),
+        "{text}"
+    );
+    // Reads keep serving.
+    let run = rt.block_on(client.get_task_run(&sleeper)).unwrap();
+    assert_eq!(run.run.id, sleeper);
+    rt.block_on(client.list_tasks()).unwrap();
+    // The sleeper reports while the disk is full: weft keeps its outcome.
+    common::wait_for(30, "the sleeper's outcome to be held", || {
+        weft.output()
+            .contains("is kept and committed once the database takes it")
+            .then_some(())
+    });
+    let run = rt.block_on(client.get_task_run(&sleeper)).unwrap();
+    assert_eq!(run.run.status, TaskRunStatus::Running, "not committed yet");
+
+    // Space returns: the held outcome is committed, accepted runs run, new
+    // starts are taken, all without a restart.
+    std::fs::remove_file(filler).unwrap();
+    let done = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), client.wait_for_task_run(&sleeper)).await
+        })
+        .expect("the held outcome is committed once space returns")
+        .unwrap();
+    assert_eq!(done.run.status, TaskRunStatus::Completed);
+    assert_eq!(
+        done.results,
+        serde_json::json!([2.5]),
+        "the task's own result"
+    );
+    assert_eq!(done.run.attempts.len(), 1, "the attempt was not run again");
+    for id in &accepted {
+        let run = rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(60), client.wait_for_task_run(id)).await
+            })
+            .unwrap_or_else(|_| panic!("accepted run {id} did not end"))
+            .unwrap();
+        assert_eq!(run.run.status, TaskRunStatus::Completed, "{id}");
+    }
+    let later = rt.block_on(client.run_task("square", [12]).send()).unwrap();
+    assert_eq!(later.results, serde_json::json!([144]));
+    eprintln!(
+        "{} starts acknowledged after the disk filled, before the first refusal",
+        accepted.len()
+    );
+}
+
+/// A damaged database (cut short, or with a garbled page) is refused at
+/// start with a message that names the file and says what to do, and is
+/// left exactly as it was.
+#[test]
+fn a_damaged_database_is_refused_at_start_and_left_untouched() {
+    let rt = runtime();
+    let mut weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let client = Client::new(&weft.url).unwrap();
+    let chatty = rt
+        .block_on(client.run_task("chatty", [4000]).send())
+        .unwrap();
+    weft.stop();
+    let db = weft.db.clone();
+    let whole = std::fs::read(&db).unwrap();
+    assert!(whole.len() > 100_000, "{} bytes", whole.len());
+
+    let start = |what: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["dev", "--port", "0", "--db"])
+            .arg(&db)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{what}: started on a damaged file");
+        for needed in [
+            db.display().to_string().as_str(),
+            "is damaged",
+            "Restore it from a backup",
+        ] {
+            assert!(err.contains(needed), "{what}: {err}");
+        }
+        err
+    };
+
+    let half = &whole[..whole.len() / 2 / 4096 * 4096];
+    std::fs::write(&db, half).unwrap();
+    let err = start("cut short");
+    assert!(err.contains("cut short"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), half, "never written to");
+
+    let mut garbled = whole.clone();
+    let page = whole.len() / 4096 / 2;
+    garbled[page * 4096..(page + 1) * 4096].fill(0x5A);
+    std::fs::write(&db, &garbled).unwrap();
+    start("a garbled page");
+    assert_eq!(std::fs::read(&db).unwrap(), garbled, "never written to");
+
+    // Put back, it serves what it held.
+    std::fs::write(&db, &whole).unwrap();
+    let weft = weft.start_again();
+    let client = Client::new(&weft.url).unwrap();
+    let run = rt
+        .block_on(client.get_task_run(chatty.run.id.as_str()))
+        .unwrap();
+    assert_eq!(run.results, serde_json::json!([4000]));
+}
+
+/// Past `--max-log-bytes`, a run's output is echoed but only counted, and
+/// one stored line says how much was not kept.
+#[test]
+fn output_past_the_log_cap_is_counted_not_stored() {
+    use weft::client::LogsQuery;
+    let rt = runtime();
+    let weft = Weft::start_with(Options {
+        args: &["--max-log-bytes", "2kB"],
+        ..Default::default()
+    });
+    let client = Client::new(&weft.url).unwrap();
+    let run = rt
+        .block_on(client.run_task("chatty", [1000]).send())
+        .unwrap();
+    let logs = rt
+        .block_on(client.logs(&LogsQuery {
+            task_run_ids: vec![run.run.id.clone()],
+            limit: Some(1000),
+            ..LogsQuery::default()
+        }))
+        .unwrap();
+    let (marker, kept) = logs.logs.split_last().expect("some lines stored");
+    let stored: usize = kept.iter().map(|l| l.message.len()).sum();
+    assert!(stored <= 2000, "{stored} bytes stored past a 2 kB cap");
+    assert!(
+        kept.len() > 100,
+        "the beginning is kept: {} lines",
+        kept.len()
+    );
+    let dropped = 1000 - kept.len();
+    assert!(
+        marker
+            .message
+            .starts_with(&format!("weft: {dropped} lines ("))
+            && marker.message.contains("--max-log-bytes (2000 bytes)"),
+        "{}",
+        marker.message
+    );
+    assert!(!logs.has_more);
+    // The terminal showed every line.
+    common::wait_for(10, "the last line echoed", || {
+        weft.output().contains("line 999").then_some(())
+    });
+}
+
+/// The peak resident memory of a process, from `/proc`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time a process has used so far, user and system, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Many clients at once: 500 event-stream subscribers and 512 held
+/// `get-subtask-result` requests (two Rust parents of 750 children each,
+/// 256 polls apiece) while 2,000 runs go through. Every subscriber gets
+/// each of its events once; the server's peak memory is printed (it is a
+/// benchmark figure, not an assertion).
+#[test]
+fn many_subscribers_and_held_requests_all_get_their_events() {
+    use futures::StreamExt;
+    const SUBSCRIBERS: usize = 500;
+    const WIDTH: u64 = 750;
+    let app = example("fan_out");
+    let rt = runtime();
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        command: &[&app],
+        ..Default::default()
+    });
+    let client = Client::new(&weft.url).unwrap();
+    let squares: Vec<String> = rt.block_on(async {
+        let mut ids = Vec::new();
+        for x in 0..SUBSCRIBERS as u64 {
+            ids.push(
+                client
+                    .start_task("square", [x])
+                    .send()
+                    .await
+                    .unwrap()
+                    .id()
+                    .to_string(),
+            );
+        }
+        ids
+    });
+    let parents: Vec<String> = rt.block_on(async {
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            ids.push(
+                client
+                    .start_task("fan_out", [WIDTH])
+                    .send()
+                    .await
+                    .unwrap()
+                    .id()
+                    .to_string(),
+            );
+        }
+        ids
+    });
+    // Each subscriber waits for one square and both parents.
+    let subscribers: Vec<_> = squares
+        .iter()
+        .enumerate()
+        .map(|(x, square)| {
+            let client = client.clone();
+            let ids = vec![square.clone(), parents[0].clone(), parents[1].clone()];
+            rt.spawn(async move {
+                let events = client.task_run_events(&ids).take(3);
+                let got: Vec<_> =
+                    tokio::time::timeout(Duration::from_secs(300), events.collect::<Vec<_>>())
+                        .await
+                        .unwrap_or_else(|_| panic!("subscriber {x} timed out"));
+                let mut seen: Vec<String> = got
+                    .into_iter()
+                    .map(|e| e.unwrap_or_else(|e| panic!("subscriber {x}: {e}")).run.id)
+                    .collect();
+                seen.sort();
+                let mut want = ids;
+                want.sort();
+                assert_eq!(seen, want, "subscriber {x} got each of its runs once");
+            })
+        })
+        .collect();
+    let pid = weft.pid().unwrap();
+    let mut most_fds = 0;
+    let watch = Instant::now();
+    while subscribers.iter().any(|s| !s.is_finished()) {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+        most_fds = most_fds.max(fds);
+        assert!(
+            watch.elapsed() < Duration::from_secs(300),
+            "bounded in time"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for s in subscribers {
+        rt.block_on(s).unwrap();
+    }
+    let want: u64 = (0..WIDTH).map(|i| i * i).sum();
+    for parent in &parents {
+        let run = rt.block_on(client.get_task_run(parent)).unwrap();
+        assert_eq!(run.results, serde_json::json!([want]));
+    }
+    assert!(
+        rt.block_on(client.get_task_run(&squares[SUBSCRIBERS - 1]))
+            .unwrap()
+            .run
+            .status
+            == TaskRunStatus::Completed
+    );
+    eprintln!(
+        "weft dev: peak memory {} MiB, {:.1} s of CPU, at most {most_fds} open files, over {} runs with {SUBSCRIBERS} subscribers",
+        peak_rss(pid) / (1024 * 1024),
+        cpu_seconds(pid),
+        SUBSCRIBERS as u64 + 2 + 2 * WIDTH
+    );
+}

@@ -24,7 +24,8 @@ use weft_protocol::api::{
 };
 use weft_store::{LogLine, LogQuery, NewLogLine, RunFilter, RunRecord, TaskRecord};
 
-use crate::coordinator::{Coordinator, EndedRun};
+use crate::coordinator::Coordinator;
+use crate::ends::EndWatch;
 use crate::http::{ApiError, JsonBody, method_not_allowed, not_found};
 
 type Shared = Arc<Coordinator>;
@@ -282,10 +283,9 @@ async fn list_runs(
 
 /// State of one events stream.
 struct Events {
-    ended: broadcast::Receiver<EndedRun>,
+    ends: EndWatch,
     waiting: HashSet<String>,
     ready: VecDeque<RunRecord>,
-    coordinator: Shared,
 }
 
 async fn run_events(
@@ -298,8 +298,8 @@ async fn run_events(
             "taskRunIds is required: the runs whose end to stream",
         ));
     }
-    // Subscribe first, so a run that ends while we read is not missed.
-    let ended = c.subscribe_ended();
+    // Watch first, so a run that ends while we read is not missed.
+    let ends = c.watch_ends(ids.iter().cloned());
     let mut waiting = HashSet::new();
     let mut ready = VecDeque::new();
     for id in ids {
@@ -315,10 +315,9 @@ async fn run_events(
         }
     }
     let state = Events {
-        ended,
+        ends,
         waiting,
         ready,
-        coordinator: c,
     };
     // The stream ends once every requested run has been reported.
     let stream = futures::stream::unfold(state, |mut s| async move {
@@ -334,24 +333,10 @@ async fn run_events(
             if s.waiting.is_empty() {
                 return None;
             }
-            match s.ended.recv().await {
-                Ok(run) => {
-                    if s.waiting.remove(&run.id) {
-                        s.ready.push_back((*run).clone());
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let ids: Vec<_> = s.waiting.iter().cloned().collect();
-                    for id in ids {
-                        if let Ok(Some(run)) = s.coordinator.store().get_run(&id).await
-                            && run.status.is_terminal()
-                        {
-                            s.waiting.remove(&id);
-                            s.ready.push_back(run);
-                        }
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+            let run = s.ends.next().await?;
+            // A run read as ended above may be announced too: once only.
+            if s.waiting.remove(&run.id) {
+                s.ready.push_back((*run).clone());
             }
         }
     });

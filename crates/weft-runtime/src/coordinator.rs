@@ -40,8 +40,8 @@ const START_RETRY: Duration = Duration::from_secs(1);
 /// The longest wait between tries of a commit the store refused for now.
 const COMMIT_RETRY_CAP: Duration = Duration::from_secs(2);
 
-/// A run that just ended, as announced to waiters.
-pub type EndedRun = Arc<RunRecord>;
+pub use crate::ends::EndedRun;
+use crate::ends::{EndWaiters, EndWatch};
 
 /// The coordinator. Shared as `Arc<Coordinator>`.
 pub struct Coordinator {
@@ -56,7 +56,10 @@ pub struct Coordinator {
     registering: tokio::sync::Mutex<()>,
     sched: Mutex<Scheduler>,
     kick: Notify,
+    /// Every run that ends, for whoever follows them all.
     ended: broadcast::Sender<EndedRun>,
+    /// Who waits for which run to end.
+    ends: Arc<EndWaiters>,
     shutdown: CancellationToken,
     /// Attempts and the commits of their outcomes.
     background: TaskTracker,
@@ -163,6 +166,7 @@ impl Coordinator {
             sched: Mutex::new(sched),
             kick: Notify::new(),
             ended,
+            ends: Arc::default(),
             shutdown,
             background: TaskTracker::new(),
         }))
@@ -183,9 +187,15 @@ impl Coordinator {
         &self.logs
     }
 
-    /// Subscribes to runs that end (completed, failed or canceled).
+    /// Subscribes to every run that ends (completed, failed or canceled).
     pub fn subscribe_ended(&self) -> broadcast::Receiver<EndedRun> {
         self.ended.subscribe()
+    }
+
+    /// Waits for the ends of these runs only. Register before reading
+    /// their state, so an end in between is not missed.
+    pub fn watch_ends(&self, runs: impl IntoIterator<Item = String>) -> EndWatch {
+        self.ends.watch(runs)
     }
 
     fn sched(&self) -> std::sync::MutexGuard<'_, Scheduler> {
@@ -324,30 +334,19 @@ impl Coordinator {
 
     /// Waits until the run ends or `hold` passes; returns the run as it is then.
     pub async fn wait_for_run(&self, id: &str, hold: Duration) -> Result<RunRecord, RunError> {
-        // Subscribe before reading, so an end between the two is not missed.
-        let mut ended = self.subscribe_ended();
-        let deadline = tokio::time::Instant::now() + hold;
-        loop {
-            let run = self
-                .store
-                .get_run(id)
-                .await?
-                .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
-            if run.status.is_terminal() {
-                return Ok(run);
-            }
-            loop {
-                tokio::select! {
-                    msg = ended.recv() => match msg {
-                        Ok(run) if run.id == id => return Ok((*run).clone()),
-                        Ok(_) => continue,
-                        // Missed announcements: read the store again.
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => return Ok(run),
-                    },
-                    _ = tokio::time::sleep_until(deadline) => return Ok(run),
-                }
-            }
+        // Registered before reading, so an end between the two is not missed.
+        let mut watch = self.watch_ends([id.to_string()]);
+        let run = self
+            .store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
+        if run.status.is_terminal() {
+            return Ok(run);
+        }
+        match tokio::time::timeout(hold, watch.next()).await {
+            Ok(Some(ended)) => Ok((*ended).clone()),
+            Ok(None) | Err(_) => Ok(run),
         }
     }
 
@@ -358,7 +357,9 @@ impl Coordinator {
         self.logs
             .announce(&run.task_name, &run.id, &ended_summary(&run));
         tracing::debug!(run = %run.id, status = %run.status, "task run ended");
-        let _ = self.ended.send(Arc::new(run));
+        let run = Arc::new(run);
+        self.ends.ended(&run);
+        let _ = self.ended.send(run);
         self.kick.notify_one();
     }
 

@@ -5,6 +5,7 @@
 //!   a concurrency limit, applies retries, timeouts and cancellation, and
 //!   announces runs that end.
 //! - [`lifecycle`]: the run state machine's decisions (retry or fail).
+//! - [`ends`]: who waits for which run to end.
 //! - [`attempt`]: one attempt's life (running, reported, closed), and what
 //!   its task process may ask of the runtime.
 //! - [`supervisor`]: runs one attempt: its task socket and its process.
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod attempt;
 pub mod coordinator;
+pub mod ends;
 pub mod executor;
 pub mod lifecycle;
 pub mod logs;

@@ -325,6 +325,8 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Ms
     let mut batch = Vec::new();
     let mut flushed = Vec::new();
     let mut last_at = None;
+    // Lines lost since the store last took a batch.
+    let mut lost = 0usize;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -337,8 +339,20 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Ms
             }
         }
         order_times(&mut batch, &mut last_at);
-        if let Err(e) = store.append_logs(std::mem::take(&mut batch)).await {
-            tracing::warn!("could not store task output: {e}");
+        let lines = batch.len();
+        match store.append_logs(std::mem::take(&mut batch)).await {
+            Ok(()) if lost > 0 && lines > 0 => {
+                tracing::info!("storing task output again; {lost} lines could not be stored");
+                lost = 0;
+            }
+            Ok(()) => {}
+            // Said once per fault (a full disk), not once per batch.
+            Err(e) => {
+                if lost == 0 {
+                    tracing::warn!("could not store task output (it is still shown here): {e}");
+                }
+                lost += lines;
+            }
         }
         for done in flushed.drain(..) {
             let _ = done.send(());
@@ -349,6 +363,19 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Ms
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_counts_what_earlier_attempts_stored_and_stops_at_the_first_refusal() {
+        let budget = LogBudget::new(100, 60);
+        assert!(budget.take(30));
+        assert!(!budget.take(20), "60 + 30 + 20 is over 100");
+        assert!(!budget.take(1), "nothing after the first refusal");
+        let s = budget.state();
+        assert_eq!((s.dropped_lines, s.dropped_bytes), (2, 21));
+        drop(s);
+        let spent = LogBudget::new(100, 500);
+        assert!(!spent.take(1), "an earlier attempt used it all");
+    }
 
     fn line(at: DateTime<Utc>) -> NewLogLine {
         NewLogLine {
