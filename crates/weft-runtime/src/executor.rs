@@ -90,12 +90,19 @@ impl Executor {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
         // The child is killed if the runtime dies (even by SIGKILL), so no
-        // attempt outlives the runtime that would have watched it.
+        // attempt outlives the runtime that would have watched it. A runtime
+        // that died between the fork and the prctl sends no signal, so the
+        // child checks that its parent is still the runtime.
+        let runtime = std::process::id() as libc::pid_t;
+        // SAFETY: prctl, getppid and _exit are async-signal-safe; the
+        // closure allocates nothing.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != runtime {
+                    libc::_exit(1);
+                }
                 Ok(())
             });
         }
