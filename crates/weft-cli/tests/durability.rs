@@ -146,7 +146,7 @@ fn a_crash_loop_loses_nothing_and_repeats_nothing() {
         let retries = run
             .attempts
             .iter()
-            .filter(|a| a.status == TaskRunStatus::Failed && !a.interrupted)
+            .filter(|a| a.status == weft_store::RunState::Failed && !a.interrupted)
             .count();
         interrupted += run.attempts.iter().filter(|a| a.interrupted).count();
         assert!(
@@ -156,7 +156,7 @@ fn a_crash_loop_loses_nothing_and_repeats_nothing() {
             run.task_name,
             run.attempts.len()
         );
-        assert_eq!(run.status, TaskRunStatus::Completed, "{}", run.id);
+        assert_eq!(run.status, weft_store::RunState::Completed, "{}", run.id);
     }
     let parent = runs.iter().find(|r| r.id == fan_out).unwrap();
     let relaunched = parent.attempts.iter().filter(|a| a.interrupted).count();

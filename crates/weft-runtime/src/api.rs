@@ -20,9 +20,9 @@ use futures::Stream;
 use tokio::sync::broadcast;
 use weft_protocol::api::{
     EVENT_TASK_COMPLETED, Log, LogLabel, LogsResponse, RunTaskRequest, Task, TaskAttempt, TaskRun,
-    TaskRunDetails, TaskRunStatus, TaskRunWithCursor, TaskWithCursor,
+    TaskRunDetails, TaskRunWithCursor, TaskWithCursor,
 };
-use weft_store::{LogLine, LogQuery, NewLogLine, RunFilter, RunRecord, TaskRecord};
+use weft_store::{LogLine, LogQuery, NewLogLine, RunFilter, RunRecord, RunState, TaskRecord};
 
 use crate::coordinator::Coordinator;
 use crate::ends::EndWatch;
@@ -85,7 +85,7 @@ pub fn task_run(run: &RunRecord) -> TaskRun {
     TaskRun {
         id: run.id.clone(),
         task_id: TaskRecord::id_for(&run.task_name),
-        status: run.status,
+        status: run.status.into(),
         parent_task_run_id: run.parent_id.clone().unwrap_or_default(),
         root_task_run_id: run.root_id.clone(),
         retries: (run.attempts.len() as u32).saturating_sub(1),
@@ -102,7 +102,7 @@ pub fn task_run(run: &RunRecord) -> TaskRun {
 fn attempt(run: &RunRecord, a: &weft_store::AttemptRecord, details: bool) -> TaskAttempt {
     TaskAttempt {
         attempt: a.number,
-        status: a.status,
+        status: a.status.into(),
         started_at: a.started_at,
         task_run_id: Some(run.id.clone()),
         completed_at: a.completed_at,
@@ -247,19 +247,14 @@ async fn list_runs(
                 .map_err(|_| ApiError::bad_request(format!("invalid cursor {v:?}")))
         })
         .transpose()?;
+    // `succeeded` (the newer clients' word) finds the runs reported as
+    // `completed`: one state, two spellings.
     let status = params
         .one("status")
         .map(|v| {
-            TaskRunStatus::parse(v)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown status {v:?}")))
+            RunState::parse(v).ok_or_else(|| ApiError::bad_request(format!("unknown status {v:?}")))
         })
-        .transpose()?
-        // Finished runs are stored (and reported) as `completed`; newer
-        // clients ask for them by the newer name.
-        .map(|s| match s {
-            TaskRunStatus::Succeeded => TaskRunStatus::Completed,
-            other => other,
-        });
+        .transpose()?;
     let filter = RunFilter {
         task_name: params.list(&["taskSlug", "taskId"]).first().map(|s| {
             let name = weft_protocol::api::task_name_from_slug(s);

@@ -191,7 +191,7 @@ pub trait AttemptHost: Send + Sync + 'static {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use weft_protocol::api::TaskRunStatus;
+    use weft_store::RunState;
 
     fn attempt() -> Attempt {
         let now = Utc::now();
@@ -199,7 +199,7 @@ mod tests {
             id: "trn-1".into(),
             seq: 1,
             task_name: "t".into(),
-            status: TaskRunStatus::Running,
+            status: RunState::Running,
             input: serde_json::json!([]),
             output: None,
             error: None,
@@ -211,7 +211,7 @@ mod tests {
             not_before: None,
             attempts: vec![weft_store::AttemptRecord {
                 number: 3,
-                status: TaskRunStatus::Running,
+                status: RunState::Running,
                 started_at: now,
                 completed_at: None,
                 error: None,

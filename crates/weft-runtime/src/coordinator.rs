@@ -17,10 +17,9 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weft_protocol::TaskInput;
-use weft_protocol::api::TaskRunStatus;
 use weft_protocol::socket::TaskDefinition;
 use weft_store::{
-    AttemptEnd, CancelOutcome, Creation, NewRun, ParentRef, RunRecord, Store, StoreError,
+    AttemptEnd, CancelOutcome, Creation, NewRun, ParentRef, RunRecord, RunState, Store, StoreError,
     TaskRecord,
 };
 
@@ -661,7 +660,7 @@ fn ended_summary(run: &RunRecord) -> String {
         n => format!(" after {n} attempts"),
     };
     match run.status {
-        TaskRunStatus::Failed => format!(
+        RunState::Failed => format!(
             "failed{took}{attempts}: {}",
             first_line(run.error.as_deref().unwrap_or("no error given"))
         ),

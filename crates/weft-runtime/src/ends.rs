@@ -100,7 +100,7 @@ impl Drop for EndWatch {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use weft_protocol::api::TaskRunStatus;
+    use weft_store::RunState;
 
     fn run(id: &str) -> EndedRun {
         let now = Utc::now();
@@ -108,7 +108,7 @@ mod tests {
             id: id.into(),
             seq: 1,
             task_name: "t".into(),
-            status: TaskRunStatus::Completed,
+            status: RunState::Completed,
             input: serde_json::json!([]),
             output: None,
             error: None,

@@ -1,8 +1,7 @@
 //! What can go wrong in the runtime: what stops it ([`RuntimeError`]), and
 //! why a request about a run was refused ([`RunError`]).
 
-use weft_protocol::api::TaskRunStatus;
-use weft_store::StoreError;
+use weft_store::{RunState, StoreError};
 
 /// What can stop the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +24,7 @@ pub enum RunError {
     #[error("task run not found: {0}")]
     UnknownRun(String),
     #[error("task run {id} has already ended ({status})")]
-    AlreadyEnded { id: String, status: TaskRunStatus },
+    AlreadyEnded { id: String, status: RunState },
     #[error("{0}")]
     BadInput(String),
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]

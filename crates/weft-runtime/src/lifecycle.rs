@@ -1,15 +1,9 @@
-//! The run state machine's decisions.
+//! The run state machine's decisions: which event an attempt's end is.
 //!
-//! ```text
-//! pending ──start──▶ running ──callback complete──▶ completed
-//!    ▲                  │ ──failure, retries left──▶ pending (after backoff)
-//!    │                  │ ──failure, none left────▶ failed
-//!    └──interrupted─────┘ (runtime crash: not counted)
-//! pending | running ──cancel──▶ canceled (with every descendant)
-//! ```
-//!
-//! The transitions are applied atomically by the store; this module decides
-//! which one a failure takes.
+//! The states and every transition between them are one table,
+//! [`weft_store::TRANSITIONS`]; the store applies them atomically. This
+//! module decides whether a failure is a retry (`Running → Pending`, after
+//! the policy's backoff) or the end (`Running → Failed`).
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -53,17 +47,17 @@ pub fn next_state(
 mod tests {
     use super::*;
     use serde_json::json;
-    use weft_protocol::api::TaskRunStatus;
     use weft_protocol::socket::RetryPolicy;
     use weft_store::AttemptRecord;
+    use weft_store::RunState;
 
-    fn run_with(attempts: &[(TaskRunStatus, bool)]) -> RunRecord {
+    fn run_with(attempts: &[(RunState, bool)]) -> RunRecord {
         let now = Utc::now();
         RunRecord {
             id: "trn-1".into(),
             seq: 1,
             task_name: "t".into(),
-            status: TaskRunStatus::Running,
+            status: RunState::Running,
             input: json!([]),
             output: None,
             error: None,
@@ -103,7 +97,7 @@ mod tests {
     #[test]
     fn success_completes() {
         let out = next_state(
-            &run_with(&[(TaskRunStatus::Running, false)]),
+            &run_with(&[(RunState::Running, false)]),
             &options(0, 0, 1.0),
             Ok(json!([1])),
             Utc::now(),
@@ -113,7 +107,7 @@ mod tests {
 
     #[test]
     fn failures_retry_with_exponential_backoff_then_fail() {
-        use TaskRunStatus::*;
+        use RunState::*;
         let now = Utc::now();
         let opts = options(2, 100, 3.0);
         let first = next_state(&run_with(&[(Running, false)]), &opts, Err("e".into()), now);
@@ -140,7 +134,7 @@ mod tests {
 
     #[test]
     fn interrupted_attempts_do_not_use_up_retries() {
-        use TaskRunStatus::*;
+        use RunState::*;
         let out = next_state(
             &run_with(&[(Failed, true), (Failed, true), (Running, false)]),
             &options(1, 0, 2.0),
@@ -153,7 +147,7 @@ mod tests {
     #[test]
     fn no_retry_policy_fails_at_once() {
         let out = next_state(
-            &run_with(&[(TaskRunStatus::Running, false)]),
+            &run_with(&[(RunState::Running, false)]),
             &TaskOptions::default(),
             Err("e".into()),
             Utc::now(),

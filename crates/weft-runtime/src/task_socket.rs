@@ -14,12 +14,13 @@ use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use weft_protocol::TaskInput;
-use weft_protocol::api::TaskRunStatus;
 use weft_protocol::payload::{decode_base64, encode_base64_json};
 use weft_protocol::socket::{
     CallbackRequest, InputResponse, RegisterTasksRequest, RunSubtaskRequest, RunSubtaskResponse,
     SubtaskResultRequest, SubtaskResultResponse, TaskComplete, TaskDefinition, TaskError, paths,
 };
+
+use weft_store::RunState;
 
 use crate::attempt::{Attempt, AttemptHost, ReportOutcome, Reporter, SubtaskStart};
 use crate::http::{ApiError, JsonBody, method_not_allowed, not_found};
@@ -199,14 +200,14 @@ async fn subtask_result(
     let hold = s.host.config().subtask_result_hold;
     let run = s.host.wait_for_end(&req.task_run_id, hold).await?;
     let response = match run.status {
-        TaskRunStatus::Completed | TaskRunStatus::Succeeded => SubtaskResultResponse {
+        RunState::Completed => SubtaskResultResponse {
             still_running: false,
             complete: Some(TaskComplete {
                 output: encode_base64_json(&run.output.unwrap_or(Value::Array(Vec::new()))),
             }),
             error: None,
         },
-        TaskRunStatus::Failed | TaskRunStatus::Canceled => SubtaskResultResponse {
+        RunState::Failed | RunState::Canceled => SubtaskResultResponse {
             still_running: false,
             complete: None,
             error: Some(TaskError {

@@ -11,10 +11,12 @@ pub mod adoption;
 mod error;
 mod model;
 mod sqlite;
+mod state;
 
 pub use error::StoreError;
 pub use model::*;
 pub use sqlite::{Durability, SqliteStore};
+pub use state::{RunEvent, RunState, TRANSITIONS};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use weft_protocol::api::TaskRunStatus;
+
+use crate::RunState;
 use weft_protocol::socket::{TaskOptions, TaskParameter};
 
 /// A registered task.
@@ -74,7 +75,7 @@ pub struct RunRecord {
     /// Creation order; the list cursor.
     pub seq: i64,
     pub task_name: String,
-    pub status: TaskRunStatus,
+    pub status: RunState,
     pub input: Value,
     /// The JSON array of results, once completed.
     pub output: Option<Value>,
@@ -94,7 +95,7 @@ impl RunRecord {
     pub fn failed_attempts(&self) -> u32 {
         self.attempts
             .iter()
-            .filter(|a| a.status == TaskRunStatus::Failed && !a.interrupted)
+            .filter(|a| a.status == RunState::Failed && !a.interrupted)
             .count() as u32
     }
 
@@ -102,7 +103,7 @@ impl RunRecord {
     pub fn current_attempt(&self) -> Option<&AttemptRecord> {
         self.attempts
             .last()
-            .filter(|a| a.status == TaskRunStatus::Running)
+            .filter(|a| a.status == RunState::Running)
     }
 }
 
@@ -111,7 +112,7 @@ impl RunRecord {
 pub struct AttemptRecord {
     /// 1-based.
     pub number: u32,
-    pub status: TaskRunStatus,
+    pub status: RunState,
     pub started_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
@@ -148,7 +149,7 @@ pub enum AttemptOutcome {
 pub enum CancelOutcome {
     NotFound,
     /// The run had already ended in this state.
-    AlreadyEnded(TaskRunStatus),
+    AlreadyEnded(RunState),
     /// These runs (the one named and its descendants) were canceled.
     Canceled(Vec<String>),
 }
@@ -158,7 +159,7 @@ pub enum CancelOutcome {
 pub struct RunFilter {
     pub task_name: Option<String>,
     pub root_id: Option<String>,
-    pub status: Option<TaskRunStatus>,
+    pub status: Option<RunState>,
     /// Only runs older than this cursor (a run's `seq`).
     pub before_seq: Option<i64>,
     pub limit: u32,

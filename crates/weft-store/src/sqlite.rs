@@ -13,13 +13,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
-use weft_protocol::api::TaskRunStatus;
 use weft_protocol::socket::{TaskDefinition, TaskOptions};
 
 use crate::adoption::input_fingerprint;
 use crate::{
     AttemptEnd, AttemptOutcome, AttemptRecord, CancelOutcome, CreatedRun, Creation, LogLine,
-    LogQuery, NewLogLine, NewRun, Result, RunFilter, RunRecord, Store, StoreError, TaskRecord,
+    LogQuery, NewLogLine, NewRun, Result, RunFilter, RunRecord, RunState, Store, StoreError,
+    TaskRecord,
 };
 
 /// How long a root run's `idempotencyKey` names it.
@@ -441,8 +441,8 @@ fn parse_json(s: &str) -> Result<Value> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
 }
 
-fn parse_status(s: &str) -> Result<TaskRunStatus> {
-    TaskRunStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown status {s:?}")))
+fn parse_status(s: &str) -> Result<RunState> {
+    RunState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown status {s:?}")))
 }
 
 const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use serde_json::json;
-use weft_protocol::api::TaskRunStatus::*;
 use weft_protocol::socket::{RetryPolicy, TaskDefinition, TaskOptions};
+use weft_store::RunState::*;
 use weft_store::*;
 
 /// A store under test.
