@@ -2,6 +2,8 @@
 
 mod dev;
 mod remote;
+mod serve;
+mod server;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run a workflow app locally: `weft dev -- python app.py`.
     Dev(dev::DevArgs),
+    /// Run one node of a cluster on a shared PostgreSQL:
+    /// `weft serve --database-url postgres://... -- python app.py`.
+    Serve(serve::ServeArgs),
     /// Start a task run, wait for it and print its result.
     Run(remote::RunArgs),
     /// List, inspect, read the logs of, or cancel task runs.
@@ -30,6 +35,9 @@ enum Command {
     /// List the registered tasks, or have the server register them again.
     #[command(subcommand)]
     Tasks(remote::TasksCommand),
+    /// The nodes serving the API.
+    #[command(subcommand)]
+    Nodes(remote::NodesCommand),
 }
 
 /// Rust ignores SIGPIPE, so printing to a closed pipe (`weft runs list |
@@ -43,14 +51,16 @@ fn quit_quietly_on_a_closed_pipe() {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Dev(_)) {
+    if !matches!(cli.command, Command::Dev(_) | Command::Serve(_)) {
         quit_quietly_on_a_closed_pipe();
     }
     let result = match cli.command {
         Command::Dev(args) => dev::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Run(args) => remote::run(args),
         Command::Runs(cmd) => remote::runs(cmd),
         Command::Tasks(cmd) => remote::tasks(cmd),
+        Command::Nodes(cmd) => remote::nodes(cmd),
     };
     match result {
         Ok(code) => code,

@@ -404,6 +404,7 @@ fn show(details: &TaskRunDetails) {
             vec![
                 a.attempt.to_string(),
                 a.status.to_string(),
+                a.node_id.clone().unwrap_or_else(|| "-".into()),
                 time(Some(a.started_at)),
                 time(a.completed_at),
                 a.error
@@ -417,7 +418,7 @@ fn show(details: &TaskRunDetails) {
         })
         .collect();
     table::print(
-        &["ATTEMPT", "STATUS", "STARTED", "FINISHED", "ERROR"],
+        &["ATTEMPT", "STATUS", "NODE", "STARTED", "FINISHED", "ERROR"],
         &rows,
     );
 }
@@ -554,6 +555,50 @@ pub fn tasks(cmd: TasksCommand) -> anyhow::Result<ExitCode> {
             })
             .collect();
         table::print(&["TASK", "RETRIES", "TIMEOUT", "PARAMETERS"], &rows);
+        anyhow::Ok(())
+    })??;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weft nodes`.
+#[derive(Subcommand)]
+pub enum NodesCommand {
+    /// The nodes of the cluster: id, host, started, last heartbeat,
+    /// running attempts.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+pub fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
+    let NodesCommand::List { server } = cmd;
+    block_on(async move {
+        let nodes = server.client()?.list_nodes().await?;
+        if server.json {
+            return print_json(&nodes);
+        }
+        let now = Utc::now();
+        let rows: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.id.clone(),
+                    n.host.clone(),
+                    if n.gone_at.is_some() { "gone" } else { "alive" }.to_string(),
+                    time(Some(n.started_at)),
+                    format!(
+                        "{:.1}s ago",
+                        (now - n.last_heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0
+                    ),
+                    n.running_attempts.to_string(),
+                ]
+            })
+            .collect();
+        table::print(
+            &["NODE", "HOST", "STATE", "STARTED", "HEARTBEAT", "RUNNING"],
+            &rows,
+        );
         anyhow::Ok(())
     })??;
     Ok(ExitCode::SUCCESS)

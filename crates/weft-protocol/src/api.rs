@@ -116,6 +116,9 @@ pub struct TaskAttempt {
     /// The attempt's results (details only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Value>,
+    /// Weft's extension: the node that ran the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 /// A task run as lists and `POST /v1/task-runs` return it.
@@ -239,6 +242,7 @@ mod tests {
                     completed_at: Some(at),
                     error: None,
                     results: Some(json!([4])),
+                    node_id: None,
                 }],
                 started_at: Some(at),
                 completed_at: Some(at),
@@ -279,4 +283,19 @@ mod tests {
         assert!(TaskRunStatus::Canceled.is_terminal());
         assert!(!TaskRunStatus::Pending.is_terminal());
     }
+}
+
+/// Weft's extension, `GET /weft/v1/nodes`: a node of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    pub id: String,
+    pub host: String,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    /// Set once the node left or was declared dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_at: Option<DateTime<Utc>>,
+    /// Attempts it runs now.
+    pub running_attempts: u32,
 }

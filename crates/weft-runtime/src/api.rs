@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use tokio::sync::broadcast;
 use weft_protocol::api::{
-    EVENT_TASK_COMPLETED, Log, LogLabel, LogsResponse, RunTaskRequest, Task, TaskAttempt, TaskRun,
-    TaskRunDetails, TaskRunWithCursor, TaskWithCursor,
+    EVENT_TASK_COMPLETED, Log, LogLabel, LogsResponse, Node, RunTaskRequest, Task, TaskAttempt,
+    TaskRun, TaskRunDetails, TaskRunWithCursor, TaskWithCursor,
 };
 use weft_store::{LogLine, LogQuery, NewLogLine, RunFilter, RunRecord, RunState, TaskRecord};
 
@@ -42,6 +42,8 @@ pub fn router(coordinator: Shared) -> Router {
         .route("/v1/logs", get(list_logs))
         .route("/v1/logs/subscribe", get(subscribe_logs))
         .route("/weft/v1/tasks/refresh", post(refresh_tasks))
+        .route("/weft/v1/nodes", get(list_nodes))
+        .route("/metrics", get(metrics))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -108,6 +110,7 @@ fn attempt(run: &RunRecord, a: &weft_store::AttemptRecord, details: bool) -> Tas
         completed_at: a.completed_at,
         error: if details { a.error.clone() } else { None },
         results: if details { a.output.clone() } else { None },
+        node_id: a.node_id.clone(),
     }
 }
 
@@ -336,6 +339,44 @@ async fn run_events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn list_nodes(State(c): State<Shared>) -> Result<Json<Vec<Node>>, ApiError> {
+    let nodes = c.store().nodes().await?;
+    Ok(Json(
+        nodes
+            .into_iter()
+            .map(|n| Node {
+                id: n.id,
+                host: n.host,
+                started_at: n.started_at,
+                last_heartbeat_at: n.heartbeat_at,
+                gone_at: n.gone_at,
+                running_attempts: n.running,
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /metrics`: the Prometheus text format.
+async fn metrics(State(c): State<Shared>) -> Result<Response, ApiError> {
+    let runs = c.store().count_by_state().await?;
+    let (running_here, holding_slots) = c.load();
+    let text = c.metrics().render(&crate::metrics::Snapshot {
+        node: &c.store().node().id,
+        runs: &runs,
+        running_here,
+        holding_slots,
+        max_concurrent: c.config().max_concurrent,
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn list_tasks(State(c): State<Shared>) -> Json<Vec<TaskWithCursor>> {

@@ -210,6 +210,7 @@ mod tests {
             completed_at: None,
             not_before: None,
             attempts: vec![weft_store::AttemptRecord {
+                node_id: None,
                 number: 3,
                 status: RunState::Running,
                 started_at: now,

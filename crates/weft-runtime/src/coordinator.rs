@@ -1,17 +1,19 @@
-//! The coordinator: creates runs, schedules pending ones, supervises each
-//! attempt's process, applies retries, timeouts and cancellation, and
-//! announces runs that end.
+//! The coordinator: creates runs, claims pending ones for this node's
+//! free slots, supervises each attempt's process, applies retries,
+//! timeouts and cancellation, and announces runs that end.
 //!
-//! Every state change is written to the store before anyone hears of it;
-//! the in-memory scheduler only holds what can be rebuilt from the store
-//! (`Coordinator::open` does so after a crash).
+//! Every state change is written to the store before anyone hears of it.
+//! Pending work lives in the store, not here: the coordinator claims it
+//! when a slot is free (woken when work appears, here or on another node
+//! of a shared store), so nodes sharing one database share the work. What
+//! it keeps in memory (its attempts, who waits for what) it can rebuild.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +28,8 @@ use weft_store::{
 use crate::attempt::{Attempt, AttemptHost, ReportOutcome, Reporter, SubtaskStart};
 pub use crate::error::RunError;
 use crate::logs::LogSink;
+use crate::metrics::Metrics;
+use crate::slots::Slots;
 use crate::supervisor::{AttemptExit, Supervisor};
 use crate::{RuntimeConfig, RuntimeError, lifecycle};
 
@@ -33,9 +37,12 @@ use crate::{RuntimeConfig, RuntimeError, lifecycle};
 /// answered anyway (the outcome is then held and committed later: a full
 /// disk).
 const COMMIT_HOLD: Duration = Duration::from_secs(5);
-/// How long a pending run waits before another try when the store could
-/// not start its attempt.
-const START_RETRY: Duration = Duration::from_secs(1);
+/// How long the scheduler waits before claiming again when the store could
+/// not be asked (a full disk, a lost connection).
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+/// How often a node sharing its store claims even when nothing woke it
+/// (a notification lost with a connection): a safety net, not the mechanism.
+const FALLBACK_POLL: Duration = Duration::from_secs(5);
 /// The longest wait between tries of a commit the store refused for now.
 const COMMIT_RETRY_CAP: Duration = Duration::from_secs(2);
 
@@ -53,8 +60,11 @@ pub struct Coordinator {
     logs: LogSink,
     tasks: RwLock<HashMap<String, TaskRecord>>,
     registering: tokio::sync::Mutex<()>,
-    sched: Mutex<Scheduler>,
+    slots: Mutex<Slots>,
     kick: Notify,
+    /// Told whenever an attempt of this node is over (a drain waits on it).
+    finished: Notify,
+    metrics: Metrics,
     /// Every run that ends, for whoever follows them all.
     ended: broadcast::Sender<EndedRun>,
     /// Who waits for which run to end.
@@ -64,88 +74,27 @@ pub struct Coordinator {
     background: TaskTracker,
 }
 
-/// In-memory scheduling state; rebuilt from the store at start.
-#[derive(Default)]
-struct Scheduler {
-    /// Runs ready to launch, oldest first.
-    ready: BTreeSet<(i64, String)>,
-    /// Runs waiting out a retry backoff.
-    delayed: BTreeSet<(DateTime<Utc>, i64, String)>,
-    queued: HashSet<String>,
-    /// Attempts being started (slots reserved).
-    launching: usize,
-    active: HashMap<String, Active>,
-    /// Children not yet ended, per parent run.
-    open_children: HashMap<String, u32>,
-    /// Active attempts that count against the limit: those not waiting on children.
-    counted: usize,
-}
-
-struct Active {
-    attempt: Arc<Attempt>,
-    counted: bool,
-}
-
-impl Scheduler {
-    fn enqueue(&mut self, run: &RunRecord) {
-        if !self.queued.insert(run.id.clone()) {
-            return;
-        }
-        match run.not_before {
-            Some(at) if at > Utc::now() => {
-                self.delayed.insert((at, run.seq, run.id.clone()));
-            }
-            _ => {
-                self.ready.insert((run.seq, run.id.clone()));
-            }
-        }
-    }
-
-    /// A parent waiting on children does not count against the limit:
-    /// otherwise parents holding every slot would wait forever on children
-    /// that cannot start.
-    fn add_open_children(&mut self, parent: &str, delta: i64) {
-        let open = self.open_children.get(parent).copied().unwrap_or(0) as i64 + delta;
-        if open > 0 {
-            self.open_children.insert(parent.to_string(), open as u32);
-        } else {
-            self.open_children.remove(parent);
-        }
-        if let Some(active) = self.active.get_mut(parent) {
-            let should_count = open <= 0;
-            if active.counted != should_count {
-                active.counted = should_count;
-                if should_count {
-                    self.counted += 1;
-                } else {
-                    self.counted -= 1;
-                }
-            }
-        }
-    }
-}
-
 impl Coordinator {
-    /// Opens the coordinator over a store, recovering what a previous
-    /// runtime left: attempts it was running are closed as interrupted and
-    /// their runs, with every other pending run, are queued again.
+    /// Opens the coordinator over a store as its node: joins the cluster
+    /// (refused while another process runs as this node) and recovers what
+    /// this node left when it last stopped: its attempts are closed as
+    /// interrupted and their runs pending again, to be claimed anew.
     pub async fn open(
         config: RuntimeConfig,
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RuntimeError> {
+        store.join().await?;
         let logs = LogSink::start(store.clone(), config.echo_logs);
         let supervisor = Supervisor::new(&config, logs.clone())?;
-        let pending = store.recover(Utc::now()).await?;
-        let mut sched = Scheduler::default();
-        for (parent, open) in store.open_children().await? {
-            sched.open_children.insert(parent, open);
-        }
-        for run in &pending {
-            sched.enqueue(run);
-        }
-        if !pending.is_empty() {
-            tracing::info!("recovered {} unfinished task runs", pending.len());
+        let interrupted = store.recover(Utc::now()).await?;
+        let metrics = Metrics::default();
+        if !interrupted.is_empty() {
+            metrics.attempts_interrupted(interrupted.len());
+            tracing::info!(
+                "{} attempts were running when this node last stopped; they run again",
+                interrupted.len()
+            );
         }
         let tasks = store
             .list_tasks()
@@ -162,8 +111,10 @@ impl Coordinator {
             logs,
             tasks: RwLock::new(tasks),
             registering: tokio::sync::Mutex::new(()),
-            sched: Mutex::new(sched),
+            slots: Mutex::new(Slots::default()),
             kick: Notify::new(),
+            finished: Notify::new(),
+            metrics,
             ended,
             ends: Arc::default(),
             shutdown,
@@ -179,6 +130,11 @@ impl Coordinator {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Canceled when the runtime stops.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// The task output sink.
@@ -197,10 +153,26 @@ impl Coordinator {
         self.ends.watch(runs)
     }
 
-    fn sched(&self) -> std::sync::MutexGuard<'_, Scheduler> {
-        // The scheduler's invariants hold between statements; a panic while
-        // holding the lock cannot leave it half-changed in a way that matters.
-        self.sched.lock().unwrap_or_else(|p| p.into_inner())
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        // The slots' invariants hold between statements; a panic while
+        // holding the lock cannot leave them half-changed in a way that matters.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This node's counters, for `GET /metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Attempts running on this node, and how many hold a slot.
+    pub fn load(&self) -> (usize, usize) {
+        let slots = self.slots();
+        (slots.len(), slots.counted())
+    }
+
+    /// Wakes the scheduler: there may be work to claim or a slot free.
+    pub(crate) fn kick(&self) {
+        self.kick.notify_one();
     }
 
     /// Runs the start command in register mode and records its tasks.
@@ -298,12 +270,9 @@ impl Coordinator {
             })
             .await?;
         if created.how == Creation::New {
-            let mut sched = self.sched();
             if let Some(parent_id) = &parent_id {
-                sched.add_open_children(parent_id, 1);
+                self.slots().child_changed(parent_id, 1);
             }
-            sched.enqueue(&created.run);
-            drop(sched);
             self.kick.notify_one();
         }
         Ok(created.run)
@@ -319,8 +288,8 @@ impl Coordinator {
             }),
             CancelOutcome::Canceled(ids) => {
                 for run_id in &ids {
-                    if let Some(active) = self.sched().active.get(run_id) {
-                        active.attempt.cancel();
+                    if let Some(attempt) = self.slots().get(run_id) {
+                        attempt.cancel();
                     }
                     if let Some(run) = self.store.get_run(run_id).await? {
                         self.run_ended(run);
@@ -351,7 +320,7 @@ impl Coordinator {
 
     fn run_ended(&self, run: RunRecord) {
         if let Some(parent) = &run.parent_id {
-            self.sched().add_open_children(parent, -1);
+            self.slots().child_changed(parent, -1);
         }
         self.logs
             .announce(&run.task_name, &run.id, &ended_summary(&run));
@@ -362,39 +331,53 @@ impl Coordinator {
         self.kick.notify_one();
     }
 
-    /// Starts the scheduling loop.
+    /// Starts the scheduling loop (and, on a shared store, the node's
+    /// heartbeat and what it hears from other nodes).
     pub fn start_scheduler(self: Arc<Self>) {
+        if self.store.events().is_some() {
+            crate::cluster::start(&self);
+        }
+        if let Some(keep) = self.config.retention {
+            crate::cluster::start_retention(&self, keep);
+        }
         tokio::spawn(async move { self.schedule_loop().await });
     }
 
+    /// Claims pending runs for the free slots, whenever something may have
+    /// changed: a run created or ended, a slot freed, another node's news,
+    /// or a retry's backoff running out.
     async fn schedule_loop(self: Arc<Self>) {
+        let shared = self.store.events().is_some();
         loop {
-            let (launch, next_wake) = {
-                let mut s = self.sched();
-                let now = Utc::now();
-                while s.delayed.first().is_some_and(|(at, _, _)| *at <= now) {
-                    let (_, seq, id) = s.delayed.pop_first().expect("checked");
-                    s.ready.insert((seq, id));
-                }
-                let mut launch = Vec::new();
-                while s.counted + s.launching < self.config.max_concurrent {
-                    let Some((seq, id)) = s.ready.pop_first() else {
-                        break;
-                    };
-                    s.queued.remove(&id);
-                    s.launching += 1;
-                    launch.push((seq, id));
-                }
-                (launch, s.delayed.first().map(|(at, _, _)| *at))
+            let free = self.slots().free(self.config.max_concurrent);
+            let mut wait = if shared {
+                FALLBACK_POLL
+            } else {
+                Duration::from_secs(3600)
             };
-            for (seq, id) in launch {
-                let this = self.clone();
-                self.background
-                    .spawn(async move { this.launch(seq, id).await });
+            if free > 0 {
+                match self.store.claim(free as u32, Utc::now()).await {
+                    Ok(claimed) => {
+                        let filled = claimed.runs.len() == free;
+                        for run in claimed.runs {
+                            self.launch(run);
+                        }
+                        // More is due than there were slots: a slot freeing
+                        // up wakes us. Otherwise sleep until the next due.
+                        if let Some(due) = claimed.next_due.filter(|_| !filled) {
+                            let until = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                            wait = wait.min(until.max(Duration::from_millis(1)));
+                        }
+                    }
+                    Err(e) => {
+                        // A full disk is a fault to wait out, not a crash.
+                        tracing::warn!(
+                            "could not claim pending runs, trying again in {CLAIM_RETRY:?}: {e}"
+                        );
+                        wait = CLAIM_RETRY;
+                    }
+                }
             }
-            let wait = next_wake
-                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 _ = self.kick.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -403,54 +386,39 @@ impl Coordinator {
         }
     }
 
-    async fn launch(self: Arc<Self>, seq: i64, id: String) {
-        let started = self.store.start_attempt(&id, Utc::now()).await;
-        let attempt = {
-            let mut s = self.sched();
-            s.launching -= 1;
-            match started {
-                Ok(Some(run)) => {
-                    let attempt = Arc::new(Attempt::new(run, self.shutdown.child_token()));
-                    let counted = !s.open_children.contains_key(&id);
-                    s.counted += usize::from(counted);
-                    s.active.insert(
-                        id.clone(),
-                        Active {
-                            attempt: attempt.clone(),
-                            counted,
-                        },
-                    );
-                    Some(attempt)
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    // The run stays pending in the store; try again soon
-                    // (a full disk is a fault to wait out, not a crash).
-                    tracing::warn!(
-                        "could not start an attempt of {id}, trying again in {START_RETRY:?}: {e}"
-                    );
-                    if s.queued.insert(id.clone()) {
-                        let at = Utc::now() + START_RETRY;
-                        s.delayed.insert((at, seq, id.clone()));
-                    }
-                    None
-                }
-            }
-        };
-        let Some(attempt) = attempt else {
-            self.kick.notify_one();
-            return;
-        };
-        self.run_attempt(&attempt).await;
-        {
-            let mut s = self.sched();
-            if let Some(active) = s.active.remove(&id)
-                && active.counted
+    /// Runs a claimed run's new attempt.
+    fn launch(self: &Arc<Self>, run: RunRecord) {
+        let waited = run
+            .attempts
+            .iter()
+            .rev()
+            .nth(1)
+            .and_then(|previous| previous.completed_at)
+            .unwrap_or(run.created_at);
+        let attempt = Arc::new(Attempt::new(run, self.shutdown.child_token()));
+        let started = attempt.run.current_attempt().map(|a| a.started_at);
+        self.metrics.attempt_started(
+            started
+                .and_then(|s| (s - waited).to_std().ok())
+                .unwrap_or_default(),
+        );
+        self.slots().start(attempt.clone());
+        let this = self.clone();
+        self.background.spawn(async move {
+            let id = attempt.run.id.clone();
+            // A run that ran before may have children still open.
+            if attempt.number > 1
+                && let Ok(open) = this.store.open_children(std::slice::from_ref(&id)).await
             {
-                s.counted -= 1;
+                for (parent, n) in open {
+                    this.slots().set_open_children(&parent, n);
+                }
             }
-        }
-        self.kick.notify_one();
+            this.run_attempt(&attempt).await;
+            this.slots().finish(&id);
+            this.finished.notify_waiters();
+            this.kick.notify_one();
+        });
     }
 
     /// Runs one attempt's process to its end and decides what its end
@@ -515,6 +483,9 @@ impl Coordinator {
                             end.attempt
                         );
                     }
+                    if !matches!(end.outcome, weft_store::AttemptOutcome::Completed { .. }) {
+                        self.metrics.attempt_failed();
+                    }
                     self.moved_on(run, end.attempt);
                     return Ok(true);
                 }
@@ -557,16 +528,138 @@ impl Coordinator {
             );
             self.logs.announce(&run.task_name, &run.id, &what);
         }
-        self.sched().enqueue(&run);
+        // Pending again in the store: claimed once its backoff is over.
         self.kick.notify_one();
     }
 
-    /// Stops: kills running task processes and waits for their supervisors.
+    /// Stops at once: claims nothing more, kills the running task
+    /// processes, and hands their runs back (pending again, the attempts
+    /// recorded as interrupted) for this node's next start or another node.
     pub async fn stop(&self) {
+        self.slots().close();
         self.shutdown.cancel();
         self.background.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.background.wait()).await;
         self.logs.flush().await;
+        match self.store.recover(Utc::now()).await {
+            Ok(handed_back) if !handed_back.is_empty() => {
+                self.metrics.attempts_interrupted(handed_back.len());
+                tracing::info!("handed back {} unfinished attempts", handed_back.len());
+            }
+            Ok(_) => {}
+            // Not lost: they are handed back when this node starts again,
+            // or taken over when it is found silent.
+            Err(e) => tracing::warn!("could not hand back the unfinished attempts: {e}"),
+        }
+        if let Err(e) = self.store.leave().await {
+            tracing::warn!("could not leave the cluster: {e}");
+        }
+    }
+
+    /// Drains, then stops: claims nothing more and lets the running
+    /// attempts finish for up to `grace`; whatever still runs then is
+    /// handed back ([`Coordinator::stop`]).
+    pub async fn drain(&self, grace: Duration) {
+        self.slots().close();
+        let deadline = tokio::time::Instant::now() + grace;
+        let running = self.slots().len();
+        if running > 0 {
+            tracing::info!("draining: waiting up to {grace:?} for {running} running attempts");
+        }
+        loop {
+            let finished = self.finished.notified();
+            if self.slots().is_empty() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                break;
+            }
+        }
+        self.stop().await;
+    }
+
+    /// Another node ended a run: wake who waits for it here, and count a
+    /// child of a parent running here as ended.
+    pub(crate) async fn remote_end(&self, run_id: &str, parent_id: Option<&str>) {
+        if let Some(parent) = parent_id {
+            let here = self.slots().get(parent).is_some();
+            if here {
+                self.slots().child_changed(parent, -1);
+                self.kick.notify_one();
+            }
+        }
+        if self.ends.is_watched(run_id) || self.ended.receiver_count() > 0 {
+            match self.store.get_run(run_id).await {
+                Ok(Some(run)) if run.status.is_terminal() => {
+                    let run = Arc::new(run);
+                    self.ends.ended(&run);
+                    let _ = self.ended.send(run);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("could not read {run_id}, which another node ended: {e}"),
+            }
+        }
+    }
+
+    /// Another node canceled runs: kill the attempts here whose runs are
+    /// now canceled, then read the rest again.
+    pub(crate) async fn remote_cancel(&self) {
+        let here = self.slots().attempts();
+        for attempt in here {
+            if let Ok(Some(run)) = self.store.get_run(&attempt.run.id).await
+                && run.status == RunState::Canceled
+            {
+                attempt.cancel();
+            }
+        }
+        self.resync().await;
+    }
+
+    /// Reads again what other nodes may have changed unheard (after the
+    /// connection that hears them was lost): open children of the parents
+    /// here, and the runs someone here waits for.
+    pub(crate) async fn resync(&self) {
+        let here = self.slots().run_ids();
+        if !here.is_empty()
+            && let Ok(open) = self.store.open_children(&here).await
+        {
+            let mut slots = self.slots();
+            for id in &here {
+                let n = open.iter().find(|(p, _)| p == id).map_or(0, |(_, n)| *n);
+                slots.set_open_children(id, n);
+            }
+        }
+        for id in self.ends.watched_ids() {
+            if let Ok(Some(run)) = self.store.get_run(&id).await
+                && run.status.is_terminal()
+            {
+                self.ends.ended(&Arc::new(run));
+            }
+        }
+        self.kick.notify_one();
+    }
+
+    /// This node was declared dead while it could not say otherwise (a
+    /// long pause): its attempts were taken over elsewhere, so their
+    /// processes are killed here, and it joins again.
+    pub(crate) async fn declared_dead(&self) {
+        let attempts = self.slots().attempts();
+        tracing::error!(
+            "this node was silent too long and the cluster took over its work; stopping its {} attempts here and joining again",
+            attempts.len()
+        );
+        for attempt in attempts {
+            attempt.cancel();
+        }
+        if let Err(e) = self.store.join().await {
+            tracing::error!("could not join the cluster again: {e}");
+        }
+    }
+
+    /// Attempts closed as interrupted by this node's rescue of others.
+    pub(crate) fn rescued(&self, runs: usize) {
+        self.metrics.attempts_interrupted(runs);
+        self.kick.notify_one();
     }
 }
 

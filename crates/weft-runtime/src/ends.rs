@@ -65,6 +65,16 @@ impl EndWaiters {
     pub fn watched_runs(&self) -> usize {
         self.by_run().len()
     }
+
+    /// Whether someone waits for this run.
+    pub fn is_watched(&self, run_id: &str) -> bool {
+        self.by_run().contains_key(run_id)
+    }
+
+    /// The runs someone waits for.
+    pub fn watched_ids(&self) -> Vec<String> {
+        self.by_run().keys().cloned().collect()
+    }
 }
 
 /// A registration for the ends of some runs; dropping it unregisters.

@@ -20,11 +20,14 @@
 
 pub mod api;
 pub mod attempt;
+mod cluster;
 pub mod coordinator;
 pub mod ends;
 pub mod executor;
 pub mod lifecycle;
 pub mod logs;
+pub mod metrics;
+mod slots;
 pub mod supervisor;
 pub mod task_socket;
 
@@ -69,6 +72,14 @@ pub struct RuntimeConfig {
     /// Task output stored per run at most; later lines are echoed and
     /// counted, not stored.
     pub max_log_bytes: u64,
+    /// On a shared store: how long a node may be silent before the others
+    /// take over its attempts.
+    pub node_timeout: Duration,
+    /// Ended root runs older than this are pruned, with their subtree and
+    /// logs; `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// How often the retention sweep runs.
+    pub retention_sweep: Duration,
 }
 
 impl RuntimeConfig {
@@ -88,6 +99,9 @@ impl RuntimeConfig {
             exit_grace: Duration::from_secs(5),
             register_timeout: Duration::from_secs(120),
             max_log_bytes: 64 * 1024 * 1024,
+            node_timeout: Duration::from_secs(10),
+            retention: None,
+            retention_sweep: Duration::from_secs(60),
         }
     }
 }
@@ -162,11 +176,21 @@ impl Runtime {
         &self.coordinator
     }
 
-    /// Stops serving and kills running task processes. Their attempts are
-    /// relaunched, uncounted, when a runtime opens the same store again.
+    /// Stops at once: kills running task processes and hands their runs
+    /// back, to run again (uncounted) when a runtime opens the same store
+    /// again, or at once on another node of a shared store.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
         self.coordinator.stop().await;
+        self.shutdown.cancel();
+        let _ = self.server.await;
+    }
+
+    /// Stops gracefully: claims nothing more, lets running attempts finish
+    /// for up to `grace` (the API keeps serving meanwhile), then hands back
+    /// what still runs and stops.
+    pub async fn drain(self, grace: Duration) {
+        self.coordinator.drain(grace).await;
+        self.shutdown.cancel();
         let _ = self.server.await;
     }
 }

@@ -71,6 +71,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, (status, interrupted))| AttemptRecord {
+                    node_id: None,
                     number: i as u32 + 1,
                     status: *status,
                     started_at: now,

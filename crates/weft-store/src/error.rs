@@ -56,6 +56,18 @@ pub enum StoreError {
         lock_file: String,
         source: std::io::Error,
     },
+    /// A parent attempt that is no longer running asked for a child.
+    #[error("attempt {attempt} of {run_id} is no longer running")]
+    AttemptEnded { run_id: String, attempt: u32 },
+    /// Another process runs as this node.
+    #[error(
+        "node {node} is already running (on {host}, last heard from {seconds_ago} s ago); give this one another --node-id, or stop that one"
+    )]
+    NodeAlive {
+        node: String,
+        host: String,
+        seconds_ago: i64,
+    },
     #[error("store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

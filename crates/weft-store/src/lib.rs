@@ -4,17 +4,19 @@
 //! The runtime decides *what* happens to a run (the state machine lives in
 //! `weft-runtime`); a store applies each transition atomically and durably
 //! before the runtime acknowledges it to anyone. [`SqliteStore`] is the
-//! embedded default; a PostgreSQL store for several nodes implements the
-//! same trait.
+//! embedded default; [`PgStore`] lets several nodes share PostgreSQL. Both
+//! pass one conformance suite (`tests/conformance`).
 
 pub mod adoption;
 mod error;
 mod model;
+mod postgres;
 mod sqlite;
 mod state;
 
 pub use error::StoreError;
 pub use model::*;
+pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore};
 pub use state::{RunEvent, RunState, TRANSITIONS};
 
@@ -25,14 +27,23 @@ use weft_protocol::socket::TaskDefinition;
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The durable state behind a weft runtime.
+/// The durable state behind a weft runtime, shared by every node of a
+/// cluster that uses the same database.
 ///
 /// Every method is one atomic transaction. Methods that move a run between
-/// states are compare-and-set: they apply only when the run (or attempt) is
-/// still in the state the caller expects, and report whether they did, so
-/// two racing events (a callback and a timeout, say) cannot both win.
+/// states are compare-and-set on the state [`TRANSITIONS`] starts from:
+/// they apply only when the run (or attempt) is still where the caller
+/// expects, and report whether they did, so two racing events (a callback
+/// and a timeout, two nodes claiming one run) cannot both win.
+///
+/// A store handle acts for one node ([`Store::node`]): the attempts it
+/// starts are that node's, and only that node's reports end them (a node
+/// presumed dead that comes back is refused: fencing).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The node this handle acts for.
+    fn node(&self) -> &NodeId;
+
     /// Replaces the registered task set; tasks no longer listed are kept
     /// (old runs refer to them) but marked unregistered.
     async fn register_tasks(
@@ -48,7 +59,9 @@ pub trait Store: Send + Sync + 'static {
     /// or, for a parent's attempt that runs again after a crash or a
     /// failure, the child an earlier attempt started with the same task and
     /// input: the rule is in [`adoption`], and every store applies it the
-    /// same way, in the same transaction as the insert it replaces.
+    /// same way, in the same transaction as the insert it replaces. A
+    /// child asked for by a parent attempt that is no longer running is
+    /// refused ([`StoreError::AttemptEnded`]).
     async fn create_run(&self, new: NewRun) -> Result<CreatedRun>;
 
     /// One run with its attempts.
@@ -57,24 +70,32 @@ pub trait Store: Send + Sync + 'static {
     /// Runs, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
 
-    /// Moves a pending run to running and opens its next attempt. `None`
-    /// when the run is no longer pending (canceled meanwhile).
+    /// Moves this pending run to running with a new attempt of this node.
+    /// `None` when the run is no longer pending (canceled, or claimed by
+    /// another node).
     async fn start_attempt(&self, run_id: &str, at: DateTime<Utc>) -> Result<Option<RunRecord>>;
 
-    /// Closes a running attempt and moves its run on. `None` when the attempt
-    /// had already ended (another event won).
+    /// Claims up to `limit` pending runs that are due, oldest first, each
+    /// with a new attempt of this node; nodes claiming at once never get
+    /// the same run and never wait on each other. Says, too, when the
+    /// earliest pending run left is due.
+    async fn claim(&self, limit: u32, at: DateTime<Utc>) -> Result<Claimed>;
+
+    /// Closes a running attempt of this node and moves its run on. `None`
+    /// when the attempt had already ended (another event won, or another
+    /// node took the run over).
     async fn finish_attempt(&self, end: AttemptEnd) -> Result<Option<RunRecord>>;
 
     /// Cancels a run and every descendant that has not ended.
     async fn cancel_run(&self, id: &str, at: DateTime<Utc>) -> Result<CancelOutcome>;
 
-    /// After a crash or restart: closes attempts that were running as
-    /// interrupted (they do not count against retries) and puts their runs
-    /// back to pending. Returns every pending run, oldest first.
+    /// After this node crashed or stopped: closes the attempts it was
+    /// running as interrupted (they do not count against retries) and puts
+    /// their runs back to pending. Returns those runs.
     async fn recover(&self, at: DateTime<Utc>) -> Result<Vec<RunRecord>>;
 
-    /// For each run with children that have not ended, how many.
-    async fn open_children(&self) -> Result<Vec<(String, u32)>>;
+    /// For each of these runs that has children not yet ended, how many.
+    async fn open_children(&self, parents: &[String]) -> Result<Vec<(String, u32)>>;
 
     /// Appends log lines.
     async fn append_logs(&self, lines: Vec<NewLogLine>) -> Result<()>;
@@ -90,4 +111,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Sets a setting.
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+
+    /// Joins the cluster as this node: refused ([`StoreError::NodeAlive`])
+    /// while another process with the same node id is alive.
+    async fn join(&self) -> Result<()>;
+
+    /// Says this node is alive (by the database's clock). `false` when the
+    /// cluster has declared it dead meanwhile: its attempts were taken
+    /// over, and it must stop them and join again.
+    async fn heartbeat(&self) -> Result<bool>;
+
+    /// Takes over the attempts of nodes silent for longer than `after`:
+    /// they are closed as interrupted, their runs pending again, and the
+    /// nodes declared dead. Returns the runs put back.
+    async fn rescue(&self, after: std::time::Duration) -> Result<Vec<String>>;
+
+    /// This node leaves the cluster (a clean stop).
+    async fn leave(&self) -> Result<()>;
+
+    /// The nodes the cluster knows, alive first.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>>;
+
+    /// Deletes root runs that ended before `before`, with their subtree and
+    /// their logs, at most `batch` roots per call. Returns how many roots.
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64>;
+
+    /// How many runs are in each state.
+    async fn count_by_state(&self) -> Result<Vec<(RunState, u64)>>;
+
+    /// What other nodes did that this one should hear of, for stores that
+    /// several nodes share; `None` for a store only one node uses.
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>>;
 }

@@ -110,6 +110,8 @@ impl RunRecord {
 /// One attempt of a run: one process.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
+    /// The node that ran it.
+    pub node_id: Option<String>,
     /// 1-based.
     pub number: u32,
     pub status: RunState,
@@ -203,4 +205,78 @@ pub struct LogQuery {
     /// Lines after this id.
     pub after_id: Option<i64>,
     pub limit: u32,
+}
+
+/// A node: one runtime process of a cluster (or the one process of a
+/// single-node store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeId {
+    /// Stable across restarts (`--node-id`; the host name by default).
+    pub id: String,
+    /// New at every start: tells this run of the node from an earlier one.
+    pub incarnation: String,
+    /// Where it runs, for people.
+    pub host: String,
+}
+
+impl NodeId {
+    /// A node of this id, started now, on this host.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            incarnation: uuid::Uuid::new_v4().simple().to_string(),
+            host: local_host_name(),
+        }
+    }
+}
+
+/// This machine's name.
+pub fn local_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// A node as the cluster knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    pub id: String,
+    pub host: String,
+    pub incarnation: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    /// Declared dead (or left); its attempts were taken over.
+    pub gone_at: Option<DateTime<Utc>>,
+    /// Attempts it is running now.
+    pub running: u32,
+}
+
+/// What [`crate::Store::claim`] got.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// The runs claimed, each with its new attempt running.
+    pub runs: Vec<RunRecord>,
+    /// When the earliest pending run still waiting is due (now or earlier
+    /// for a run that is due but was not claimed); `None` when none waits.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// Something another node did, as the store tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Work became pending (a run created, retried or taken over).
+    Pending,
+    /// A run ended.
+    Ended {
+        run_id: String,
+        parent_id: Option<String>,
+    },
+    /// Runs were canceled: attempts here may have to be killed.
+    Canceled,
+    /// Events may have been missed (the connection that hears them was
+    /// lost): read the state again.
+    Resync,
 }

@@ -17,9 +17,9 @@ use weft_protocol::socket::{TaskDefinition, TaskOptions};
 
 use crate::adoption::input_fingerprint;
 use crate::{
-    AttemptEnd, AttemptOutcome, AttemptRecord, CancelOutcome, CreatedRun, Creation, LogLine,
-    LogQuery, NewLogLine, NewRun, Result, RunFilter, RunRecord, RunState, Store, StoreError,
-    TaskRecord,
+    AttemptEnd, AttemptOutcome, AttemptRecord, CancelOutcome, Claimed, CreatedRun, Creation,
+    LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter, RunRecord,
+    RunState, Store, StoreError, StoreEvent, TaskRecord,
 };
 
 /// How long a root run's `idempotencyKey` names it.
@@ -40,6 +40,11 @@ const MIGRATIONS: &[Migration] = &[
              WHERE parent_id IS NOT NULL;",
     ),
     Migration::Code(fingerprint_existing_children),
+    // The node that runs each attempt; claims take the oldest pending run.
+    Migration::Sql(
+        "ALTER TABLE attempts ADD COLUMN node_id TEXT;
+         CREATE INDEX runs_pending ON runs (seq) WHERE status = 'pending';",
+    ),
 ];
 
 /// One step of the schema's history.
@@ -136,6 +141,8 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// The database file, as messages name it.
     location: Arc<str>,
+    /// The one node a SQLite database serves.
+    node: NodeId,
     /// Held while any clone lives: one process owns a database at a time.
     _lock: Arc<std::fs::File>,
 }
@@ -224,6 +231,7 @@ impl SqliteStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             location: location.into(),
+            node: NodeId::new(crate::local_host_name()),
             _lock: Arc::new(lock),
         })
     }
@@ -506,7 +514,7 @@ impl RunRow {
 
 fn load_attempts(tx: &Transaction<'_>, run_id: &str) -> TxResult<Vec<AttemptRecord>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT attempt, status, started_at, completed_at, error, output, interrupted
+        "SELECT attempt, status, started_at, completed_at, error, output, interrupted, node_id
          FROM attempts WHERE run_id = ?1 ORDER BY attempt",
     )?;
     let rows = stmt.query_map([run_id], |r| {
@@ -518,12 +526,14 @@ fn load_attempts(tx: &Transaction<'_>, run_id: &str) -> TxResult<Vec<AttemptReco
             r.get::<_, Option<String>>(4)?,
             r.get::<_, Option<String>>(5)?,
             r.get::<_, bool>(6)?,
+            r.get::<_, Option<String>>(7)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (number, status, started, completed, error, output, interrupted) = row?;
+        let (number, status, started, completed, error, output, interrupted, node_id) = row?;
         out.push(AttemptRecord {
+            node_id,
             number,
             status: parse_status(&status)?,
             started_at: parse_ts(&started)?,
@@ -655,6 +665,19 @@ fn take_child(tx: &Transaction<'_>, id: &str, attempt: u32) -> TxResult<()> {
     Ok(())
 }
 
+/// The error an interrupted attempt is closed with.
+const INTERRUPTED: &str = "interrupted: the weft runtime stopped during this attempt; relaunched without counting against retries";
+
+/// Opens the next attempt of a run that was just moved to running.
+fn open_attempt(tx: &Transaction<'_>, run_id: &str, at: DateTime<Utc>, node: &str) -> TxResult<()> {
+    tx.execute(
+        "INSERT INTO attempts (run_id, attempt, status, started_at, node_id)
+         VALUES (?1, (SELECT coalesce(max(attempt), 0) + 1 FROM attempts WHERE run_id = ?1), 'running', ?2, ?3)",
+        params![run_id, ts(at), node],
+    )?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn register_tasks(
@@ -723,6 +746,20 @@ impl Store for SqliteStore {
 
     async fn create_run(&self, new: NewRun) -> Result<CreatedRun> {
         self.tx(move |tx| {
+            if let Some(parent) = &new.parent {
+                let running: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM attempts WHERE run_id = ?1 AND attempt = ?2 AND status = 'running')",
+                    params![parent.run_id, parent.attempt],
+                    |r| r.get(0),
+                )?;
+                if !running {
+                    return Err(StoreError::AttemptEnded {
+                        run_id: parent.run_id.clone(),
+                        attempt: parent.attempt,
+                    }
+                    .into());
+                }
+            }
             if let Some((id, how)) = find_existing(tx, &new)? {
                 let run = load_run(tx, &id)?.ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))?;
                 return Ok(CreatedRun { run, how });
@@ -784,6 +821,7 @@ impl Store for SqliteStore {
 
     async fn start_attempt(&self, run_id: &str, at: DateTime<Utc>) -> Result<Option<RunRecord>> {
         let run_id = run_id.to_string();
+        let node = self.node.id.clone();
         self.tx(move |tx| {
             let changed = tx.execute(
                 "UPDATE runs SET status = 'running', started_at = coalesce(started_at, ?2), not_before = NULL
@@ -793,17 +831,46 @@ impl Store for SqliteStore {
             if changed == 0 {
                 return Ok(None);
             }
-            tx.execute(
-                "INSERT INTO attempts (run_id, attempt, status, started_at)
-                 VALUES (?1, (SELECT coalesce(max(attempt), 0) + 1 FROM attempts WHERE run_id = ?1), 'running', ?2)",
-                params![run_id, ts(at)],
-            )?;
+            open_attempt(tx, &run_id, at, &node)?;
             load_run(tx, &run_id)
         })
         .await
     }
 
+    async fn claim(&self, limit: u32, at: DateTime<Utc>) -> Result<Claimed> {
+        let node = self.node.id.clone();
+        self.tx(move |tx| {
+            let now = ts(at);
+            let ids = tx
+                .prepare_cached(
+                    "UPDATE runs SET status = 'running', started_at = coalesce(started_at, ?1), not_before = NULL
+                     WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending'
+                                     AND (not_before IS NULL OR not_before <= ?1)
+                                   ORDER BY seq LIMIT ?2)
+                     RETURNING id, seq",
+                )?
+                .query_map(params![now, limit], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, String>(0)?)))?
+                .collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()?;
+            let mut runs = Vec::with_capacity(ids.len());
+            for id in ids.values() {
+                open_attempt(tx, id, at, &node)?;
+                runs.push(load_run(tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))?);
+            }
+            let next_due: Option<String> = tx.query_row(
+                "SELECT min(coalesce(not_before, ?1)) FROM runs WHERE status = 'pending'",
+                [&now],
+                |r| r.get(0),
+            )?;
+            Ok(Claimed {
+                runs,
+                next_due: parse_opt_ts(next_due)?,
+            })
+        })
+        .await
+    }
+
     async fn finish_attempt(&self, end: AttemptEnd) -> Result<Option<RunRecord>> {
+        let node = self.node.id.clone();
         self.tx(move |tx| {
             let at = ts(end.at);
             let (attempt_status, attempt_error, attempt_output) = match &end.outcome {
@@ -816,9 +883,9 @@ impl Store for SqliteStore {
             };
             let changed = tx.execute(
                 "UPDATE attempts SET status = ?3, completed_at = ?4, error = ?5, output = ?6
-                 WHERE run_id = ?1 AND attempt = ?2 AND status = 'running'
+                 WHERE run_id = ?1 AND attempt = ?2 AND status = 'running' AND node_id IS ?7
                    AND EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND status = 'running')",
-                params![end.run_id, end.attempt, attempt_status, at, attempt_error, attempt_output],
+                params![end.run_id, end.attempt, attempt_status, at, attempt_error, attempt_output, node],
             )?;
             if changed == 0 {
                 return Ok(None);
@@ -878,26 +945,37 @@ impl Store for SqliteStore {
     }
 
     async fn recover(&self, at: DateTime<Utc>) -> Result<Vec<RunRecord>> {
+        // One process owns a SQLite database (the lock file), so every
+        // running attempt in it was this node's.
         self.tx(move |tx| {
-            tx.execute(
-                "UPDATE attempts SET status = 'failed', interrupted = 1, completed_at = ?1,
-                        error = 'interrupted: the weft runtime stopped during this attempt; relaunched without counting against retries'
-                 WHERE status = 'running'",
-                [ts(at)],
-            )?;
-            tx.execute("UPDATE runs SET status = 'pending' WHERE status = 'running'", [])?;
-            load_runs(tx, &format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'pending' ORDER BY seq"), &[])
+            let ids = tx
+                .prepare(
+                    "UPDATE attempts SET status = 'failed', interrupted = 1, completed_at = ?1, error = ?2
+                     WHERE status = 'running' RETURNING run_id",
+                )?
+                .query_map(params![ts(at), INTERRUPTED], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut runs = Vec::new();
+            for id in &ids {
+                tx.execute("UPDATE runs SET status = 'pending' WHERE id = ?1 AND status = 'running'", [id])?;
+                runs.extend(load_run(tx, id)?);
+            }
+            Ok(runs)
         })
         .await
     }
 
-    async fn open_children(&self) -> Result<Vec<(String, u32)>> {
-        self.tx(|tx| {
+    async fn open_children(&self, parents: &[String]) -> Result<Vec<(String, u32)>> {
+        let parents = serde_json::to_string(parents).expect("strings serialise");
+        self.tx(move |tx| {
             let mut stmt = tx.prepare_cached(
                 "SELECT parent_id, count(*) FROM runs
-                 WHERE parent_id IS NOT NULL AND status IN ('pending', 'running') GROUP BY parent_id",
+                 WHERE parent_id IN (SELECT value FROM json_each(?1)) AND status IN ('pending', 'running')
+                 GROUP BY parent_id",
             )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = stmt
+                .query_map([parents], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
         .await
@@ -1011,5 +1089,95 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    async fn join(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn heartbeat(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    async fn rescue(&self, _after: std::time::Duration) -> Result<Vec<String>> {
+        // No other node can have died holding attempts of this file.
+        Ok(Vec::new())
+    }
+
+    async fn leave(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        let running: u32 = self
+            .tx(|tx| {
+                Ok(tx.query_row(
+                    "SELECT count(*) FROM attempts WHERE status = 'running'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await?;
+        let now = Utc::now();
+        Ok(vec![NodeRecord {
+            id: self.node.id.clone(),
+            host: self.node.host.clone(),
+            incarnation: self.node.incarnation.clone(),
+            started_at: now,
+            heartbeat_at: now,
+            gone_at: None,
+            running,
+        }])
+    }
+
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64> {
+        self.tx(move |tx| {
+            let roots = tx
+                .prepare_cached(
+                    "SELECT id FROM runs r WHERE parent_id IS NULL
+                       AND status IN ('completed', 'failed', 'canceled') AND completed_at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.root_id = r.id
+                                       AND c.status IN ('pending', 'running'))
+                     ORDER BY seq LIMIT ?2",
+                )?
+                .query_map(params![ts(before), batch], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for root in &roots {
+                tx.execute(
+                    "DELETE FROM logs WHERE run_id IN (SELECT id FROM runs WHERE root_id = ?1)",
+                    [root],
+                )?;
+                tx.execute(
+                    "DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE root_id = ?1)",
+                    [root],
+                )?;
+                tx.execute("DELETE FROM runs WHERE root_id = ?1", [root])?;
+            }
+            Ok(roots.len() as u64)
+        })
+        .await
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(RunState, u64)>> {
+        self.tx(|tx| {
+            let rows = tx
+                .prepare_cached(
+                    "SELECT status, count(*) FROM runs GROUP BY status ORDER BY status",
+                )?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(status, n)| Ok((parse_status(&status)?, n)))
+                .collect()
+        })
+        .await
+    }
+
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        None
     }
 }

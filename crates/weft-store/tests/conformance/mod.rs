@@ -17,6 +17,9 @@ pub trait Backend: Sized {
     /// A new handle on the same data; dropping one without closing
     /// anything is how these checks crash.
     async fn open(&self) -> Arc<dyn Store>;
+    /// A handle for another node of a cluster on the same data; `None` for
+    /// a store only one node uses.
+    async fn open_as(&self, node: &str) -> Option<Arc<dyn Store>>;
 }
 
 /// One `#[tokio::test]` per check, for a [`Backend`].
@@ -34,6 +37,13 @@ macro_rules! conformance_tests {
             recovery_relaunches_interrupted_attempts_and_adopts_their_children,
             adoption_survives_any_number_of_crashes,
             adoption_hands_each_child_to_one_call_and_skips_failed_ones,
+            claims_take_due_runs_oldest_first_and_each_once,
+            a_parent_attempt_that_ended_starts_no_children,
+            pruning_removes_old_ended_trees_and_their_logs,
+            runs_are_counted_by_state,
+            reports_are_fenced_to_the_node_that_runs_the_attempt,
+            a_silent_node_is_rescued_and_its_late_report_refused,
+            a_node_id_runs_once_at_a_time,
             listing_pages_newest_first_with_filters,
             logs_filter_by_run_tree_time_and_text,
         );
@@ -294,7 +304,10 @@ pub async fn subtask_keys_deduplicate_within_their_parent<B: Backend>() {
     assert_eq!(c.run.parent_id.as_deref(), Some(parent.id.as_str()));
     assert_eq!(c.run.root_id, parent.id);
     assert_eq!(
-        store.open_children().await.unwrap(),
+        store
+            .open_children(&[parent.id.clone(), "trn-other".into()])
+            .await
+            .unwrap(),
         vec![(parent.id.clone(), 2)]
     );
 }
@@ -388,13 +401,22 @@ pub async fn recovery_relaunches_interrupted_attempts_and_adopts_their_children<
     };
 
     let store = backend.open().await;
-    let pending = store.recover(Utc::now()).await.unwrap();
-    let ids: Vec<_> = pending.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(
-        ids,
-        [parent.id.as_str(), kids[1].id.as_str(), kids[2].id.as_str()]
-    );
-    let p = &pending[0];
+    let interrupted = store.recover(Utc::now()).await.unwrap();
+    let mut ids: Vec<_> = interrupted.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    let mut want = [parent.id.as_str(), kids[1].id.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "the attempts that were running");
+    let pending = store
+        .list_runs(&RunFilter {
+            status: Some(Pending),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 3, "kids[2] was pending all along");
+    let p = interrupted.iter().find(|r| r.id == parent.id).unwrap();
     assert!(p.attempts[0].interrupted);
     assert_eq!(
         p.failed_attempts(),
@@ -728,4 +750,333 @@ pub async fn logs_filter_by_run_tree_time_and_text<B: Backend>() {
         lines.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
         ["hello from kid"]
     );
+}
+
+pub async fn claims_take_due_runs_oldest_first_and_each_once<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            store
+                .create_run(root("t", json!([i])))
+                .await
+                .unwrap()
+                .run
+                .id,
+        );
+    }
+    // The oldest is retried later: not due.
+    let first = store.claim(1, Utc::now()).await.unwrap();
+    assert_eq!(first.runs.len(), 1);
+    assert_eq!(first.runs[0].id, ids[0]);
+    assert_eq!(first.runs[0].status, Running);
+    assert_eq!(
+        first.runs[0].attempts[0].node_id.as_deref(),
+        Some(store.node().id.as_str())
+    );
+    let later = Utc::now() + Duration::minutes(5);
+    end(
+        &*store,
+        &ids[0],
+        1,
+        AttemptOutcome::Retry {
+            error: "e".into(),
+            retry_at: later,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let two = store.claim(2, Utc::now()).await.unwrap();
+    assert_eq!(
+        two.runs.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&ids[1], &ids[2]]
+    );
+    assert!(two.next_due.unwrap() <= Utc::now(), "due runs are left");
+    let rest = store.claim(10, Utc::now()).await.unwrap();
+    assert_eq!(
+        rest.runs.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&ids[3], &ids[4]]
+    );
+    let due = rest.next_due.expect("the retried run waits");
+    assert!(
+        (due - later).num_milliseconds().abs() < 5,
+        "{due} vs {later}"
+    );
+    assert!(store.claim(10, Utc::now()).await.unwrap().runs.is_empty());
+    let retried = store.claim(10, later).await.unwrap();
+    assert_eq!(retried.runs[0].id, ids[0]);
+    assert_eq!(retried.runs[0].attempts.len(), 2);
+    assert_eq!(retried.next_due, None);
+
+    // Many claimers at once, from every node there is: each run once.
+    let mut created = std::collections::HashSet::new();
+    for i in 0..40 {
+        created.insert(
+            store
+                .create_run(root("t", json!([100 + i])))
+                .await
+                .unwrap()
+                .run
+                .id,
+        );
+    }
+    let mut handles = vec![store.clone()];
+    for n in 0..3 {
+        if let Some(other) = backend.open_as(&format!("claimer-{n}")).await {
+            other.join().await.unwrap();
+            handles.push(other);
+        }
+    }
+    let claims = (0..12).map(|i| {
+        let store = handles[i % handles.len()].clone();
+        tokio::spawn(async move { store.claim(4, Utc::now()).await.unwrap().runs })
+    });
+    let mut claimed = Vec::new();
+    for c in claims {
+        claimed.extend(c.await.unwrap().into_iter().map(|r| r.id));
+    }
+    let unique: std::collections::HashSet<_> = claimed.iter().cloned().collect();
+    assert_eq!(unique.len(), claimed.len(), "no run claimed twice");
+    assert_eq!(unique, created, "every due run claimed");
+}
+
+pub async fn a_parent_attempt_that_ended_starts_no_children<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let parent = started(&*store, root("p", json!([]))).await;
+    end(
+        &*store,
+        &parent.id,
+        1,
+        AttemptOutcome::Failed {
+            error: "done".into(),
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let err = store
+        .create_run(child(&parent, 1, "c", json!([1]), None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::AttemptEnded { attempt: 1, .. }),
+        "{err:?}"
+    );
+    let none = store
+        .list_runs(&RunFilter {
+            root_id: Some(parent.id.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(none.len(), 1, "no child was made");
+}
+
+pub async fn pruning_removes_old_ended_trees_and_their_logs<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let old = started(&*store, root("p", json!(["old"]))).await;
+    let kid = started(&*store, child(&old, 1, "c", json!([1]), None)).await;
+    store
+        .append_logs(vec![NewLogLine {
+            run_id: kid.id.clone(),
+            task_name: "c".into(),
+            attempt: 1,
+            stream: "stdout",
+            at: Utc::now(),
+            message: "kid says".into(),
+        }])
+        .await
+        .unwrap();
+    end(
+        &*store,
+        &kid.id,
+        1,
+        AttemptOutcome::Completed { output: json!([1]) },
+    )
+    .await
+    .unwrap();
+    end(
+        &*store,
+        &old.id,
+        1,
+        AttemptOutcome::Completed { output: json!([1]) },
+    )
+    .await
+    .unwrap();
+    // Ended, but a child still runs: kept.
+    let busy = started(&*store, root("p", json!(["busy"]))).await;
+    let _running = started(&*store, child(&busy, 1, "c", json!([2]), None)).await;
+    end(
+        &*store,
+        &busy.id,
+        1,
+        AttemptOutcome::Completed { output: json!([1]) },
+    )
+    .await
+    .unwrap();
+    let fresh = store
+        .create_run(root("p", json!(["fresh"])))
+        .await
+        .unwrap()
+        .run;
+
+    let cutoff = Utc::now() + Duration::seconds(1);
+    assert_eq!(store.prune(cutoff, 100).await.unwrap(), 1);
+    assert!(store.get_run(&old.id).await.unwrap().is_none());
+    assert!(
+        store.get_run(&kid.id).await.unwrap().is_none(),
+        "with its subtree"
+    );
+    let logs = store
+        .query_logs(&LogQuery {
+            run_ids: vec![kid.id.clone()],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(logs.is_empty(), "and its logs");
+    assert!(
+        store.get_run(&busy.id).await.unwrap().is_some(),
+        "a tree still running is kept"
+    );
+    assert!(
+        store.get_run(&fresh.id).await.unwrap().is_some(),
+        "pending roots are kept"
+    );
+    assert_eq!(
+        store
+            .prune(Utc::now() - Duration::days(1), 100)
+            .await
+            .unwrap(),
+        0,
+        "younger than the cutoff"
+    );
+}
+
+pub async fn runs_are_counted_by_state<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let a = started(&*store, root("t", json!([1]))).await;
+    started(&*store, root("t", json!([2]))).await;
+    store.create_run(root("t", json!([3]))).await.unwrap();
+    end(
+        &*store,
+        &a.id,
+        1,
+        AttemptOutcome::Completed { output: json!([1]) },
+    )
+    .await
+    .unwrap();
+    let mut counts = store.count_by_state().await.unwrap();
+    counts.sort();
+    assert_eq!(counts, vec![(Pending, 1), (Running, 1), (Completed, 1)]);
+}
+
+pub async fn reports_are_fenced_to_the_node_that_runs_the_attempt<B: Backend>() {
+    let backend = B::fresh().await;
+    let Some(other) = backend.open_as("other-node").await else {
+        return;
+    };
+    let store = backend.open().await;
+    store.join().await.unwrap();
+    other.join().await.unwrap();
+    let run = store.create_run(root("t", json!([1]))).await.unwrap().run;
+    let claimed = other.claim(1, Utc::now()).await.unwrap().runs;
+    assert_eq!(
+        claimed[0].attempts[0].node_id.as_deref(),
+        Some("other-node")
+    );
+    let refused = end(
+        &*store,
+        &run.id,
+        1,
+        AttemptOutcome::Completed { output: json!([9]) },
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused.is_none(),
+        "a node cannot end another node's attempt"
+    );
+    let done = end(
+        &*other,
+        &run.id,
+        1,
+        AttemptOutcome::Completed { output: json!([1]) },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(done.output, Some(json!([1])));
+}
+
+pub async fn a_silent_node_is_rescued_and_its_late_report_refused<B: Backend>() {
+    let backend = B::fresh().await;
+    let Some(sleepy) = backend.open_as("sleepy").await else {
+        return;
+    };
+    let store = backend.open().await;
+    store.join().await.unwrap();
+    sleepy.join().await.unwrap();
+    let run = store.create_run(root("t", json!([1]))).await.unwrap().run;
+    assert_eq!(sleepy.claim(1, Utc::now()).await.unwrap().runs.len(), 1);
+    // Nobody is silent yet.
+    assert!(
+        store
+            .rescue(std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(store.heartbeat().await.unwrap());
+    let rescued = store
+        .rescue(std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(rescued, vec![run.id.clone()]);
+    let back = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(back.status, Pending);
+    assert!(back.attempts[0].interrupted);
+    assert_eq!(back.failed_attempts(), 0, "not counted against retries");
+    // The sleeper wakes: declared dead, its report refused.
+    assert!(!sleepy.heartbeat().await.unwrap());
+    let late = end(
+        &*sleepy,
+        &run.id,
+        1,
+        AttemptOutcome::Completed { output: json!([1]) },
+    )
+    .await
+    .unwrap();
+    assert!(late.is_none());
+    let nodes = store.nodes().await.unwrap();
+    let dead = nodes.iter().find(|n| n.id == "sleepy").unwrap();
+    assert!(dead.gone_at.is_some());
+    let me = nodes.iter().find(|n| n.id == store.node().id).unwrap();
+    assert!(me.gone_at.is_none());
+    // The run goes on elsewhere.
+    let again = store.claim(1, Utc::now()).await.unwrap().runs;
+    assert_eq!(again[0].attempts.len(), 2);
+}
+
+pub async fn a_node_id_runs_once_at_a_time<B: Backend>() {
+    let backend = B::fresh().await;
+    let Some(first) = backend.open_as("twin").await else {
+        return;
+    };
+    first.join().await.unwrap();
+    let second = backend.open_as("twin").await.unwrap();
+    let err = second.join().await.unwrap_err();
+    assert!(matches!(err, StoreError::NodeAlive { .. }), "{err:?}");
+    assert!(err.to_string().contains("--node-id"), "{err}");
+    // Once the first leaves, the id is free.
+    first.leave().await.unwrap();
+    second.join().await.unwrap();
 }

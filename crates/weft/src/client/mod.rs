@@ -565,6 +565,14 @@ impl Client {
             .await
     }
 
+    /// Weft only: the nodes of the cluster serving this API (one for
+    /// `weft dev` on SQLite).
+    pub async fn list_nodes(&self) -> Result<Vec<weft_protocol::api::Node>> {
+        let url = self.path(&["weft", "v1", "nodes"]);
+        self.send_json("list nodes", self.request(Method::GET, url))
+            .await
+    }
+
     async fn create_task_run(&self, body: &RunTaskRequest) -> Result<TaskRun> {
         let url = self.v1(&["task-runs"]);
         self.send_json("start task", self.request(Method::POST, url).json(body))

@@ -1,0 +1,56 @@
+//! `weft serve`: one node of a cluster that shares a PostgreSQL database.
+//! Every node runs the same start command and answers the whole API; the
+//! database is the only coordinator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use weft_store::{NodeId, PgStore};
+
+use crate::server::{self, OnSignal, ServerOptions, parse_duration};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The PostgreSQL database the nodes share (`postgres://user@host/db`).
+    #[arg(long, env = "WEFT_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// This node's name, unique in the cluster (default: the host name).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// On SIGTERM, how long running attempts may go on before the rest
+    /// are handed back to other nodes.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// How long a node may be silent before the others take over its
+    /// attempts.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    node_timeout: Duration,
+    #[command(flatten)]
+    server: ServerOptions,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    server::init_logging();
+    let mut config = args.server.config()?;
+    config.node_timeout = args.node_timeout;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let node = NodeId::new(
+            args.node_id
+                .clone()
+                .unwrap_or_else(weft_store::local_host_name),
+        );
+        let store = PgStore::connect(&args.database_url, node).await?;
+        server::serve(
+            "weft serve",
+            config,
+            Arc::new(store),
+            "PostgreSQL",
+            OnSignal::Drain(args.drain_timeout),
+        )
+        .await
+    })
+}

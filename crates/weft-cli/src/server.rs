@@ -1,0 +1,224 @@
+//! What `weft dev` and `weft serve` share: the runtime's options, the
+//! environment file, the store, and the life of the server until a signal.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use weft_runtime::{Runtime, RuntimeConfig};
+use weft_store::Store;
+
+/// The options of a server, `weft dev` and `weft serve` alike.
+#[derive(Args)]
+pub struct ServerOptions {
+    /// Address (or host name) to serve the API on. Beyond loopback a bearer
+    /// token is required.
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
+    pub host: IpAddr,
+    /// Port to serve the API on.
+    #[arg(long, default_value_t = 8120)]
+    pub port: u16,
+    /// Task processes running at once on this node (default: one per
+    /// CPU). Parents waiting on subtasks do not count.
+    #[arg(long)]
+    pub max_concurrent: Option<usize>,
+    /// Environment file for task processes (default: `.env` when present).
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+    /// Bearer token clients must send.
+    #[arg(long, env = "RENDER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Largest task input or result, in bytes (`4MiB`, `500kB` and the like
+    /// are understood).
+    #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
+    pub max_payload_bytes: u64,
+    /// Task output stored per run at most; past it, lines are still shown
+    /// here but only counted, and one stored line says how many were not
+    /// kept.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_log_bytes: u64,
+    /// Prune root runs that ended longer ago than this (`30d`, `12h`),
+    /// with their subtasks and logs. Off by default.
+    #[arg(long, value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+    /// Do not echo task output on this terminal (it is still stored).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The app's start command and its arguments.
+    #[arg(last = true, required = true, value_name = "START COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// How the server stops on SIGTERM or Ctrl-C.
+#[derive(Clone, Copy)]
+pub enum OnSignal {
+    /// At once: running attempts are handed back and run again.
+    Stop,
+    /// Claim nothing more, let running attempts finish for this long,
+    /// then hand back the rest. A second signal stops at once.
+    Drain(Duration),
+}
+
+/// A size in bytes: `1048576`, `64MiB`, `500kB`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    parse_size::parse_size(text)
+        .map_err(|e| format!("{text:?} is not a size in bytes ({e}); for example 4194304 or 4MiB"))
+}
+
+/// A duration: `30s`, `10m`, `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); for example 30s, 10m or 30d"))
+}
+
+/// Variables from an env file, without those already set in our
+/// environment (a set variable wins, as with dotenv everywhere).
+fn load_env_file(explicit: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(".env").is_file() => PathBuf::from(".env"),
+        None => return Ok(Vec::new()),
+    };
+    let iter = dotenvy::from_path_iter(&path)
+        .with_context(|| format!("cannot read env file {}", path.display()))?;
+    let mut vars = Vec::new();
+    for item in iter {
+        let (k, v) = item.with_context(|| format!("bad line in env file {}", path.display()))?;
+        if std::env::var_os(&k).is_none() {
+            vars.push((k, v));
+        }
+    }
+    Ok(vars)
+}
+
+/// An IP address, or a name resolved to one (IPv4 first, as most clients
+/// try it first).
+fn parse_host(host: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    let addrs: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    addrs
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
+}
+
+impl ServerOptions {
+    /// The runtime's configuration.
+    pub fn config(&self) -> anyhow::Result<RuntimeConfig> {
+        if let Some(0) = self.max_concurrent {
+            bail!("--max-concurrent must be at least 1");
+        }
+        let mut config = RuntimeConfig::new(self.command.clone());
+        config.listen = SocketAddr::new(self.host, self.port);
+        config.env = load_env_file(self.env_file.as_deref())?;
+        config.api_key = self.api_key.clone().filter(|k| !k.is_empty());
+        config.max_payload_bytes = usize::try_from(self.max_payload_bytes)
+            .context("--max-payload-bytes is larger than this machine can address")?;
+        config.max_log_bytes = self.max_log_bytes;
+        config.echo_logs = !self.quiet;
+        config.retention = self.retention;
+        if let Some(n) = self.max_concurrent {
+            config.max_concurrent = n;
+        }
+        Ok(config)
+    }
+}
+
+/// Logs on standard error: colours for a terminal, plain text for a file.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                .unwrap_or_else(|_| "weft_runtime=info,weft_store=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Serves until a signal: `name` is the command (`weft dev`), `kept_in`
+/// where the runs are, for the banner.
+pub async fn serve(
+    name: &str,
+    config: RuntimeConfig,
+    store: Arc<dyn Store>,
+    kept_in: &str,
+    on_signal: OnSignal,
+) -> anyhow::Result<std::process::ExitCode> {
+    let max = config.max_concurrent;
+    let node = store.node().id.clone();
+    let rt = Runtime::start(config, store).await?;
+    let tasks: Vec<_> = rt
+        .coordinator()
+        .tasks()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    eprintln!(
+        "{name}: serving the Render Workflows API on {} ({} tasks: {}; up to {max} task processes; node {node}; runs kept in {kept_in})",
+        rt.url(),
+        tasks.len(),
+        tasks.join(", "),
+    );
+    eprintln!(
+        "{name}: point clients at it with RENDER_USE_LOCAL_DEV=true (or RENDER_LOCAL_DEV_URL={})",
+        rt.url()
+    );
+    let mut signals = Signals::new();
+    signals.next().await;
+    match on_signal {
+        OnSignal::Stop => {
+            eprintln!("{name}: stopping; unfinished runs resume at the next start");
+            rt.shutdown().await;
+        }
+        OnSignal::Drain(grace) => {
+            eprintln!(
+                "{name}: draining: claiming nothing more, letting running attempts finish for up to {grace:?} (signal again to stop at once)"
+            );
+            let coordinator = rt.coordinator().clone();
+            let drain = rt.drain(grace);
+            tokio::pin!(drain);
+            tokio::select! {
+                _ = &mut drain => {}
+                _ = signals.next() => {
+                    eprintln!("{name}: stopping at once; unfinished runs are handed back");
+                    coordinator.stop().await;
+                    drain.await;
+                }
+            }
+            eprintln!("{name}: stopped");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// SIGTERM and Ctrl-C, each time they come.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Self {
+        Self {
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("signal handler"),
+        }
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}

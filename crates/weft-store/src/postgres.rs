@@ -1,0 +1,1412 @@
+//! The shared store: PostgreSQL, for several `weft serve` nodes (and
+//! `weft dev --database-url`).
+//!
+//! PostgreSQL is the cluster's only coordinator, as in River, Oban or
+//! Hatchet: nodes claim pending runs with `FOR UPDATE SKIP LOCKED`, say
+//! they are alive with a heartbeat row (by the database's clock), take over
+//! the attempts of nodes that fell silent, and hear of each other's work
+//! through `LISTEN/NOTIFY` sent inside the transactions that make it. No
+//! node talks to another.
+//!
+//! Every uniqueness (root idempotency keys, subtask keys) is a unique index
+//! with `INSERT ... ON CONFLICT`, never a lookup followed by an insert, so
+//! it holds under concurrent starts from many nodes.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row};
+use tokio::sync::broadcast;
+use weft_protocol::socket::{TaskDefinition, TaskOptions};
+
+use crate::adoption::input_fingerprint;
+use crate::{
+    AttemptEnd, AttemptOutcome, AttemptRecord, CancelOutcome, Claimed, CreatedRun, Creation,
+    LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter, RunRecord,
+    RunState, Store, StoreError, StoreEvent, TaskRecord,
+};
+
+/// How long a root run's `idempotencyKey` names it.
+const ROOT_IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+/// The error an interrupted attempt is closed with.
+const INTERRUPTED: &str = "interrupted: the weft node running this attempt stopped or fell silent; relaunched without counting against retries";
+
+/// The schema's history, applied by sqlx's migrator (which records each
+/// version in `_sqlx_migrations` and refuses a database with versions it
+/// does not know).
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let steps = [(
+        1,
+        "schema",
+        include_str!("../migrations/postgres/0001_schema.sql"),
+    )];
+    Migrator {
+        migrations: Cow::Owned(
+            steps
+                .into_iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        version,
+                        name.into(),
+                        MigrationType::Simple,
+                        sql.into(),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    node: NodeId,
+    /// The database, as messages name it (no password).
+    location: Arc<str>,
+    /// The `NOTIFY` channel of this schema.
+    channel: Arc<str>,
+    events: broadcast::Sender<StoreEvent>,
+    /// Stops the listener when the last clone goes.
+    _listener: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// An error inside a transaction: the driver's, or the store's.
+enum PgErr {
+    Sql(sqlx::Error),
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for PgErr {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Sql(e)
+    }
+}
+
+impl From<StoreError> for PgErr {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+type PgResult<T> = std::result::Result<T, PgErr>;
+
+/// What a driver error means for the runtime.
+fn classify(e: sqlx::Error, location: &str) -> StoreError {
+    let location = location.to_string();
+    let detail = e.to_string();
+    match &e {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("53100") => StoreError::Full { location, detail },
+            Some("25006") => StoreError::ReadOnly { location, detail },
+            Some("XX001" | "XX002") => StoreError::Damaged { location, detail },
+            Some(code)
+                if code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || code == "40001"
+                    || code == "40P01" =>
+            {
+                StoreError::Unavailable { location, detail }
+            }
+            _ => StoreError::Query { location, detail },
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable { location, detail },
+        _ => StoreError::Query { location, detail },
+    }
+}
+
+impl PgErr {
+    fn into_store(self, location: &str) -> StoreError {
+        match self {
+            Self::Store(e) => e,
+            Self::Sql(e) => classify(e, location),
+        }
+    }
+}
+
+/// `postgres://user@host:port/db`, for messages: never the password.
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or(options.get_username())
+    )
+}
+
+impl PgStore {
+    /// Connects to the database at `url` as `node`, and brings its schema
+    /// up to date. Fails with a message naming the database when it does
+    /// not answer (within 10 s) or was written by a newer weft.
+    pub async fn connect(url: &str, node: NodeId) -> Result<Self> {
+        let refuse = |detail: String| StoreError::Open {
+            // Never the password: what follows the `@`, if there is one.
+            location: url.rsplit('@').next().unwrap_or(url).to_string(),
+            detail,
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(refuse(
+                "not a PostgreSQL URL: expected postgres://user@host:port/database".into(),
+            ));
+        }
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| refuse(format!("not a PostgreSQL URL: {e}")))?;
+        Self::connect_with(options, node, 16).await
+    }
+
+    /// [`PgStore::connect`] with parsed options and a pool size.
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        node: NodeId,
+        pool_size: u32,
+    ) -> Result<Self> {
+        let location = describe(&options);
+        let open_err = |e: sqlx::Error| StoreError::Open {
+            location: location.clone(),
+            detail: e.to_string(),
+        };
+        // One connection first, so a database that refuses (or a wrong
+        // password) is said at once, not after the pool's timeout.
+        let first = tokio::time::timeout(
+            Duration::from_secs(10),
+            <PgConnection as sqlx::Connection>::connect_with(&options),
+        )
+        .await
+        .map_err(|_| StoreError::Open {
+            location: location.clone(),
+            detail: "no answer within 10 s".into(),
+        })?
+        .map_err(open_err)?;
+        drop(first);
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        migrate(&pool, &location).await?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| classify(e, &location))?;
+        let channel: String = format!("weft_{schema}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(63)
+            .collect();
+        let (events, _) = broadcast::channel(1024);
+        let listener = tokio::spawn(listen(
+            pool.clone(),
+            channel.clone(),
+            format!("{} {}", node.id, node.incarnation),
+            events.clone(),
+        ));
+        Ok(Self {
+            pool,
+            node,
+            location: location.into(),
+            channel: channel.into(),
+            events,
+            _listener: Arc::new(AbortOnDrop(listener.abort_handle())),
+        })
+    }
+
+    /// Runs `f` in one transaction (READ COMMITTED), once more if the
+    /// database broke a deadlock by aborting it.
+    async fn tx<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send,
+        F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, PgResult<T>> + Send + Sync,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let outcome: PgResult<T> = async {
+                let mut tx = self.pool.begin().await?;
+                match f(&mut tx).await {
+                    Ok(out) => {
+                        tx.commit().await?;
+                        Ok(out)
+                    }
+                    // Rolled back here, not left to the pool: the connection
+                    // must not sit idle in a transaction, holding locks.
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        Err(e)
+                    }
+                }
+            }
+            .await;
+            match outcome {
+                Err(PgErr::Sql(sqlx::Error::Database(db)))
+                    if tries < 3 && matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+                {
+                    continue;
+                }
+                other => return other.map_err(|e| e.into_store(&self.location)),
+            }
+        }
+    }
+
+    fn me(&self) -> String {
+        format!("{} {}", self.node.id, self.node.incarnation)
+    }
+}
+
+async fn migrate(pool: &PgPool, location: &str) -> Result<()> {
+    let migrator = migrator();
+    match migrator.run(pool).await {
+        Ok(()) => Ok(()),
+        Err(sqlx::migrate::MigrateError::VersionMissing(found)) => Err(StoreError::SchemaTooNew {
+            location: location.to_string(),
+            found,
+            known: migrator.migrations.len() as i64,
+        }),
+        Err(sqlx::migrate::MigrateError::Execute(e)) => Err(classify(e, location)),
+        Err(e) => Err(StoreError::Open {
+            location: location.to_string(),
+            detail: format!("could not bring the schema up to date: {e}"),
+        }),
+    }
+}
+
+/// Hears the other nodes: one connection that `LISTEN`s, reconnecting when
+/// it drops. Notifications sent while it was down are lost, so a
+/// reconnect is told as [`StoreEvent::Resync`].
+async fn listen(pool: PgPool, channel: String, me: String, events: broadcast::Sender<StoreEvent>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("cannot listen for other nodes' work: {e}; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(&channel).await {
+            tracing::warn!("cannot LISTEN {channel}: {e}; trying again");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let _ = events.send(StoreEvent::Resync);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    if let Some(event) = parse_event(n.payload(), &me) {
+                        let _ = events.send(event);
+                    }
+                }
+                // The connection was lost; the next call reconnects.
+                Ok(None) => {
+                    let _ = events.send(StoreEvent::Resync);
+                }
+                Err(e) => {
+                    tracing::warn!("lost the connection that hears other nodes: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Payloads: `p` (work pending), `e <node> <incarnation> <run> <parent|->`
+/// (a run ended), `c <node> <incarnation>` (runs canceled). A node's own
+/// notifications are skipped: it knew first.
+fn parse_event(payload: &str, me: &str) -> Option<StoreEvent> {
+    let mut words = payload.split(' ');
+    match words.next()? {
+        "p" => Some(StoreEvent::Pending),
+        "e" => {
+            let from = format!("{} {}", words.next()?, words.next()?);
+            let run_id = words.next()?.to_string();
+            let parent_id = words.next().filter(|p| *p != "-").map(str::to_string);
+            (from != me).then_some(StoreEvent::Ended { run_id, parent_id })
+        }
+        "c" => {
+            let from = format!("{} {}", words.next()?, words.next()?);
+            (from != me).then_some(StoreEvent::Canceled)
+        }
+        _ => None,
+    }
+}
+
+async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> PgResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn parse_json(s: &str) -> Result<Value> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
+}
+
+fn parse_state(s: &str) -> Result<RunState> {
+    RunState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown status {s:?}")))
+}
+
+/// PostgreSQL text cannot hold NUL; a task may print one.
+fn without_nul(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \
+                           created_at, started_at, completed_at, not_before";
+
+fn attempt_from_row(r: &PgRow) -> PgResult<(String, AttemptRecord)> {
+    let output: Option<String> = r.try_get("output")?;
+    Ok((
+        r.try_get("run_id")?,
+        AttemptRecord {
+            node_id: r.try_get("node_id")?,
+            number: r.try_get::<i32, _>("attempt")? as u32,
+            status: parse_state(r.try_get("status")?)?,
+            started_at: r.try_get("started_at")?,
+            completed_at: r.try_get("completed_at")?,
+            error: r.try_get("error")?,
+            output: output.as_deref().map(parse_json).transpose()?,
+            interrupted: r.try_get("interrupted")?,
+        },
+    ))
+}
+
+fn run_from_row(r: &PgRow) -> PgResult<RunRecord> {
+    let input: String = r.try_get("input")?;
+    let output: Option<String> = r.try_get("output")?;
+    Ok(RunRecord {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        task_name: r.try_get("task_name")?,
+        status: parse_state(r.try_get("status")?)?,
+        input: parse_json(&input)?,
+        output: output.as_deref().map(parse_json).transpose()?,
+        error: r.try_get("error")?,
+        parent_id: r.try_get("parent_id")?,
+        root_id: r.try_get("root_id")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        completed_at: r.try_get("completed_at")?,
+        not_before: r.try_get("not_before")?,
+        attempts: Vec::new(),
+    })
+}
+
+/// Runs with their attempts, in the order of `rows`.
+async fn with_attempts(conn: &mut PgConnection, rows: Vec<PgRow>) -> PgResult<Vec<RunRecord>> {
+    let mut runs = rows
+        .iter()
+        .map(run_from_row)
+        .collect::<PgResult<Vec<_>>>()?;
+    if runs.is_empty() {
+        return Ok(runs);
+    }
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let attempts = sqlx::query(
+        "SELECT run_id, attempt, status, started_at, completed_at, error, output, interrupted, node_id
+         FROM attempts WHERE run_id = ANY($1) ORDER BY run_id, attempt",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_run: std::collections::HashMap<String, Vec<AttemptRecord>> = Default::default();
+    for row in &attempts {
+        let (run_id, attempt) = attempt_from_row(row)?;
+        by_run.entry(run_id).or_default().push(attempt);
+    }
+    for run in &mut runs {
+        run.attempts = by_run.remove(&run.id).unwrap_or_default();
+    }
+    Ok(runs)
+}
+
+async fn load_run(conn: &mut PgConnection, id: &str) -> PgResult<Option<RunRecord>> {
+    let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(with_attempts(conn, rows).await?.pop())
+}
+
+async fn load_runs_by_ids(conn: &mut PgConnection, ids: &[String]) -> PgResult<Vec<RunRecord>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1) ORDER BY seq"
+    ))
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    with_attempts(conn, rows).await
+}
+
+fn new_run_id() -> String {
+    // UUIDv7 keeps ids in creation order, which reads well in listings.
+    format!("trn-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The child an earlier attempt of the parent started (see
+/// [`crate::adoption`]), taken by this attempt: locked, so two identical
+/// calls of one attempt racing each other get two different children.
+async fn adopt(
+    conn: &mut PgConnection,
+    new: &NewRun,
+    input_text: &str,
+) -> PgResult<Option<String>> {
+    let Some(parent) = &new.parent else {
+        return Ok(None);
+    };
+    if parent.attempt <= 1 {
+        return Ok(None);
+    }
+    let found: Option<String> = sqlx::query_scalar(
+        "UPDATE runs SET taken_by_attempt = $4 WHERE seq = (
+             SELECT seq FROM runs
+             WHERE parent_id = $1 AND task_name = $2 AND input_hash = $3 AND taken_by_attempt < $4
+               AND status NOT IN ('failed', 'canceled') AND input::jsonb = $5::jsonb
+             ORDER BY seq LIMIT 1 FOR UPDATE)
+         RETURNING id",
+    )
+    .bind(&parent.run_id)
+    .bind(&new.task_name)
+    .bind(input_fingerprint(&new.input))
+    .bind(parent.attempt as i32)
+    .bind(input_text)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found)
+}
+
+async fn create_run_in(
+    conn: &mut PgConnection,
+    new: &NewRun,
+    channel: &str,
+) -> PgResult<CreatedRun> {
+    let input_text = serde_json::to_string(&new.input).expect("JSON serialises");
+    if let Some(parent) = &new.parent {
+        let running: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM attempts WHERE run_id = $1 AND attempt = $2 AND status = 'running')",
+        )
+        .bind(&parent.run_id)
+        .bind(parent.attempt as i32)
+        .fetch_one(&mut *conn)
+        .await?;
+        if !running {
+            return Err(StoreError::AttemptEnded {
+                run_id: parent.run_id.clone(),
+                attempt: parent.attempt,
+            }
+            .into());
+        }
+    }
+    let id = new_run_id();
+    // Root runs: the key is taken (new, or expired and taken again) by one
+    // start only; the others find the run it names.
+    if let (None, Some(key)) = (&new.parent, &new.idempotency_key) {
+        let taken: Option<String> = sqlx::query_scalar(
+            "INSERT INTO root_keys (key, run_id, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET run_id = EXCLUDED.run_id, created_at = EXCLUDED.created_at
+                 WHERE root_keys.created_at < $4
+             RETURNING run_id",
+        )
+        .bind(key)
+        .bind(&id)
+        .bind(new.at)
+        .bind(new.at - ROOT_IDEMPOTENCY_WINDOW)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if taken.is_none() {
+            let existing: String =
+                sqlx::query_scalar("SELECT run_id FROM root_keys WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let run = load_run(conn, &existing).await?.ok_or_else(|| {
+                StoreError::Corrupt(format!("idempotency key {key:?} names a missing run"))
+            })?;
+            return Ok(CreatedRun {
+                run,
+                how: Creation::Deduplicated,
+            });
+        }
+    }
+    if let (Some(parent), Some(key)) = (&new.parent, &new.idempotency_key) {
+        let found: Option<String> = sqlx::query_scalar(
+            "UPDATE runs SET taken_by_attempt = greatest(coalesce(taken_by_attempt, 0), $4)
+             WHERE parent_id = $1 AND idempotency_key = $2 AND coalesce(idempotency_created_at, '') = coalesce($3, '')
+             RETURNING id",
+        )
+        .bind(&parent.run_id)
+        .bind(key)
+        .bind(&new.idempotency_created_at)
+        .bind(parent.attempt as i32)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(found) = found {
+            let run = load_run(conn, &found).await?.expect("just found");
+            return Ok(CreatedRun {
+                run,
+                how: Creation::Deduplicated,
+            });
+        }
+    }
+    if let Some(adopted) = adopt(conn, new, &input_text).await? {
+        let run = load_run(conn, &adopted).await?.expect("just adopted");
+        return Ok(CreatedRun {
+            run,
+            how: Creation::Adopted,
+        });
+    }
+    let root_id = new
+        .parent
+        .as_ref()
+        .map_or(id.clone(), |p| p.root_id.clone());
+    let inserted: Option<String> = sqlx::query_scalar(
+        "INSERT INTO runs (id, task_name, status, input, parent_id, root_id, created_by_attempt, taken_by_attempt,
+                           input_hash, idempotency_key, idempotency_created_at, created_at)
+         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $6, $7, $8, $9, $10)
+         ON CONFLICT (parent_id, idempotency_key, coalesce(idempotency_created_at, ''))
+             WHERE parent_id IS NOT NULL AND idempotency_key IS NOT NULL
+         DO NOTHING
+         RETURNING id",
+    )
+    .bind(&id)
+    .bind(&new.task_name)
+    .bind(&input_text)
+    .bind(new.parent.as_ref().map(|p| p.run_id.clone()))
+    .bind(&root_id)
+    .bind(new.parent.as_ref().map(|p| p.attempt as i32))
+    .bind(new.parent.as_ref().map(|_| input_fingerprint(&new.input)))
+    .bind(&new.idempotency_key)
+    .bind(&new.idempotency_created_at)
+    .bind(new.at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = inserted else {
+        // The same subtask start committed by a concurrent request.
+        let (parent, key) = (
+            new.parent.as_ref().expect("keyed"),
+            new.idempotency_key.as_ref().expect("keyed"),
+        );
+        let existing: String = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE parent_id = $1 AND idempotency_key = $2
+             AND coalesce(idempotency_created_at, '') = coalesce($3, '')",
+        )
+        .bind(&parent.run_id)
+        .bind(key)
+        .bind(&new.idempotency_created_at)
+        .fetch_one(&mut *conn)
+        .await?;
+        let run = load_run(conn, &existing).await?.expect("just found");
+        return Ok(CreatedRun {
+            run,
+            how: Creation::Deduplicated,
+        });
+    };
+    notify(conn, channel, "p").await?;
+    let run = load_run(conn, &id).await?.expect("just inserted");
+    Ok(CreatedRun {
+        run,
+        how: Creation::New,
+    })
+}
+
+/// Opens the next attempt of runs just moved to running, for this node.
+async fn open_attempts(
+    conn: &mut PgConnection,
+    ids: &[String],
+    at: DateTime<Utc>,
+    node: &NodeId,
+) -> PgResult<()> {
+    sqlx::query(
+        "INSERT INTO attempts (run_id, attempt, status, started_at, node_id, node_incarnation)
+         SELECT id, coalesce((SELECT max(a.attempt) FROM attempts a WHERE a.run_id = id), 0) + 1,
+                'running', $2, $3, $4
+         FROM unnest($1::text[]) AS id",
+    )
+    .bind(ids)
+    .bind(at)
+    .bind(&node.id)
+    .bind(&node.incarnation)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Whose running attempts [`interrupt`] closes.
+enum Holders<'a> {
+    /// This node's, whatever its incarnation (it is starting again).
+    Node(&'a str),
+    /// Those of nodes that are gone, or of an incarnation that is no
+    /// longer its node's (rescue).
+    Orphaned,
+}
+
+/// Closes running attempts as interrupted and puts their runs back to
+/// pending; returns the runs.
+async fn interrupt(
+    conn: &mut PgConnection,
+    holders: Holders<'_>,
+    channel: &str,
+) -> PgResult<Vec<String>> {
+    const CLOSE: &str = "UPDATE attempts SET status = 'failed', interrupted = true, completed_at = now(), error = $1
+                         WHERE status = 'running' AND ";
+    let ids: Vec<String> = match holders {
+        Holders::Node(node) => {
+            sqlx::query_scalar(&format!("{CLOSE} node_id = $2 RETURNING run_id"))
+                .bind(INTERRUPTED)
+                .bind(node)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        Holders::Orphaned => {
+            sqlx::query_scalar(&format!(
+                "{CLOSE} NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = attempts.node_id
+                                     AND n.incarnation = attempts.node_incarnation AND n.gone_at IS NULL)
+                 RETURNING run_id"
+            ))
+            .bind(INTERRUPTED)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    if !ids.is_empty() {
+        sqlx::query("UPDATE runs SET status = 'pending' WHERE id = ANY($1) AND status = 'running'")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+        notify(conn, channel, "p").await?;
+    }
+    Ok(ids)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    async fn register_tasks(
+        &self,
+        tasks: &[TaskDefinition],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<TaskRecord>> {
+        let tasks = tasks.to_vec();
+        self.tx(move |conn| {
+            let tasks = tasks.clone();
+            Box::pin(async move {
+                sqlx::query("UPDATE tasks SET registered = false").execute(&mut *conn).await?;
+                for task in &tasks {
+                    let options =
+                        serde_json::to_string(&task.options.clone().unwrap_or_default()).expect("options serialise");
+                    let parameters =
+                        task.parameters.as_ref().map(|p| serde_json::to_string(p).expect("parameters serialise"));
+                    sqlx::query(
+                        "INSERT INTO tasks (name, id, options, parameters, registered, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, true, $5, $5)
+                         ON CONFLICT (name) DO UPDATE SET options = $3, parameters = $4, registered = true, updated_at = $5",
+                    )
+                    .bind(&task.name)
+                    .bind(TaskRecord::id_for(&task.name))
+                    .bind(options)
+                    .bind(parameters)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        self.list_tasks().await
+    }
+
+    async fn list_tasks(&self) -> Result<Vec<TaskRecord>> {
+        self.tx(|conn| {
+            Box::pin(async move {
+                let rows = sqlx::query(
+                    "SELECT id, name, options, parameters, registered, created_at FROM tasks
+                     ORDER BY registered DESC, name",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let options: String = r.try_get("options")?;
+                        let parameters: Option<String> = r.try_get("parameters")?;
+                        Ok(TaskRecord {
+                            id: r.try_get("id")?,
+                            name: r.try_get("name")?,
+                            options: serde_json::from_str::<TaskOptions>(&options)
+                                .map_err(|e| StoreError::Corrupt(format!("task options: {e}")))?,
+                            parameters: parameters
+                                .map(|p| serde_json::from_str(&p))
+                                .transpose()
+                                .map_err(|e| {
+                                    StoreError::Corrupt(format!("task parameters: {e}"))
+                                })?,
+                            registered: r.try_get("registered")?,
+                            created_at: r.try_get("created_at")?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn create_run(&self, new: NewRun) -> Result<CreatedRun> {
+        let channel = self.channel.clone();
+        self.tx(move |conn| {
+            let (new, channel) = (new.clone(), channel.clone());
+            Box::pin(async move { create_run_in(conn, &new, &channel).await })
+        })
+        .await
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
+        let id = id.to_string();
+        self.tx(move |conn| {
+            let id = id.clone();
+            Box::pin(async move { load_run(conn, &id).await })
+        })
+        .await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let filter = filter.clone();
+        self.tx(move |conn| {
+            let filter = filter.clone();
+            Box::pin(async move {
+                let rows = sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE ($1::text IS NULL OR task_name = $1) AND ($2::text IS NULL OR root_id = $2)
+                       AND ($3::text IS NULL OR status = $3) AND ($4::bigint IS NULL OR seq < $4)
+                     ORDER BY seq DESC LIMIT $5"
+                ))
+                .bind(&filter.task_name)
+                .bind(&filter.root_id)
+                .bind(filter.status.map(|s| s.as_str()))
+                .bind(filter.before_seq)
+                .bind(i64::from(filter.limit))
+                .fetch_all(&mut *conn)
+                .await?;
+                with_attempts(conn, rows).await
+            })
+        })
+        .await
+    }
+
+    async fn start_attempt(&self, run_id: &str, at: DateTime<Utc>) -> Result<Option<RunRecord>> {
+        let run_id = run_id.to_string();
+        let node = self.node.clone();
+        self.tx(move |conn| {
+            let (run_id, node) = (run_id.clone(), node.clone());
+            Box::pin(async move {
+                let changed = sqlx::query(
+                    "UPDATE runs SET status = 'running', started_at = coalesce(started_at, $2), not_before = NULL
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(&run_id)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if changed == 0 {
+                    return Ok(None);
+                }
+                open_attempts(conn, std::slice::from_ref(&run_id), at, &node).await?;
+                load_run(conn, &run_id).await
+            })
+        })
+        .await
+    }
+
+    async fn claim(&self, limit: u32, at: DateTime<Utc>) -> Result<Claimed> {
+        let node = self.node.clone();
+        self.tx(move |conn| {
+            let node = node.clone();
+            Box::pin(async move {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "WITH due AS (
+                         SELECT seq FROM runs
+                         WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
+                         ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+                     UPDATE runs r SET status = 'running', started_at = coalesce(r.started_at, $1), not_before = NULL
+                     FROM due WHERE r.seq = due.seq
+                     RETURNING r.id",
+                )
+                .bind(at)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?;
+                if !ids.is_empty() {
+                    open_attempts(conn, &ids, at, &node).await?;
+                }
+                let runs = load_runs_by_ids(conn, &ids).await?;
+                let next_due: Option<DateTime<Utc>> =
+                    sqlx::query_scalar("SELECT min(coalesce(not_before, $1)) FROM runs WHERE status = 'pending'")
+                        .bind(at)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                Ok(Claimed { runs, next_due })
+            })
+        })
+        .await
+    }
+
+    async fn finish_attempt(&self, end: AttemptEnd) -> Result<Option<RunRecord>> {
+        let node = self.node.clone();
+        let channel = self.channel.clone();
+        let me = self.me();
+        self.tx(move |conn| {
+            let (end, node, channel, me) = (end.clone(), node.clone(), channel.clone(), me.clone());
+            Box::pin(async move {
+                let (attempt_status, attempt_error, attempt_output) = match &end.outcome {
+                    AttemptOutcome::Completed { output } => {
+                        ("completed", None, Some(serde_json::to_string(output).expect("JSON serialises")))
+                    }
+                    AttemptOutcome::Retry { error, .. } | AttemptOutcome::Failed { error } => {
+                        ("failed", Some(error.clone()), None)
+                    }
+                };
+                // Fenced: only this node's incarnation ends its attempt, and
+                // only while the attempt and its run are still running.
+                let changed = sqlx::query(
+                    "UPDATE attempts SET status = $3, completed_at = $4, error = $5, output = $6
+                     WHERE run_id = $1 AND attempt = $2 AND status = 'running'
+                       AND node_id = $7 AND node_incarnation = $8
+                       AND EXISTS (SELECT 1 FROM runs WHERE id = $1 AND status = 'running')",
+                )
+                .bind(&end.run_id)
+                .bind(end.attempt as i32)
+                .bind(attempt_status)
+                .bind(end.at)
+                .bind(&attempt_error)
+                .bind(&attempt_output)
+                .bind(&node.id)
+                .bind(&node.incarnation)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if changed == 0 {
+                    return Ok(None);
+                }
+                match &end.outcome {
+                    AttemptOutcome::Completed { .. } => {
+                        sqlx::query(
+                            "UPDATE runs SET status = 'completed', output = $2, error = NULL, completed_at = $3 WHERE id = $1",
+                        )
+                        .bind(&end.run_id)
+                        .bind(&attempt_output)
+                        .bind(end.at)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    AttemptOutcome::Retry { error, retry_at } => {
+                        sqlx::query("UPDATE runs SET status = 'pending', error = $2, not_before = $3 WHERE id = $1")
+                            .bind(&end.run_id)
+                            .bind(error)
+                            .bind(retry_at)
+                            .execute(&mut *conn)
+                            .await?;
+                        notify(conn, &channel, "p").await?;
+                    }
+                    AttemptOutcome::Failed { error } => {
+                        sqlx::query("UPDATE runs SET status = 'failed', error = $2, completed_at = $3 WHERE id = $1")
+                            .bind(&end.run_id)
+                            .bind(error)
+                            .bind(end.at)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+                let run = load_run(conn, &end.run_id).await?;
+                if let Some(run) = run.as_ref().filter(|r| r.status.is_terminal()) {
+                    let parent = run.parent_id.as_deref().unwrap_or("-");
+                    notify(conn, &channel, &format!("e {me} {} {parent}", run.id)).await?;
+                }
+                Ok(run)
+            })
+        })
+        .await
+    }
+
+    async fn cancel_run(&self, id: &str, at: DateTime<Utc>) -> Result<CancelOutcome> {
+        let id = id.to_string();
+        let channel = self.channel.clone();
+        let me = self.me();
+        self.tx(move |conn| {
+            let (id, channel, me) = (id.clone(), channel.clone(), me.clone());
+            Box::pin(async move {
+                let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1 FOR UPDATE")
+                    .bind(&id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let Some(status) = status else { return Ok(CancelOutcome::NotFound) };
+                let status = parse_state(&status)?;
+                if status.is_terminal() {
+                    return Ok(CancelOutcome::AlreadyEnded(status));
+                }
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "WITH RECURSIVE tree(id) AS (
+                         SELECT $1::text UNION ALL SELECT r.id FROM runs r JOIN tree t ON r.parent_id = t.id)
+                     UPDATE runs SET status = 'canceled', error = 'task run canceled', completed_at = $2, not_before = NULL
+                     WHERE id IN (SELECT id FROM tree) AND status IN ('pending', 'running')
+                     RETURNING id",
+                )
+                .bind(&id)
+                .bind(at)
+                .fetch_all(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "UPDATE attempts SET status = 'canceled', completed_at = $2, error = 'task run canceled'
+                     WHERE run_id = ANY($1) AND status = 'running'",
+                )
+                .bind(&ids)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+                notify(conn, &channel, &format!("c {me}")).await?;
+                // In creation order, as the SQLite store answers.
+                let ordered: Vec<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = ANY($1) ORDER BY seq")
+                    .bind(&ids)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                Ok(CancelOutcome::Canceled(ordered))
+            })
+        })
+        .await
+    }
+
+    async fn recover(&self, _at: DateTime<Utc>) -> Result<Vec<RunRecord>> {
+        let (node, channel) = (self.node.id.clone(), self.channel.clone());
+        self.tx(move |conn| {
+            let (node, channel) = (node.clone(), channel.clone());
+            Box::pin(async move {
+                let ids = interrupt(conn, Holders::Node(&node), &channel).await?;
+                load_runs_by_ids(conn, &ids).await
+            })
+        })
+        .await
+    }
+
+    async fn open_children(&self, parents: &[String]) -> Result<Vec<(String, u32)>> {
+        let parents = parents.to_vec();
+        self.tx(move |conn| {
+            let parents = parents.clone();
+            Box::pin(async move {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT parent_id, count(*) FROM runs
+                     WHERE parent_id = ANY($1) AND status IN ('pending', 'running') GROUP BY parent_id ORDER BY parent_id",
+                )
+                .bind(&parents)
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(rows.into_iter().map(|(p, n)| (p, n as u32)).collect())
+            })
+        })
+        .await
+    }
+
+    async fn append_logs(&self, lines: Vec<NewLogLine>) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut cols: (
+            Vec<String>,
+            Vec<String>,
+            Vec<i32>,
+            Vec<String>,
+            Vec<DateTime<Utc>>,
+            Vec<String>,
+        ) = Default::default();
+        for l in &lines {
+            cols.0.push(l.run_id.clone());
+            cols.1.push(l.task_name.clone());
+            cols.2.push(l.attempt as i32);
+            cols.3.push(l.stream.to_string());
+            cols.4.push(l.at);
+            cols.5.push(without_nul(&l.message).into_owned());
+        }
+        self.tx(move |conn| {
+            let cols = cols.clone();
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO logs (run_id, task_name, attempt, stream, at, message)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[])",
+                )
+                .bind(&cols.0)
+                .bind(&cols.1)
+                .bind(&cols.2)
+                .bind(&cols.3)
+                .bind(&cols.4)
+                .bind(&cols.5)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn query_logs(&self, query: &LogQuery) -> Result<Vec<LogLine>> {
+        let query = query.clone();
+        self.tx(move |conn| {
+            let query = query.clone();
+            Box::pin(async move {
+                let mut run_ids = query.run_ids.clone();
+                if query.include_descendants && !run_ids.is_empty() {
+                    run_ids = sqlx::query_scalar(
+                        "WITH RECURSIVE tree(id) AS (
+                             SELECT unnest($1::text[]) UNION ALL SELECT r.id FROM runs r JOIN tree t ON r.parent_id = t.id)
+                         SELECT id FROM tree",
+                    )
+                    .bind(&query.run_ids)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                }
+                let rows = sqlx::query(
+                    "SELECT id, run_id, task_name, attempt, stream, at, message FROM logs
+                     WHERE (cardinality($1::text[]) = 0 OR run_id = ANY($1))
+                       AND ($2::timestamptz IS NULL OR at >= $2) AND ($3::timestamptz IS NULL OR at < $3)
+                       AND (cardinality($4::text[]) = 0 OR EXISTS (SELECT 1 FROM unnest($4::text[]) t WHERE strpos(message, t) > 0))
+                       AND ($5::bigint IS NULL OR id > $5)
+                     ORDER BY id LIMIT $6",
+                )
+                .bind(&run_ids)
+                .bind(query.start)
+                .bind(query.end)
+                .bind(&query.text)
+                .bind(query.after_id)
+                .bind(i64::from(query.limit))
+                .fetch_all(&mut *conn)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(LogLine {
+                            id: r.try_get("id")?,
+                            run_id: r.try_get("run_id")?,
+                            task_name: r.try_get("task_name")?,
+                            attempt: r.try_get::<i32, _>("attempt")? as u32,
+                            stream: r.try_get("stream")?,
+                            at: r.try_get("at")?,
+                            message: r.try_get("message")?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn log_bytes(&self, run_id: &str) -> Result<u64> {
+        let run_id = run_id.to_string();
+        self.tx(move |conn| {
+            let run_id = run_id.clone();
+            Box::pin(async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT coalesce(sum(octet_length(message)), 0)::bigint FROM logs WHERE run_id = $1",
+                )
+                .bind(&run_id)
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(n as u64)
+            })
+        })
+        .await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.tx(move |conn| {
+            let key = key.clone();
+            Box::pin(async move {
+                Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                    .bind(&key)
+                    .fetch_optional(&mut *conn)
+                    .await?)
+            })
+        })
+        .await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.tx(move |conn| {
+            let (key, value) = (key.clone(), value.clone());
+            Box::pin(async move {
+                sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
+                    .bind(&key)
+                    .bind(&value)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn join(&self) -> Result<()> {
+        let node = self.node.clone();
+        let pid = std::process::id() as i32;
+        self.tx(move |conn| {
+            let node = node.clone();
+            Box::pin(async move {
+                // Taken when free: never seen, gone, silent past the
+                // timeout, or this very incarnation.
+                let joined = sqlx::query(
+                    "INSERT INTO nodes (id, incarnation, host, pid, started_at, heartbeat_at, gone_at)
+                     VALUES ($1, $2, $3, $4, now(), now(), NULL)
+                     ON CONFLICT (id) DO UPDATE SET incarnation = EXCLUDED.incarnation, host = EXCLUDED.host,
+                         pid = EXCLUDED.pid, started_at = now(), heartbeat_at = now(), gone_at = NULL
+                     WHERE nodes.gone_at IS NOT NULL OR nodes.heartbeat_at < now() - make_interval(secs => $5)
+                        OR nodes.incarnation = EXCLUDED.incarnation",
+                )
+                .bind(&node.id)
+                .bind(&node.incarnation)
+                .bind(&node.host)
+                .bind(pid)
+                .bind(NODE_SILENCE.as_secs_f64())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if joined == 1 {
+                    return Ok(());
+                }
+                let row = sqlx::query(
+                    "SELECT host, pid, extract(epoch FROM now() - heartbeat_at)::bigint AS ago FROM nodes WHERE id = $1",
+                )
+                .bind(&node.id)
+                .fetch_one(&mut *conn)
+                .await?;
+                let (host, holder, ago): (String, i32, i64) =
+                    (row.try_get("host")?, row.try_get("pid")?, row.try_get("ago")?);
+                // The same id on this machine, by a process that is gone (a
+                // crash just now): this is its restart.
+                if host == node.host && !process_exists(holder) {
+                    sqlx::query(
+                        "UPDATE nodes SET incarnation = $2, pid = $3, started_at = now(), heartbeat_at = now(), gone_at = NULL
+                         WHERE id = $1",
+                    )
+                    .bind(&node.id)
+                    .bind(&node.incarnation)
+                    .bind(pid)
+                    .execute(&mut *conn)
+                    .await?;
+                    return Ok(());
+                }
+                Err(StoreError::NodeAlive { node: node.id.clone(), host, seconds_ago: ago }.into())
+            })
+        })
+        .await
+    }
+
+    async fn heartbeat(&self) -> Result<bool> {
+        let node = self.node.clone();
+        self.tx(move |conn| {
+            let node = node.clone();
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE nodes SET heartbeat_at = now() WHERE id = $1 AND incarnation = $2 AND gone_at IS NULL",
+                )
+                .bind(&node.id)
+                .bind(&node.incarnation)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                Ok(n == 1)
+            })
+        })
+        .await
+    }
+
+    async fn rescue(&self, after: Duration) -> Result<Vec<String>> {
+        let channel = self.channel.clone();
+        self.tx(move |conn| {
+            let channel = channel.clone();
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE nodes SET gone_at = now()
+                     WHERE gone_at IS NULL AND heartbeat_at < now() - make_interval(secs => $1)",
+                )
+                .bind(after.as_secs_f64())
+                .execute(&mut *conn)
+                .await?;
+                interrupt(conn, Holders::Orphaned, &channel).await
+            })
+        })
+        .await
+    }
+
+    async fn leave(&self) -> Result<()> {
+        let node = self.node.clone();
+        self.tx(move |conn| {
+            let node = node.clone();
+            Box::pin(async move {
+                sqlx::query("UPDATE nodes SET gone_at = now() WHERE id = $1 AND incarnation = $2")
+                    .bind(&node.id)
+                    .bind(&node.incarnation)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.tx(|conn| {
+            Box::pin(async move {
+                let rows = sqlx::query(
+                    "SELECT n.id, n.host, n.incarnation, n.started_at, n.heartbeat_at, n.gone_at,
+                            (SELECT count(*) FROM attempts a WHERE a.node_id = n.id AND a.node_incarnation = n.incarnation
+                               AND a.status = 'running') AS running
+                     FROM nodes n ORDER BY n.gone_at IS NOT NULL, n.id",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(NodeRecord {
+                            id: r.try_get("id")?,
+                            host: r.try_get("host")?,
+                            incarnation: r.try_get("incarnation")?,
+                            started_at: r.try_get("started_at")?,
+                            heartbeat_at: r.try_get("heartbeat_at")?,
+                            gone_at: r.try_get("gone_at")?,
+                            running: r.try_get::<i64, _>("running")? as u32,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<u64> {
+        self.tx(move |conn| {
+            Box::pin(async move {
+                let roots: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM runs r WHERE parent_id IS NULL
+                       AND status IN ('completed', 'failed', 'canceled') AND completed_at < $1
+                       AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.root_id = r.id AND c.status IN ('pending', 'running'))
+                     ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
+                )
+                .bind(before)
+                .bind(i64::from(batch))
+                .fetch_all(&mut *conn)
+                .await?;
+                if roots.is_empty() {
+                    return Ok(0);
+                }
+                for sql in [
+                    "DELETE FROM logs WHERE run_id IN (SELECT id FROM runs WHERE root_id = ANY($1))",
+                    "DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE root_id = ANY($1))",
+                    "DELETE FROM root_keys WHERE run_id = ANY($1)",
+                    "DELETE FROM runs WHERE root_id = ANY($1)",
+                ] {
+                    sqlx::query(sql).bind(&roots).execute(&mut *conn).await?;
+                }
+                Ok(roots.len() as u64)
+            })
+        })
+        .await
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(RunState, u64)>> {
+        self.tx(|conn| {
+            Box::pin(async move {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT status, count(*) FROM runs GROUP BY status ORDER BY status",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                rows.into_iter()
+                    .map(|(s, n)| Ok((parse_state(&s)?, n as u64)))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    fn events(&self) -> Option<broadcast::Receiver<StoreEvent>> {
+        Some(self.events.subscribe())
+    }
+}
+
+/// How long a node may be silent before another joins under its id.
+const NODE_SILENCE: Duration = Duration::from_secs(10);
+
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    alive || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_from_other_nodes_are_heard_and_our_own_skipped() {
+        let me = "a 1";
+        assert_eq!(parse_event("p", me), Some(StoreEvent::Pending));
+        assert_eq!(
+            parse_event("e b 2 trn-1 trn-0", me),
+            Some(StoreEvent::Ended {
+                run_id: "trn-1".into(),
+                parent_id: Some("trn-0".into())
+            })
+        );
+        assert_eq!(
+            parse_event("e b 2 trn-1 -", me),
+            Some(StoreEvent::Ended {
+                run_id: "trn-1".into(),
+                parent_id: None
+            })
+        );
+        assert_eq!(parse_event("e a 1 trn-1 -", me), None);
+        assert_eq!(parse_event("c b 2", me), Some(StoreEvent::Canceled));
+        assert_eq!(parse_event("c a 1", me), None);
+        assert_eq!(parse_event("x", me), None);
+    }
+}

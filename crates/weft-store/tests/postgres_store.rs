@@ -1,0 +1,243 @@
+//! The PostgreSQL store against the real PostgreSQL on this machine
+//! (`postgres://127.0.0.1:5432/test`, or `$WEFT_TEST_DATABASE_URL`): every
+//! conformance check, each in a schema of its own, and what only a shared
+//! store has.
+
+mod conformance;
+
+use std::sync::Arc;
+
+use conformance::Backend;
+use sqlx::postgres::PgConnectOptions;
+use weft_store::{NodeId, PgStore, Store, StoreError};
+
+fn database_url() -> String {
+    std::env::var("WEFT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A schema of its own in the test database, dropped afterwards.
+struct Postgres {
+    schema: String,
+}
+
+impl Postgres {
+    fn options(&self) -> PgConnectOptions {
+        database_url()
+            .parse::<PgConnectOptions>()
+            .unwrap()
+            .options([("search_path", self.schema.as_str())])
+    }
+
+    async fn connect(&self, node: &str) -> Arc<dyn Store> {
+        Arc::new(
+            PgStore::connect_with(self.options(), NodeId::new(node), 4)
+                .await
+                .unwrap_or_else(|e| panic!("{e} (is PostgreSQL running? `.ci/run` starts it)")),
+        )
+    }
+}
+
+impl Backend for Postgres {
+    async fn fresh() -> Self {
+        let schema = format!("weft_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&database_url())
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", database_url()));
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Postgres { schema }
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        self.connect("conformance").await
+    }
+
+    async fn open_as(&self, node: &str) -> Option<Arc<dyn Store>> {
+        Some(self.connect(node).await)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let schema = self.schema.clone();
+        // Dropped inside the test's runtime: a thread of its own may block.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if let Ok(mut conn) =
+                        <sqlx::PgConnection as sqlx::Connection>::connect(&database_url()).await
+                    {
+                        // Never wait long: a lock held by the test's own
+                        // (now blocked) runtime would wait forever.
+                        let _ = sqlx::query("SET lock_timeout = '5s'")
+                            .execute(&mut conn)
+                            .await;
+                        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                            .execute(&mut conn)
+                            .await;
+                    }
+                })
+        })
+        .join();
+    }
+}
+
+conformance_tests!(Postgres);
+
+#[tokio::test]
+async fn a_database_that_does_not_answer_is_named() {
+    let started = std::time::Instant::now();
+    let err = PgStore::connect("postgres://weft@127.0.0.1:9/nowhere", NodeId::new("n"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("postgres://weft@127.0.0.1:9/nowhere"),
+        "{text}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let err = PgStore::connect("mysql://x", NodeId::new("n"))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("not a PostgreSQL URL"), "{err}");
+}
+
+#[tokio::test]
+async fn a_database_of_a_newer_schema_is_refused() {
+    let pg = Postgres::fresh().await;
+    drop(pg.open().await);
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect_with(&pg.options()).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let err = PgStore::connect_with(pg.options(), NodeId::new("n"), 2)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("newer weft"), "{err}");
+}
+
+#[tokio::test]
+async fn two_nodes_starting_200_runs_under_50_keys_at_once_make_50_runs() {
+    use weft_store::{NewRun, RunFilter};
+    let pg = Postgres::fresh().await;
+    let (a, b) = (pg.connect("a").await, pg.connect("b").await);
+    let starts = (0..200).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            let run = store
+                .create_run(NewRun {
+                    task_name: "t".into(),
+                    input: serde_json::json!([i % 50]),
+                    parent: None,
+                    idempotency_key: Some(format!("key-{}", i % 50)),
+                    idempotency_created_at: None,
+                    at: chrono::Utc::now(),
+                })
+                .await
+                .unwrap()
+                .run;
+            (i % 50, run.id)
+        })
+    });
+    let mut by_key = std::collections::HashMap::new();
+    for s in starts {
+        let (key, id) = s.await.unwrap();
+        let first = by_key.entry(key).or_insert_with(|| id.clone());
+        assert_eq!(*first, id, "key {key} named two runs");
+    }
+    let all = a
+        .list_runs(&RunFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 50);
+}
+
+#[tokio::test]
+async fn another_node_hears_of_pending_work_and_of_runs_that_end() {
+    use weft_store::{AttemptEnd, AttemptOutcome, NewRun, StoreEvent};
+    let pg = Postgres::fresh().await;
+    let (a, b) = (pg.connect("a").await, pg.connect("b").await);
+    let mut heard = b.events().expect("a shared store tells its events");
+    // The listener says it is listening (a resync) before it hears.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, StoreEvent::Resync);
+    let mut own = a.events().unwrap();
+    let run = a
+        .create_run(NewRun {
+            task_name: "t".into(),
+            input: serde_json::json!([1]),
+            parent: None,
+            idempotency_key: None,
+            idempotency_created_at: None,
+            at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap()
+        .run;
+    assert_eq!(recv_skipping_resync(&mut heard).await, StoreEvent::Pending);
+    a.start_attempt(&run.id, chrono::Utc::now()).await.unwrap();
+    a.finish_attempt(AttemptEnd {
+        run_id: run.id.clone(),
+        attempt: 1,
+        at: chrono::Utc::now(),
+        outcome: AttemptOutcome::Completed {
+            output: serde_json::json!([1]),
+        },
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        recv_skipping_resync(&mut heard).await,
+        StoreEvent::Ended {
+            run_id: run.id.clone(),
+            parent_id: None
+        }
+    );
+    // A node does not hear its own ends (it knew first); pending work it
+    // made is said to everyone, itself included.
+    while let Ok(e) = own.try_recv() {
+        assert!(
+            !matches!(e, StoreEvent::Ended { .. }),
+            "heard its own end: {e:?}"
+        );
+    }
+}
+
+async fn recv_skipping_resync(
+    rx: &mut tokio::sync::broadcast::Receiver<weft_store::StoreEvent>,
+) -> weft_store::StoreEvent {
+    loop {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an event within 10 s")
+            .unwrap();
+        if e != weft_store::StoreEvent::Resync {
+            return e;
+        }
+    }
+}
