@@ -117,6 +117,13 @@ async def sleepy_parent(ctx, n: int, seconds: float) -> list:
 
 
 @app.task
+async def later_child(ctx, delay: float, seconds: float) -> float:
+    """Waits `delay` seconds, then runs one child that sleeps `seconds`."""
+    await asyncio.sleep(delay)
+    return await ctx.run(sleep_for, seconds)
+
+
+@app.task
 async def level3(ctx, x: int) -> int:
     return x + 3
 

@@ -12,8 +12,8 @@ use crate::server::{self, OnSignal, ServerOptions};
 
 #[derive(Args)]
 pub struct DevArgs {
-    /// SQLite database holding every run.
-    #[arg(long, default_value = ".weft/weft.db", conflicts_with = "database_url")]
+    /// SQLite database holding every run (unless --database-url is given).
+    #[arg(long, default_value = ".weft/weft.db")]
     db: PathBuf,
     /// Keep runs in PostgreSQL instead (`postgres://user@host/db`), as one
     /// node of a cluster that `weft serve` nodes share.

@@ -127,6 +127,11 @@ impl ServerOptions {
         config.max_log_bytes = self.max_log_bytes;
         config.echo_logs = !self.quiet;
         config.retention = self.retention;
+        // Sweep often enough that nothing outlives its retention by much.
+        if let Some(keep) = self.retention {
+            config.retention_sweep =
+                (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        }
         if let Some(n) = self.max_concurrent {
             config.max_concurrent = n;
         }

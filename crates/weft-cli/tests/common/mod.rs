@@ -47,6 +47,8 @@ pub struct Weft {
     /// the start command.
     args: Vec<String>,
     command: Vec<PathBuf>,
+    /// `weft serve`'s database URL and node id.
+    serve: Option<(String, String)>,
 }
 
 #[derive(Default)]
@@ -59,6 +61,15 @@ pub struct Options<'a> {
     pub app: Option<PathBuf>,
     /// The whole start command, instead of Python and `app`.
     pub command: &'a [&'a Path],
+    /// `weft serve` on this database as this node, instead of `weft dev`.
+    pub serve: Option<Serve<'a>>,
+}
+
+/// A `weft serve` node.
+#[derive(Clone, Copy)]
+pub struct Serve<'a> {
+    pub database_url: &'a str,
+    pub node_id: &'a str,
 }
 
 impl Weft {
@@ -88,7 +99,15 @@ impl Weft {
         };
         let args: Vec<String> = opts.args.iter().map(|a| a.to_string()).collect();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-        cmd.arg("dev").arg("--port").arg("0").arg("--db").arg(&db);
+        match opts.serve {
+            None => {
+                cmd.arg("dev").arg("--port").arg("0").arg("--db").arg(&db);
+            }
+            Some(serve) => {
+                cmd.args(["serve", "--port", "0", "--database-url", serve.database_url]);
+                cmd.args(["--node-id", serve.node_id]);
+            }
+        }
         cmd.args(&args);
         cmd.arg("--");
         cmd.args(&start_command);
@@ -121,6 +140,9 @@ impl Weft {
                     owns_dir,
                     args,
                     command: start_command,
+                    serve: opts
+                        .serve
+                        .map(|s| (s.database_url.to_string(), s.node_id.to_string())),
                 });
             }
             let failed = if let Ok(Some(status)) = child.try_wait() {
@@ -199,15 +221,43 @@ impl Weft {
             args.push("--quiet");
         }
         let command: Vec<&Path> = self.command.iter().map(PathBuf::as_path).collect();
+        let serve = self.serve.clone();
         let mut again = Weft::start_with(Options {
             db: Some(self.db.clone()),
             dir: Some(self.dir.clone()),
             args: &args,
             command: &command,
+            serve: serve.as_ref().map(|(database_url, node_id)| Serve {
+                database_url,
+                node_id,
+            }),
             ..Default::default()
         });
         again.owns_dir = owns_dir;
         again
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on a child this harness started and has not reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
+    }
+
+    /// Waits (at most `secs`) for the server to exit by itself.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// The process id of the running server.
@@ -400,5 +450,62 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A schema of its own in the test database (`postgres://127.0.0.1:5432/test`,
+/// or `$WEFT_TEST_DATABASE_URL`), dropped afterwards; `url` points there.
+pub struct PgSchema {
+    pub url: String,
+    name: String,
+}
+
+fn test_database_url() -> String {
+    std::env::var("WEFT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+fn psql(sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&test_database_url())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot reach PostgreSQL at {}: {e} (`.ci/run` starts it)",
+                    test_database_url()
+                )
+            });
+        sqlx::query("SET lock_timeout = '10s'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    });
+}
+
+impl PgSchema {
+    pub fn new() -> Self {
+        let name = format!("weft_e2e_{}", uuid().replace('-', "_"));
+        psql(&format!("CREATE SCHEMA {name}"));
+        let base = test_database_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        PgSchema {
+            url: format!("{base}{sep}options=-c%20search_path%3D{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let name = self.name.clone();
+            // On a thread of its own: the caller may be inside a runtime.
+            let _ = std::thread::spawn(move || psql(&format!("DROP SCHEMA {name} CASCADE"))).join();
+        }
     }
 }

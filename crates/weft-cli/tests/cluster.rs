@@ -1,0 +1,368 @@
+//! Several `weft serve` nodes on one real PostgreSQL (each test in a schema
+//! of its own): they share the work, any node answers for every run, a
+//! parent hears at once of a child that ended on another node, a drain
+//! lets work finish or hands it back, a lost node loses nothing, and old
+//! runs are pruned.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Options, PgSchema, Serve, Weft, example};
+use weft::client::{Client, ListTaskRunsParams};
+use weft::protocol::api::{TaskRun, TaskRunStatus};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A `weft serve` node of the cluster on `db`.
+fn node(db: &PgSchema, id: &str, args: &[&str], command: &[&Path]) -> Weft {
+    Weft::start_with(Options {
+        args,
+        command,
+        serve: Some(Serve {
+            database_url: &db.url,
+            node_id: id,
+        }),
+        ..Default::default()
+    })
+}
+
+fn all_runs(rt: &tokio::runtime::Runtime, client: &Client, root: &str) -> Vec<TaskRun> {
+    rt.block_on(client.list_all_task_runs(&ListTaskRunsParams {
+        root_task_run_id: Some(root.to_string()),
+        ..Default::default()
+    }))
+    .unwrap()
+}
+
+fn wait_done(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    id: &str,
+    secs: u64,
+) -> weft::protocol::api::TaskRunDetails {
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(secs), client.wait_for_task_run(id)).await
+    })
+    .unwrap_or_else(|_| panic!("{id} did not end within {secs} s"))
+    .unwrap_or_else(|e| panic!("{id}: {e}"))
+}
+
+#[test]
+fn three_nodes_share_a_wide_fan_out_and_any_node_answers_for_every_run() {
+    let db = PgSchema::new();
+    let app = example("fan_out");
+    let nodes: Vec<Weft> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node(&db, id, &["--quiet", "--max-concurrent", "2"], &[&app]))
+        .collect();
+    let rt = runtime();
+    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(&n.url).unwrap()).collect();
+    let run = rt
+        .block_on(clients[0].start_task("fan_out", [1000]).send())
+        .unwrap();
+    let root = run.id().to_string();
+    // Asked on another node than the one it was started on.
+    let done = wait_done(&rt, &clients[2], &root, 300);
+    assert_eq!(
+        done.results,
+        serde_json::json!([(0..1000u64).map(|i| i * i).sum::<u64>()])
+    );
+    let tree = all_runs(&rt, &clients[1], &root);
+    assert_eq!(tree.len(), 1001, "the parent and exactly 1,000 children");
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    for run in &tree {
+        assert_eq!(run.status, TaskRunStatus::Completed);
+        assert_eq!(run.attempts.len(), 1, "{} ran once", run.id);
+        *per_node
+            .entry(run.attempts[0].node_id.clone().unwrap())
+            .or_default() += 1;
+    }
+    eprintln!("attempts per node: {per_node:?}");
+    assert!(per_node.len() >= 2, "the work was shared: {per_node:?}");
+
+    // The nodes, as any of them lists them.
+    let listed = rt.block_on(clients[1].list_nodes()).unwrap();
+    let mut ids: Vec<_> = listed
+        .iter()
+        .filter(|n| n.gone_at.is_none())
+        .map(|n| n.id.as_str())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b", "c"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["nodes", "list", "--url", &nodes[2].url])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && table.contains("alive"), "{table}");
+    // The show command names the node of each attempt.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["runs", "show", &root, "--url", &nodes[1].url])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NODE"));
+
+    // Metrics in the Prometheus text format.
+    let metrics = rt
+        .block_on(async {
+            reqwest::get(format!("{}/metrics", nodes[0].url))
+                .await?
+                .text()
+                .await
+        })
+        .unwrap();
+    assert!(
+        metrics.contains("weft_runs{state=\"completed\"} 1001"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weft_claim_latency_seconds_count{node=\"a\"}"),
+        "{metrics}"
+    );
+
+    // Two nodes starting 200 runs under 50 keys at once make 50 runs.
+    let starts: Vec<_> = (0..200)
+        .map(|i| {
+            let client = clients[i % 2].clone();
+            rt.spawn(async move {
+                let run = client
+                    .start_task("square", [i % 50])
+                    .idempotency_key(format!("k-{}", i % 50))
+                    .send()
+                    .await
+                    .unwrap();
+                (i % 50, run.id().to_string())
+            })
+        })
+        .collect();
+    let mut by_key = HashMap::new();
+    for s in starts {
+        let (key, id) = rt.block_on(s).unwrap();
+        assert_eq!(
+            by_key.entry(key).or_insert_with(|| id.clone()),
+            &id,
+            "key {key} named two runs"
+        );
+    }
+    assert_eq!(by_key.len(), 50);
+}
+
+#[test]
+fn a_parent_hears_at_once_of_a_child_on_another_node_and_a_drain_lets_it_finish() {
+    let db = PgSchema::new();
+    let py = common::python();
+    let app = common::app_py();
+    let mut a = node(
+        &db,
+        "a",
+        &["--quiet", "--drain-timeout", "60s"],
+        &[&py, &app],
+    );
+    let rt = runtime();
+    let client_a = Client::new(&a.url).unwrap();
+    let parent = rt
+        .block_on(client_a.start_task("later_child", (3.0, 1.0)).send())
+        .unwrap()
+        .id()
+        .to_string();
+    common::wait_for(30, "the parent to run on a", || {
+        let run = rt.block_on(client_a.get_task_run(&parent)).unwrap();
+        (run.run.status == TaskRunStatus::Running).then_some(())
+    });
+    // a claims nothing more, but its running parent goes on; the child it
+    // starts in 3 s can only run on b.
+    a.signal(libc::SIGTERM);
+    let b = node(&db, "b", &["--quiet"], &[&py, &app]);
+    let client_b = Client::new(&b.url).unwrap();
+    let done = wait_done(&rt, &client_b, &parent, 60);
+    assert_eq!(done.results, serde_json::json!([1.0]));
+    let tree = all_runs(&rt, &client_b, &parent);
+    let child = tree.iter().find(|r| r.id != parent).unwrap();
+    let parent_run = tree.iter().find(|r| r.id == parent).unwrap();
+    assert_eq!(parent_run.attempts[0].node_id.as_deref(), Some("a"));
+    assert_eq!(child.attempts[0].node_id.as_deref(), Some("b"));
+    // Woken by the child's end, not by the next poll (held for 10 s).
+    let heard = parent_run.completed_at.unwrap() - child.completed_at.unwrap();
+    eprintln!("the parent on a ended {heard} after its child on b");
+    assert!(heard < chrono::Duration::seconds(5), "{heard}");
+    // The drained node exits by itself once its attempt is done.
+    let status = a.wait_exit(30).expect("the drained node exits");
+    assert!(status.success(), "{status}");
+    assert!(a.output().contains("draining"), "{}", a.output());
+}
+
+#[test]
+fn a_drain_hands_back_what_outlives_its_timeout() {
+    let db = PgSchema::new();
+    let py = common::python();
+    let app = common::app_py();
+    let mut a = node(
+        &db,
+        "a",
+        &["--quiet", "--drain-timeout", "1s"],
+        &[&py, &app],
+    );
+    let rt = runtime();
+    let client_a = Client::new(&a.url).unwrap();
+    let run = rt
+        .block_on(client_a.start_task("sleep_for", [8.0]).send())
+        .unwrap()
+        .id()
+        .to_string();
+    common::wait_for(30, "the run to start on a", || {
+        let r = rt.block_on(client_a.get_task_run(&run)).unwrap();
+        (r.run.status == TaskRunStatus::Running).then_some(())
+    });
+    let b = node(&db, "b", &["--quiet"], &[&py, &app]);
+    let stopped = Instant::now();
+    a.signal(libc::SIGTERM);
+    let status = a
+        .wait_exit(20)
+        .expect("the node stops after its drain timeout");
+    assert!(status.success(), "{status}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "it did not wait for the run"
+    );
+    let client_b = Client::new(&b.url).unwrap();
+    let done = wait_done(&rt, &client_b, &run, 60);
+    assert_eq!(done.results, serde_json::json!([8.0]));
+    let attempts = &done.run.attempts;
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0].node_id.as_deref(), Some("a"));
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("interrupted"),
+        "{attempts:?}"
+    );
+    assert_eq!(attempts[1].node_id.as_deref(), Some("b"));
+    // a left: b says so.
+    let nodes = rt.block_on(client_b.list_nodes()).unwrap();
+    assert!(
+        nodes
+            .iter()
+            .find(|n| n.id == "a")
+            .unwrap()
+            .gone_at
+            .is_some()
+    );
+}
+
+#[test]
+fn ended_runs_are_pruned_after_the_retention_with_their_subtasks() {
+    let db = PgSchema::new();
+    let app = example("hello");
+    let n = node(&db, "a", &["--quiet", "--retention", "2s"], &[&app]);
+    let rt = runtime();
+    let client = Client::new(&n.url).unwrap();
+    let done = rt
+        .block_on(client.run_task("add_squares", (3, 4)).send())
+        .unwrap();
+    let root = done.run.id.clone();
+    let kids: Vec<String> = all_runs(&rt, &client, &root)
+        .into_iter()
+        .map(|r| r.id)
+        .filter(|id| *id != root)
+        .collect();
+    assert_eq!(kids.len(), 2);
+    common::wait_for(30, "the ended tree to be pruned", || {
+        rt.block_on(client.get_task_run(&root))
+            .err()
+            .filter(|e| e.is_not_found())
+            .map(|_| ())
+    });
+    for kid in &kids {
+        assert!(
+            rt.block_on(client.get_task_run(kid))
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+    // New work is untouched.
+    let fresh = rt.block_on(client.run_task("square", [5]).send()).unwrap();
+    assert_eq!(fresh.results, serde_json::json!([25]));
+}
+
+#[test]
+fn bad_cluster_settings_are_refused_by_name() {
+    let weft = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = weft(&[
+        "serve",
+        "--port",
+        "0",
+        "--database-url",
+        "postgres://weft@127.0.0.1:9/nowhere",
+        "--",
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("postgres://weft@127.0.0.1:9/nowhere"),
+        "{err}"
+    );
+    assert!(!err.contains("password"), "{err}");
+
+    let db = PgSchema::new();
+    let app = example("hello");
+    let _a = node(&db, "twin", &["--quiet"], &[&app]);
+    let out = weft(&[
+        "serve",
+        "--port",
+        "0",
+        "--database-url",
+        &db.url,
+        "--node-id",
+        "twin",
+        "--",
+        app.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second node twin started");
+    assert!(
+        err.contains("node twin is already running") && err.contains("--node-id"),
+        "{err}"
+    );
+}
+
+#[test]
+fn weft_dev_keeps_its_runs_in_postgres_when_asked() {
+    let db = PgSchema::new();
+    let app = example("hello");
+    let rt = runtime();
+    let mut weft = Weft::start_with(Options {
+        args: &["--quiet", "--database-url", &db.url],
+        command: &[&app],
+        ..Default::default()
+    });
+    let client = Client::new(&weft.url).unwrap();
+    let done = rt
+        .block_on(client.run_task("add_squares", (3, 4)).send())
+        .unwrap();
+    assert_eq!(done.results, serde_json::json!([25]));
+    weft.stop();
+    let weft = weft.start_again();
+    let client = Client::new(&weft.url).unwrap();
+    let again = rt.block_on(client.get_task_run(&done.run.id)).unwrap();
+    assert_eq!(
+        again.results,
+        serde_json::json!([25]),
+        "kept across a restart"
+    );
+}
