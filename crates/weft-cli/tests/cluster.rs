@@ -366,3 +366,157 @@ fn weft_dev_keeps_its_runs_in_postgres_when_asked() {
         "kept across a restart"
     );
 }
+
+/// The files of an output folder, by relative path, with their bytes.
+fn files_under(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for sub in ["profiles", "rejects"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = format!("{sub}/{}", entry.file_name().to_string_lossy());
+            out.insert(name, std::fs::read(entry.path()).unwrap());
+        }
+    }
+    out
+}
+
+fn customer_etl_bin() -> std::path::PathBuf {
+    common::profile_dir().join("customer-etl")
+}
+
+/// The customer ETL, 100,000 customers in 30 shards, on three nodes; the
+/// node running the workflow's parent is SIGKILLed mid-run. The run
+/// completes, its profiles and rejects are byte-identical to a one-node
+/// run's, no two attempts of a run overlap in time, and the killed node's
+/// attempts finished elsewhere.
+#[test]
+fn a_lost_node_loses_nothing_the_etl_on_three_nodes() {
+    const SHARDS: u32 = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    customer_etl::generate(&data, 100_000, 17).unwrap();
+    let bin = customer_etl_bin();
+    let rt = runtime();
+    let input =
+        |out: &Path| serde_json::json!({"data_dir": data, "out_dir": out, "num_shards": SHARDS});
+
+    // One node: the reference.
+    let one_out = dir.path().join("one-node");
+    {
+        let db = PgSchema::new();
+        let n = node(&db, "solo", &["--quiet"], &[&bin]);
+        let client = Client::new(&n.url).unwrap();
+        let run = rt
+            .block_on(
+                client
+                    .start_task("merge_customer_data", input(&one_out))
+                    .send(),
+            )
+            .unwrap();
+        let done = wait_done(&rt, &client, run.id(), 600);
+        assert_eq!(
+            done.run.status,
+            TaskRunStatus::Completed,
+            "{:?}",
+            done.error
+        );
+    }
+
+    let db = PgSchema::new();
+    let args = ["--quiet", "--max-concurrent", "1", "--node-timeout", "3s"];
+    let mut nodes: Vec<Option<Weft>> = ["a", "b", "c"]
+        .iter()
+        .map(|id| Some(node(&db, id, &args, &[&bin])))
+        .collect();
+    let out = dir.path().join("three-nodes");
+    let client = Client::new(&nodes[0].as_ref().unwrap().url).unwrap();
+    let root = rt
+        .block_on(client.start_task("merge_customer_data", input(&out)).send())
+        .unwrap()
+        .id()
+        .to_string();
+    // Kill the parent's node once shards are under way and many remain.
+    let victim = common::wait_for(600, "shards under way", || {
+        let tree = all_runs(&rt, &client, &root);
+        let parent = tree.iter().find(|r| r.id == root)?;
+        let node = parent.attempts.last()?.node_id.clone()?;
+        let shards: Vec<_> = tree
+            .iter()
+            .filter(|r| r.task_id == "tsk-process_shard")
+            .collect();
+        let done = shards
+            .iter()
+            .filter(|r| r.status == TaskRunStatus::Completed)
+            .count();
+        let running = shards.iter().any(|r| r.status == TaskRunStatus::Running);
+        (running && (1..SHARDS as usize / 2).contains(&done)).then_some(node)
+    });
+    let index = ["a", "b", "c"].iter().position(|n| *n == victim).unwrap();
+    eprintln!("killing node {victim}, which runs the parent");
+    nodes[index].take().unwrap().kill9();
+    let survivor = nodes.iter().flatten().next().unwrap();
+    let client = Client::new(&survivor.url).unwrap();
+    let done = wait_done(&rt, &client, &root, 600);
+    assert_eq!(
+        done.run.status,
+        TaskRunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    assert_eq!(
+        done.results[0]["profiles_generated"].as_u64().unwrap() > 90_000,
+        true,
+        "{}",
+        done.results
+    );
+
+    let (one, three) = (files_under(&one_out), files_under(&out));
+    assert_eq!(
+        one.keys().collect::<Vec<_>>(),
+        three.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &one {
+        assert!(
+            three[name] == *bytes,
+            "{name} differs from the one-node run"
+        );
+    }
+    assert!(one.len() > SHARDS as usize, "{} files", one.len());
+
+    let tree = all_runs(&rt, &client, &root);
+    let shards = tree
+        .iter()
+        .filter(|r| r.task_id == "tsk-process_shard")
+        .count();
+    assert_eq!(shards, SHARDS as usize, "exactly one child per shard");
+    let mut moved = 0;
+    for run in &tree {
+        for pair in run.attempts.windows(2) {
+            let (before, after) = (&pair[0], &pair[1]);
+            assert!(
+                before.completed_at.unwrap() <= after.started_at,
+                "{}: attempt {} overlaps attempt {}",
+                run.id,
+                before.attempt,
+                after.attempt
+            );
+        }
+        let last = run.attempts.last().unwrap();
+        if run.attempts.iter().any(|a| {
+            a.node_id.as_deref() == Some(victim.as_str()) && a.status == TaskRunStatus::Failed
+        }) {
+            assert_ne!(
+                last.node_id.as_deref(),
+                Some(victim.as_str()),
+                "{} finished elsewhere",
+                run.id
+            );
+            assert_eq!(last.status, TaskRunStatus::Completed);
+            moved += 1;
+        }
+    }
+    eprintln!("{moved} runs the killed node was running finished on other nodes");
+    assert!(moved >= 1, "the parent at least");
+}

@@ -21,6 +21,7 @@ use crate::partition::{
     write_partition_manifest,
 };
 use crate::profile::{ShardOptions, ShardStats, process_shard_with};
+use crate::writer::write_atomically;
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -185,6 +186,7 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
         let (data_dir, out_dir, work_dir) =
             (run.data_dir.clone(), run.out_dir.clone(), work_dir.clone());
         let chunk_bytes = run.chunk_bytes;
+        let this_run = ctx.task_run_id().map(str::to_string);
         blocking(move || {
             if !data_dir.is_dir() {
                 return Err(crate::EtlError::InvalidArgument(format!(
@@ -192,8 +194,17 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
                     data_dir.display()
                 )));
             }
-            prepare_out_dir(&out_dir)?;
-            reset_dir(&work_dir)?;
+            // This run's attempt after a crash (of the runtime, or of the
+            // node that ran it) finds its own work: the children it is
+            // handed back wrote there, so nothing is wiped. Any other run
+            // starts from clean folders.
+            if !is_this_runs_work(&work_dir, this_run.as_deref()) {
+                prepare_out_dir(&out_dir)?;
+                reset_dir(&work_dir)?;
+                if let Some(id) = &this_run {
+                    write_atomically(&work_dir.join(RUN_MARKER), id.as_bytes())?;
+                }
+            }
             Source::ALL
                 .iter()
                 .map(|&source| {
@@ -271,6 +282,17 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
         Ok(summary)
     })
     .await
+}
+
+/// The file in the work folder naming the run it belongs to.
+const RUN_MARKER: &str = "RUN";
+
+/// Whether the work folder was made by this very run (an earlier attempt
+/// of it). Outside a runtime (no run id) it never is.
+fn is_this_runs_work(work_dir: &Path, run_id: Option<&str>) -> bool {
+    run_id.is_some_and(|id| {
+        std::fs::read_to_string(work_dir.join(RUN_MARKER)).is_ok_and(|marker| marker == id)
+    })
 }
 
 async fn partition_task(_ctx: TaskContext, job: PartitionJob) -> TaskResult<ChunkStats> {
