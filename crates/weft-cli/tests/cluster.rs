@@ -465,9 +465,8 @@ fn a_lost_node_loses_nothing_the_etl_on_three_nodes() {
         "{:?}",
         done.error
     );
-    assert_eq!(
+    assert!(
         done.results[0]["profiles_generated"].as_u64().unwrap() > 90_000,
-        true,
         "{}",
         done.results
     );
