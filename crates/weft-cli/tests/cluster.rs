@@ -519,3 +519,63 @@ fn a_lost_node_loses_nothing_the_etl_on_three_nodes() {
     eprintln!("{moved} runs the killed node was running finished on other nodes");
     assert!(moved >= 1, "the parent at least");
 }
+
+/// A node paused past the node timeout (SIGSTOP) is taken over; when it
+/// wakes (SIGCONT), its late report is refused, it stops the attempt it
+/// had and joins again, and the run counts once.
+#[test]
+fn a_paused_node_is_fenced_off_when_it_wakes() {
+    let db = PgSchema::new();
+    let py = common::python();
+    let app = common::app_py();
+    let args = ["--quiet", "--node-timeout", "2s"];
+    let a = node(&db, "a", &args, &[&py, &app]);
+    let rt = runtime();
+    let client_a = Client::new(&a.url).unwrap();
+    let run = rt
+        .block_on(client_a.start_task("sleep_for", [3.0]).send())
+        .unwrap()
+        .id()
+        .to_string();
+    common::wait_for(30, "the run to start on a", || {
+        let r = rt.block_on(client_a.get_task_run(&run)).unwrap();
+        (r.run.status == TaskRunStatus::Running).then_some(())
+    });
+    let b = node(&db, "b", &args, &[&py, &app]);
+    a.signal(libc::SIGSTOP);
+    let client_b = Client::new(&b.url).unwrap();
+    // b takes the run over once a has been silent for 2 s.
+    common::wait_for(30, "b to take the run over", || {
+        let r = rt.block_on(client_b.get_task_run(&run)).unwrap();
+        (r.run.attempts.len() == 2).then_some(())
+    });
+    // a wakes with its task's report (the task kept running) in hand.
+    a.signal(libc::SIGCONT);
+    let done = wait_done(&rt, &client_b, &run, 60);
+    assert_eq!(done.results, serde_json::json!([3.0]));
+    let attempts = &done.run.attempts;
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("interrupted"),
+        "{attempts:?}"
+    );
+    assert_eq!(attempts[1].node_id.as_deref(), Some("b"));
+    assert_eq!(attempts[1].status, TaskRunStatus::Completed);
+    // a joins again and serves.
+    common::wait_for(30, "a to join again", || {
+        let nodes = rt.block_on(client_b.list_nodes()).ok()?;
+        nodes
+            .iter()
+            .any(|n| n.id == "a" && n.gone_at.is_none())
+            .then_some(())
+    });
+    let again = rt
+        .block_on(client_a.run_task("square", [6]).send())
+        .unwrap();
+    assert_eq!(again.results, serde_json::json!([36]));
+    assert!(a.output().contains("took over its work"), "{}", a.output());
+}
