@@ -579,3 +579,56 @@ fn a_paused_node_is_fenced_off_when_it_wakes() {
     assert_eq!(again.results, serde_json::json!([36]));
     assert!(a.output().contains("took over its work"), "{}", a.output());
 }
+
+/// The logs of a run on one node, read and followed live through another.
+#[test]
+fn any_node_serves_the_logs_of_a_run_on_another() {
+    use futures::StreamExt;
+    let db = PgSchema::new();
+    let py = common::python();
+    let app = common::app_py();
+    let a = node(&db, "a", &["--quiet"], &[&py, &app]);
+    let rt = runtime();
+    let client_a = Client::new(&a.url).unwrap();
+    let run = rt
+        .block_on(client_a.start_task("chatty", (40, 0.1)).send())
+        .unwrap()
+        .id()
+        .to_string();
+    common::wait_for(30, "the run to start on a", || {
+        let r = rt.block_on(client_a.get_task_run(&run)).unwrap();
+        (r.run.status == TaskRunStatus::Running).then_some(())
+    });
+    let b = node(&db, "b", &["--quiet"], &[&py, &app]);
+    let url = format!(
+        "{}/v1/logs/subscribe?taskRunId={run}",
+        b.url.replace("http://", "ws://")
+    );
+    let (mut socket, _) = rt
+        .block_on(tokio_tungstenite::connect_async(url))
+        .expect("websocket upgrade");
+    let live: Vec<String> = rt.block_on(async {
+        let mut lines = Vec::new();
+        while lines.len() < 5 {
+            let msg = tokio::time::timeout(Duration::from_secs(20), socket.next())
+                .await
+                .expect("a line within 20 s")
+                .expect("the stream is open")
+                .unwrap();
+            let log: serde_json::Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+            lines.push(log["message"].as_str().unwrap().to_string());
+        }
+        lines
+    });
+    assert!(live.iter().all(|l| l.starts_with("line ")), "{live:?}");
+    let client_b = Client::new(&b.url).unwrap();
+    wait_done(&rt, &client_b, &run, 60);
+    let logs = rt
+        .block_on(client_b.logs(&weft::client::LogsQuery {
+            task_run_ids: vec![run.clone()],
+            limit: Some(100),
+            ..Default::default()
+        }))
+        .unwrap();
+    assert_eq!(logs.logs.len(), 40, "every line, read through b");
+}

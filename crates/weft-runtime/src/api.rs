@@ -518,8 +518,47 @@ async fn subscribe_logs(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let query = log_query(&Params::parse(q))?;
+    // On a shared store the lines of runs on other nodes are only in the
+    // store: follow it there. One node alone hears its own lines live.
+    if c.store().events().is_some() {
+        return Ok(ws.on_upgrade(move |socket| follow_stored_logs(socket, c, query)));
+    }
     let live = c.logs().subscribe();
     Ok(ws.on_upgrade(move |socket| stream_logs(socket, live, query)))
+}
+
+/// How often a log stream on a shared store reads new lines.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Streams the lines stored from now on that match, wherever they were
+/// written, reading the store every [`FOLLOW_EVERY`].
+async fn follow_stored_logs(mut socket: WebSocket, c: Shared, mut query: LogQuery) {
+    // From a moment ago: node clocks differ by a little.
+    query.start = Some(Utc::now() - chrono::Duration::seconds(1));
+    query.limit = 500;
+    let mut tick = tokio::time::interval(FOLLOW_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                c.logs().flush().await;
+                let Ok(lines) = c.store().query_logs(&query).await else { continue };
+                if let Some(last) = lines.last() {
+                    query.after_id = Some(last.id);
+                    query.start = None;
+                }
+                for line in lines {
+                    let text = serde_json::to_string(&stored_log(line)).expect("log serialises");
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            },
+        }
+    }
 }
 
 async fn stream_logs(
