@@ -11,7 +11,6 @@
 //! point is that nothing serialises on one node.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::path::Path;
