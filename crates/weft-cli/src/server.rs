@@ -28,9 +28,13 @@ pub struct ServerOptions {
     /// Environment file for task processes (default: `.env` when present).
     #[arg(long)]
     pub env_file: Option<PathBuf>,
-    /// Bearer token clients must send.
+    /// Bearer token clients must send. Visible to other users in `ps`:
+    /// prefer RENDER_API_KEY or --api-key-file.
     #[arg(long, env = "RENDER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// A file whose first line is the bearer token clients must send.
+    #[arg(long, conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
     /// Largest task input or result, in bytes (`4MiB`, `500kB` and the like
     /// are understood).
     #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
@@ -94,6 +98,17 @@ fn load_env_file(explicit: Option<&Path>) -> anyhow::Result<Vec<(String, String)
     Ok(vars)
 }
 
+/// The token in the first line of a file.
+fn read_key_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the API key file {}", path.display()))?;
+    let key = text.lines().next().unwrap_or_default().trim().to_string();
+    if key.is_empty() {
+        bail!("the API key file {} is empty", path.display());
+    }
+    Ok(key)
+}
+
 /// An IP address, or a name resolved to one (IPv4 first, as most clients
 /// try it first).
 fn parse_host(host: &str) -> Result<IpAddr, String> {
@@ -121,7 +136,10 @@ impl ServerOptions {
         let mut config = RuntimeConfig::new(self.command.clone());
         config.listen = SocketAddr::new(self.host, self.port);
         config.env = load_env_file(self.env_file.as_deref())?;
-        config.api_key = self.api_key.clone().filter(|k| !k.is_empty());
+        config.api_key = match &self.api_key_file {
+            Some(path) => Some(read_key_file(path)?),
+            None => self.api_key.clone().filter(|k| !k.is_empty()),
+        };
         config.max_payload_bytes = usize::try_from(self.max_payload_bytes)
             .context("--max-payload-bytes is larger than this machine can address")?;
         config.max_log_bytes = self.max_log_bytes;

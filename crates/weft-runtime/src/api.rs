@@ -8,9 +8,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,9 +30,10 @@ use crate::http::{ApiError, JsonBody, method_not_allowed, not_found};
 
 type Shared = Arc<Coordinator>;
 
-/// The API's router.
-pub fn router(coordinator: Shared) -> Router {
+/// The API's router, for a server listening on `addr`.
+pub fn router(coordinator: Shared, addr: std::net::SocketAddr) -> Router {
     let limit = coordinator.config().max_payload_bytes + 64 * 1024;
+    let guard = crate::guard::Guard::new(addr, coordinator.config().api_key.as_deref());
     Router::new()
         .route("/v1/task-runs", post(start_run).get(list_runs))
         .route("/v1/task-runs/events", get(run_events))
@@ -51,35 +52,8 @@ pub fn router(coordinator: Shared) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(
-            coordinator.clone(),
-            require_token,
-        ))
+        .layer(middleware::from_fn_with_state(guard, crate::guard::check))
         .with_state(coordinator)
-}
-
-/// With an API key configured, every request must carry it as a bearer token.
-async fn require_token(State(c): State<Shared>, req: Request, next: Next) -> Response {
-    if let Some(key) = &c.config().api_key {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        // Compared in constant time, so response timing does not leak the key.
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token (Authorization: Bearer $RENDER_API_KEY)",
-            )
-            .into_response();
-        }
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A run as lists show it.

@@ -81,7 +81,10 @@ impl Executor {
 
     fn command(&self, mode: Mode, socket: &Path) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.start_command[0]);
+        // The runtime's API key is not the tasks' business (the SDKs do not
+        // need it on the task side); an env file may still give one.
         cmd.args(&self.start_command[1..])
+            .env_remove("RENDER_API_KEY")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(ENV_MODE, mode.as_str())
             .env(ENV_SOCKET_PATH, socket)

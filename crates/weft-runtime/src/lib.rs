@@ -32,6 +32,7 @@ pub mod supervisor;
 pub mod task_socket;
 
 mod error;
+pub mod guard;
 mod http;
 
 use std::net::SocketAddr;
@@ -144,7 +145,8 @@ impl Runtime {
         coordinator.register_tasks().await?;
         coordinator.clone().start_scheduler();
 
-        let app = api::router(coordinator.clone());
+        let app = api::router(coordinator.clone(), addr)
+            .into_make_service_with_connect_info::<SocketAddr>();
         let token = shutdown.clone();
         let server = tokio::spawn(async move {
             let served = axum::serve(listener, app)

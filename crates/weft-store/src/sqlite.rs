@@ -212,13 +212,12 @@ impl SqliteStore {
             location: location.clone(),
             detail,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let lock = lock_exclusively(path, &location)?;
-        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
-        check_integrity(&conn, path, &location)?;
+        let real = prepare_file(path).map_err(open_err)?;
+        // Locked by its real path, so two paths (symlinks) to one file are
+        // one database, refused while in use.
+        let lock = lock_exclusively(&real, &location)?;
+        let conn = Connection::open(&real).map_err(|e| open_err(e.to_string()))?;
+        check_integrity(&conn, &real, &location)?;
         let sync = match durability {
             Durability::Process => "NORMAL",
             Durability::PowerLoss => "FULL",
@@ -359,13 +358,65 @@ fn cut_short(path: &Path) -> Option<String> {
     })
 }
 
+/// Makes the database's folder and file private before SQLite touches them
+/// (task output and inputs are in it): a folder weft creates is 0700, a new
+/// file 0600, and SQLite gives its `-wal` and `-shm` files the file's mode.
+/// An existing database readable by others is kept as it is, with a
+/// warning. Returns the file's real path (symlinks resolved). Refuses what
+/// is not a regular file (`--db /dev/null`).
+fn prepare_file(path: &Path) -> std::result::Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create it: {e}")),
+    }
+    let real = path
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve its path: {e}"))?;
+    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot read it: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{} is not a regular file (a database needs one, with its -wal and -shm files beside it)",
+            real.display()
+        ));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            "the database {} can be read by other users of this machine (mode {:o}); `chmod 600 {}` keeps task inputs and output private",
+            real.display(),
+            meta.permissions().mode() & 0o777,
+            real.display()
+        );
+    }
+    Ok(real)
+}
+
 /// Takes an exclusive lock on `<db>.lock` beside the database, and writes
 /// this process's id in it for the message another process gets. SQLite's
 /// own locks allow several writers in turn, but the runtime recovers and
 /// schedules the runs it finds as their only owner; the lock file (closed
-/// on exec, so task processes do not inherit it) makes that so.
+/// on exec, so task processes do not inherit it) makes that so. It is
+/// opened without following a symlink, and written only when it is ours: a
+/// link planted by another user cannot make weft overwrite its target.
 fn lock_exclusively(path: &Path, location: &str) -> Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_err = |source| StoreError::Lock {
@@ -378,8 +429,19 @@ fn lock_exclusively(path: &Path, location: &str) -> Result<std::fs::File> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&lock_path)
         .map_err(lock_err)?;
+    let meta = file.metadata().map_err(lock_err)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me {
+        return Err(lock_err(std::io::Error::other(format!(
+            "it is not a regular file of this user (owner uid {}); remove it if no weft uses this database",
+            meta.uid()
+        ))));
+    }
     match file.try_lock() {
         Ok(()) => {
             file.set_len(0).map_err(lock_err)?;

@@ -219,3 +219,57 @@ async fn a_full_database_refuses_writes_by_name_keeps_reads_and_recovers() {
     let later = store.create_run(new(2)).await.unwrap().run;
     assert_eq!(store.get_run(&later.id).await.unwrap().unwrap(), later);
 }
+
+#[test]
+fn a_new_database_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join(".weft");
+    let path = folder.join("weft.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&folder), 0o700);
+    assert_eq!(mode(&path), 0o600);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(store.set_meta("k", "v")).unwrap();
+    for suffix in ["-wal", "-shm", ".lock"] {
+        let file = folder.join(format!("weft.db{suffix}"));
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
+
+#[test]
+fn a_planted_lock_symlink_is_not_followed_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    let target = dir.path().join("precious.txt");
+    std::fs::write(&target, "keep me").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("weft.db.lock")).unwrap();
+    let err = SqliteStore::open(&path).err().unwrap();
+    assert!(matches!(err, StoreError::Lock { .. }), "{err:?}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+}
+
+#[test]
+fn two_paths_to_one_database_are_one_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    let first = SqliteStore::open(&path).unwrap();
+    let link = dir.path().join("alias.db");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let err = SqliteStore::open(&link).err().unwrap();
+    assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+    drop(first);
+    SqliteStore::open(&link).unwrap();
+}
+
+#[test]
+fn a_device_is_not_a_database() {
+    let err = SqliteStore::open(std::path::Path::new("/dev/null"))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(!std::path::Path::new("/dev/null-journal").exists());
+}

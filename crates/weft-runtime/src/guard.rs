@@ -1,0 +1,323 @@
+//! What stands between the REST API and whoever can reach its port: a web
+//! page in the user's browser, a page that rebinds its DNS name to
+//! 127.0.0.1, a client without the token.
+//!
+//! - **Host**: on loopback, only the names the server is bound to are
+//!   answered (`127.0.0.1`, `localhost`, `[::1]`, the `--host` given), so a
+//!   rebinding page (`attacker.example` resolving to 127.0.0.1) reads
+//!   nothing. Beyond loopback the token guards instead.
+//! - **Origin**: a request a browser sends from another site (a form post,
+//!   a `fetch`, a WebSocket) carries that site's `Origin`; anything that
+//!   changes state, and every WebSocket, is refused unless the origin is
+//!   this server's own.
+//! - **Content-Type**: a body sent to a JSON route must say
+//!   `application/json`; browsers send `text/plain` forms without asking
+//!   first (no CORS preflight), so this closes that door too.
+//! - **Token**: with an API key, every request carries it as a bearer
+//!   token (the scheme in any case), compared in constant time; a refusal
+//!   is logged with the peer's address and answered after a pause.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::http::ApiError;
+
+/// How long a request with a wrong token waits for its refusal, so
+/// guessing is slow.
+const REFUSAL_PAUSE: Duration = Duration::from_millis(250);
+
+/// The rules for one server, shared by every request.
+#[derive(Clone)]
+pub struct Guard {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Host names answered on loopback; `None` beyond loopback.
+    hosts: Option<Vec<String>>,
+    port: u16,
+    /// SHA-256 of the API key: compared digest to digest, so neither the
+    /// key's bytes nor its length shape the comparison's time.
+    key_digest: Option<[u8; 32]>,
+}
+
+impl Guard {
+    /// The rules for a server listening on `addr` (the port really bound).
+    pub fn new(addr: SocketAddr, api_key: Option<&str>) -> Self {
+        let hosts = addr.ip().is_loopback().then(|| {
+            let mut hosts: Vec<String> = ["127.0.0.1", "localhost", "[::1]"]
+                .into_iter()
+                .map(String::from)
+                .collect();
+            hosts.push(match addr.ip() {
+                IpAddr::V6(ip) => format!("[{ip}]"),
+                IpAddr::V4(ip) => ip.to_string(),
+            });
+            hosts
+        });
+        Self {
+            inner: Arc::new(Inner {
+                hosts,
+                port: addr.port(),
+                key_digest: api_key.map(digest),
+            }),
+        }
+    }
+
+    /// Whether `host` (a `Host` header: name, optional port) is one this
+    /// server answers to.
+    fn host_allowed(&self, host: &str) -> bool {
+        let Some(hosts) = &self.inner.hosts else {
+            return true;
+        };
+        let (name, port) = split_host(host);
+        let port_ok = port.is_none_or(|p| p == self.inner.port);
+        port_ok && hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether `origin` (`scheme://host[:port]`) is this server's own.
+    fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
+        let Some(rest) = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+        else {
+            return false; // `null` (a sandboxed frame, a file) or garbage
+        };
+        match &self.inner.hosts {
+            Some(_) => self.host_allowed(rest),
+            // Beyond loopback, the site a browser loaded this server from
+            // is the one it names in Host.
+            None => host.is_some_and(|h| h.eq_ignore_ascii_case(rest)),
+        }
+    }
+
+    fn token_ok(&self, headers: &HeaderMap) -> bool {
+        let Some(key) = &self.inner.key_digest else {
+            return true;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        given.is_some_and(|g| bool::from(digest(g).ct_eq(key)))
+    }
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// `name[:port]`, with `[v6]` kept in its brackets.
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => (
+                &host[..=end],
+                host[end + 1..]
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse().ok()),
+            ),
+            None => (host, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) => (name, port.parse().ok()),
+        None => (host, None),
+    }
+}
+
+/// Whether the request would change something (or open a stream a page
+/// could read from): these must come from this server's own pages.
+fn needs_same_origin(req: &Request) -> bool {
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    upgrade || !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether the request has a body (a length above zero, or chunks).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .is_some_and(|t| {
+            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+        })
+}
+
+/// The middleware: every rule above, in order.
+pub async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(host) = &host
+        && !guard.host_allowed(host)
+    {
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this server does not answer to the host name {host:?} (it answers to 127.0.0.1, localhost and [::1] on port {}); a page that rebinds its name to this machine cannot read it",
+                guard.inner.port
+            ),
+        )
+        .into_response();
+    }
+    if !guard.token_ok(req.headers()) {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or("an unknown peer".to_string(), |c| c.0.to_string());
+        tracing::warn!(
+            "refused {} {} from {peer}: missing or wrong bearer token",
+            req.method(),
+            req.uri().path()
+        );
+        tokio::time::sleep(REFUSAL_PAUSE).await;
+        let mut refused = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer $RENDER_API_KEY)",
+        )
+        .into_response();
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"weft\""),
+        );
+        return refused;
+    }
+    if needs_same_origin(&req)
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+    {
+        let origin = origin.to_str().unwrap_or("");
+        if !guard.origin_allowed(origin, host.as_deref()) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "refused a {} from the web page at {origin:?}: only this server's own pages may change runs or open streams",
+                    if req.headers().contains_key(header::UPGRADE) { "WebSocket" } else { "request" }
+                ),
+            )
+            .into_response();
+        }
+    }
+    if *req.method() != Method::GET && has_body(req.headers()) && !is_json(req.headers()) {
+        let given = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("the request body must be JSON, sent as Content-Type: application/json (this one says {given})"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_answers_only_its_own_names_and_port() {
+        let g = Guard::new("127.0.0.1:8120".parse().unwrap(), None);
+        for ok in [
+            "127.0.0.1:8120",
+            "localhost:8120",
+            "LOCALHOST",
+            "[::1]:8120",
+            "127.0.0.1",
+        ] {
+            assert!(g.host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "attacker-rebind.example",
+            "attacker.example:8120",
+            "localhost:9999",
+            "127.0.0.2:8120",
+            "",
+        ] {
+            assert!(!g.host_allowed(bad), "{bad}");
+        }
+        let open = Guard::new("0.0.0.0:8120".parse().unwrap(), Some("k"));
+        assert!(
+            open.host_allowed("weft.internal:8120"),
+            "beyond loopback the token guards"
+        );
+    }
+
+    #[test]
+    fn origins_must_be_the_servers_own() {
+        let g = Guard::new("127.0.0.1:8120".parse().unwrap(), None);
+        assert!(g.origin_allowed("http://127.0.0.1:8120", None));
+        assert!(g.origin_allowed("http://localhost:8120", None));
+        for bad in [
+            "http://evil.example",
+            "http://localhost:3000",
+            "null",
+            "file://",
+            "",
+        ] {
+            assert!(!g.origin_allowed(bad, None), "{bad}");
+        }
+        let open = Guard::new("0.0.0.0:8120".parse().unwrap(), Some("k"));
+        assert!(open.origin_allowed("https://weft.internal:8120", Some("weft.internal:8120")));
+        assert!(!open.origin_allowed("https://evil.example", Some("weft.internal:8120")));
+    }
+
+    #[test]
+    fn tokens_take_any_case_of_the_scheme_and_only_the_key() {
+        let g = Guard::new("127.0.0.1:8120".parse().unwrap(), Some("s3cret"));
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, value.parse().unwrap());
+            h
+        };
+        assert!(g.token_ok(&with("Bearer s3cret")));
+        assert!(g.token_ok(&with("bearer s3cret")));
+        assert!(g.token_ok(&with("BEARER  s3cret")));
+        assert!(!g.token_ok(&with("Bearer s3cre")));
+        assert!(!g.token_ok(&with("Basic s3cret")));
+        assert!(!g.token_ok(&HeaderMap::new()));
+        assert!(Guard::new("127.0.0.1:1".parse().unwrap(), None).token_ok(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn json_is_json_with_or_without_a_charset() {
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, value.parse().unwrap());
+            h
+        };
+        assert!(is_json(&with("application/json")));
+        assert!(is_json(&with("Application/JSON; charset=utf-8")));
+        assert!(is_json(&with("application/merge-patch+json")));
+        assert!(!is_json(&with("text/plain")));
+        assert!(!is_json(&with("application/x-www-form-urlencoded")));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}
