@@ -51,6 +51,9 @@ pub struct ServerOptions {
     /// Do not echo task output on this terminal (it is still stored).
     #[arg(long, short)]
     pub quiet: bool,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, hide = true)]
+    pub header_read_timeout: Duration,
     /// The app's start command and its arguments.
     #[arg(last = true, required = true, value_name = "START COMMAND")]
     pub command: Vec<String>,
@@ -145,6 +148,7 @@ impl ServerOptions {
         config.max_log_bytes = self.max_log_bytes;
         config.echo_logs = !self.quiet;
         config.retention = self.retention;
+        config.header_read_timeout = self.header_read_timeout;
         // Sweep often enough that nothing outlives its retention by much.
         if let Some(keep) = self.retention {
             config.retention_sweep =
@@ -178,6 +182,7 @@ pub async fn serve(
     kept_in: &str,
     on_signal: OnSignal,
 ) -> anyhow::Result<std::process::ExitCode> {
+    weft_runtime::listener::raise_open_files_limit();
     let max = config.max_concurrent;
     let node = store.node().id.clone();
     let rt = Runtime::start(config, store).await?;

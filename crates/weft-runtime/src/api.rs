@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -26,7 +26,7 @@ use weft_store::{LogLine, LogQuery, NewLogLine, RunFilter, RunRecord, RunState, 
 
 use crate::coordinator::Coordinator;
 use crate::ends::EndWatch;
-use crate::http::{ApiError, JsonBody, method_not_allowed, not_found};
+use crate::http::{ApiError, JsonBody, PathId, method_not_allowed, not_found};
 
 type Shared = Arc<Coordinator>;
 
@@ -193,7 +193,7 @@ async fn start_run(
 
 async fn get_run(
     State(c): State<Shared>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<TaskRunDetails>, ApiError> {
     let run = c
         .store()
@@ -203,10 +203,7 @@ async fn get_run(
     Ok(Json(task_run_details(&run)))
 }
 
-async fn cancel_run(
-    State(c): State<Shared>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+async fn cancel_run(State(c): State<Shared>, PathId(id): PathId) -> Result<StatusCode, ApiError> {
     c.cancel(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -365,7 +362,7 @@ async fn list_tasks(State(c): State<Shared>) -> Json<Vec<TaskWithCursor>> {
     )
 }
 
-async fn get_task(State(c): State<Shared>, Path(id): Path<String>) -> Result<Json<Task>, ApiError> {
+async fn get_task(State(c): State<Shared>, PathId(id): PathId) -> Result<Json<Task>, ApiError> {
     c.task(&id)
         .map(|t| Json(task(&t)))
         .ok_or_else(|| ApiError::not_found(format!("task not found: {id}")))

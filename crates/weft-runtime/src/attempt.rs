@@ -170,9 +170,11 @@ pub trait AttemptHost: Send + Sync + 'static {
         start: SubtaskStart,
     ) -> Result<RunRecord, RunError>;
 
-    /// Waits until a run ends or `hold` passes; the run as it is then.
-    async fn wait_for_end(
+    /// Waits until `id`, a child of `parent`'s run, ends or `hold` passes;
+    /// the run as it is then. A run that is not its child is unknown to it.
+    async fn wait_for_child(
         &self,
+        parent: &Attempt,
         id: &str,
         hold: std::time::Duration,
     ) -> Result<RunRecord, RunError>;

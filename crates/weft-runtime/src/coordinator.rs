@@ -692,7 +692,20 @@ impl AttemptHost for Coordinator {
         .await
     }
 
-    async fn wait_for_end(&self, id: &str, hold: Duration) -> Result<RunRecord, RunError> {
+    async fn wait_for_child(
+        &self,
+        parent: &Attempt,
+        id: &str,
+        hold: Duration,
+    ) -> Result<RunRecord, RunError> {
+        // A task reads its own children's results, not any run's.
+        let run = self.store.get_run(id).await?;
+        if run.is_none_or(|r| r.parent_id.as_deref() != Some(parent.run.id.as_str())) {
+            return Err(RunError::UnknownRun(format!(
+                "{id} (not a subtask of {})",
+                parent.run.id
+            )));
+        }
         self.wait_for_run(id, hold).await
     }
 

@@ -61,6 +61,15 @@ impl Executor {
             }
         };
         restrict_to_owner(&socket_dir)?;
+        // The longest socket name: a run id, an attempt number, `.sock`.
+        let longest = socket_dir.join(format!("trn-{}-999999.sock", "0".repeat(32)));
+        if longest.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(RuntimeError::Config(format!(
+                "the socket directory {} is too long for Unix sockets (their paths may have {MAX_SOCKET_PATH} bytes; this one would need {}); set TMPDIR to a shorter directory",
+                socket_dir.display(),
+                longest.as_os_str().len()
+            )));
+        }
         Ok(Self {
             start_command: config.start_command.clone(),
             env: config.env.clone(),

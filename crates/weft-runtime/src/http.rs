@@ -129,3 +129,23 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
         format!("{method} is not allowed on {}", uri.path()),
     )
 }
+
+/// The one `{id}` of a path, with a JSON error when it is not text (axum's
+/// own answers in plain text).
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| PathId(id))
+            .map_err(|e| {
+                ApiError::bad_request(format!("the id in {} is not valid: {e}", parts.uri.path()))
+            })
+    }
+}

@@ -30,10 +30,12 @@ pub mod metrics;
 mod slots;
 pub mod supervisor;
 pub mod task_socket;
+pub mod terminal;
 
 mod error;
 pub mod guard;
 mod http;
+pub mod listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,6 +83,8 @@ pub struct RuntimeConfig {
     pub retention: Option<Duration>,
     /// How often the retention sweep runs.
     pub retention_sweep: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
 }
 
 impl RuntimeConfig {
@@ -103,6 +107,7 @@ impl RuntimeConfig {
             node_timeout: Duration::from_secs(10),
             retention: None,
             retention_sweep: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -145,16 +150,14 @@ impl Runtime {
         coordinator.register_tasks().await?;
         coordinator.clone().start_scheduler();
 
-        let app = api::router(coordinator.clone(), addr)
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let token = shutdown.clone();
-        let server = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await });
-            if let Err(e) = served.await {
-                tracing::error!("API server failed: {e}");
-            }
-        });
+        let app = api::router(coordinator.clone(), addr);
+        let header_timeout = coordinator.config().header_read_timeout;
+        let server = tokio::spawn(listener::serve(
+            listener,
+            app,
+            header_timeout,
+            shutdown.clone(),
+        ));
         Ok(Self {
             coordinator,
             addr,

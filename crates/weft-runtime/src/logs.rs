@@ -2,20 +2,25 @@
 //! /v1/logs` and `weft runs logs`), streamed to subscribers, and echoed on
 //! the terminal prefixed with its task name and run id.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use weft_store::{NewLogLine, Store};
+
+use crate::terminal::{Terminal, escape_controls};
 
 /// Longest line kept; the rest is cut (a task printing a huge blob should
 /// not balloon the database).
 const MAX_LINE: usize = 16 * 1024;
 /// Lines written per transaction at most.
 const BATCH: usize = 512;
+/// Lines waiting to be stored at most: past it, a task's output waits (its
+/// pipe fills and its writes block, as on a slow terminal) rather than
+/// weft's memory growing.
+const STORE_QUEUE: usize = 8192;
 
 /// Whose output a stream is.
 #[derive(Clone)]
@@ -93,7 +98,14 @@ impl Drop for LogBudget {
                 ),
                 ..template.clone()
             };
-            let _ = sink.tx.send(Msg::Line(line));
+            // Not awaited (a drop cannot wait): when the queue is full, a
+            // task takes it there.
+            if let Err(mpsc::error::TrySendError::Full(msg)) = sink.tx.try_send(Msg::Line(line)) {
+                let tx = sink.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(msg).await;
+                });
+            }
         }
     }
 }
@@ -106,9 +118,9 @@ enum Msg {
 /// Where task output goes. Cheap to clone.
 #[derive(Clone)]
 pub struct LogSink {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     live: broadcast::Sender<Arc<NewLogLine>>,
-    echo: bool,
+    terminal: Option<Terminal>,
     open: Arc<OpenStreams>,
 }
 
@@ -153,13 +165,13 @@ impl OpenStreams {
 impl LogSink {
     /// Starts the writer that stores lines in batches.
     pub fn start(store: Arc<dyn Store>, echo: bool) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(STORE_QUEUE);
         let (live, _) = broadcast::channel(4096);
         tokio::spawn(write_batches(store, rx));
         Self {
             tx,
             live,
-            echo,
+            terminal: echo.then(Terminal::stdout),
             open: Arc::default(),
         }
     }
@@ -204,18 +216,15 @@ impl LogSink {
             let mut source = source;
             let mut reader = BufReader::new(reader);
             let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match reader.read_until(b'\n', &mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            while let Ok(Some(cut)) = read_capped_line(&mut reader, &mut buf, MAX_LINE).await {
+                while matches!(buf.last(), Some(b'\r')) {
                     buf.pop();
                 }
-                buf.truncate(MAX_LINE);
-                let message = String::from_utf8_lossy(&buf).into_owned();
-                sink.line(source.as_ref(), stream, message);
+                let mut message = String::from_utf8_lossy(&buf).into_owned();
+                if cut > 0 {
+                    message.push_str(&format!(" … [{cut} more bytes of this line cut]"));
+                }
+                sink.line(source.as_ref(), stream, message).await;
             }
             drop(source.take());
         })
@@ -224,19 +233,20 @@ impl LogSink {
     /// Says on the terminal what became of a run (not stored: the run
     /// itself records it), with the same prefix as its output.
     pub fn announce(&self, task_name: &str, run_id: &str, what: &str) {
-        if self.echo {
-            self.to_terminal(&format!("[{task_name} {run_id}]"), what);
+        if let Some(terminal) = &self.terminal {
+            let prefix = format!("[{} {run_id}]", escape_controls(task_name));
+            terminal.line(&prefix, what);
         }
     }
 
     /// One line on the terminal, when echoing.
     fn to_terminal(&self, prefix: &str, text: &str) {
-        if self.echo {
-            let _ = writeln!(std::io::stdout().lock(), "{prefix} {text}");
+        if let Some(terminal) = &self.terminal {
+            terminal.line(prefix, text);
         }
     }
 
-    fn line(&self, source: Option<&Source>, stream: &'static str, message: String) {
+    async fn line(&self, source: Option<&Source>, stream: &'static str, message: String) {
         match source {
             Some(s) => self.announce(&s.task_name, &s.run_id, &message),
             None => self.to_terminal("[register]", &message),
@@ -253,7 +263,7 @@ impl LogSink {
         let store = source.budget.take(line.message.len() as u64);
         if store {
             let _ = self.live.send(Arc::new(line.clone()));
-            let _ = self.tx.send(Msg::Line(line));
+            let _ = self.tx.send(Msg::Line(line)).await;
         } else {
             let _ = self.live.send(Arc::new(line));
         }
@@ -284,7 +294,7 @@ impl LogSink {
     /// Waits until every line received so far is stored.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).is_ok() {
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
         }
     }
@@ -321,7 +331,38 @@ fn order_times(batch: &mut [NewLogLine], last_at: &mut Option<DateTime<Utc>>) {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+/// Reads one line into `buf` (its `\n` left out), keeping at most `max`
+/// bytes of it: the rest of a longer line is read and thrown away as it
+/// comes, so a line without end costs `max` bytes of memory, not its
+/// length. Returns how many bytes were cut, or `None` at the end.
+async fn read_capped_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<usize>> {
+    buf.clear();
+    let mut cut = 0;
+    let mut read_any = false;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(read_any.then_some(cut));
+        }
+        read_any = true;
+        let end = chunk.iter().position(|b| *b == b'\n');
+        let line = &chunk[..end.unwrap_or(chunk.len())];
+        let keep = max.saturating_sub(buf.len()).min(line.len());
+        buf.extend_from_slice(&line[..keep]);
+        cut += line.len() - keep;
+        let used = line.len() + usize::from(end.is_some());
+        reader.consume(used);
+        if end.is_some() {
+            return Ok(Some(cut));
+        }
+    }
+}
+
+async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
     let mut batch = Vec::new();
     let mut flushed = Vec::new();
     let mut last_at = None;
@@ -363,6 +404,31 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Ms
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_line_without_end_costs_only_what_is_kept() {
+        let text: Vec<u8> = [b"short\n".as_slice(), &vec![b'x'; 100_000], b"\nnext\nlast"].concat();
+        let mut reader = BufReader::with_capacity(4096, text.as_slice());
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(cut) = read_capped_line(&mut reader, &mut buf, 16).await.unwrap() {
+            assert!(
+                buf.capacity() <= 64,
+                "the buffer grew to {}",
+                buf.capacity()
+            );
+            lines.push((String::from_utf8(buf.clone()).unwrap(), cut));
+        }
+        assert_eq!(
+            lines,
+            [
+                ("short".to_string(), 0),
+                ("x".repeat(16), 100_000 - 16),
+                ("next".to_string(), 0),
+                ("last".to_string(), 0),
+            ]
+        );
+    }
 
     #[test]
     fn a_budget_counts_what_earlier_attempts_stored_and_stops_at_the_first_refusal() {

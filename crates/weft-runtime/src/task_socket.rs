@@ -142,9 +142,28 @@ fn callback_result(req: CallbackRequest, max_payload: usize) -> Result<Value, St
         }
         // The run's error is the task's message, as clients show it; a stack
         // trace, when sent, was already printed to the attempt's output.
-        (None, Some(error)) => Err(error.details),
+        (None, Some(error)) => Err(bounded(error.details, max_payload)),
         (None, None) => Err("the task sent a callback with neither a result nor an error".into()),
     }
+}
+
+/// An error message cut to `max` bytes (at a character boundary), saying
+/// how much was cut: a task's error is stored and sent like its result,
+/// and bounded like it.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let total = text.len();
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!(
+        " … [error cut: {total} bytes, over the limit of {max} bytes]"
+    ));
+    text
 }
 
 async fn callback(
@@ -198,7 +217,10 @@ async fn subtask_result(
     JsonBody(req): JsonBody<SubtaskResultRequest>,
 ) -> Result<Json<SubtaskResultResponse>, ApiError> {
     let hold = s.host.config().subtask_result_hold;
-    let run = s.host.wait_for_end(&req.task_run_id, hold).await?;
+    let run = s
+        .host
+        .wait_for_child(&s.attempt, &req.task_run_id, hold)
+        .await?;
     let response = match run.status {
         RunState::Completed => SubtaskResultResponse {
             still_running: false,
@@ -277,6 +299,23 @@ mod tests {
             callback_result(not_json, 1000)
                 .unwrap_err()
                 .contains("not valid JSON")
+        );
+    }
+
+    #[test]
+    fn errors_are_bounded_like_results() {
+        let req = CallbackRequest {
+            complete: None,
+            error: Some(TaskError {
+                details: "é".repeat(1000),
+                stack_trace: None,
+            }),
+        };
+        let err = callback_result(req, 101).unwrap_err();
+        assert!(err.starts_with(&"é".repeat(50)), "{err}");
+        assert!(
+            err.ends_with("[error cut: 2000 bytes, over the limit of 101 bytes]"),
+            "{err}"
         );
     }
 
