@@ -124,6 +124,56 @@ async def later_child(ctx, delay: float, seconds: float) -> float:
 
 
 @app.task
+async def nested(ctx, n: int) -> int:
+    """n levels of subtasks, one inside the other."""
+    if n <= 0:
+        return 0
+    return 1 + await ctx.run(nested, n - 1)
+
+
+@app.task
+def say(ctx, text: str) -> int:
+    """Prints `text` as it is, escape sequences and all."""
+    print(text, flush=True)
+    return len(text)
+
+
+@app.task
+def long_line(ctx, megabytes: int) -> int:
+    """Writes one line of `megabytes` MB with no newline in it."""
+    chunk = "x" * (1024 * 1024)
+    for _ in range(megabytes):
+        sys.stdout.write(chunk)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return megabytes
+
+
+@app.task
+def big_error(ctx, size: int) -> None:
+    raise ValueError("e" * size)
+
+
+@app.task
+def foreign_result(ctx, task_run_id: str) -> int:
+    """Asks the runtime for the result of a run that is not its child, on
+    its socket, as a hostile task would; returns the HTTP status."""
+    import http.client
+    import json as _json
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(os.environ["RENDER_SDK_SOCKET_PATH"])
+
+    conn = UnixConnection("localhost")
+    conn.request("POST", "/get-subtask-result", _json.dumps({"task_run_id": task_run_id}),
+                 {"Content-Type": "application/json"})
+    return conn.getresponse().status
+
+
+@app.task
 async def level3(ctx, x: int) -> int:
     return x + 3
 

@@ -51,6 +51,10 @@ pub struct ServerOptions {
     /// Do not echo task output on this terminal (it is still stored).
     #[arg(long, short)]
     pub quiet: bool,
+    /// How deep subtasks may nest (a root run is depth 1); deeper ones fail
+    /// with the chain of task names.
+    #[arg(long, default_value_t = 64)]
+    pub max_depth: usize,
     /// How long a client may take to send a request's headers.
     #[arg(long, default_value = "30s", value_parser = parse_duration, hide = true)]
     pub header_read_timeout: Duration,
@@ -149,6 +153,10 @@ impl ServerOptions {
         config.echo_logs = !self.quiet;
         config.retention = self.retention;
         config.header_read_timeout = self.header_read_timeout;
+        if self.max_depth == 0 {
+            bail!("--max-depth must be at least 1");
+        }
+        config.max_depth = self.max_depth;
         // Sweep often enough that nothing outlives its retention by much.
         if let Some(keep) = self.retention {
             config.retention_sweep =

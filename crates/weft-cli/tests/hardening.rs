@@ -212,3 +212,300 @@ fn task_processes_do_not_see_the_api_key() {
         .unwrap();
     assert_eq!(run.results, serde_json::json!([null]));
 }
+
+/// `weft dev` on the example app with its stdout on a pipe nobody reads,
+/// and its stderr (the banner) in a file: (child, url, log file, pipe).
+fn dev_on_an_unread_pipe(
+    dir: &std::path::Path,
+) -> (
+    std::process::Child,
+    String,
+    std::path::PathBuf,
+    std::process::ChildStdout,
+) {
+    use std::process::{Command, Stdio};
+    let log = dir.join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["dev", "--port", "0", "--db"])
+        .arg(dir.join("weft.db"))
+        .arg("--")
+        .arg(common::python())
+        .arg(common::app_py())
+        .env_remove("RENDER_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let url = common::wait_for(60, "the banner", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines().find_map(|l| {
+            l.split("serving the Render Workflows API on ")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        })
+    });
+    (child, url, log, stdout)
+}
+
+/// A terminal nobody reads does not stall the server: lines it cannot
+/// take are counted and dropped from the echo (and stored all the same).
+#[test]
+fn a_terminal_nobody_reads_does_not_stall_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url, _log, _unread) = dev_on_an_unread_pipe(dir.path());
+    let rt = runtime();
+    let client = weft::client::Client::new(&url).unwrap();
+    let run = rt
+        .block_on(client.start_task("chatty", [20_000]).send())
+        .unwrap()
+        .id()
+        .to_string();
+    let done = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(120), client.wait_for_task_run(&run)).await
+        })
+        .expect("the run ends though nobody reads the terminal")
+        .unwrap();
+    assert_eq!(done.results, serde_json::json!([20_000]));
+    let health = rt
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                reqwest::get(format!("{url}/healthz")),
+            )
+            .await
+        })
+        .expect("/healthz answers")
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let stored = rt
+        .block_on(client.logs(&weft::client::LogsQuery {
+            task_run_ids: vec![run],
+            limit: Some(1000),
+            start_time: None,
+            ..Default::default()
+        }))
+        .unwrap();
+    assert!(
+        !stored.logs.is_empty() && stored.has_more,
+        "the lines are stored"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Task output and task names cannot drive the terminal: control
+/// characters are shown escaped there, and kept as they are in the store.
+#[test]
+fn task_output_cannot_drive_the_terminal() {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    // A pseudo-terminal for weft's stdout, as when a person runs it.
+    let (mut leader, mut follower) = (0, 0);
+    // SAFETY: openpty writes two new descriptors into the integers given.
+    let opened = unsafe {
+        libc::openpty(
+            &mut leader,
+            &mut follower,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty");
+    let log = dir.path().join("stderr.log");
+    // SAFETY: the follower descriptor is ours, handed over to the child.
+    let tty = unsafe { std::process::Stdio::from_raw_fd(follower) };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["dev", "--port", "0", "--db"])
+        .arg(dir.path().join("weft.db"))
+        .arg("--")
+        .arg(common::python())
+        .arg(common::app_py())
+        .env_remove("RENDER_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(tty)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // SAFETY: the leader descriptor is ours.
+    let mut screen = unsafe { std::fs::File::from_raw_fd(leader) };
+    let url = common::wait_for(60, "the banner", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines().find_map(|l| {
+            l.split("serving the Render Workflows API on ")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        })
+    });
+    let rt = runtime();
+    let client = weft::client::Client::new(&url).unwrap();
+    let evil = "\x1b]0;pwned\x07\x1b]52;c;Y2xpcA==\x07\rweft dev: fake line";
+    let run = rt.block_on(client.run_task("say", [evil]).send()).unwrap();
+    let stored = rt
+        .block_on(client.logs(&weft::client::LogsQuery {
+            task_run_ids: vec![run.run.id.clone()],
+            ..Default::default()
+        }))
+        .unwrap()
+        .logs[0]
+        .message
+        .clone();
+    // What reached the terminal.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match screen.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            if String::from_utf8_lossy(&seen).contains("fake line") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let seen = reader.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("\\x1b]0;pwned\\x07"), "{seen:?}");
+    assert!(seen.contains("\\x0dweft dev: fake line"), "{seen:?}");
+    assert!(
+        !seen.contains('\x07') && !seen.contains("\x1b]"),
+        "raw escapes reached the terminal: {seen:?}"
+    );
+    // Kept as written in the store (read before the server was stopped).
+    assert_eq!(stored, evil);
+}
+
+/// A line with no end, and an error of many megabytes, cost bounded memory.
+#[test]
+fn endless_lines_and_huge_errors_are_bounded() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let rt = runtime();
+    let client = weft::client::Client::new(&weft.url).unwrap();
+    let run = rt
+        .block_on(client.run_task("long_line", [300]).send())
+        .unwrap();
+    assert_eq!(run.results, serde_json::json!([300]));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", weft.pid().unwrap())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!("peak memory after a 300 MB line: {} MB", peak_kb / 1024);
+    assert!(
+        peak_kb < 150 * 1024,
+        "a 300 MB line raised weft to {} MB",
+        peak_kb / 1024
+    );
+    let logs = rt
+        .block_on(client.logs(&weft::client::LogsQuery {
+            task_run_ids: vec![run.run.id.clone()],
+            ..Default::default()
+        }))
+        .unwrap();
+    let line = &logs.logs[0].message;
+    assert!(
+        line.len() < 20_000 && line.ends_with("bytes of this line cut]"),
+        "{}",
+        &line[line.len() - 60..]
+    );
+
+    let err = rt
+        .block_on(client.run_task("big_error", [10_000_000]).send())
+        .unwrap_err();
+    let weft::client::Error::TaskRunFailed { message, .. } = err else {
+        panic!("{err}")
+    };
+    assert!(
+        message.len() <= 4 * 1024 * 1024 + 200,
+        "{} bytes",
+        message.len()
+    );
+    assert!(
+        message.ends_with("over the limit of 4194304 bytes]"),
+        "{}",
+        &message[message.len() - 80..]
+    );
+}
+
+/// Nesting is bounded, with the chain of task names in the error.
+#[test]
+fn runaway_nesting_stops_at_the_depth_limit() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet", "--max-depth", "5"],
+        ..Default::default()
+    });
+    let rt = runtime();
+    let client = weft::client::Client::new(&weft.url).unwrap();
+    let ok = rt.block_on(client.run_task("nested", [4]).send()).unwrap();
+    assert_eq!(
+        ok.results,
+        serde_json::json!([4]),
+        "five levels are allowed"
+    );
+    let err = rt
+        .block_on(client.run_task("nested", [10]).send())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("nested 6 deep, past the limit of 5 (--max-depth)"),
+        "{text}"
+    );
+    assert!(text.contains("nested → nested"), "{text}");
+}
+
+#[test]
+fn small_ones_each_get_a_clear_answer() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let rt = runtime();
+    let client = weft::client::Client::new(&weft.url).unwrap();
+    // A task may read its own children's results only.
+    let other = rt.block_on(client.run_task("square", [2]).send()).unwrap();
+    let peek = rt
+        .block_on(
+            client
+                .run_task("foreign_result", [other.run.id.as_str()])
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(peek.results, serde_json::json!([404]));
+    // An id that is not text gets JSON.
+    let r = rt
+        .block_on(reqwest::get(format!("{}/v1/task-runs/%FF%FE", weft.url)))
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = rt.block_on(r.json()).expect("a JSON body");
+    assert!(body["message"].is_string(), "{body}");
+    // A socket directory too long for Unix sockets is named at start.
+    let long = std::env::temp_dir().join("d".repeat(90));
+    std::fs::create_dir_all(&long).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["dev", "--port", "0", "--db"])
+        .arg(long.join("weft.db"))
+        .args(["--", "true"])
+        .env("TMPDIR", &long)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&long.display().to_string())
+            && err.contains("set TMPDIR to a shorter directory"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&long);
+}

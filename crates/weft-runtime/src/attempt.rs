@@ -54,6 +54,9 @@ pub struct Attempt {
     /// Canceled when the run is canceled or the runtime stops: the
     /// attempt's processes are killed.
     cancel: CancellationToken,
+    /// The task names from the root run down to this one, read once when
+    /// the attempt first starts a subtask (it bounds nesting).
+    pub lineage: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl Attempt {
@@ -66,6 +69,7 @@ impl Attempt {
             life: Mutex::new(Life::Running),
             reported: Notify::new(),
             cancel,
+            lineage: tokio::sync::OnceCell::new(),
         }
     }
 

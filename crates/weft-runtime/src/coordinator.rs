@@ -402,7 +402,23 @@ impl Coordinator {
                 .and_then(|s| (s - waited).to_std().ok())
                 .unwrap_or_default(),
         );
-        self.slots().start(attempt.clone());
+        let alive = {
+            let mut slots = self.slots();
+            slots.start(attempt.clone());
+            (slots.len(), slots.len() - slots.counted())
+        };
+        // Parents waiting on children hold no slot, so processes can pile
+        // up under deep or wide nesting: say so as they do.
+        if alive.0 >= 32 && alive.0.is_power_of_two() {
+            self.logs.announce(
+                "weft",
+                &self.store.node().id,
+                &format!(
+                    "{} task processes are alive ({} of them waiting on subtasks)",
+                    alive.0, alive.1
+                ),
+            );
+        }
         let this = self.clone();
         self.background.spawn(async move {
             let id = attempt.run.id.clone();
@@ -656,6 +672,26 @@ impl Coordinator {
         }
     }
 
+    /// The task names from the root down to `run`, read up its parents.
+    async fn lineage(&self, run: &RunRecord) -> Result<Vec<String>, RunError> {
+        let mut names = vec![run.task_name.clone()];
+        let mut parent = run.parent_id.clone();
+        // Bounded by the depth limit itself, so a loop of parents (a
+        // damaged store) cannot spin here.
+        while let Some(id) = parent {
+            if names.len() > self.config.max_depth {
+                break;
+            }
+            let Some(up) = self.store.get_run(&id).await? else {
+                break;
+            };
+            names.push(up.task_name);
+            parent = up.parent_id;
+        }
+        names.reverse();
+        Ok(names)
+    }
+
     /// Attempts closed as interrupted by this node's rescue of others.
     pub(crate) fn rescued(&self, runs: usize) {
         self.metrics.attempts_interrupted(runs);
@@ -676,6 +712,21 @@ impl AttemptHost for Coordinator {
     ) -> Result<RunRecord, RunError> {
         if !parent.is_running() {
             return Err(RunError::AttemptEnded);
+        }
+        let lineage = parent
+            .lineage
+            .get_or_try_init(|| self.lineage(&parent.run))
+            .await?;
+        let limit = self.config.max_depth;
+        if lineage.len() >= limit {
+            let mut chain: Vec<&str> = lineage.iter().map(String::as_str).collect();
+            chain.push(&start.task);
+            return Err(RunError::TooDeep {
+                task: start.task.clone(),
+                depth: chain.len(),
+                limit,
+                chain: abbreviated_chain(&chain),
+            });
         }
         let parent = ParentRef {
             run_id: parent.run.id.clone(),
@@ -772,6 +823,19 @@ fn ended_summary(run: &RunRecord) -> String {
         ),
         status => format!("{status}{took}{attempts}"),
     }
+}
+
+/// A chain of task names, its middle left out when long.
+fn abbreviated_chain(names: &[&str]) -> String {
+    if names.len() <= 8 {
+        return names.join(" → ");
+    }
+    format!(
+        "{} → … ({} more) … → {}",
+        names[..3].join(" → "),
+        names.len() - 6,
+        names[names.len() - 3..].join(" → ")
+    )
 }
 
 /// The first line of a message (a traceback's is the summary).

@@ -35,6 +35,15 @@ pub enum RunError {
     },
     #[error("the attempt that asked has already ended")]
     AttemptEnded,
+    #[error(
+        "subtask {task:?} would be nested {depth} deep, past the limit of {limit} (--max-depth): {chain}"
+    )]
+    TooDeep {
+        task: String,
+        depth: usize,
+        limit: usize,
+        chain: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -61,7 +61,7 @@ impl From<RunError> for ApiError {
         let status = match &e {
             RunError::UnknownTask(_) | RunError::UnknownRun(_) => StatusCode::NOT_FOUND,
             RunError::AlreadyEnded { .. } | RunError::AttemptEnded => StatusCode::CONFLICT,
-            RunError::BadInput(_) => StatusCode::BAD_REQUEST,
+            RunError::BadInput(_) | RunError::TooDeep { .. } => StatusCode::BAD_REQUEST,
             RunError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RunError::Store(e) => store_status(e),
         };

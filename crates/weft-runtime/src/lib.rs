@@ -85,6 +85,8 @@ pub struct RuntimeConfig {
     pub retention_sweep: Duration,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// How deep subtasks may nest (a root run is depth 1).
+    pub max_depth: usize,
 }
 
 impl RuntimeConfig {
@@ -108,6 +110,7 @@ impl RuntimeConfig {
             retention: None,
             retention_sweep: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
+            max_depth: 64,
         }
     }
 }
