@@ -509,3 +509,116 @@ fn small_ones_each_get_a_clear_answer() {
     );
     let _ = std::fs::remove_dir_all(&long);
 }
+
+/// Clients that send half a request and wait: each is cut off after the
+/// header timeout, past the connection limit new ones are closed at once,
+/// and neither takes the file descriptors a running fan-out needs.
+#[test]
+fn slow_clients_cannot_starve_the_server_or_its_tasks() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.args([
+        "dev",
+        "--quiet",
+        "--port",
+        "0",
+        "--header-read-timeout",
+        "2s",
+        "--db",
+    ])
+    .arg(dir.path().join("weft.db"))
+    .arg("--")
+    .arg(common::python())
+    .arg(common::app_py())
+    .env_remove("RENDER_API_KEY")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: setrlimit is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 512,
+                rlim_max: 512,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let url = common::wait_for(60, "the banner", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines().find_map(|l| {
+            l.split("serving the Render Workflows API on ")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        })
+    });
+    let addr = url.trim_start_matches("http://").to_string();
+    let rt = runtime();
+    let client = weft::client::Client::new(&url).unwrap();
+    let fan_out = rt
+        .block_on(client.start_task("fan_out", [30]).send())
+        .unwrap()
+        .id()
+        .to_string();
+    // 400 connections, each with half a request head.
+    let mut slow = Vec::new();
+    for _ in 0..400 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        slow.push(s);
+    }
+    // Every one is closed by the server: past the limit at once, the rest
+    // after the header timeout.
+    let started = Instant::now();
+    for (i, s) in slow.iter_mut().enumerate() {
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                // An answer before closing (408, say) is fine.
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("connection {i} is still open after 10 s")
+                }
+                Err(_) => break, // reset: closed
+            }
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the server let them hang"
+    );
+    let done = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(120), client.wait_for_task_run(&fan_out)).await
+        })
+        .expect("the fan-out ends")
+        .unwrap();
+    assert_eq!(
+        done.results,
+        serde_json::json!([(0..30).map(|i| i * i).sum::<i64>()]),
+        "{:?}",
+        done.error
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("Too many open files"), "{text}");
+    assert!(
+        text.contains("refused") && text.contains("connections so far"),
+        "{text}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
