@@ -81,6 +81,7 @@ impl From<StoreError> for ApiError {
 fn store_status(e: &StoreError) -> StatusCode {
     match e {
         StoreError::Full { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        StoreError::TooBroad(_) => StatusCode::BAD_REQUEST,
         StoreError::Unavailable { .. } | StoreError::ReadOnly { .. } => {
             StatusCode::SERVICE_UNAVAILABLE
         }

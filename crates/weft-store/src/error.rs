@@ -29,6 +29,10 @@ pub enum StoreError {
     /// A query failed for another reason (a bug, most likely).
     #[error("database error at {location}: {detail}")]
     Query { location: String, detail: String },
+    /// A query asked for too much at once (a text search over every log
+    /// line, say); the message says how to narrow it.
+    #[error("{0}")]
+    TooBroad(String),
     /// A stored value could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -1104,6 +1104,10 @@ impl Store for PgStore {
                     .fetch_all(&mut *conn)
                     .await?;
                 }
+                // A text search scans lines one by one: bounded in time.
+                if !query.text.is_empty() {
+                    sqlx::query("SET LOCAL statement_timeout = '2s'").execute(&mut *conn).await?;
+                }
                 let rows = sqlx::query(
                     "SELECT id, run_id, task_name, attempt, stream, at, message FROM logs
                      WHERE (cardinality($1::text[]) = 0 OR run_id = ANY($1))
@@ -1119,7 +1123,16 @@ impl Store for PgStore {
                 .bind(query.after_id)
                 .bind(i64::from(query.limit))
                 .fetch_all(&mut *conn)
-                .await?;
+                .await;
+                let rows = match rows {
+                    Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014") => {
+                        return Err(StoreError::TooBroad(
+                            "the log search was stopped after 2 s; narrow it to some runs (taskRunId) or a time range (startTime, endTime)".into(),
+                        )
+                        .into());
+                    }
+                    rows => rows?,
+                };
                 rows.iter()
                     .map(|r| {
                         Ok(LogLine {

@@ -138,6 +138,14 @@ pub enum Durability {
 /// The embedded SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Connections that only read (WAL lets them run beside the writer),
+    /// so a slow read (a log search over millions of lines) never holds
+    /// up a start or a report. Declared before the writer so that they
+    /// close first: the last connection to close folds the WAL back into
+    /// the file, and only the writer may.
+    readers: Arc<Readers>,
+    /// The one connection that writes: SQLite has one writer at a time
+    /// anyway, and one connection makes every write a plain transaction.
     conn: Arc<Mutex<Connection>>,
     /// The database file, as messages name it.
     location: Arc<str>,
@@ -227,7 +235,9 @@ impl SqliteStore {
         ))
         .map_err(|e| classify(e, &location))?;
         migrate(&conn, &location)?;
+        let readers = Readers::open(&real, READERS).map_err(|e| classify(e, &location))?;
         Ok(Self {
+            readers: Arc::new(readers),
             conn: Arc::new(Mutex::new(conn)),
             location: location.into(),
             node: NodeId::new(crate::local_host_name()),
@@ -258,6 +268,28 @@ impl SqliteStore {
         .map_err(|e| classify(e, &location))
     }
 
+    /// Runs `f` in one read transaction (a consistent snapshot) on a
+    /// reader connection, on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> TxResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let location = self.location.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = readers.get();
+            let run = |conn: &mut Connection| -> TxResult<T> {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            };
+            run(&mut conn).map_err(|e| e.into_store(&location))
+        })
+        .await?
+    }
+
     /// Runs `f` in one transaction on the blocking pool.
     async fn tx<T, F>(&self, f: F) -> Result<T>
     where
@@ -280,6 +312,51 @@ impl SqliteStore {
             run(&mut conn).map_err(|e| e.into_store(&location))
         })
         .await?
+    }
+}
+
+/// Reader connections a store keeps.
+const READERS: usize = 4;
+
+/// How long a log search may scan before it is stopped.
+const SEARCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The reader connections, taken by whoever finds one free.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Readers {
+    fn open(path: &Path, n: usize) -> rusqlite::Result<Self> {
+        use rusqlite::OpenFlags;
+        let conns = (0..n)
+            .map(|_| {
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Self {
+            conns,
+            next: Default::default(),
+        })
+    }
+
+    /// A free reader, or (all busy) the next one in turn, waited for.
+    fn get(&self) -> std::sync::MutexGuard<'_, Connection> {
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..self.conns.len() {
+            if let Ok(conn) = self.conns[(start + i) % self.conns.len()].try_lock() {
+                return conn;
+            }
+        }
+        self.conns[start % self.conns.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -769,7 +846,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_tasks(&self) -> Result<Vec<TaskRecord>> {
-        self.tx(|tx| {
+        self.read(|tx| {
             let mut stmt = tx.prepare_cached(
                 "SELECT id, name, options, parameters, registered, created_at FROM tasks
                  ORDER BY registered DESC, name",
@@ -854,12 +931,12 @@ impl Store for SqliteStore {
 
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
         let id = id.to_string();
-        self.tx(move |tx| load_run(tx, &id)).await
+        self.read(move |tx| load_run(tx, &id)).await
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let filter = filter.clone();
-        self.tx(move |tx| {
+        self.read(move |tx| {
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM runs
                  WHERE (?1 IS NULL OR task_name = ?1) AND (?2 IS NULL OR root_id = ?2)
@@ -1029,7 +1106,7 @@ impl Store for SqliteStore {
 
     async fn open_children(&self, parents: &[String]) -> Result<Vec<(String, u32)>> {
         let parents = serde_json::to_string(parents).expect("strings serialise");
-        self.tx(move |tx| {
+        self.read(move |tx| {
             let mut stmt = tx.prepare_cached(
                 "SELECT parent_id, count(*) FROM runs
                  WHERE parent_id IN (SELECT value FROM json_each(?1)) AND status IN ('pending', 'running')
@@ -1061,7 +1138,7 @@ impl Store for SqliteStore {
 
     async fn query_logs(&self, query: &LogQuery) -> Result<Vec<LogLine>> {
         let query = query.clone();
-        self.tx(move |tx| {
+        self.read(move |tx| {
             let mut run_ids = query.run_ids.clone();
             if query.include_descendants && !run_ids.is_empty() {
                 let mut stmt = tx.prepare_cached(
@@ -1085,6 +1162,10 @@ impl Store for SqliteStore {
                    AND (?5 IS NULL OR id > ?5)
                  ORDER BY id LIMIT ?6",
             )?;
+            // A text search scans lines one by one: stopped once it has
+            // run SEARCH_LIMIT, rather than holding a connection for long.
+            let deadline = std::time::Instant::now() + SEARCH_LIMIT;
+            tx.progress_handler(20_000, Some(move || std::time::Instant::now() > deadline));
             let rows = stmt
                 .query_map(
                     params![
@@ -1107,7 +1188,18 @@ impl Store for SqliteStore {
                         ))
                     },
                 )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<rusqlite::Result<Vec<_>>>();
+            tx.progress_handler(0, None::<fn() -> bool>);
+            let rows = match rows {
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
+                    return Err(StoreError::TooBroad(format!(
+                        "the log search was stopped after {} s; narrow it to some runs (taskRunId) or a time range (startTime, endTime)",
+                        SEARCH_LIMIT.as_secs()
+                    ))
+                    .into());
+                }
+                rows => rows?,
+            };
             rows.into_iter()
                 .map(|(id, run_id, task_name, attempt, stream, at, message)| {
                     Ok(LogLine { id, run_id, task_name, attempt, stream, at: parse_ts(&at)?, message })
@@ -1119,7 +1211,7 @@ impl Store for SqliteStore {
 
     async fn log_bytes(&self, run_id: &str) -> Result<u64> {
         let run_id = run_id.to_string();
-        self.tx(move |tx| {
+        self.read(move |tx| {
             Ok(tx.query_row(
                 "SELECT coalesce(sum(length(CAST(message AS BLOB))), 0) FROM logs WHERE run_id = ?1",
                 [&run_id],
@@ -1131,7 +1223,7 @@ impl Store for SqliteStore {
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         let key = key.to_string();
-        self.tx(move |tx| {
+        self.read(move |tx| {
             Ok(tx
                 .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
                     r.get(0)
@@ -1176,7 +1268,7 @@ impl Store for SqliteStore {
 
     async fn nodes(&self) -> Result<Vec<NodeRecord>> {
         let running: u32 = self
-            .tx(|tx| {
+            .read(|tx| {
                 Ok(tx.query_row(
                     "SELECT count(*) FROM attempts WHERE status = 'running'",
                     [],
@@ -1225,7 +1317,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_by_state(&self) -> Result<Vec<(RunState, u64)>> {
-        self.tx(|tx| {
+        self.read(|tx| {
             let rows = tx
                 .prepare_cached(
                     "SELECT status, count(*) FROM runs GROUP BY status ORDER BY status",

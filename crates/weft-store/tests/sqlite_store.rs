@@ -273,3 +273,68 @@ fn a_device_is_not_a_database() {
     assert!(err.to_string().contains("not a regular file"), "{err}");
     assert!(!std::path::Path::new("/dev/null-journal").exists());
 }
+
+/// A slow read (a text search over many log lines) does not hold up a
+/// write: reads have connections of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_log_search_does_not_hold_up_a_start() {
+    use chrono::Utc;
+    use weft_store::{LogQuery, NewLogLine, NewRun};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("weft.db")).unwrap());
+    for batch in 0..25 {
+        let lines = (0..10_000)
+            .map(|i| NewLogLine {
+                run_id: format!("trn-{}", i % 97),
+                task_name: "t".into(),
+                attempt: 1,
+                stream: "stdout",
+                at: Utc::now(),
+                message: format!(
+                    "line {batch}-{i} of some ordinary task output that goes on for a while"
+                ),
+            })
+            .collect();
+        store.append_logs(lines).await.unwrap();
+    }
+    let searches: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .query_logs(&LogQuery {
+                        text: vec!["no line says this".into()],
+                        limit: 10,
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let started = store
+        .create_run(NewRun {
+            task_name: "t".into(),
+            input: serde_json::json!([1]),
+            parent: None,
+            idempotency_key: None,
+            idempotency_created_at: None,
+            at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let still_searching = searches.iter().filter(|s| !s.is_finished()).count();
+    assert_eq!(
+        still_searching, 4,
+        "the start waited for a search to finish"
+    );
+    for s in searches {
+        let found = s.await.unwrap();
+        assert!(
+            matches!(&found, Ok(lines) if lines.is_empty())
+                || matches!(found, Err(StoreError::TooBroad(_))),
+            "{found:?}"
+        );
+    }
+    assert!(store.get_run(&started.run.id).await.unwrap().is_some());
+}
