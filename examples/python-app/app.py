@@ -149,6 +149,17 @@ def long_line(ctx, megabytes: int) -> int:
     return megabytes
 
 
+@app.task(timeout_seconds=1)
+def escapee(ctx, pid_file: str) -> None:
+    """Starts a process in a session of its own (out of its process group),
+    writes its pid, and runs past its timeout."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    Path(pid_file).write_text(str(child.pid))
+    time.sleep(30)
+
+
 @app.task
 def big_error(ctx, size: int) -> None:
     raise ValueError("e" * size)

@@ -622,3 +622,58 @@ fn slow_clients_cannot_starve_the_server_or_its_tasks() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Whether a process is alive (not gone, not a zombie waiting to be reaped).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(')')
+                .next()
+                .map(|rest| rest.trim_start().to_string())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+/// A process a task started in a session of its own (setsid) dies with
+/// the attempt's timeout: every attempt has a cgroup, and the cgroup is
+/// killed.
+#[test]
+fn descendants_that_leave_the_process_group_die_with_the_attempt() {
+    let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(" - cgroup2 "));
+    if !cgroup2 {
+        eprintln!("SKIPPED: no cgroup v2 on this machine; the README says what escapes then");
+        return;
+    }
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let rt = runtime();
+    let client = weft::client::Client::new(&weft.url).unwrap();
+    let pid_file = weft.dir.join("escapee.pid");
+    let err = rt
+        .block_on(
+            client
+                .run_task("escapee", [pid_file.to_str().unwrap()])
+                .send(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("timed out"), "{err}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    common::wait_for(10, "the escaped grandchild to die", || {
+        (!alive(pid)).then_some(())
+    });
+    assert!(
+        !weft.output().contains("no cgroup per attempt"),
+        "{}",
+        weft.output()
+    );
+}

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use weft_protocol::socket::{ENV_MODE, ENV_SOCKET_PATH, Mode, TaskDefinition};
 
 use crate::attempt::Attempt;
+use crate::cgroup::{AttemptCgroup, Cgroups};
 use crate::logs::{LogSink, Source};
 use crate::{RuntimeConfig, RuntimeError, task_socket};
 
@@ -21,6 +22,8 @@ pub struct Executor {
     start_command: Vec<String>,
     env: Vec<(String, String)>,
     socket_dir: PathBuf,
+    /// A cgroup per attempt, where Linux allows it.
+    cgroups: Option<Cgroups>,
     /// Removes a directory made for this runtime when it goes away.
     _owned_dir: Option<tempfile::TempDir>,
 }
@@ -70,10 +73,20 @@ impl Executor {
                 longest.as_os_str().len()
             )));
         }
+        let cgroups = match Cgroups::create() {
+            Ok(cgroups) => Some(cgroups),
+            Err(why) => {
+                tracing::info!(
+                    "no cgroup per attempt ({why}): a task's processes that leave its process group (setsid) may outlive its timeout or cancel"
+                );
+                None
+            }
+        };
         Ok(Self {
             start_command: config.start_command.clone(),
             env: config.env.clone(),
             socket_dir,
+            cgroups,
             _owned_dir: owned,
         })
     }
@@ -88,7 +101,12 @@ impl Executor {
         self.socket_dir.join(format!("{name}.sock"))
     }
 
-    fn command(&self, mode: Mode, socket: &Path) -> tokio::process::Command {
+    fn command(
+        &self,
+        mode: Mode,
+        socket: &Path,
+        cgroup: Option<&AttemptCgroup>,
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.start_command[0]);
         // The runtime's API key is not the tasks' business (the SDKs do not
         // need it on the task side); an env file may still give one.
@@ -107,13 +125,18 @@ impl Executor {
         // that died between the fork and the prctl sends no signal, so the
         // child checks that its parent is still the runtime.
         let runtime = std::process::id() as libc::pid_t;
-        // SAFETY: prctl, getppid and _exit are async-signal-safe; the
-        // closure allocates nothing.
+        // Entered before exec, so nothing the task starts is ever outside it.
+        let procs = cgroup.map(AttemptCgroup::enter_fn);
+        // SAFETY: prctl, getppid, _exit and the cgroup write (open, write,
+        // close) are async-signal-safe; the closure allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 if libc::getppid() != runtime {
                     libc::_exit(1);
+                }
+                if let Some(enter) = &procs {
+                    enter()?;
                 }
                 Ok(())
             });
@@ -134,7 +157,13 @@ impl Executor {
                 socket.display()
             )));
         }
-        let mut child = self.command(mode, socket).spawn()?;
+        let cgroup = self.cgroups.as_ref().and_then(|c| {
+            let name = socket
+                .file_stem()
+                .map_or("attempt".into(), |n| n.to_string_lossy().into_owned());
+            c.attempt(&name)
+        });
+        let mut child = self.command(mode, socket, cgroup.as_ref()).spawn()?;
         let pid = child.id().map(|p| p as i32);
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
@@ -143,7 +172,12 @@ impl Executor {
         if let Some(err) = child.stderr.take() {
             pumps.push(logs.capture(err, source, "stderr"));
         }
-        Ok(TaskProcess { child, pid, pumps })
+        Ok(TaskProcess {
+            child,
+            pid,
+            pumps,
+            cgroup,
+        })
     }
 
     /// Runs the start command in register mode and returns the tasks it lists.
@@ -178,6 +212,7 @@ impl Executor {
         };
         process.kill_tree();
         process.drain_output().await;
+        process.release().await;
         server.abort();
         let _ = std::fs::remove_file(&socket);
         outcome
@@ -220,6 +255,7 @@ impl Executor {
         process.kill_tree();
         let _ = process.child.wait().await;
         process.drain_output().await;
+        process.release().await;
         reason
     }
 }
@@ -230,16 +266,28 @@ struct TaskProcess {
     pid: Option<i32>,
     /// Readers of its stdout and stderr.
     pumps: Vec<tokio::task::JoinHandle<()>>,
+    /// Its cgroup, holding every process it started.
+    cgroup: Option<AttemptCgroup>,
 }
 
 impl TaskProcess {
-    /// Kills the process and everything in its group.
+    /// Kills the process and everything in its group and its cgroup.
     fn kill_tree(&self) {
         if let Some(pid) = self.pid {
             // SAFETY: plain syscall; a group that no longer exists is ESRCH, ignored.
             unsafe {
                 libc::kill(-pid, libc::SIGKILL);
             }
+        }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
+    }
+
+    /// Removes its cgroup, killing whatever is left in it.
+    async fn release(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove().await;
         }
     }
 
@@ -303,7 +351,8 @@ fn sweep_stale_socket_dirs(base: &Path) {
     }
 }
 
-fn process_exists(pid: libc::pid_t) -> bool {
+/// Whether a process of this id exists.
+pub(crate) fn process_exists(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let alive = unsafe { libc::kill(pid, 0) } == 0;
     alive || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)

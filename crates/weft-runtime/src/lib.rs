@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod attempt;
+mod cgroup;
 mod cluster;
 pub mod coordinator;
 pub mod ends;

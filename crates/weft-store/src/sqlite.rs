@@ -519,23 +519,48 @@ fn lock_exclusively(path: &Path, location: &str) -> Result<std::fs::File> {
             meta.uid()
         ))));
     }
-    match file.try_lock() {
-        Ok(()) => {
-            file.set_len(0).map_err(lock_err)?;
-            file.rewind().map_err(lock_err)?;
-            write!(file, "{}", std::process::id()).map_err(lock_err)?;
-            Ok(file)
+    // A runtime killed while it was starting a task process leaves, for a
+    // moment, a child between fork and exec that still holds the lock (it
+    // goes at exec, or when the child dies of its parent's death). So a
+    // lock held in the name of a process that is gone is waited for,
+    // briefly; one held by a live process is refused at once.
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).map_err(lock_err)?;
+                file.rewind().map_err(lock_err)?;
+                write!(file, "{}", std::process::id()).map_err(lock_err)?;
+                return Ok(file);
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                file.rewind().map_err(lock_err)?;
+                let _ = file.read_to_string(&mut holder);
+                let holder: Option<u32> = holder.trim().parse().ok();
+                let gone = holder.is_some_and(|pid| !process_exists(pid as libc::pid_t));
+                if gone && waited < LOCK_WAIT {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    waited += std::time::Duration::from_millis(50);
+                    continue;
+                }
+                return Err(StoreError::InUse {
+                    location: location.to_string(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
         }
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            Err(StoreError::InUse {
-                location: location.to_string(),
-                holder: holder.trim().parse().ok(),
-            })
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(lock_err(e)),
     }
+}
+
+/// How long a lock left by a process that is gone is waited for.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn process_exists(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    alive || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn migrate(conn: &Connection, location: &str) -> Result<()> {
