@@ -206,13 +206,26 @@ impl LogPrinter {
             };
             println!(
                 "{at} [{} {}] {}",
-                label("task"),
+                shown(label("task")),
                 label("taskRun"),
-                line.message
+                shown(&line.message)
             );
         } else {
-            println!("{at} {}", line.message);
+            println!("{at} {}", shown(&line.message));
         }
+    }
+}
+
+/// Text from tasks as a terminal should show it: control characters
+/// escaped (a task's output could otherwise set the title, write the
+/// clipboard or fake a line). Left as it is when not printing to a
+/// terminal, and in `--json`.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::io::IsTerminal as _;
+    if std::io::stdout().is_terminal() {
+        weft_runtime::terminal::escape_controls(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
@@ -389,12 +402,12 @@ fn show(details: &TaskRunDetails) {
     println!("Started   {}", time(run.started_at));
     println!("Finished  {}", time(run.completed_at));
     println!("Duration  {}", duration(run));
-    println!("Input     {}", details.input);
+    println!("Input     {}", shown(&details.input.to_string()));
     if run.status.is_terminal() && details.error.is_none() {
-        println!("Results   {}", details.results);
+        println!("Results   {}", shown(&details.results.to_string()));
     }
     if let Some(error) = &details.error {
-        println!("Error     {error}");
+        println!("Error     {}", shown(error));
     }
     println!();
     let rows: Vec<_> = run

@@ -2,6 +2,16 @@
 
 /// Prints rows under a header, each column as wide as its widest cell.
 pub fn print(header: &[&str], rows: &[Vec<String>]) {
+    // Cells hold what tasks wrote (names, errors): escaped on a terminal.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|c| crate::remote::shown(c).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
