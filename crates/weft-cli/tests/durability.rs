@@ -170,76 +170,13 @@ fn a_crash_loop_loses_nothing_and_repeats_nothing() {
     );
 }
 
-/// A small filesystem of its own (tmpfs), unmounted when dropped: a disk
-/// that can really fill up. `None` (with the reason printed) where this
-/// user may not mount one.
-struct SmallDisk {
-    dir: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(bytes: u64) -> Option<SmallDisk> {
-        let dir = std::env::temp_dir().join(format!("weft-small-disk-{}", common::uuid()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={bytes},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Some(SmallDisk { dir }),
-            other => {
-                let _ = std::fs::remove_dir(&dir);
-                eprintln!(
-                    "SKIPPED: a full disk needs a small filesystem of its own, and `mount -t tmpfs` failed here ({other:?}); run the suite as root (CI does)"
-                );
-                None
-            }
-        }
-    }
-
-    /// Fills what is left with one file; returns its path.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
-        let path = self.dir.join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        loop {
-            match f.write(&block) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => panic!("filling the disk: {e}"),
-            }
-        }
-        // Small writes take the last partial block.
-        while f.write(&[0u8; 512]).is_ok_and(|n| n > 0) {}
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// With the disk full, new starts get 507 naming the database and saying
 /// the disk is full, reads keep serving, an attempt whose outcome cannot
 /// be committed keeps it (the official Python SDK as task code); once space
 /// returns, everything goes on without a restart.
 #[test]
 fn a_full_disk_refuses_new_runs_keeps_outcomes_and_recovers_without_a_restart() {
-    let Some(disk) = SmallDisk::mount(8 * 1024 * 1024) else {
+    let Some(disk) = common::SmallDisk::mount(8 * 1024 * 1024) else {
         return;
     };
     let rt = runtime();

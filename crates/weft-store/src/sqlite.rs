@@ -1360,3 +1360,47 @@ impl Store for SqliteStore {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: i32, message: &str) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(message.into()))
+    }
+
+    #[test]
+    fn errors_name_the_file_and_say_what_kind_of_fault() {
+        let at = "/data/.weft/weft.db";
+        let read_only = classify(
+            failure(
+                rusqlite::ffi::SQLITE_READONLY,
+                "attempt to write a readonly database",
+            ),
+            at,
+        );
+        assert!(matches!(read_only, StoreError::ReadOnly { .. }));
+        assert!(read_only.is_transient());
+        let text = read_only.to_string();
+        assert!(text.contains(at) && text.contains("read-only"), "{text}");
+        let full = classify(
+            failure(rusqlite::ffi::SQLITE_FULL, "database or disk is full"),
+            at,
+        );
+        assert!(matches!(full, StoreError::Full { .. }) && full.to_string().contains(at));
+        let busy = classify(
+            failure(rusqlite::ffi::SQLITE_BUSY, "database is locked"),
+            at,
+        );
+        assert!(matches!(busy, StoreError::Unavailable { .. }));
+        let corrupt = classify(
+            failure(
+                rusqlite::ffi::SQLITE_CORRUPT,
+                "database disk image is malformed",
+            ),
+            at,
+        );
+        assert!(matches!(corrupt, StoreError::Damaged { .. }));
+        assert!(!corrupt.is_transient());
+    }
+}

@@ -509,3 +509,66 @@ impl Drop for PgSchema {
         }
     }
 }
+
+/// A small filesystem of its own (tmpfs), unmounted when dropped: a disk
+/// that can really fill up. `None` (with the reason printed) where this
+/// user may not mount one.
+pub struct SmallDisk {
+    pub dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(bytes: u64) -> Option<SmallDisk> {
+        let dir = std::env::temp_dir().join(format!("weft-small-disk-{}", uuid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallDisk { dir }),
+            other => {
+                let _ = std::fs::remove_dir(&dir);
+                eprintln!(
+                    "SKIPPED: a full disk needs a small filesystem of its own, and `mount -t tmpfs` failed here ({other:?}); run the suite as root (CI does)"
+                );
+                None
+            }
+        }
+    }
+
+    /// Fills what is left with one file; returns its path.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        // Small writes take the last partial block.
+        while f.write(&[0u8; 512]).is_ok_and(|n| n > 0) {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
