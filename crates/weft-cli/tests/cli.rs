@@ -56,11 +56,12 @@ fn run_prints_the_result_and_fails_with_the_task() {
             .unwrap()
             .to_string()
     };
-    let terminal = server.output();
-    assert!(
-        terminal.contains(&format!("[fail {}] failed in ", id(&out))),
-        "{terminal}"
-    );
+    // The echo is written by a thread of its own: it may come a moment later.
+    let failed = format!("[fail {}] failed in ", id(&out));
+    let terminal = common::wait_for(10, "the run's end on the terminal", || {
+        let text = server.output();
+        text.contains(&failed).then_some(text)
+    });
     assert!(terminal.contains(": boom\n"), "{terminal}");
     assert!(
         terminal.contains("[greet trn-") && terminal.contains("] completed in "),

@@ -14,14 +14,6 @@ use common::{Options, PgSchema, Serve, Weft, example};
 use weft::client::{Client, ListTaskRunsParams};
 use weft::protocol::api::{TaskRun, TaskRunStatus};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A `weft serve` node of the cluster on `db`.
 fn node(db: &PgSchema, id: &str, args: &[&str], command: &[&Path]) -> Weft {
     Weft::start_with(Options {
@@ -64,7 +56,7 @@ fn three_nodes_share_a_wide_fan_out_and_any_node_answers_for_every_run() {
         .iter()
         .map(|id| node(&db, id, &["--quiet", "--max-concurrent", "2"], &[&app]))
         .collect();
-    let rt = runtime();
+    let rt = common::runtime();
     let clients: Vec<Client> = nodes.iter().map(|n| Client::new(&n.url).unwrap()).collect();
     let run = rt
         .block_on(clients[0].start_task("fan_out", [1000]).send())
@@ -167,17 +159,14 @@ fn a_parent_hears_at_once_of_a_child_on_another_node_and_a_drain_lets_it_finish(
         &["--quiet", "--drain-timeout", "60s"],
         &[&py, &app],
     );
-    let rt = runtime();
+    let rt = common::runtime();
     let client_a = Client::new(&a.url).unwrap();
     let parent = rt
         .block_on(client_a.start_task("later_child", (3.0, 1.0)).send())
         .unwrap()
         .id()
         .to_string();
-    common::wait_for(30, "the parent to run on a", || {
-        let run = rt.block_on(client_a.get_task_run(&parent)).unwrap();
-        (run.run.status == TaskRunStatus::Running).then_some(())
-    });
+    common::wait_running(&rt, &client_a, &parent);
     // a claims nothing more, but its running parent goes on; the child it
     // starts in 3 s can only run on b.
     a.signal(libc::SIGTERM);
@@ -211,17 +200,14 @@ fn a_drain_hands_back_what_outlives_its_timeout() {
         &["--quiet", "--drain-timeout", "1s"],
         &[&py, &app],
     );
-    let rt = runtime();
+    let rt = common::runtime();
     let client_a = Client::new(&a.url).unwrap();
     let run = rt
         .block_on(client_a.start_task("sleep_for", [8.0]).send())
         .unwrap()
         .id()
         .to_string();
-    common::wait_for(30, "the run to start on a", || {
-        let r = rt.block_on(client_a.get_task_run(&run)).unwrap();
-        (r.run.status == TaskRunStatus::Running).then_some(())
-    });
+    common::wait_running(&rt, &client_a, &run);
     let b = node(&db, "b", &["--quiet"], &[&py, &app]);
     let stopped = Instant::now();
     a.signal(libc::SIGTERM);
@@ -265,7 +251,7 @@ fn ended_runs_are_pruned_after_the_retention_with_their_subtasks() {
     let db = PgSchema::new();
     let app = example("hello");
     let n = node(&db, "a", &["--quiet", "--retention", "2s"], &[&app]);
-    let rt = runtime();
+    let rt = common::runtime();
     let client = Client::new(&n.url).unwrap();
     let done = rt
         .block_on(client.run_task("add_squares", (3, 4)).send())
@@ -345,7 +331,7 @@ fn bad_cluster_settings_are_refused_by_name() {
 fn weft_dev_keeps_its_runs_in_postgres_when_asked() {
     let db = PgSchema::new();
     let app = example("hello");
-    let rt = runtime();
+    let rt = common::runtime();
     let mut weft = Weft::start_with(Options {
         args: &["--quiet", "--database-url", &db.url],
         command: &[&app],
@@ -398,7 +384,7 @@ fn a_lost_node_loses_nothing_the_etl_on_three_nodes() {
     let data = dir.path().join("data");
     customer_etl::generate(&data, 100_000, 17).unwrap();
     let bin = customer_etl_bin();
-    let rt = runtime();
+    let rt = common::runtime();
     let input =
         |out: &Path| serde_json::json!({"data_dir": data, "out_dir": out, "num_shards": SHARDS});
 
@@ -530,17 +516,14 @@ fn a_paused_node_is_fenced_off_when_it_wakes() {
     let app = common::app_py();
     let args = ["--quiet", "--node-timeout", "2s"];
     let a = node(&db, "a", &args, &[&py, &app]);
-    let rt = runtime();
+    let rt = common::runtime();
     let client_a = Client::new(&a.url).unwrap();
     let run = rt
         .block_on(client_a.start_task("sleep_for", [3.0]).send())
         .unwrap()
         .id()
         .to_string();
-    common::wait_for(30, "the run to start on a", || {
-        let r = rt.block_on(client_a.get_task_run(&run)).unwrap();
-        (r.run.status == TaskRunStatus::Running).then_some(())
-    });
+    common::wait_running(&rt, &client_a, &run);
     let b = node(&db, "b", &args, &[&py, &app]);
     a.signal(libc::SIGSTOP);
     let client_b = Client::new(&b.url).unwrap();
@@ -588,17 +571,14 @@ fn any_node_serves_the_logs_of_a_run_on_another() {
     let py = common::python();
     let app = common::app_py();
     let a = node(&db, "a", &["--quiet"], &[&py, &app]);
-    let rt = runtime();
+    let rt = common::runtime();
     let client_a = Client::new(&a.url).unwrap();
     let run = rt
         .block_on(client_a.start_task("chatty", (40, 0.1)).send())
         .unwrap()
         .id()
         .to_string();
-    common::wait_for(30, "the run to start on a", || {
-        let r = rt.block_on(client_a.get_task_run(&run)).unwrap();
-        (r.run.status == TaskRunStatus::Running).then_some(())
-    });
+    common::wait_running(&rt, &client_a, &run);
     let b = node(&db, "b", &["--quiet"], &[&py, &app]);
     let url = format!(
         "{}/v1/logs/subscribe?taskRunId={run}",

@@ -12,14 +12,6 @@ use common::{Options, Weft, example};
 use weft::client::Client;
 use weft::protocol::api::TaskRunStatus;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// The seed of a randomised test: `WEFT_TEST_SEED` to replay one, else new;
 /// printed either way, so a failure can be replayed.
 fn seed(test: &str) -> u64 {
@@ -43,7 +35,7 @@ fn a_crash_loop_loses_nothing_and_repeats_nothing() {
     const CRASHES: usize = 5;
     let mut rng = fastrand::Rng::with_seed(seed("crash loop"));
     let app = example("fan_out");
-    let rt = runtime();
+    let rt = common::runtime();
     let mut weft = Weft::start_with(Options {
         args: &["--quiet", "--max-concurrent", "2"],
         command: &[&app],
@@ -179,7 +171,7 @@ fn a_full_disk_refuses_new_runs_keeps_outcomes_and_recovers_without_a_restart() 
     let Some(disk) = common::SmallDisk::mount(8 * 1024 * 1024) else {
         return;
     };
-    let rt = runtime();
+    let rt = common::runtime();
     let weft = Weft::start_with(Options {
         db: Some(disk.dir.join("weft.db")),
         args: &["--quiet"],
@@ -191,10 +183,7 @@ fn a_full_disk_refuses_new_runs_keeps_outcomes_and_recovers_without_a_restart() 
         .unwrap()
         .id()
         .to_string();
-    common::wait_for(30, "the sleeper to run", || {
-        let run = rt.block_on(client.get_task_run(&sleeper)).unwrap();
-        (run.run.status == TaskRunStatus::Running).then_some(())
-    });
+    common::wait_running(&rt, &client, &sleeper);
 
     let filler = disk.fill();
     // Starts the server had space for are acknowledged; then one is refused.
@@ -271,7 +260,7 @@ fn a_full_disk_refuses_new_runs_keeps_outcomes_and_recovers_without_a_restart() 
 /// left exactly as it was.
 #[test]
 fn a_damaged_database_is_refused_at_start_and_left_untouched() {
-    let rt = runtime();
+    let rt = common::runtime();
     let mut weft = Weft::start_with(Options {
         args: &["--quiet"],
         ..Default::default()
@@ -332,7 +321,7 @@ fn a_damaged_database_is_refused_at_start_and_left_untouched() {
 #[test]
 fn output_past_the_log_cap_is_counted_not_stored() {
     use weft::client::LogsQuery;
-    let rt = runtime();
+    let rt = common::runtime();
     let weft = Weft::start_with(Options {
         args: &["--max-log-bytes", "2kB"],
         ..Default::default()
@@ -403,7 +392,7 @@ fn many_subscribers_and_held_requests_all_get_their_events() {
     const SUBSCRIBERS: usize = 500;
     const WIDTH: u64 = 750;
     let app = example("fan_out");
-    let rt = runtime();
+    let rt = common::runtime();
     let weft = Weft::start_with(Options {
         args: &["--quiet"],
         command: &[&app],

@@ -101,10 +101,11 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
 fn task_output_is_stored_as_logs() {
     let weft = Weft::start();
     weft.scenario(&["logs"]);
-    assert!(
-        weft.output().contains("[square trn-"),
-        "output is echoed with task name and run id"
-    );
+    // Echoed with task name and run id (by a thread of its own: it may
+    // come a moment later).
+    common::wait_for(10, "the output echoed", || {
+        weft.output().contains("[square trn-").then_some(())
+    });
 }
 
 #[test]

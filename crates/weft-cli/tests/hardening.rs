@@ -9,14 +9,6 @@ use std::time::{Duration, Instant};
 use common::{Options, Weft};
 use reqwest::StatusCode;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn start_body() -> &'static str {
     r#"{"task": "square", "input": [3]}"#
 }
@@ -27,7 +19,7 @@ fn a_web_page_cannot_start_runs_or_refresh_tasks_across_sites() {
         args: &["--quiet"],
         ..Default::default()
     });
-    let rt = runtime();
+    let rt = common::runtime();
     let http = reqwest::Client::new();
     let url = format!("{}/v1/task-runs", weft.url);
     rt.block_on(async {
@@ -91,7 +83,7 @@ fn a_rebinding_page_reads_nothing() {
         args: &["--quiet"],
         ..Default::default()
     });
-    let rt = runtime();
+    let rt = common::runtime();
     let http = reqwest::Client::new();
     let port = weft.url.rsplit(':').next().unwrap().to_string();
     rt.block_on(async {
@@ -129,7 +121,7 @@ fn a_web_page_cannot_open_the_log_stream() {
         args: &["--quiet"],
         ..Default::default()
     });
-    let rt = runtime();
+    let rt = common::runtime();
     let ws = format!("{}/v1/logs/subscribe", weft.url.replace("http://", "ws://"));
     rt.block_on(async {
         let mut foreign = ws.as_str().into_client_request().unwrap();
@@ -161,7 +153,7 @@ fn tokens_any_case_of_bearer_a_challenge_and_a_slow_logged_refusal() {
         args: &["--quiet", "--api-key-file", key_file.to_str().unwrap()],
         ..Default::default()
     });
-    let rt = runtime();
+    let rt = common::runtime();
     let http = reqwest::Client::new();
     let url = format!("{}/v1/tasks", weft.url);
     rt.block_on(async {
@@ -202,7 +194,7 @@ fn task_processes_do_not_see_the_api_key() {
         env: &[("RENDER_API_KEY", "do-not-leak")],
         ..Default::default()
     });
-    let rt = runtime();
+    let rt = common::runtime();
     let client = weft::client::Client::builder(&weft.url)
         .token("do-not-leak")
         .build()
@@ -238,14 +230,7 @@ fn dev_on_an_unread_pipe(
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let url = common::wait_for(60, "the banner", || {
-        let text = std::fs::read_to_string(&log).ok()?;
-        text.lines().find_map(|l| {
-            l.split("serving the Render Workflows API on ")
-                .nth(1)
-                .map(|rest| rest.split_whitespace().next().unwrap().to_string())
-        })
-    });
+    let url = common::banner_url(&log);
     (child, url, log, stdout)
 }
 
@@ -255,7 +240,7 @@ fn dev_on_an_unread_pipe(
 fn a_terminal_nobody_reads_does_not_stall_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, url, _log, _unread) = dev_on_an_unread_pipe(dir.path());
-    let rt = runtime();
+    let rt = common::runtime();
     let client = weft::client::Client::new(&url).unwrap();
     let run = rt
         .block_on(client.start_task("chatty", [20_000]).send())
@@ -333,15 +318,8 @@ fn task_output_cannot_drive_the_terminal() {
         .unwrap();
     // SAFETY: the leader descriptor is ours.
     let mut screen = unsafe { std::fs::File::from_raw_fd(leader) };
-    let url = common::wait_for(60, "the banner", || {
-        let text = std::fs::read_to_string(&log).ok()?;
-        text.lines().find_map(|l| {
-            l.split("serving the Render Workflows API on ")
-                .nth(1)
-                .map(|rest| rest.split_whitespace().next().unwrap().to_string())
-        })
-    });
-    let rt = runtime();
+    let url = common::banner_url(&log);
+    let rt = common::runtime();
     let client = weft::client::Client::new(&url).unwrap();
     let evil = "\x1b]0;pwned\x07\x1b]52;c;Y2xpcA==\x07\rweft dev: fake line";
     let run = rt.block_on(client.run_task("say", [evil]).send()).unwrap();
@@ -390,7 +368,7 @@ fn endless_lines_and_huge_errors_are_bounded() {
         args: &["--quiet"],
         ..Default::default()
     });
-    let rt = runtime();
+    let rt = common::runtime();
     let client = weft::client::Client::new(&weft.url).unwrap();
     let run = rt
         .block_on(client.run_task("long_line", [300]).send())
@@ -446,7 +424,7 @@ fn runaway_nesting_stops_at_the_depth_limit() {
         args: &["--quiet", "--max-depth", "5"],
         ..Default::default()
     });
-    let rt = runtime();
+    let rt = common::runtime();
     let client = weft::client::Client::new(&weft.url).unwrap();
     let ok = rt.block_on(client.run_task("nested", [4]).send()).unwrap();
     assert_eq!(
@@ -471,7 +449,7 @@ fn small_ones_each_get_a_clear_answer() {
         args: &["--quiet"],
         ..Default::default()
     });
-    let rt = runtime();
+    let rt = common::runtime();
     let client = weft::client::Client::new(&weft.url).unwrap();
     // A task may read its own children's results only.
     let other = rt.block_on(client.run_task("square", [2]).send()).unwrap();
@@ -550,16 +528,9 @@ fn slow_clients_cannot_starve_the_server_or_its_tasks() {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    let url = common::wait_for(60, "the banner", || {
-        let text = std::fs::read_to_string(&log).ok()?;
-        text.lines().find_map(|l| {
-            l.split("serving the Render Workflows API on ")
-                .nth(1)
-                .map(|rest| rest.split_whitespace().next().unwrap().to_string())
-        })
-    });
+    let url = common::banner_url(&log);
     let addr = url.trim_start_matches("http://").to_string();
-    let rt = runtime();
+    let rt = common::runtime();
     let client = weft::client::Client::new(&url).unwrap();
     let fan_out = rt
         .block_on(client.start_task("fan_out", [30]).send())
@@ -652,7 +623,7 @@ fn descendants_that_leave_the_process_group_die_with_the_attempt() {
         args: &["--quiet"],
         ..Default::default()
     });
-    let rt = runtime();
+    let rt = common::runtime();
     let client = weft::client::Client::new(&weft.url).unwrap();
     let pid_file = weft.dir.join("escapee.pid");
     let err = rt

@@ -202,19 +202,8 @@ mod tests {
     fn attempt() -> Attempt {
         let now = Utc::now();
         let run = RunRecord {
-            id: "trn-1".into(),
-            seq: 1,
-            task_name: "t".into(),
             status: RunState::Running,
-            input: serde_json::json!([]),
-            output: None,
-            error: None,
-            parent_id: None,
-            root_id: "trn-1".into(),
-            created_at: now,
             started_at: Some(now),
-            completed_at: None,
-            not_before: None,
             attempts: vec![weft_store::AttemptRecord {
                 node_id: None,
                 number: 3,
@@ -225,6 +214,7 @@ mod tests {
                 output: None,
                 interrupted: false,
             }],
+            ..RunRecord::new("trn-1", "t", serde_json::json!([]), now)
         };
         Attempt::new(run, CancellationToken::new())
     }

@@ -115,20 +115,8 @@ mod tests {
     fn run(id: &str) -> EndedRun {
         let now = Utc::now();
         Arc::new(RunRecord {
-            id: id.into(),
-            seq: 1,
-            task_name: "t".into(),
             status: RunState::Completed,
-            input: serde_json::json!([]),
-            output: None,
-            error: None,
-            parent_id: None,
-            root_id: id.into(),
-            created_at: now,
-            started_at: None,
-            completed_at: None,
-            not_before: None,
-            attempts: Vec::new(),
+            ..RunRecord::new(id, "t", serde_json::json!([]), now)
         })
     }
 

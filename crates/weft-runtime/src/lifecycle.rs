@@ -54,19 +54,8 @@ mod tests {
     fn run_with(attempts: &[(RunState, bool)]) -> RunRecord {
         let now = Utc::now();
         RunRecord {
-            id: "trn-1".into(),
-            seq: 1,
-            task_name: "t".into(),
             status: RunState::Running,
-            input: json!([]),
-            output: None,
-            error: None,
-            parent_id: None,
-            root_id: "trn-1".into(),
-            created_at: now,
             started_at: Some(now),
-            completed_at: None,
-            not_before: None,
             attempts: attempts
                 .iter()
                 .enumerate()
@@ -81,6 +70,7 @@ mod tests {
                     interrupted: *interrupted,
                 })
                 .collect(),
+            ..RunRecord::new("trn-1", "t", json!([]), now)
         }
     }
 

@@ -140,20 +140,9 @@ mod tests {
         let now = Utc::now();
         Arc::new(Attempt::new(
             RunRecord {
-                id: id.into(),
-                seq: 1,
-                task_name: "t".into(),
                 status: RunState::Running,
-                input: serde_json::json!([]),
-                output: None,
-                error: None,
-                parent_id: None,
-                root_id: id.into(),
-                created_at: now,
                 started_at: Some(now),
-                completed_at: None,
-                not_before: None,
-                attempts: Vec::new(),
+                ..RunRecord::new(id, "t", serde_json::json!([]), now)
             },
             CancellationToken::new(),
         ))

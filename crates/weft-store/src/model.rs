@@ -91,6 +91,32 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// A root run as a store creates it: pending, with no attempts yet.
+    pub fn new(
+        id: impl Into<String>,
+        task_name: impl Into<String>,
+        input: Value,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let id = id.into();
+        Self {
+            root_id: id.clone(),
+            id,
+            seq: 0,
+            task_name: task_name.into(),
+            status: RunState::Pending,
+            input,
+            output: None,
+            error: None,
+            parent_id: None,
+            created_at: at,
+            started_at: None,
+            completed_at: None,
+            not_before: None,
+            attempts: Vec::new(),
+        }
+    }
+
     /// Attempts that failed on their own (interrupted ones do not count).
     pub fn failed_attempts(&self) -> u32 {
         self.attempts

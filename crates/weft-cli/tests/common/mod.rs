@@ -572,3 +572,32 @@ impl Drop for SmallDisk {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A runtime for a test's clients.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits (at most 30 s) until the run `id` is running.
+pub fn wait_running(rt: &tokio::runtime::Runtime, client: &weft::client::Client, id: &str) {
+    wait_for(30, &format!("{id} to run"), || {
+        let run = rt.block_on(client.get_task_run(id)).unwrap();
+        (run.run.status == weft::protocol::api::TaskRunStatus::Running).then_some(())
+    });
+}
+
+/// The API's URL, once weft's banner is in the file its stderr goes to.
+pub fn banner_url(log: &Path) -> String {
+    wait_for(60, "the banner", || {
+        let text = std::fs::read_to_string(log).ok()?;
+        text.lines().find_map(|l| {
+            l.split("serving the Render Workflows API on ")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        })
+    })
+}
