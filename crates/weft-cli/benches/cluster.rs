@@ -13,10 +13,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Options, PgSchema, Serve, Weft, example};
+use common::{Options, PgSchema, Weft, example, serve_node as node};
 use weft::client::Client;
 use weft_store::{NodeId, PgStore, RunFilter, RunRecord, SqliteStore, Store};
 
@@ -124,18 +123,6 @@ fn main() {
         });
         println!("| {nodes} | 2 | {:.2} s |", took.as_secs_f64());
     }
-}
-
-fn node(db: &PgSchema, id: &str, args: &[&str], command: &[&Path]) -> Weft {
-    Weft::start_with(Options {
-        args,
-        command,
-        serve: Some(Serve {
-            database_url: &db.url,
-            node_id: id,
-        }),
-        ..Default::default()
-    })
 }
 
 /// Runs the fan-out `ROUNDS` times, started on the nodes in turn; returns

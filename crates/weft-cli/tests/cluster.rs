@@ -10,22 +10,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Options, PgSchema, Serve, Weft, example};
+use common::{Options, PgSchema, Weft, example, serve_node as node};
 use weft::client::{Client, ListTaskRunsParams};
 use weft::protocol::api::{TaskRun, TaskRunStatus};
-
-/// A `weft serve` node of the cluster on `db`.
-fn node(db: &PgSchema, id: &str, args: &[&str], command: &[&Path]) -> Weft {
-    Weft::start_with(Options {
-        args,
-        command,
-        serve: Some(Serve {
-            database_url: &db.url,
-            node_id: id,
-        }),
-        ..Default::default()
-    })
-}
 
 fn all_runs(rt: &tokio::runtime::Runtime, client: &Client, root: &str) -> Vec<TaskRun> {
     rt.block_on(client.list_all_task_runs(&ListTaskRunsParams {

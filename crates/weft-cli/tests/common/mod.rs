@@ -601,3 +601,16 @@ pub fn banner_url(log: &Path) -> String {
         })
     })
 }
+
+/// A `weft serve` node of the cluster on `db`.
+pub fn serve_node(db: &PgSchema, id: &str, args: &[&str], command: &[&Path]) -> Weft {
+    Weft::start_with(Options {
+        args,
+        command,
+        serve: Some(Serve {
+            database_url: &db.url,
+            node_id: id,
+        }),
+        ..Default::default()
+    })
+}
