@@ -23,6 +23,14 @@ pub struct ServerArgs {
         global = true
     )]
     url: String,
+    /// The local server (`render workflows ... --local`, as Render's CLI
+    /// spells it): the default `--url` already is.
+    #[arg(long, global = true)]
+    local: bool,
+    /// The local server's port, as Render's CLI takes it with `--local`:
+    /// `http://localhost:PORT` instead of `--url`.
+    #[arg(long, global = true)]
+    port: Option<u16>,
     /// Bearer token, when the server requires one.
     #[arg(long, env = "RENDER_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
@@ -33,7 +41,12 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     fn client(&self) -> anyhow::Result<Client> {
-        let mut builder = Client::builder(&self.url);
+        let url = match self.port {
+            Some(port) => format!("http://localhost:{port}"),
+            None => self.url.clone(),
+        };
+        let _ = self.local;
+        let mut builder = Client::builder(&url);
         if let Some(key) = &self.api_key {
             builder = builder.token(key);
         }

@@ -26,11 +26,14 @@ pub struct ServerOptions {
     #[arg(long)]
     pub max_concurrent: Option<usize>,
     /// Environment file for task processes (default: `.env` when present).
+    /// Repeatable: later files override earlier ones, and what they set
+    /// overrides the variables inherited from the shell, as Render does.
     #[arg(long)]
-    pub env_file: Option<PathBuf>,
-    /// Bearer token clients must send. Visible to other users in `ps`:
-    /// prefer RENDER_API_KEY or --api-key-file.
-    #[arg(long, env = "RENDER_API_KEY", hide_env_values = true)]
+    pub env_file: Vec<PathBuf>,
+    /// Bearer token clients must send (on loopback too). Visible to other
+    /// users in `ps`: prefer --api-key-file, or, beyond loopback,
+    /// RENDER_API_KEY.
+    #[arg(long)]
     pub api_key: Option<String>,
     /// A file whose first line is the bearer token clients must send.
     #[arg(long, conflicts_with = "api_key")]
@@ -51,6 +54,10 @@ pub struct ServerOptions {
     /// Do not echo task output on this terminal (it is still stored).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Accepted for `render workflows dev`'s sake: task output is echoed
+    /// anyway (see --quiet).
+    #[arg(long, hide = true)]
+    pub debug: bool,
     /// How deep subtasks may nest (a root run is depth 1); deeper ones fail
     /// with the chain of task names.
     #[arg(long, default_value_t = 64)]
@@ -58,7 +65,8 @@ pub struct ServerOptions {
     /// How long a client may take to send a request's headers.
     #[arg(long, default_value = "30s", value_parser = parse_duration, hide = true)]
     pub header_read_timeout: Duration,
-    /// The app's start command and its arguments.
+    /// The app's start command and its arguments, as separate words or as
+    /// one quoted string (`-- "python main.py"`), as Render's docs write it.
     #[arg(last = true, required = true, value_name = "START COMMAND")]
     pub command: Vec<String>,
 }
@@ -85,24 +93,46 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration ({e}); for example 30s, 10m or 30d"))
 }
 
-/// Variables from an env file, without those already set in our
-/// environment (a set variable wins, as with dotenv everywhere).
-fn load_env_file(explicit: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
-    let path = match explicit {
-        Some(p) => p.to_path_buf(),
-        None if Path::new(".env").is_file() => PathBuf::from(".env"),
-        None => return Ok(Vec::new()),
+/// Variables from the env files, in order, later ones overriding earlier
+/// ones (with none given, `.env` when present). They are given to task
+/// processes over what they inherit, as `render workflows dev` does.
+fn load_env_files(explicit: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    let paths: Vec<PathBuf> = if explicit.is_empty() {
+        Some(PathBuf::from(".env"))
+            .filter(|p| p.is_file())
+            .into_iter()
+            .collect()
+    } else {
+        explicit.to_vec()
     };
-    let iter = dotenvy::from_path_iter(&path)
-        .with_context(|| format!("cannot read env file {}", path.display()))?;
-    let mut vars = Vec::new();
-    for item in iter {
-        let (k, v) = item.with_context(|| format!("bad line in env file {}", path.display()))?;
-        if std::env::var_os(&k).is_none() {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for path in &paths {
+        let iter = dotenvy::from_path_iter(path)
+            .with_context(|| format!("cannot read env file {}", path.display()))?;
+        for item in iter {
+            let (k, v) =
+                item.with_context(|| format!("bad line in env file {}", path.display()))?;
+            vars.retain(|(key, _)| *key != k);
             vars.push((k, v));
         }
     }
     Ok(vars)
+}
+
+/// The start command: its words, or one string split as a shell would.
+fn start_command(words: &[String]) -> anyhow::Result<Vec<String>> {
+    match words {
+        [one] if one.contains(char::is_whitespace) && !Path::new(one).exists() => {
+            let split = shell_words::split(one).with_context(|| {
+                format!("cannot read the start command {one:?} as a shell would")
+            })?;
+            if split.is_empty() {
+                bail!("the start command is empty");
+            }
+            Ok(split)
+        }
+        _ => Ok(words.to_vec()),
+    }
 }
 
 /// The token in the first line of a file.
@@ -140,13 +170,28 @@ impl ServerOptions {
         if let Some(0) = self.max_concurrent {
             bail!("--max-concurrent must be at least 1");
         }
-        let mut config = RuntimeConfig::new(self.command.clone());
+        let mut config = RuntimeConfig::new(start_command(&self.command)?);
         config.listen = SocketAddr::new(self.host, self.port);
-        config.env = load_env_file(self.env_file.as_deref())?;
+        config.env = load_env_files(&self.env_file)?;
         config.api_key = match &self.api_key_file {
             Some(path) => Some(read_key_file(path)?),
             None => self.api_key.clone().filter(|k| !k.is_empty()),
         };
+        // Many Render users keep RENDER_API_KEY in their shell for the
+        // cloud: on loopback it does not lock their own clients out (ask
+        // with --api-key); beyond loopback it is the token.
+        if config.api_key.is_none()
+            && let Ok(key) = std::env::var("RENDER_API_KEY").map(|k| k.trim().to_string())
+            && !key.is_empty()
+        {
+            if self.host.is_loopback() {
+                tracing::debug!(
+                    "RENDER_API_KEY is set; on loopback no token is required unless --api-key is given"
+                );
+            } else {
+                config.api_key = Some(key);
+            }
+        }
         config.max_payload_bytes = usize::try_from(self.max_payload_bytes)
             .context("--max-payload-bytes is larger than this machine can address")?;
         config.max_log_bytes = self.max_log_bytes;

@@ -183,10 +183,21 @@ fn env_file_flag_names_a_missing_file_clearly() {
 #[test]
 fn a_bearer_token_is_required_when_set() {
     let weft = Weft::start_with(Options {
-        env: &[("RENDER_API_KEY", "s3cret")],
+        args: &["--api-key", "s3cret"],
         ..Default::default()
     });
     weft.scenario_env(&["with_token"], &[("RENDER_API_KEY", "s3cret")]);
+}
+
+/// Many Render users have RENDER_API_KEY in their shell for the cloud: on
+/// loopback it does not lock their clients out.
+#[test]
+fn an_exported_render_api_key_does_not_lock_out_loopback_clients() {
+    let weft = Weft::start_with(Options {
+        env: &[("RENDER_API_KEY", "rnd_cloud_key")],
+        ..Default::default()
+    });
+    weft.scenario(&["run_task_shapes"]);
 }
 
 #[test]

@@ -10,13 +10,13 @@
 //! | `GET /v1/tasks`, `GET /v1/tasks/{id}` | [`TaskWithCursor`], [`Task`] |
 //! | `GET /v1/logs?taskRunID=&startTime=&endTime=&text=` | [`LogsResponse`] |
 //!
-//! Errors are [`ErrorBody`] (`{"message"}`) with a 4xx or 5xx status.
+//! Errors are [`ErrorBody`] (`{"id", "code", "message"}`) with a 4xx or 5xx status.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::socket::ErrorBody;
+pub use crate::socket::{ErrorBody, error_code};
 use crate::socket::{TaskOptions, TaskParameter};
 
 /// The SSE event name for a run that ended, whatever its outcome (Render
@@ -105,6 +105,10 @@ pub struct TaskAttempt {
     /// 1-based attempt number.
     pub attempt: u32,
     pub status: TaskRunStatus,
+    /// When the attempt was queued: the run's creation for the first, the
+    /// end of the one before for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_at: Option<DateTime<Utc>>,
     pub started_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_run_id: Option<String>,
@@ -131,6 +135,10 @@ pub struct TaskRun {
     /// Empty for a root run.
     #[serde(default)]
     pub parent_task_run_id: String,
+    /// The parent's attempt that started this run (as `attempts[].attempt`
+    /// numbers them); absent for a root run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_task_attempt: Option<u32>,
     pub root_task_run_id: String,
     /// Attempts after the first.
     pub retries: u32,
@@ -211,15 +219,38 @@ pub struct LogsResponse {
     pub next_end_time: DateTime<Utc>,
 }
 
-/// Splits `workflow-slug/task-name` to the task name; a bare name is kept.
+/// Splits `workflow-slug/task-name[:version]` to the task name; a bare
+/// name is kept. A local server runs the one version it has registered.
 pub fn task_name_from_slug(slug: &str) -> &str {
-    slug.rsplit_once('/').map_or(slug, |(_, name)| name)
+    task_slug_parts(slug).0
+}
+
+/// `workflow-slug/task-name:version` as (task name, version): the version
+/// a client asked for, when it names one.
+pub fn task_slug_parts(slug: &str) -> (&str, Option<&str>) {
+    let name = slug.rsplit_once('/').map_or(slug, |(_, name)| name);
+    match name.split_once(':') {
+        Some((name, version)) if !version.is_empty() => (name, Some(version)),
+        _ => (name.trim_end_matches(':'), None),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn slugs_name_tasks_with_or_without_a_workflow_and_a_version() {
+        assert_eq!(task_slug_parts("square"), ("square", None));
+        assert_eq!(task_slug_parts("my-workflow/square"), ("square", None));
+        assert_eq!(
+            task_slug_parts("my-workflow/square:v3"),
+            ("square", Some("v3"))
+        );
+        assert_eq!(task_slug_parts("square:12"), ("square", Some("12")));
+        assert_eq!(task_name_from_slug("wf/square:"), "square");
+    }
 
     #[test]
     fn details_flatten_the_run() {
@@ -232,11 +263,13 @@ mod tests {
                 task_id: "tsk-square".into(),
                 status: TaskRunStatus::Completed,
                 parent_task_run_id: String::new(),
+                parent_task_attempt: None,
                 root_task_run_id: "trn-1".into(),
                 retries: 0,
                 attempts: vec![TaskAttempt {
                     attempt: 1,
                     status: TaskRunStatus::Completed,
+                    enqueued_at: None,
                     started_at: at,
                     task_run_id: None,
                     completed_at: Some(at),

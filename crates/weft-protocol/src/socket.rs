@@ -61,13 +61,14 @@ pub struct TaskDefinition {
     pub parameters: Option<Vec<TaskParameter>>,
 }
 
-/// A task's options.
+/// A task's options. Numbers are signed, as an SDK may send anything;
+/// what Render's cloud would refuse is warned about at registration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<u64>,
+    pub timeout_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
 }
@@ -76,12 +77,23 @@ pub struct TaskOptions {
 /// (from 0) is `wait_duration_ms * factor^k`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
+    /// Signed on the wire: an SDK may send a negative count (it means
+    /// none, with a warning at registration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<u32>,
+    pub max_retries: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor: Option<f64>,
+}
+
+impl TaskOptions {
+    /// The timeout, when one is set and positive.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.timeout_seconds
+            .filter(|t| *t > 0)
+            .map(|t| std::time::Duration::from_secs(t as u64))
+    }
 }
 
 impl RetryPolicy {
@@ -90,7 +102,7 @@ impl RetryPolicy {
 
     /// Retries allowed after the first attempt.
     pub fn max_retries(&self) -> u32 {
-        self.max_retries.unwrap_or(0)
+        self.max_retries.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32
     }
 
     /// The wait before retry `k` (0 for the first retry), in milliseconds.
@@ -194,10 +206,40 @@ pub struct SubtaskResultResponse {
     pub error: Option<TaskError>,
 }
 
-/// Body of an error answer on the socket (and on the REST API).
+/// Body of an error answer on the socket (and on the REST API), as
+/// Render's API shapes it: an id for this one error (to find it in the
+/// server's log), a stable code for its kind, and a message for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    #[serde(default)]
+    pub id: String,
+    /// `not_found`, `invalid_input`, `conflict`, `payload_too_large`,
+    /// `unauthorized`, ... (see [`error_code`]).
+    #[serde(default)]
+    pub code: String,
     pub message: String,
+}
+
+/// The stable code of an error answer's kind, by its HTTP status.
+pub fn error_code(status: u16) -> &'static str {
+    match status {
+        400 | 422 => "invalid_input",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        409 => "conflict",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        421 => "misdirected_request",
+        429 => "rate_limited",
+        502 => "bad_gateway",
+        503 => "unavailable",
+        507 => "insufficient_storage",
+        s if s >= 500 => "internal",
+        _ => "error",
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@ pub fn task_run(run: &RunRecord) -> TaskRun {
         task_id: TaskRecord::id_for(&run.task_name),
         status: run.status.into(),
         parent_task_run_id: run.parent_id.clone().unwrap_or_default(),
+        parent_task_attempt: run.parent_attempt,
         root_task_run_id: run.root_id.clone(),
         retries: (run.attempts.len() as u32).saturating_sub(1),
         attempts: run
@@ -76,9 +77,18 @@ pub fn task_run(run: &RunRecord) -> TaskRun {
 }
 
 fn attempt(run: &RunRecord, a: &weft_store::AttemptRecord, details: bool) -> TaskAttempt {
+    let enqueued_at = match a.number {
+        1 => Some(run.created_at),
+        n => run
+            .attempts
+            .iter()
+            .find(|b| b.number == n - 1)
+            .and_then(|b| b.completed_at),
+    };
     TaskAttempt {
         attempt: a.number,
         status: a.status.into(),
+        enqueued_at,
         started_at: a.started_at,
         task_run_id: Some(run.id.clone()),
         completed_at: a.completed_at,
@@ -230,11 +240,15 @@ async fn list_runs(
         })
         .transpose()?;
     let filter = RunFilter {
-        task_name: params.list(&["taskSlug", "taskId"]).first().map(|s| {
-            let name = weft_protocol::api::task_name_from_slug(s);
-            name.strip_prefix("tsk-").unwrap_or(name).to_string()
-        }),
-        root_id: params.list(&["rootTaskRunId"]).first().cloned(),
+        task_names: params
+            .list(&["taskSlug", "taskId"])
+            .iter()
+            .map(|s| {
+                let name = weft_protocol::api::task_name_from_slug(s);
+                name.strip_prefix("tsk-").unwrap_or(name).to_string()
+            })
+            .collect(),
+        root_ids: params.list(&["rootTaskRunId"]),
         status,
         before_seq,
         limit,

@@ -184,6 +184,9 @@ impl Coordinator {
             .register(&self.config, &self.logs)
             .await?;
         validate_definitions(&defs)?;
+        for warning in cloud_warnings(&defs) {
+            tracing::warn!("{warning}");
+        }
         let tasks = self.store.register_tasks(&defs, Utc::now()).await?;
         self.store
             .set_meta(
@@ -450,11 +453,7 @@ impl Coordinator {
             self.report_or_log(attempt, error).await;
             return;
         };
-        let timeout = task
-            .options
-            .timeout_seconds
-            .filter(|t| *t > 0)
-            .map(Duration::from_secs);
+        let timeout = task.options.timeout();
         let stored_log_bytes = if attempt.number > 1 {
             self.store.log_bytes(&run.id).await.unwrap_or(0)
         } else {
@@ -841,6 +840,42 @@ fn abbreviated_chain(names: &[&str]) -> String {
 /// The first line of a message (a traceback's is the summary).
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
+}
+
+/// Task options Render's cloud refuses: weft runs them (local dev may want
+/// a short timeout), but says so, naming the task and the range.
+fn cloud_warnings(defs: &[TaskDefinition]) -> Vec<String> {
+    const TIMEOUT: std::ops::RangeInclusive<i64> = 30..=86_400;
+    let mut warnings = Vec::new();
+    for def in defs {
+        let Some(options) = &def.options else {
+            continue;
+        };
+        if let Some(t) = options.timeout_seconds
+            && !TIMEOUT.contains(&t)
+        {
+            warnings.push(format!(
+                "task {:?} has timeout_seconds {t}: Render's cloud takes {} to {} seconds{}",
+                def.name,
+                TIMEOUT.start(),
+                TIMEOUT.end(),
+                if t <= 0 {
+                    " (weft runs it with no timeout)"
+                } else {
+                    " (weft enforces it as given)"
+                }
+            ));
+        }
+        if let Some(n) = options.retry.as_ref().and_then(|r| r.max_retries)
+            && n < 0
+        {
+            warnings.push(format!(
+                "task {:?} has max_retries {n}: retries cannot be negative (weft runs it with none)",
+                def.name
+            ));
+        }
+    }
+    warnings
 }
 
 fn validate_definitions(defs: &[TaskDefinition]) -> Result<(), RuntimeError> {

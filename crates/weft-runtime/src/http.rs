@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use weft_protocol::api::ErrorBody;
+use weft_protocol::api::{ErrorBody, error_code};
 use weft_store::StoreError;
 
 use crate::error::RunError;
@@ -39,16 +39,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // A full or unreachable database is said once where it is found
         // (the store's warnings), not once per refused request.
+        let id = format!("err-{}", uuid::Uuid::new_v4().simple());
         match self.status {
             StatusCode::INSUFFICIENT_STORAGE | StatusCode::SERVICE_UNAVAILABLE => {
-                tracing::debug!("{}", self.message)
+                tracing::debug!("{id}: {}", self.message)
             }
-            s if s.is_server_error() => tracing::error!("{}", self.message),
+            s if s.is_server_error() => tracing::error!("{id}: {}", self.message),
             _ => {}
         }
         (
             self.status,
             Json(ErrorBody {
+                id,
+                code: error_code(self.status.as_u16()).to_string(),
                 message: self.message,
             }),
         )

@@ -77,7 +77,7 @@ mod tests {
     fn options(max_retries: u32, wait: u64, factor: f64) -> TaskOptions {
         TaskOptions {
             retry: Some(RetryPolicy {
-                max_retries: Some(max_retries),
+                max_retries: Some(i64::from(max_retries)),
                 wait_duration_ms: Some(wait),
                 factor: Some(factor),
             }),

@@ -118,17 +118,43 @@ async fn input(State(s): State<AttemptState>) -> Json<InputResponse> {
     })
 }
 
+/// Why a callback gives no result.
+#[derive(Debug, PartialEq)]
+enum NoResult {
+    /// The task failed: its message.
+    Failed(String),
+    /// The callback itself is wrong (not base64, not JSON, too large,
+    /// empty): the attempt fails with this, and the process hears it too.
+    Refused(StatusCode, String),
+}
+
+impl NoResult {
+    fn message(&self) -> &str {
+        match self {
+            Self::Failed(m) | Self::Refused(_, m) => m,
+        }
+    }
+}
+
 /// Turns a callback into the attempt's result: the JSON array of results,
-/// or the error that failed it.
-fn callback_result(req: CallbackRequest, max_payload: usize) -> Result<Value, String> {
+/// or why there is none.
+fn callback_result(req: CallbackRequest, max_payload: usize) -> Result<Value, NoResult> {
+    let refused = |status, message: String| NoResult::Refused(status, message);
     match (req.complete, req.error) {
         (Some(complete), _) => {
-            let bytes = decode_base64(&complete.output)
-                .map_err(|e| format!("the task's result could not be decoded: {e}"))?;
+            let bytes = decode_base64(&complete.output).map_err(|e| {
+                refused(
+                    StatusCode::BAD_REQUEST,
+                    format!("the task's result could not be decoded: {e}"),
+                )
+            })?;
             if bytes.len() > max_payload {
-                return Err(format!(
-                    "the task's result is {} bytes, over the limit of {max_payload} bytes",
-                    bytes.len()
+                return Err(refused(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the task's result is {} bytes, over the limit of {max_payload} bytes",
+                        bytes.len()
+                    ),
                 ));
             }
             if bytes.is_empty() {
@@ -137,13 +163,19 @@ fn callback_result(req: CallbackRequest, max_payload: usize) -> Result<Value, St
             match serde_json::from_slice(&bytes) {
                 Ok(Value::Array(items)) => Ok(Value::Array(items)),
                 Ok(other) => Ok(Value::Array(vec![other])),
-                Err(e) => Err(format!("the task's result is not valid JSON: {e}")),
+                Err(e) => Err(refused(
+                    StatusCode::BAD_REQUEST,
+                    format!("the task's result is not valid JSON: {e}"),
+                )),
             }
         }
         // The run's error is the task's message, as clients show it; a stack
         // trace, when sent, was already printed to the attempt's output.
-        (None, Some(error)) => Err(bounded(error.details, max_payload)),
-        (None, None) => Err("the task sent a callback with neither a result nor an error".into()),
+        (None, Some(error)) => Err(NoResult::Failed(bounded(error.details, max_payload))),
+        (None, None) => Err(refused(
+            StatusCode::BAD_REQUEST,
+            "the callback has neither a result (`complete`) nor an error (`error`)".into(),
+        )),
     }
 }
 
@@ -171,11 +203,20 @@ async fn callback(
     JsonBody(req): JsonBody<CallbackRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let result = callback_result(req, s.host.config().max_payload_bytes);
+    let refusal = match &result {
+        Err(NoResult::Refused(status, message)) => Some(ApiError::new(*status, message.clone())),
+        _ => None,
+    };
+    let result = result.map_err(|e| e.message().to_string());
     match s
         .host
         .report(&s.attempt, result, Reporter::Callback)
         .await?
     {
+        // The attempt failed with the reason; the process hears it too.
+        ReportOutcome::Committed | ReportOutcome::Held if refusal.is_some() => {
+            Err(refusal.expect("checked"))
+        }
         // Held: the store cannot take it yet (a full disk); weft keeps it
         // and commits it once it can, so the task is done either way.
         ReportOutcome::Committed | ReportOutcome::Held => Ok(Json(serde_json::json!({}))),
@@ -277,18 +318,23 @@ mod tests {
     #[test]
     fn oversized_and_garbled_results_fail_the_attempt_with_a_reason() {
         let err = callback_result(complete(&json!(["x".repeat(100)])), 50).unwrap_err();
-        assert!(err.contains("over the limit of 50 bytes"), "{err}");
+        assert!(matches!(
+            err,
+            NoResult::Refused(StatusCode::PAYLOAD_TOO_LARGE, _)
+        ));
+        assert!(
+            err.message().contains("over the limit of 50 bytes"),
+            "{err:?}"
+        );
         let garbled = CallbackRequest {
             complete: Some(TaskComplete {
                 output: "%%%".into(),
             }),
             error: None,
         };
-        assert!(
-            callback_result(garbled, 1000)
-                .unwrap_err()
-                .contains("could not be decoded")
-        );
+        let err = callback_result(garbled, 1000).unwrap_err();
+        assert!(matches!(err, NoResult::Refused(StatusCode::BAD_REQUEST, _)));
+        assert!(err.message().contains("could not be decoded"));
         let not_json = CallbackRequest {
             complete: Some(TaskComplete {
                 output: "bm90IGpzb24=".into(),
@@ -298,6 +344,7 @@ mod tests {
         assert!(
             callback_result(not_json, 1000)
                 .unwrap_err()
+                .message()
                 .contains("not valid JSON")
         );
     }
@@ -312,6 +359,7 @@ mod tests {
             }),
         };
         let err = callback_result(req, 101).unwrap_err();
+        let err = err.message();
         assert!(err.starts_with(&"é".repeat(50)), "{err}");
         assert!(
             err.ends_with("[error cut: 2000 bytes, over the limit of 101 bytes]"),
@@ -328,7 +376,10 @@ mod tests {
                 stack_trace: Some("at line 3".into()),
             }),
         };
-        assert_eq!(callback_result(req, 10), Err("boom".into()));
+        assert_eq!(
+            callback_result(req, 10),
+            Err(NoResult::Failed("boom".into()))
+        );
         assert!(callback_result(CallbackRequest::default(), 10).is_err());
     }
 }

@@ -81,6 +81,8 @@ pub struct RunRecord {
     pub output: Option<Value>,
     pub error: Option<String>,
     pub parent_id: Option<String>,
+    /// The parent's attempt that started this run (a subtask).
+    pub parent_attempt: Option<u32>,
     pub root_id: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -109,6 +111,7 @@ impl RunRecord {
             output: None,
             error: None,
             parent_id: None,
+            parent_attempt: None,
             created_at: at,
             started_at: None,
             completed_at: None,
@@ -185,8 +188,10 @@ pub enum CancelOutcome {
 /// Filter for [`crate::Store::list_runs`].
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
-    pub task_name: Option<String>,
-    pub root_id: Option<String>,
+    /// Runs of any of these tasks; empty: of every task.
+    pub task_names: Vec<String>,
+    /// Runs under any of these roots; empty: under every root.
+    pub root_ids: Vec<String>,
     pub status: Option<RunState>,
     /// Only runs older than this cursor (a run's `seq`).
     pub before_seq: Option<i64>,

@@ -392,7 +392,7 @@ fn without_nul(s: &str) -> Cow<'_, str> {
 }
 
 const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \
-                           created_at, started_at, completed_at, not_before";
+                           created_at, started_at, completed_at, not_before, created_by_attempt";
 
 fn attempt_from_row(r: &PgRow) -> PgResult<(String, AttemptRecord)> {
     let output: Option<String> = r.try_get("output")?;
@@ -428,6 +428,9 @@ fn run_from_row(r: &PgRow) -> PgResult<RunRecord> {
         started_at: r.try_get("started_at")?,
         completed_at: r.try_get("completed_at")?,
         not_before: r.try_get("not_before")?,
+        parent_attempt: r
+            .try_get::<Option<i32>, _>("created_by_attempt")?
+            .map(|n| n as u32),
         attempts: Vec::new(),
     })
 }
@@ -818,12 +821,13 @@ impl Store for PgStore {
             Box::pin(async move {
                 let rows = sqlx::query(&format!(
                     "SELECT {RUN_COLUMNS} FROM runs
-                     WHERE ($1::text IS NULL OR task_name = $1) AND ($2::text IS NULL OR root_id = $2)
+                     WHERE (cardinality($1::text[]) = 0 OR task_name = ANY($1))
+                       AND (cardinality($2::text[]) = 0 OR root_id = ANY($2))
                        AND ($3::text IS NULL OR status = $3) AND ($4::bigint IS NULL OR seq < $4)
                      ORDER BY seq DESC LIMIT $5"
                 ))
-                .bind(&filter.task_name)
-                .bind(&filter.root_id)
+                .bind(&filter.task_names)
+                .bind(&filter.root_ids)
                 .bind(filter.status.map(|s| s.as_str()))
                 .bind(filter.before_seq)
                 .bind(i64::from(filter.limit))

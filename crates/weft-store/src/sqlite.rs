@@ -618,7 +618,7 @@ fn parse_status(s: &str) -> Result<RunState> {
 }
 
 const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \
-                           created_at, started_at, completed_at, not_before";
+                           created_at, started_at, completed_at, not_before, created_by_attempt";
 
 /// A runs row before its attempts are attached.
 struct RunRow {
@@ -635,6 +635,7 @@ struct RunRow {
     started_at: Option<String>,
     completed_at: Option<String>,
     not_before: Option<String>,
+    created_by_attempt: Option<u32>,
 }
 
 impl RunRow {
@@ -653,6 +654,7 @@ impl RunRow {
             started_at: r.get(10)?,
             completed_at: r.get(11)?,
             not_before: r.get(12)?,
+            created_by_attempt: r.get(13)?,
         })
     }
 
@@ -671,6 +673,7 @@ impl RunRow {
             started_at: parse_opt_ts(self.started_at)?,
             completed_at: parse_opt_ts(self.completed_at)?,
             not_before: parse_opt_ts(self.not_before)?,
+            parent_attempt: self.created_by_attempt,
             attempts,
         })
     }
@@ -964,7 +967,8 @@ impl Store for SqliteStore {
         self.read(move |tx| {
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM runs
-                 WHERE (?1 IS NULL OR task_name = ?1) AND (?2 IS NULL OR root_id = ?2)
+                 WHERE (?1 = '[]' OR task_name IN (SELECT value FROM json_each(?1)))
+                   AND (?2 = '[]' OR root_id IN (SELECT value FROM json_each(?2)))
                    AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR seq < ?4)
                  ORDER BY seq DESC LIMIT ?5"
             );
@@ -972,8 +976,8 @@ impl Store for SqliteStore {
                 tx,
                 &sql,
                 &[
-                    &filter.task_name,
-                    &filter.root_id,
+                    &serde_json::to_string(&filter.task_names).expect("strings serialise"),
+                    &serde_json::to_string(&filter.root_ids).expect("strings serialise"),
                     &filter.status.map(|s| s.as_str()),
                     &filter.before_seq,
                     &filter.limit,

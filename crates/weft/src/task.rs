@@ -113,7 +113,7 @@ impl Retry {
 
     pub(crate) fn to_wire(self) -> wire::RetryPolicy {
         wire::RetryPolicy {
-            max_retries: Some(self.max_retries),
+            max_retries: Some(i64::from(self.max_retries)),
             wait_duration_ms: Some(self.wait_duration_ms),
             factor: Some(self.factor),
         }
@@ -191,7 +191,7 @@ impl TaskOptions {
     pub(crate) fn to_wire(&self) -> wire::TaskOptions {
         wire::TaskOptions {
             retry: self.retry.map(Retry::to_wire),
-            timeout_seconds: self.timeout_seconds,
+            timeout_seconds: self.timeout_seconds.map(|t| t.min(i64::MAX as u64) as i64),
             plan: self.plan.clone(),
         }
     }

@@ -334,7 +334,7 @@ pub fn stored_runs(db: &Path, root: &str) -> Vec<(String, String)> {
     use weft_store::{RunFilter, SqliteStore, Store};
     let store = SqliteStore::open(db).unwrap();
     let filter = RunFilter {
-        root_id: Some(root.to_string()),
+        root_ids: vec![root.to_string()],
         limit: 10_000,
         ..Default::default()
     };

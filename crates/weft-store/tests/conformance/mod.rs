@@ -532,7 +532,7 @@ pub async fn adoption_survives_any_number_of_crashes<B: Backend>() {
     let store = backend.open().await;
     let tree = store
         .list_runs(&RunFilter {
-            root_id: Some(parent.id.clone()),
+            root_ids: vec![parent.id.clone()],
             limit: 100,
             ..Default::default()
         })
@@ -674,7 +674,7 @@ pub async fn listing_pages_newest_first_with_filters<B: Backend>() {
     let even = store
         .list_runs(&RunFilter {
             limit: 10,
-            task_name: Some("even".into()),
+            task_names: vec!["even".into()],
             ..Default::default()
         })
         .await
@@ -683,7 +683,7 @@ pub async fn listing_pages_newest_first_with_filters<B: Backend>() {
     let by_root = store
         .list_runs(&RunFilter {
             limit: 10,
-            root_id: Some(ids[1].id.clone()),
+            root_ids: vec![ids[1].id.clone()],
             ..Default::default()
         })
         .await
@@ -867,7 +867,7 @@ pub async fn a_parent_attempt_that_ended_starts_no_children<B: Backend>() {
     );
     let none = store
         .list_runs(&RunFilter {
-            root_id: Some(parent.id.clone()),
+            root_ids: vec![parent.id.clone()],
             limit: 10,
             ..Default::default()
         })
