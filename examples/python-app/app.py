@@ -161,6 +161,28 @@ def escapee(ctx, pid_file: str) -> None:
 
 
 @app.task
+def garbled_callback(ctx, status_file: str) -> None:
+    """Reports a result that is not base64, as a broken SDK would, writes
+    the HTTP status it was answered with, and exits."""
+    import http.client
+    import json as _json
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(os.environ["RENDER_SDK_SOCKET_PATH"])
+
+    conn = UnixConnection("localhost")
+    conn.request("POST", "/callback", _json.dumps({"complete": {"output": "!!! not base64 !!!"}}),
+                 {"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    Path(status_file).write_text(f"{answer.status} {answer.read().decode()}")
+    sys.stdout.flush()
+    os._exit(0)
+
+
+@app.task
 def big_error(ctx, size: int) -> None:
     raise ValueError("e" * size)
 

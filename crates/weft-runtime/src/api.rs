@@ -269,10 +269,38 @@ struct Events {
     ends: EndWatch,
     waiting: HashSet<String>,
     ready: VecDeque<RunRecord>,
+    /// The `retry:` advice is sent first.
+    advised: bool,
 }
 
+/// How long a client should wait before reconnecting (`retry:`), as
+/// Render's local server advises.
+const SSE_RETRY: std::time::Duration = std::time::Duration::from_millis(2000);
+/// A comment line this often keeps proxies from closing an idle stream.
+const SSE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// An end's place in a stream, its SSE `id`: when the run ended, then its
+/// creation order. A client that reconnects with `Last-Event-ID` is sent
+/// only the ends after it, so it never sees one twice.
+fn end_position(run: &RunRecord) -> (i64, i64) {
+    (
+        run.completed_at.map_or(0, |t| t.timestamp_micros()),
+        run.seq,
+    )
+}
+
+fn parse_event_id(id: &str) -> Option<(i64, i64)> {
+    let (at, seq) = id.split_once('-')?;
+    Some((at.parse().ok()?, seq.parse().ok()?))
+}
+
+/// `GET /v1/task-runs/events`: each asked-for run once, when it ends (at
+/// once for one that has). As Render's servers do, the stream stays open
+/// until the client leaves, with a `retry:` advice, an `id:` per event and
+/// a heartbeat; run ids it does not know are skipped.
 async fn run_events(
     State(c): State<Shared>,
+    headers: axum::http::HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let ids = Params::parse(q).list(&["taskRunIds", "taskRunId"]);
@@ -281,49 +309,62 @@ async fn run_events(
             "taskRunIds is required: the runs whose end to stream",
         ));
     }
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_event_id);
     // Watch first, so a run that ends while we read is not missed.
     let ends = c.watch_ends(ids.iter().cloned());
     let mut waiting = HashSet::new();
-    let mut ready = VecDeque::new();
+    let mut ended = Vec::new();
     for id in ids {
-        let run = c
-            .store()
-            .get_run(&id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("task run not found: {id}")))?;
-        if run.status.is_terminal() {
-            ready.push_back(run);
-        } else {
-            waiting.insert(id);
+        match c.store().get_run(&id).await? {
+            Some(run) if run.status.is_terminal() => ended.push(run),
+            Some(_) => {
+                waiting.insert(id);
+            }
+            None => tracing::debug!("event stream: skipping unknown run {id}"),
         }
     }
+    ended.sort_by_key(end_position);
+    ended.retain(|run| resume.is_none_or(|after| end_position(run) > after));
     let state = Events {
         ends,
         waiting,
-        ready,
+        ready: ended.into(),
+        advised: false,
     };
-    // The stream ends once every requested run has been reported.
     let stream = futures::stream::unfold(state, |mut s| async move {
+        if !s.advised {
+            s.advised = true;
+            return Some((Ok(Event::default().retry(SSE_RETRY)), s));
+        }
         loop {
             if let Some(run) = s.ready.pop_front() {
                 let data =
                     serde_json::to_string(&task_run_details(&run)).expect("details serialise");
-                return Some((
-                    Ok(Event::default().event(EVENT_TASK_COMPLETED).data(data)),
-                    s,
-                ));
+                let (at, seq) = end_position(&run);
+                let event = Event::default()
+                    .id(format!("{at}-{seq}"))
+                    .event(EVENT_TASK_COMPLETED)
+                    .data(data);
+                return Some((Ok(event), s));
             }
             if s.waiting.is_empty() {
-                return None;
+                // Every run has been told: open until the client leaves.
+                std::future::pending::<()>().await;
             }
-            let run = s.ends.next().await?;
+            let Some(run) = s.ends.next().await else {
+                std::future::pending::<()>().await;
+                unreachable!("pending never resolves");
+            };
             // A run read as ended above may be announced too: once only.
             if s.waiting.remove(&run.id) {
                 s.ready.push_back((*run).clone());
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_HEARTBEAT).text("ping")))
 }
 
 async fn list_nodes(State(c): State<Shared>) -> Result<Json<Vec<Node>>, ApiError> {

@@ -1,0 +1,406 @@
+//! What users of Render's SDKs and of `render workflows dev` expect of the
+//! local server, each point as a client or a habit meets it.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+use common::{Options, Weft};
+use weft::client::Client;
+
+/// Reads SSE from a raw connection: (id, event, data) of each message, and
+/// whether a `retry:` advice came, until `want` messages or `wait` passes.
+fn read_events(
+    stream: &mut BufReader<std::net::TcpStream>,
+    want: usize,
+    wait: Duration,
+) -> (Vec<(String, String, String)>, bool) {
+    stream.get_ref().set_read_timeout(Some(wait)).unwrap();
+    let (mut events, mut advised) = (Vec::new(), false);
+    let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+    let mut line = String::new();
+    while events.len() < want {
+        line.clear();
+        match stream.read_line(&mut line) {
+            Ok(0) => panic!("the server ended the stream"),
+            Ok(_) => {}
+            Err(_) => break, // the wait is over
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if let Some(v) = line.strip_prefix("retry:") {
+            advised = !v.trim().is_empty();
+        } else if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().into();
+        } else if let Some(v) = line.strip_prefix("event:") {
+            event = v.trim().into();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data = v.trim().into();
+        } else if line.is_empty() && !data.is_empty() {
+            events.push((
+                std::mem::take(&mut id),
+                std::mem::take(&mut event),
+                std::mem::take(&mut data),
+            ));
+        }
+    }
+    (events, advised)
+}
+
+/// Opens `GET /v1/task-runs/events` as an EventSource would, resuming after
+/// `last` when given; returns the stream past the response head.
+fn open_events(url: &str, ids: &[&str], last: Option<&str>) -> BufReader<std::net::TcpStream> {
+    let addr = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let resume = last.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+    write!(
+        conn,
+        "GET /v1/task-runs/events?taskRunIds={} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{resume}\r\n",
+        ids.join(",")
+    )
+    .unwrap();
+    let mut stream = BufReader::new(conn);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).unwrap();
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+}
+
+/// The event stream stays open once every run has ended, advises a retry,
+/// numbers its events, and a reconnect with `Last-Event-ID` (as
+/// EventSource does) repeats nothing; unknown ids are skipped.
+#[test]
+fn the_event_stream_stays_open_and_a_reconnect_repeats_nothing() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let client = Client::new(&weft.url).unwrap();
+    let a = rt
+        .block_on(client.run_task("square", [2]).send())
+        .unwrap()
+        .run
+        .id;
+    let b = rt
+        .block_on(client.start_task("sleep_for", [1.0]).send())
+        .unwrap()
+        .id()
+        .to_string();
+    let mut stream = open_events(&weft.url, &[&a, "trn-unknown", &b], None);
+    let (events, advised) = read_events(&mut stream, 2, Duration::from_secs(20));
+    assert!(advised, "a retry: advice comes first");
+    assert_eq!(events.len(), 2, "{events:?}");
+    let ids: Vec<&str> = events.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert!(ids.iter().all(|id| !id.is_empty()), "{ids:?}");
+    assert!(events.iter().all(|(_, e, _)| e == "task.completed"));
+    let runs: Vec<String> = events
+        .iter()
+        .map(|(_, _, data)| {
+            serde_json::from_str::<serde_json::Value>(data).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(runs, [a.clone(), b.clone()], "in the order they ended");
+    // Still open: nothing more, and no end of stream, for a while.
+    let (more, _) = read_events(&mut stream, 1, Duration::from_millis(1500));
+    assert!(more.is_empty(), "{more:?}");
+    drop(stream);
+    // EventSource reconnects with the last id it saw: nothing comes twice.
+    let mut again = open_events(&weft.url, &[&a, "trn-unknown", &b], Some(ids[1]));
+    let (repeated, _) = read_events(&mut again, 1, Duration::from_millis(1500));
+    assert!(
+        repeated.is_empty(),
+        "sent again after a reconnect: {repeated:?}"
+    );
+    let mut from_first = open_events(&weft.url, &[&a, &b], Some(ids[0]));
+    let (rest, _) = read_events(&mut from_first, 2, Duration::from_millis(1500));
+    assert_eq!(rest.len(), 1, "only what came after the first: {rest:?}");
+}
+
+/// Every error body is `{"id", "code", "message"}`.
+#[test]
+fn error_bodies_have_an_id_a_code_and_a_message() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let http = reqwest::Client::new();
+    let cases: [(reqwest::Method, &str, Option<&str>, u16, &str); 4] = [
+        (
+            reqwest::Method::POST,
+            "/v1/task-runs",
+            Some(r#"{"task": "noSuchTask", "input": []}"#),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/task-runs",
+            Some(r#"{"task": "square", "input": 7}"#),
+            400,
+            "invalid_input",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/task-runs/trn-nope",
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/tasks",
+            None,
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let mut req = http.request(method.clone(), format!("{}{path}", weft.url));
+        if let Some(body) = body {
+            req = req.header("Content-Type", "application/json").body(body);
+        }
+        let r = rt.block_on(req.send()).unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let body: serde_json::Value = rt.block_on(r.json()).unwrap();
+        assert!(
+            body["id"].as_str().is_some_and(|id| id.starts_with("err-")),
+            "{body}"
+        );
+        assert_eq!(body["code"], code, "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+    let r = rt
+        .block_on(
+            http.post(format!("{}/v1/task-runs", weft.url))
+                .header("Content-Type", "application/json")
+                .body(r#"{"task": "noSuchTask", "input": []}"#)
+                .send(),
+        )
+        .unwrap();
+    let body: serde_json::Value = rt.block_on(r.json()).unwrap();
+    assert_eq!(body["message"], "task not found: noSuchTask");
+}
+
+/// A task process whose callback is malformed hears why (400), and its
+/// attempt fails with the reason.
+#[test]
+fn a_malformed_callback_is_refused_with_a_reason() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let client = Client::new(&weft.url).unwrap();
+    let status_file = weft.dir.join("callback-status");
+    let err = rt
+        .block_on(
+            client
+                .run_task("garbled_callback", [status_file.to_str().unwrap()])
+                .send(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("could not be decoded"), "{err}");
+    // Written by the task after it is answered: a moment after the run ended.
+    let heard = common::wait_for(10, "the task's note of its answer", || {
+        std::fs::read_to_string(&status_file)
+            .ok()
+            .filter(|t| !t.is_empty())
+    });
+    assert!(
+        heard.starts_with("400 ") && heard.contains("could not be decoded"),
+        "{heard}"
+    );
+}
+
+/// `--env-file` repeats, later files win, and what they set wins over the
+/// shell, as Render documents.
+#[test]
+fn env_files_repeat_and_win_over_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one.env"), dir.path().join("two.env"));
+    std::fs::write(&one, "WEFT_A=from-one\nWEFT_B=from-one\nWEFT_C=from-one\n").unwrap();
+    std::fs::write(&two, "WEFT_B=from-two\n").unwrap();
+    let weft = Weft::start_with(Options {
+        args: &[
+            "--quiet",
+            "--env-file",
+            one.to_str().unwrap(),
+            "--env-file",
+            two.to_str().unwrap(),
+        ],
+        env: &[("WEFT_C", "from-shell"), ("WEFT_D", "from-shell")],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let client = Client::new(&weft.url).unwrap();
+    let value = |name: &str| {
+        rt.block_on(client.run_task("env_value", [name]).send())
+            .unwrap()
+            .results
+    };
+    assert_eq!(value("WEFT_A"), serde_json::json!(["from-one"]));
+    assert_eq!(
+        value("WEFT_B"),
+        serde_json::json!(["from-two"]),
+        "later files win"
+    );
+    assert_eq!(
+        value("WEFT_C"),
+        serde_json::json!(["from-one"]),
+        "files win over the shell"
+    );
+    assert_eq!(value("WEFT_D"), serde_json::json!(["from-shell"]));
+}
+
+/// The start command as Render's docs write it, one quoted string.
+#[test]
+fn the_start_command_may_be_one_quoted_string() {
+    let command = format!(
+        "{} {}",
+        common::python().display(),
+        common::app_py().display()
+    );
+    let one = std::path::PathBuf::from(&command);
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        command: &[&one],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let run = rt
+        .block_on(
+            Client::new(&weft.url)
+                .unwrap()
+                .run_task("square", [7])
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(run.results, serde_json::json!([49]));
+}
+
+/// Commands copied from Render's docs (`--local`, `--port`) run.
+#[test]
+fn render_cli_spellings_are_accepted() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet", "--debug"],
+        ..Default::default()
+    });
+    let port = weft.url.rsplit(':').next().unwrap();
+    for args in [
+        vec!["tasks", "list", "--local", "--port", port],
+        vec!["runs", "list", "--local", "--port", port],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(&args)
+            .env_remove("RENDER_LOCAL_DEV_URL")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Options Render's cloud would refuse are registered with a warning that
+/// names the task and the range.
+#[test]
+fn task_options_outside_the_clouds_ranges_are_warned_about() {
+    let weft = Weft::start();
+    let output = weft.output();
+    assert!(
+        output.contains(
+            r#"task "slow" has timeout_seconds 1: Render's cloud takes 30 to 86400 seconds"#
+        ),
+        "{output}"
+    );
+}
+
+/// The list filters as the official clients send them, versioned slugs,
+/// and the fields of a run's attempts.
+#[test]
+fn list_filters_slugs_and_attempt_fields_as_clients_send_them() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let client = Client::new(&weft.url).unwrap();
+    let sq = rt
+        .block_on(client.run_task("my-workflow/square:v3", [3]).send())
+        .unwrap();
+    assert_eq!(
+        sq.results,
+        serde_json::json!([9]),
+        "a versioned slug runs the task"
+    );
+    let greet = rt
+        .block_on(client.run_task("greet", ["Ada"]).send())
+        .unwrap();
+    let sums = rt
+        .block_on(client.run_task("add_squares", (1, 2)).send())
+        .unwrap();
+    let get = |query: &str| -> Vec<serde_json::Value> {
+        rt.block_on(async {
+            reqwest::get(format!("{}/v1/task-runs?{query}", weft.url))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    };
+    let ids = |rows: Vec<serde_json::Value>| -> std::collections::BTreeSet<String> {
+        rows.iter()
+            .map(|r| r["taskRun"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let both = ids(get("taskSlug=square&taskSlug=greet"));
+    assert!(
+        both.contains(&sq.run.id) && both.contains(&greet.run.id),
+        "{both:?}"
+    );
+    assert!(!both.contains(&sums.run.id));
+    assert_eq!(
+        ids(get("taskSlug=square,greet")).len(),
+        both.len(),
+        "commas too"
+    );
+    let roots = ids(get(&format!("rootTaskRunId={},{}", sq.run.id, sums.run.id)));
+    assert_eq!(
+        roots.len(),
+        1 + 3,
+        "square alone, add_squares with its two children: {roots:?}"
+    );
+    // Attempts say when they were queued; children say which attempt of
+    // their parent started them.
+    let kids = get(&format!("rootTaskRunId={}", sums.run.id));
+    let kid = kids
+        .iter()
+        .find(|r| r["taskRun"]["id"] != sums.run.id.as_str())
+        .unwrap();
+    assert_eq!(kid["taskRun"]["parentTaskAttempt"], 1, "{kid}");
+    let details = rt.block_on(client.get_task_run(&sums.run.id)).unwrap();
+    let attempt = &details.run.attempts[0];
+    assert!(
+        attempt.enqueued_at.is_some_and(|q| q <= attempt.started_at),
+        "{attempt:?}"
+    );
+    assert!(details.run.parent_task_attempt.is_none());
+}
