@@ -404,3 +404,44 @@ fn list_filters_slugs_and_attempt_fields_as_clients_send_them() {
     );
     assert!(details.run.parent_task_attempt.is_none());
 }
+
+/// A task added to the app after `weft dev` started is picked up when it
+/// is first asked for, with no `weft tasks refresh`.
+#[test]
+fn a_new_task_is_picked_up_without_a_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.py");
+    let head = "from render.workflows import Workflows\napp = Workflows()\n\n@app.task\ndef one(ctx) -> int:\n    return 1\n";
+    std::fs::write(
+        &app,
+        format!("{head}\nif __name__ == '__main__':\n    app.start()\n"),
+    )
+    .unwrap();
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        app: Some(app.clone()),
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let client = Client::new(&weft.url).unwrap();
+    assert_eq!(
+        rt.block_on(client.run_task("one", ()).send())
+            .unwrap()
+            .results,
+        serde_json::json!([1])
+    );
+    std::fs::write(
+        &app,
+        format!("{head}\n@app.task\ndef two(ctx) -> int:\n    return 2\n\nif __name__ == '__main__':\n    app.start()\n"),
+    )
+    .unwrap();
+    // Past the few seconds in which a registration is not repeated.
+    std::thread::sleep(Duration::from_millis(2200));
+    let two = rt.block_on(client.run_task("two", ()).send()).unwrap();
+    assert_eq!(two.results, serde_json::json!([2]));
+    // A name no version of the app has is still 404, at once.
+    let err = rt
+        .block_on(client.run_task("three", ()).send())
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+}

@@ -43,6 +43,8 @@ const CLAIM_RETRY: Duration = Duration::from_secs(1);
 /// How often a node sharing its store claims even when nothing woke it
 /// (a notification lost with a connection): a safety net, not the mechanism.
 const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// A registration this recent is not repeated for a task it did not list.
+const REREGISTER_AFTER: Duration = Duration::from_secs(2);
 /// The longest wait between tries of a commit the store refused for now.
 const COMMIT_RETRY_CAP: Duration = Duration::from_secs(2);
 
@@ -59,7 +61,8 @@ pub struct Coordinator {
     supervisor: Supervisor,
     logs: LogSink,
     tasks: RwLock<HashMap<String, TaskRecord>>,
-    registering: tokio::sync::Mutex<()>,
+    /// One registration at a time; holds when the last one finished.
+    registering: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     slots: Mutex<Slots>,
     kick: Notify,
     /// Told whenever an attempt of this node is over (a drain waits on it).
@@ -110,7 +113,7 @@ impl Coordinator {
             supervisor,
             logs,
             tasks: RwLock::new(tasks),
-            registering: tokio::sync::Mutex::new(()),
+            registering: tokio::sync::Mutex::new(None),
             slots: Mutex::new(Slots::default()),
             kick: Notify::new(),
             finished: Notify::new(),
@@ -177,7 +180,43 @@ impl Coordinator {
 
     /// Runs the start command in register mode and records its tasks.
     pub async fn register_tasks(&self) -> Result<Vec<TaskRecord>, RuntimeError> {
-        let _one_at_a_time = self.registering.lock().await;
+        let mut last = self.registering.lock().await;
+        let tasks = self.register_tasks_now().await;
+        *last = Some(tokio::time::Instant::now());
+        tasks
+    }
+
+    /// A task the registry does not know was asked for: the app may have
+    /// new tasks since its last registration (its code changed), so it is
+    /// registered again, once, before the answer is "not found". Chosen
+    /// over watching the start command's files: it costs nothing until a
+    /// task is missing, sees every way an app can change (a rebuild, an
+    /// edit, a new version installed), and a typo still answers 404 at
+    /// once, since a registration finished in the last few seconds is not
+    /// repeated.
+    async fn find_or_register(&self, name: &str) -> Result<TaskRecord, RunError> {
+        if let Some(task) = self.task(name) {
+            return Ok(task);
+        }
+        {
+            let mut last = self.registering.lock().await;
+            let recent = last.is_some_and(|t| t.elapsed() < REREGISTER_AFTER);
+            if !recent && self.task(name).is_none() {
+                tracing::info!(
+                    "task {name:?} is not registered: registering the app's tasks again"
+                );
+                if let Err(e) = self.register_tasks_now().await {
+                    tracing::warn!("could not register the tasks again: {e}");
+                }
+                *last = Some(tokio::time::Instant::now());
+            }
+        }
+        self.task(name)
+            .ok_or_else(|| RunError::UnknownTask(name.to_string()))
+    }
+
+    /// Registers, the caller holding the registration lock.
+    async fn register_tasks_now(&self) -> Result<Vec<TaskRecord>, RuntimeError> {
         let defs = self
             .supervisor
             .executor()
@@ -256,9 +295,7 @@ impl Coordinator {
         idempotency_key: Option<String>,
         idempotency_created_at: Option<String>,
     ) -> Result<RunRecord, RunError> {
-        let task = self
-            .task(task)
-            .ok_or_else(|| RunError::UnknownTask(task.to_string()))?;
+        let task = self.find_or_register(task).await?;
         self.check_input(&input)?;
         let parent_id = parent.as_ref().map(|p| p.run_id.clone());
         let created = self
