@@ -445,3 +445,96 @@ fn a_new_task_is_picked_up_without_a_refresh() {
         .unwrap_err();
     assert_eq!(err.status(), Some(404), "{err}");
 }
+
+/// `GET /v1/logs` with `direction`, `task`, `level` and `type`, and the log
+/// stream replaying from `startTime` and following subtasks.
+#[test]
+fn log_filters_and_a_stream_that_replays_and_follows_subtasks() {
+    use futures::StreamExt;
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let client = Client::new(&weft.url).unwrap();
+    let chatty = rt
+        .block_on(client.run_task("chatty", [10]).send())
+        .unwrap()
+        .run
+        .id;
+    let parent = rt
+        .block_on(client.run_task("add_squares", (2, 3)).send())
+        .unwrap()
+        .run
+        .id;
+    let logs = |query: &str| -> Vec<String> {
+        let body: serde_json::Value = rt.block_on(async {
+            reqwest::get(format!("{}/v1/logs?{query}", weft.url))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        body["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // (stdout and stderr are read apart, so only each stream keeps its order)
+    let forward = logs(&format!("taskRunId={chatty}&type=stdout&limit=3"));
+    assert_eq!(forward, ["line 0", "line 2", "line 4"]);
+    let backward = logs(&format!(
+        "taskRunId={chatty}&type=stdout&limit=3&direction=backward"
+    ));
+    assert_eq!(backward, ["line 8", "line 6", "line 4"], "newest first");
+    let errors = logs(&format!("taskRunId={chatty}&level=error&limit=100"));
+    assert_eq!(
+        errors,
+        ["line 1", "line 3", "line 5", "line 7", "line 9"],
+        "stderr is error"
+    );
+    let out = logs(&format!("taskRunId={chatty}&type=stdout&limit=100"));
+    assert_eq!(out.len(), 5);
+    let squares = logs("task=square&limit=100");
+    assert!(
+        squares.len() >= 2 && squares.iter().all(|m| m.starts_with("squaring ")),
+        "{squares:?}"
+    );
+    let r = rt
+        .block_on(reqwest::get(format!(
+            "{}/v1/logs?direction=sideways",
+            weft.url
+        )))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // The stream from a time in the past: the parent's subtasks' lines
+    // (they printed before the stream opened) come first.
+    let since = "2000-01-01T00:00:00Z";
+    let url = format!(
+        "{}/v1/logs/subscribe?taskRunId={parent}&includeSubtasks=true&startTime={since}",
+        weft.url.replace("http://", "ws://")
+    );
+    let (mut socket, _) = rt
+        .block_on(tokio_tungstenite::connect_async(url))
+        .expect("upgrade");
+    let replayed: Vec<String> = rt.block_on(async {
+        let mut lines = Vec::new();
+        while lines.len() < 2 {
+            let msg = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("replayed lines within 10 s")
+                .unwrap()
+                .unwrap();
+            let log: serde_json::Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+            lines.push(log["message"].as_str().unwrap().to_string());
+        }
+        lines
+    });
+    let mut sorted = replayed.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["squaring 2", "squaring 3"], "{replayed:?}");
+}

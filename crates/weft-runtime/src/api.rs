@@ -466,14 +466,55 @@ fn stored_log(l: LogLine) -> Log {
     )
 }
 
+/// The lines a logs request asks for. `level` and `type` both name the
+/// stream, as the labels of each line say (`type` is the stream, `level`
+/// `error` for stderr and `info` for stdout).
 fn log_query(params: &Params) -> Result<LogQuery, ApiError> {
+    let mut streams = Vec::new();
+    for kind in params.list(&["type"]) {
+        match kind.as_str() {
+            "stdout" | "stderr" => streams.push(kind),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "type must be stdout or stderr, got {other:?}"
+                )));
+            }
+        }
+    }
+    for level in params.list(&["level"]) {
+        match level.as_str() {
+            "info" => streams.push("stdout".into()),
+            "error" => streams.push("stderr".into()),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "level must be info (stdout) or error (stderr), got {other:?}"
+                )));
+            }
+        }
+    }
+    let newest_first = match params.one("direction") {
+        None | Some("forward") => false,
+        Some("backward") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "direction must be forward or backward, got {other:?}"
+            )));
+        }
+    };
     Ok(LogQuery {
         run_ids: params.list(&["taskRunID", "taskRunId", "taskRun"]),
         include_descendants: params.one("includeSubtasks").is_some_and(|v| v == "true"),
         start: params.time("startTime")?,
         end: params.time("endTime")?,
         text: params.list(&["text"]),
+        task_names: params
+            .list(&["task"])
+            .iter()
+            .map(|t| weft_protocol::api::task_name_from_slug(t).to_string())
+            .collect(),
+        streams,
         after_id: None,
+        newest_first,
         limit: params.number("limit", 100, 1000)?,
     })
 }
@@ -525,16 +566,34 @@ async fn list_logs(
     let mut lines = c.store().query_logs(&query).await?;
     let has_more = lines.len() > limit as usize;
     lines.truncate(limit as usize);
-    let next_start_time = lines
-        .last()
-        .map(|l| l.at + chrono::Duration::microseconds(1))
-        .or(query.start)
-        .unwrap_or_else(Utc::now);
+    // The next page: forward, from just after the last line; backward,
+    // up to (not including) the oldest line of this one.
+    let (next_start_time, next_end_time) = if query.newest_first {
+        (
+            query
+                .start
+                .unwrap_or_else(|| lines.last().map_or_else(Utc::now, |l| l.at)),
+            lines
+                .last()
+                .map(|l| l.at)
+                .or(query.end)
+                .unwrap_or_else(Utc::now),
+        )
+    } else {
+        (
+            lines
+                .last()
+                .map(|l| l.at + chrono::Duration::microseconds(1))
+                .or(query.start)
+                .unwrap_or_else(Utc::now),
+            query.end.unwrap_or_else(Utc::now),
+        )
+    };
     Ok(Json(LogsResponse {
         logs: lines.into_iter().map(stored_log).collect(),
         has_more,
         next_start_time,
-        next_end_time: query.end.unwrap_or_else(Utc::now),
+        next_end_time,
     }))
 }
 
@@ -544,9 +603,12 @@ async fn subscribe_logs(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let query = log_query(&Params::parse(q))?;
-    // On a shared store the lines of runs on other nodes are only in the
-    // store: follow it there. One node alone hears its own lines live.
-    if c.store().events().is_some() {
+    // Lines are followed in the store (read every quarter second) when the
+    // store is shared (other nodes' lines are only there), when the stream
+    // starts in the past (`startTime`: those lines first, then the new
+    // ones), or with `includeSubtasks` (the store knows the tree). Else
+    // they are pushed as they are written.
+    if c.store().events().is_some() || query.start.is_some() || query.include_descendants {
         return Ok(ws.on_upgrade(move |socket| follow_stored_logs(socket, c, query)));
     }
     let live = c.logs().subscribe();
@@ -559,8 +621,12 @@ const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Streams the lines stored from now on that match, wherever they were
 /// written, reading the store every [`FOLLOW_EVERY`].
 async fn follow_stored_logs(mut socket: WebSocket, c: Shared, mut query: LogQuery) {
-    // From a moment ago: node clocks differ by a little.
-    query.start = Some(Utc::now() - chrono::Duration::seconds(1));
+    // From the start asked for, else from a moment ago (node clocks differ
+    // by a little).
+    query.start = query
+        .start
+        .or_else(|| Some(Utc::now() - chrono::Duration::seconds(1)));
+    query.newest_first = false;
     query.limit = 500;
     let mut tick = tokio::time::interval(FOLLOW_EVERY);
     loop {
@@ -595,6 +661,8 @@ async fn stream_logs(
     let matches = |l: &NewLogLine| {
         (query.run_ids.is_empty() || query.run_ids.contains(&l.run_id))
             && (query.text.is_empty() || query.text.iter().any(|t| l.message.contains(t.as_str())))
+            && (query.task_names.is_empty() || query.task_names.contains(&l.task_name))
+            && (query.streams.is_empty() || query.streams.iter().any(|s| s == l.stream))
     };
     let mut seq = 0u64;
     loop {

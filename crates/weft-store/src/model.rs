@@ -233,8 +233,15 @@ pub struct LogQuery {
     pub end: Option<DateTime<Utc>>,
     /// Lines containing any of these.
     pub text: Vec<String>,
+    /// Lines of these tasks only; empty: of every task.
+    pub task_names: Vec<String>,
+    /// Lines of these streams only (`stdout`, `stderr`); empty: both.
+    pub streams: Vec<String>,
     /// Lines after this id.
     pub after_id: Option<i64>,
+    /// Newest first (the last `limit` lines of the range), instead of
+    /// oldest first.
+    pub newest_first: bool,
     pub limit: u32,
 }
 

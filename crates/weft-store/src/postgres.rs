@@ -1112,20 +1112,25 @@ impl Store for PgStore {
                 if !query.text.is_empty() {
                     sqlx::query("SET LOCAL statement_timeout = '2s'").execute(&mut *conn).await?;
                 }
-                let rows = sqlx::query(
+                let order = if query.newest_first { "DESC" } else { "ASC" };
+                let rows = sqlx::query(&format!(
                     "SELECT id, run_id, task_name, attempt, stream, at, message FROM logs
                      WHERE (cardinality($1::text[]) = 0 OR run_id = ANY($1))
                        AND ($2::timestamptz IS NULL OR at >= $2) AND ($3::timestamptz IS NULL OR at < $3)
                        AND (cardinality($4::text[]) = 0 OR EXISTS (SELECT 1 FROM unnest($4::text[]) t WHERE strpos(message, t) > 0))
                        AND ($5::bigint IS NULL OR id > $5)
-                     ORDER BY id LIMIT $6",
-                )
+                       AND (cardinality($7::text[]) = 0 OR task_name = ANY($7))
+                       AND (cardinality($8::text[]) = 0 OR stream = ANY($8))
+                     ORDER BY id {order} LIMIT $6"
+                ))
                 .bind(&run_ids)
                 .bind(query.start)
                 .bind(query.end)
                 .bind(&query.text)
                 .bind(query.after_id)
                 .bind(i64::from(query.limit))
+                .bind(&query.task_names)
+                .bind(&query.streams)
                 .fetch_all(&mut *conn)
                 .await;
                 let rows = match rows {

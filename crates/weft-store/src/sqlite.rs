@@ -1183,14 +1183,17 @@ impl Store for SqliteStore {
             }
             let runs_json = serde_json::to_string(&run_ids).expect("strings serialise");
             let text_json = serde_json::to_string(&query.text).expect("strings serialise");
-            let mut stmt = tx.prepare_cached(
+            let order = if query.newest_first { "DESC" } else { "ASC" };
+            let mut stmt = tx.prepare_cached(&format!(
                 "SELECT id, run_id, task_name, attempt, stream, at, message FROM logs
                  WHERE (?1 = '[]' OR run_id IN (SELECT value FROM json_each(?1)))
                    AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3)
                    AND (?4 = '[]' OR EXISTS (SELECT 1 FROM json_each(?4) t WHERE instr(message, t.value) > 0))
                    AND (?5 IS NULL OR id > ?5)
-                 ORDER BY id LIMIT ?6",
-            )?;
+                   AND (?7 = '[]' OR task_name IN (SELECT value FROM json_each(?7)))
+                   AND (?8 = '[]' OR stream IN (SELECT value FROM json_each(?8)))
+                 ORDER BY id {order} LIMIT ?6"
+            ))?;
             // A text search scans lines one by one: stopped once it has
             // run SEARCH_LIMIT, rather than holding a connection for long.
             let deadline = std::time::Instant::now() + SEARCH_LIMIT;
@@ -1203,7 +1206,9 @@ impl Store for SqliteStore {
                         query.end.map(ts),
                         text_json,
                         query.after_id,
-                        query.limit
+                        query.limit,
+                        serde_json::to_string(&query.task_names).expect("strings serialise"),
+                        serde_json::to_string(&query.streams).expect("strings serialise"),
                     ],
                     |r| {
                         Ok((
