@@ -11,6 +11,7 @@ use weft_protocol::socket::{ENV_MODE, ENV_SOCKET_PATH, Mode, TaskDefinition};
 
 use crate::attempt::Attempt;
 use crate::cgroup::{AttemptCgroup, Cgroups};
+use crate::lifeline::Lifeline;
 use crate::logs::{LogSink, Source};
 use crate::{RuntimeConfig, RuntimeError, task_socket};
 
@@ -24,6 +25,8 @@ pub struct Executor {
     socket_dir: PathBuf,
     /// A cgroup per attempt, where Linux allows it.
     cgroups: Option<Cgroups>,
+    /// Task processes die with the runtime.
+    lifeline: Lifeline,
     /// Removes a directory made for this runtime when it goes away.
     _owned_dir: Option<tempfile::TempDir>,
 }
@@ -87,6 +90,7 @@ impl Executor {
             env: config.env.clone(),
             socket_dir,
             cgroups,
+            lifeline: Lifeline::new()?,
             _owned_dir: owned,
         })
     }
@@ -120,21 +124,15 @@ impl Executor {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        // The child is killed if the runtime dies (even by SIGKILL), so no
-        // attempt outlives the runtime that would have watched it. A runtime
-        // that died between the fork and the prctl sends no signal, so the
-        // child checks that its parent is still the runtime.
-        let runtime = std::process::id() as libc::pid_t;
-        // Entered before exec, so nothing the task starts is ever outside it.
+        // The child dies with the runtime (see `lifeline`), and enters its
+        // cgroup before exec, so nothing the task starts is ever outside it.
+        let lifeline = self.lifeline.child_setup();
         let procs = cgroup.map(AttemptCgroup::enter_fn);
-        // SAFETY: prctl, getppid, _exit and the cgroup write (open, write,
-        // close) are async-signal-safe; the closure allocates nothing.
+        // SAFETY: both steps make only async-signal-safe calls and allocate
+        // nothing.
         unsafe {
             cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() != runtime {
-                    libc::_exit(1);
-                }
+                lifeline()?;
                 if let Some(enter) = &procs {
                     enter()?;
                 }

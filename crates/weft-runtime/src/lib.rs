@@ -36,6 +36,7 @@ pub mod terminal;
 mod error;
 pub mod guard;
 mod http;
+mod lifeline;
 pub mod listener;
 
 use std::net::SocketAddr;
