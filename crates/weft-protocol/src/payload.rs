@@ -1,9 +1,13 @@
 //! Task inputs and outputs as they travel: JSON, base64-wrapped on the
 //! task socket.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Why a payload could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +18,114 @@ pub enum PayloadError {
     Json(#[from] serde_json::Error),
     #[error("task input must be a JSON array (positional) or object (named), got {0}")]
     InputShape(&'static str),
+}
+
+/// JSON kept as the text it was written in: key order, number formatting
+/// and all. Render stores payloads (inputs, results) as the bytes an SDK
+/// sent and hands them back the same; so does weft, end to end, where a
+/// parse and re-serialisation would reorder keys or reformat numbers.
+///
+/// It serialises as the JSON it holds (not as a string), and compares by
+/// value: `[1, 2]` equals `[1,2]`.
+#[derive(Clone)]
+pub struct Json(Arc<RawValue>);
+
+impl Json {
+    /// Checks that `text` is JSON and keeps it as it is.
+    pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
+        Ok(Self(Arc::from(RawValue::from_string(text.into())?)))
+    }
+
+    /// Checks that `bytes` are JSON (UTF-8) and keeps them as they are.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let text: &RawValue = serde_json::from_slice(bytes)?;
+        Ok(Self(Arc::from(text.to_owned())))
+    }
+
+    /// A value's compact JSON.
+    pub fn from_value(value: &Value) -> Self {
+        Self::parse(value.to_string()).expect("a JSON value always serialises to JSON")
+    }
+
+    /// `[]`.
+    pub fn empty_array() -> Self {
+        Self::parse("[]").expect("[] is JSON")
+    }
+
+    /// The text, as written.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value (parsed anew each time).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.as_str()).expect("checked JSON parses")
+    }
+
+    /// The JSON type's name (`an array`, `an object`, ...), read from its
+    /// first character.
+    pub fn type_name(&self) -> &'static str {
+        match self.as_str().trim_start().as_bytes().first() {
+            Some(b'[') => "an array",
+            Some(b'{') => "an object",
+            Some(b'"') => "a string",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'n') => "null",
+            _ => "a number",
+        }
+    }
+
+    /// A JSON array of results: this one if it is an array, else a
+    /// one-element array holding it, as the SDKs send a single result.
+    pub fn into_results(self) -> Self {
+        if self.type_name() == "an array" {
+            self
+        } else {
+            Self::parse(format!("[{}]", self.as_str())).expect("an array of JSON is JSON")
+        }
+    }
+}
+
+impl From<Value> for Json {
+    fn from(value: Value) -> Self {
+        Self::from_value(&value)
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str() || self.to_value() == other.to_value()
+    }
+}
+
+impl PartialEq<Value> for Json {
+    fn eq(&self, other: &Value) -> bool {
+        self.to_value() == *other
+    }
+}
+
+impl std::fmt::Debug for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(|raw| Self(Arc::from(raw)))
+    }
 }
 
 /// A task's input: positional arguments (a JSON array) or named ones (an
@@ -102,6 +214,39 @@ pub fn results_to_single(results: Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_keeps_its_text_and_compares_by_value() {
+        let text = r#"{"unicode": "é", "nested": {"b": 1, "a": 2}, "big": 123456789012345678901234567890, "f": 1.50}"#;
+        let json = Json::parse(text).unwrap();
+        assert_eq!(json.as_str(), text, "kept as written");
+        let wrapped = serde_json::to_string(&serde_json::json!({"results": 0})).unwrap();
+        assert_eq!(wrapped, r#"{"results":0}"#);
+        #[derive(Serialize, Deserialize)]
+        struct Holder {
+            results: Json,
+        }
+        let out = serde_json::to_string(&Holder {
+            results: json.clone(),
+        })
+        .unwrap();
+        assert_eq!(
+            out,
+            format!(r#"{{"results":{text}}}"#),
+            "embedded as JSON, not a string"
+        );
+        let back: Holder = serde_json::from_str(&out).unwrap();
+        assert_eq!(back.results.as_str(), text);
+        assert_eq!(
+            Json::parse("[1, 2]").unwrap(),
+            Json::parse("[1,2]").unwrap()
+        );
+        assert_eq!(Json::parse("[1]").unwrap(), json!([1]));
+        assert!(Json::parse("{nope").is_err());
+        assert_eq!(Json::parse(" 7").unwrap().into_results().as_str(), "[7]");
+        assert_eq!(Json::parse("[7]").unwrap().into_results().as_str(), "[7]");
+        assert_eq!(Json::parse("\"s\"").unwrap().type_name(), "a string");
+    }
 
     #[test]
     fn input_accepts_arrays_and_objects_only() {

@@ -335,8 +335,10 @@ mod tests {
         );
         assert!(created_at.ends_with('Z'));
         let wire = serde_json::to_value(&a).unwrap();
+        let mut keys: Vec<_> = wire.as_object().unwrap().keys().collect();
+        keys.sort();
         assert_eq!(
-            wire.as_object().unwrap().keys().collect::<Vec<_>>(),
+            keys,
             ["created_at", "idempotency_key", "input", "task_name"]
         );
     }

@@ -365,8 +365,10 @@ async fn subtasks_start_poll_and_unwrap_results() {
     let mut inputs = HashSet::new();
     for start in &starts {
         let body = start.body.as_object().unwrap();
+        let mut keys: Vec<_> = body.keys().collect();
+        keys.sort();
         assert_eq!(
-            body.keys().collect::<Vec<_>>(),
+            keys,
             ["created_at", "idempotency_key", "input", "task_name"]
         );
         assert_eq!(body["task_name"], "square");
