@@ -183,6 +183,12 @@ def garbled_callback(ctx, status_file: str) -> None:
 
 
 @app.task
+def ordered(ctx) -> dict:
+    """A result whose key order and big number a re-serialisation would change."""
+    return {"unicode": "é", "nested": {"z": 1, "a": 2}, "big": 12345678901234567890123}
+
+
+@app.task
 def big_error(ctx, size: int) -> None:
     raise ValueError("e" * size)
 

@@ -389,7 +389,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&weft_protocol::payload::results_to_single(
-                    details.results.clone()
+                    details.results.to_value()
                 ))?
             );
         }

@@ -439,7 +439,10 @@ fn a_lost_node_loses_nothing_the_etl_on_three_nodes() {
         done.error
     );
     assert!(
-        done.results[0]["profiles_generated"].as_u64().unwrap() > 90_000,
+        done.results.to_value()[0]["profiles_generated"]
+            .as_u64()
+            .unwrap()
+            > 90_000,
         "{}",
         done.results
     );

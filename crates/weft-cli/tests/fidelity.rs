@@ -538,3 +538,82 @@ fn log_filters_and_a_stream_that_replays_and_follows_subtasks() {
     sorted.sort();
     assert_eq!(sorted, ["squaring 2", "squaring 3"], "{replayed:?}");
 }
+
+/// Inputs and results keep the key order and number formatting the client
+/// and the task wrote, in the API and the CLI, on both stores.
+#[test]
+fn payloads_keep_their_key_order_and_numbers_on_both_stores() {
+    let db = common::PgSchema::new();
+    for database in [None, Some(db.url.as_str())] {
+        let args: Vec<&str> = match database {
+            None => vec!["--quiet"],
+            Some(url) => vec!["--quiet", "--database-url", url],
+        };
+        let weft = Weft::start_with(Options {
+            args: &args,
+            ..Default::default()
+        });
+        let rt = common::runtime();
+        let raw = |method: reqwest::Method, path: &str, body: Option<&str>| -> String {
+            rt.block_on(async {
+                let mut req = reqwest::Client::new().request(method, format!("{}{path}", weft.url));
+                if let Some(body) = body {
+                    req = req
+                        .header("Content-Type", "application/json")
+                        .body(body.to_string());
+                }
+                req.send().await.unwrap().text().await.unwrap()
+            })
+        };
+        let started = raw(
+            reqwest::Method::POST,
+            "/v1/task-runs",
+            Some(
+                r#"{"task": "echo", "input": {"zeta": 1, "alpha": 2.50, "big": 98765432109876543210987}}"#,
+            ),
+        );
+        let id = serde_json::from_str::<serde_json::Value>(&started).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let client = Client::new(&weft.url).unwrap();
+        rt.block_on(client.wait_for_task_run(&id)).unwrap();
+        let details = raw(reqwest::Method::GET, &format!("/v1/task-runs/{id}"), None);
+        assert!(
+            details
+                .contains(r#""input":{"zeta": 1, "alpha": 2.50, "big": 98765432109876543210987}"#),
+            "the input as the client wrote it ({database:?}): {details}"
+        );
+        let ordered = rt
+            .block_on(client.start_task("ordered", ()).send())
+            .unwrap()
+            .id()
+            .to_string();
+        rt.block_on(client.wait_for_task_run(&ordered)).unwrap();
+        let details = raw(
+            reqwest::Method::GET,
+            &format!("/v1/task-runs/{ordered}"),
+            None,
+        );
+        let results = details.split(r#""results":"#).nth(1).unwrap();
+        assert!(
+            // (Python's json writes é as \u00e9: the bytes the SDK sent.)
+            results.starts_with(
+                r#"[{"unicode": "\u00e9", "nested": {"z": 1, "a": 2}, "big": 12345678901234567890123}]"#
+            ),
+            "the result as the task wrote it ({database:?}): {details}"
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["runs", "show", &ordered, "--url", &weft.url])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        let (u, n, b) = (
+            shown.find("unicode").unwrap(),
+            shown.find("nested").unwrap(),
+            shown.find("big").unwrap(),
+        );
+        assert!(u < n && n < b, "the CLI keeps the order: {shown}");
+        assert!(shown.contains("12345678901234567890123"), "{shown}");
+    }
+}

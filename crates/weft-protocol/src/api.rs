@@ -12,9 +12,9 @@
 //!
 //! Errors are [`ErrorBody`] (`{"id", "code", "message"}`) with a 4xx or 5xx status.
 
+use crate::payload::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 pub use crate::socket::{ErrorBody, error_code};
 use crate::socket::{TaskOptions, TaskParameter};
@@ -87,15 +87,12 @@ impl std::fmt::Display for TaskRunStatus {
 pub struct RunTaskRequest {
     /// `workflow-slug/task-name`, or the bare task name.
     pub task: String,
-    /// A JSON array (positional inputs) or object (named inputs).
-    #[serde(default = "empty_array")]
-    pub input: Value,
+    /// A JSON array (positional inputs) or object (named inputs), kept as
+    /// the client wrote it.
+    #[serde(default = "Json::empty_array")]
+    pub input: Json,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-}
-
-fn empty_array() -> Value {
-    Value::Array(Vec::new())
 }
 
 /// One attempt of a task run.
@@ -119,7 +116,7 @@ pub struct TaskAttempt {
     pub error: Option<String>,
     /// The attempt's results (details only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub results: Option<Value>,
+    pub results: Option<Json>,
     /// Weft's extension: the node that ran the attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
@@ -149,17 +146,92 @@ pub struct TaskRun {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-/// One run with its input, results and error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One run with its input, results and error. On the wire its run's
+/// fields sit beside `results`, `input` and `error` (serialised by hand
+/// rather than with `#[serde(flatten)]`, which would read the payloads
+/// through serde's buffer and lose their text).
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskRunDetails {
-    #[serde(flatten)]
     pub run: TaskRun,
-    /// The JSON array of results; empty until the run completes.
-    pub results: Value,
-    pub input: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The JSON array of results, as the task wrote it; empty until the
+    /// run completes.
+    pub results: Json,
+    /// As the client wrote it.
+    pub input: Json,
     pub error: Option<String>,
+}
+
+/// [`TaskRunDetails`] as it travels: every field at one level.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FlatDetails {
+    id: String,
+    task_id: String,
+    status: TaskRunStatus,
+    #[serde(default)]
+    parent_task_run_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent_task_attempt: Option<u32>,
+    root_task_run_id: String,
+    #[serde(default)]
+    retries: u32,
+    #[serde(default)]
+    attempts: Vec<TaskAttempt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    completed_at: Option<DateTime<Utc>>,
+    #[serde(default = "Json::empty_array")]
+    results: Json,
+    #[serde(default = "Json::empty_array")]
+    input: Json,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Serialize for TaskRunDetails {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let r = &self.run;
+        FlatDetails {
+            id: r.id.clone(),
+            task_id: r.task_id.clone(),
+            status: r.status,
+            parent_task_run_id: r.parent_task_run_id.clone(),
+            parent_task_attempt: r.parent_task_attempt,
+            root_task_run_id: r.root_task_run_id.clone(),
+            retries: r.retries,
+            attempts: r.attempts.clone(),
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+            results: self.results.clone(),
+            input: self.input.clone(),
+            error: self.error.clone(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskRunDetails {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let f = FlatDetails::deserialize(deserializer)?;
+        Ok(Self {
+            run: TaskRun {
+                id: f.id,
+                task_id: f.task_id,
+                status: f.status,
+                parent_task_run_id: f.parent_task_run_id,
+                parent_task_attempt: f.parent_task_attempt,
+                root_task_run_id: f.root_task_run_id,
+                retries: f.retries,
+                attempts: f.attempts,
+                started_at: f.started_at,
+                completed_at: f.completed_at,
+            },
+            results: f.results,
+            input: f.input,
+            error: f.error,
+        })
+    }
 }
 
 /// An element of `GET /v1/task-runs`.
@@ -274,14 +346,14 @@ mod tests {
                     task_run_id: None,
                     completed_at: Some(at),
                     error: None,
-                    results: Some(json!([4])),
+                    results: Some(json!([4]).into()),
                     node_id: None,
                 }],
                 started_at: Some(at),
                 completed_at: Some(at),
             },
-            results: json!([4]),
-            input: json!([2]),
+            results: json!([4]).into(),
+            input: json!([2]).into(),
             error: None,
         };
         let v = serde_json::to_value(&details).unwrap();

@@ -195,6 +195,30 @@ pub fn decode_base64_json(encoded: &str) -> Result<Value, PayloadError> {
     Ok(serde_json::from_slice(&bytes)?)
 }
 
+/// Base64 of a payload's text, as written.
+pub fn encode_base64_text(json: &Json) -> String {
+    STANDARD.encode(json.as_str())
+}
+
+/// A task input as the task socket carries it: base64 of a JSON array or
+/// object, kept as written; an empty string is `[]`, as the SDKs treat it.
+pub fn decode_input(encoded: &str) -> Result<Json, PayloadError> {
+    if encoded.is_empty() {
+        return Ok(Json::empty_array());
+    }
+    let input = Json::parse_bytes(&decode_base64(encoded)?)?;
+    check_input_shape(&input)?;
+    Ok(input)
+}
+
+/// A task input is a JSON array (positional) or object (named).
+pub fn check_input_shape(input: &Json) -> Result<(), PayloadError> {
+    match input.type_name() {
+        "an array" | "an object" => Ok(()),
+        other => Err(PayloadError::InputShape(other)),
+    }
+}
+
 /// Decodes base64 without parsing, for size checks before the parse.
 pub fn decode_base64(encoded: &str) -> Result<Vec<u8>, PayloadError> {
     Ok(STANDARD.decode(encoded.trim())?)

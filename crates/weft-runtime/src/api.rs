@@ -107,7 +107,7 @@ pub fn task_run_details(run: &RunRecord) -> TaskRunDetails {
         results: run
             .output
             .clone()
-            .unwrap_or_else(|| serde_json::Value::Array(Vec::new())),
+            .unwrap_or_else(weft_protocol::payload::Json::empty_array),
         input: run.input.clone(),
         error: if run.status.is_terminal() {
             run.error.clone()

@@ -18,9 +18,9 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use weft_protocol::payload::Json;
 use weft_store::RunRecord;
 
 use crate::RuntimeConfig;
@@ -140,7 +140,7 @@ impl Attempt {
 #[derive(Debug, Clone)]
 pub struct SubtaskStart {
     pub task: String,
-    pub input: Value,
+    pub input: Json,
     pub idempotency_key: Option<String>,
     pub created_at: Option<String>,
 }
@@ -188,7 +188,7 @@ pub trait AttemptHost: Send + Sync + 'static {
     async fn report(
         &self,
         attempt: &std::sync::Arc<Attempt>,
-        result: Result<Value, String>,
+        result: Result<Json, String>,
         by: Reporter,
     ) -> Result<ReportOutcome, RunError>;
 }

@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use weft_protocol::TaskInput;
+use weft_protocol::payload::{Json, check_input_shape};
 use weft_protocol::socket::TaskDefinition;
 use weft_store::{
     AttemptEnd, CancelOutcome, Creation, NewRun, ParentRef, RunRecord, RunState, Store, StoreError,
@@ -263,9 +262,9 @@ impl Coordinator {
         out
     }
 
-    fn check_input(&self, input: &Value) -> Result<(), RunError> {
-        TaskInput::new(input.clone()).map_err(|e| RunError::BadInput(e.to_string()))?;
-        let size = serde_json::to_vec(input).map(|v| v.len()).unwrap_or(0);
+    fn check_input(&self, input: &Json) -> Result<(), RunError> {
+        check_input_shape(input).map_err(|e| RunError::BadInput(e.to_string()))?;
+        let size = input.as_str().len();
         if size > self.config.max_payload_bytes {
             return Err(RunError::TooLarge {
                 what: "task input",
@@ -280,7 +279,7 @@ impl Coordinator {
     pub async fn start_run(
         &self,
         task: &str,
-        input: Value,
+        input: Json,
         idempotency_key: Option<String>,
     ) -> Result<RunRecord, RunError> {
         self.create_run(task, input, None, idempotency_key, None)
@@ -290,7 +289,7 @@ impl Coordinator {
     async fn create_run(
         &self,
         task: &str,
-        input: Value,
+        input: Json,
         parent: Option<ParentRef>,
         idempotency_key: Option<String>,
         idempotency_created_at: Option<String>,
@@ -803,7 +802,7 @@ impl AttemptHost for Coordinator {
     async fn report(
         &self,
         attempt: &Arc<Attempt>,
-        result: Result<Value, String>,
+        result: Result<Json, String>,
         by: Reporter,
     ) -> Result<ReportOutcome, RunError> {
         if let Err(first) = attempt.claim_report(by) {

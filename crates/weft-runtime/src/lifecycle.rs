@@ -6,7 +6,7 @@
 //! the policy's backoff) or the end (`Running → Failed`).
 
 use chrono::{DateTime, Duration, Utc};
-use serde_json::Value;
+use weft_protocol::payload::Json;
 use weft_protocol::socket::TaskOptions;
 use weft_store::{AttemptOutcome, RunRecord};
 
@@ -17,7 +17,7 @@ use weft_store::{AttemptOutcome, RunRecord};
 pub fn next_state(
     run: &RunRecord,
     options: &TaskOptions,
-    result: Result<Value, String>,
+    result: Result<Json, String>,
     now: DateTime<Utc>,
 ) -> AttemptOutcome {
     match result {
@@ -90,7 +90,7 @@ mod tests {
         let out = next_state(
             &run_with(&[(RunState::Running, false)]),
             &options(0, 0, 1.0),
-            Ok(json!([1])),
+            Ok(json!([1]).into()),
             Utc::now(),
         );
         assert!(matches!(out, AttemptOutcome::Completed { output } if output == json!([1])));

@@ -9,12 +9,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, response::IntoResponse};
-use serde_json::Value;
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use weft_protocol::TaskInput;
-use weft_protocol::payload::{decode_base64, encode_base64_json};
+use weft_protocol::payload::{Json as Payload, decode_base64, decode_input, encode_base64_text};
 use weft_protocol::socket::{
     CallbackRequest, InputResponse, RegisterTasksRequest, RunSubtaskRequest, RunSubtaskResponse,
     SubtaskResultRequest, SubtaskResultResponse, TaskComplete, TaskDefinition, TaskError, paths,
@@ -108,10 +106,10 @@ pub fn serve_register(
 /// The query of `GET /input` carries the SDK's start-up timings; ignored.
 async fn input(State(s): State<AttemptState>) -> Json<InputResponse> {
     let run = &s.attempt.run;
-    let input = TaskInput::new(run.input.clone()).unwrap_or_else(|_| TaskInput::empty());
+    let input = &run.input;
     Json(InputResponse {
         task_name: run.task_name.clone(),
-        input: input.to_base64(),
+        input: encode_base64_text(input),
         task_run_id: Some(run.id.clone()),
         root_task_run_id: Some(run.root_id.clone()),
         parent_task_run_id: run.parent_id.clone(),
@@ -138,7 +136,7 @@ impl NoResult {
 
 /// Turns a callback into the attempt's result: the JSON array of results,
 /// or why there is none.
-fn callback_result(req: CallbackRequest, max_payload: usize) -> Result<Value, NoResult> {
+fn callback_result(req: CallbackRequest, max_payload: usize) -> Result<Payload, NoResult> {
     let refused = |status, message: String| NoResult::Refused(status, message);
     match (req.complete, req.error) {
         (Some(complete), _) => {
@@ -158,11 +156,12 @@ fn callback_result(req: CallbackRequest, max_payload: usize) -> Result<Value, No
                 ));
             }
             if bytes.is_empty() {
-                return Ok(Value::Array(Vec::new()));
+                return Ok(Payload::empty_array());
             }
-            match serde_json::from_slice(&bytes) {
-                Ok(Value::Array(items)) => Ok(Value::Array(items)),
-                Ok(other) => Ok(Value::Array(vec![other])),
+            // Kept as the task wrote it; a single value becomes a
+            // one-element array, as the SDKs read results.
+            match Payload::parse_bytes(&bytes) {
+                Ok(json) => Ok(json.into_results()),
                 Err(e) => Err(refused(
                     StatusCode::BAD_REQUEST,
                     format!("the task's result is not valid JSON: {e}"),
@@ -233,14 +232,8 @@ async fn run_subtask(
     State(s): State<AttemptState>,
     JsonBody(req): JsonBody<RunSubtaskRequest>,
 ) -> Result<Json<RunSubtaskResponse>, ApiError> {
-    let input = match req.input.as_deref() {
-        None | Some("") => Value::Array(Vec::new()),
-        Some(encoded) => TaskInput::from_base64(encoded)
-            .map_err(|e| {
-                ApiError::bad_request(format!("subtask input for {}: {e}", req.task_name))
-            })?
-            .into_value(),
-    };
+    let input = decode_input(req.input.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(format!("subtask input for {}: {e}", req.task_name)))?;
     let start = SubtaskStart {
         task: req.task_name,
         input,
@@ -266,7 +259,7 @@ async fn subtask_result(
         RunState::Completed => SubtaskResultResponse {
             still_running: false,
             complete: Some(TaskComplete {
-                output: encode_base64_json(&run.output.unwrap_or(Value::Array(Vec::new()))),
+                output: encode_base64_text(&run.output.unwrap_or_else(Payload::empty_array)),
             }),
             error: None,
         },
@@ -294,10 +287,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn complete(value: &Value) -> CallbackRequest {
+    fn complete(value: &serde_json::Value) -> CallbackRequest {
         CallbackRequest {
             complete: Some(TaskComplete {
-                output: encode_base64_json(value),
+                output: weft_protocol::payload::encode_base64_json(value),
             }),
             error: None,
         }
@@ -307,11 +300,11 @@ mod tests {
     fn callback_results_are_arrays() {
         assert_eq!(
             callback_result(complete(&json!([1, 2])), 1000),
-            Ok(json!([1, 2]))
+            Ok(Payload::from_value(&json!([1, 2])))
         );
         assert_eq!(
             callback_result(complete(&json!({"a": 1})), 1000),
-            Ok(json!([{"a": 1}]))
+            Ok(Payload::from_value(&json!([{"a": 1}])))
         );
     }
 

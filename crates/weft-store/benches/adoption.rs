@@ -106,7 +106,7 @@ fn input(i: usize) -> serde_json::Value {
 fn new_run(task: &str, input: serde_json::Value, parent: Option<ParentRef>) -> NewRun {
     NewRun {
         task_name: task.into(),
-        input,
+        input: input.into(),
         parent,
         idempotency_key: None,
         idempotency_created_at: None,

@@ -62,7 +62,7 @@ async fn one_run(store: &dyn Store, n: usize) {
     let run = store
         .create_run(NewRun {
             task_name: "square".into(),
-            input: json!([n]),
+            input: json!([n]).into(),
             parent: None,
             idempotency_key: None,
             idempotency_created_at: None,
@@ -82,7 +82,7 @@ async fn one_run(store: &dyn Store, n: usize) {
             attempt: 1,
             at: Utc::now(),
             outcome: AttemptOutcome::Completed {
-                output: json!([n * n]),
+                output: json!([n * n]).into(),
             },
         })
         .await

@@ -1,7 +1,7 @@
 //! The records a store keeps, in the runtime's terms.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use weft_protocol::payload::Json;
 
 use crate::RunState;
 use weft_protocol::socket::{TaskOptions, TaskParameter};
@@ -30,8 +30,8 @@ impl TaskRecord {
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub task_name: String,
-    /// A JSON array or object.
-    pub input: Value,
+    /// A JSON array or object, as the client (or parent) wrote it.
+    pub input: Json,
     pub parent: Option<ParentRef>,
     /// Root runs: `idempotencyKey`, honoured for 24 hours.
     /// Subtasks: the SDK's key, paired with `idempotency_created_at`.
@@ -76,9 +76,10 @@ pub struct RunRecord {
     pub seq: i64,
     pub task_name: String,
     pub status: RunState,
-    pub input: Value,
-    /// The JSON array of results, once completed.
-    pub output: Option<Value>,
+    /// As the client (or parent) wrote it.
+    pub input: Json,
+    /// The JSON array of results, once completed, as the task wrote it.
+    pub output: Option<Json>,
     pub error: Option<String>,
     pub parent_id: Option<String>,
     /// The parent's attempt that started this run (a subtask).
@@ -97,7 +98,7 @@ impl RunRecord {
     pub fn new(
         id: impl Into<String>,
         task_name: impl Into<String>,
-        input: Value,
+        input: impl Into<Json>,
         at: DateTime<Utc>,
     ) -> Self {
         let id = id.into();
@@ -107,7 +108,7 @@ impl RunRecord {
             seq: 0,
             task_name: task_name.into(),
             status: RunState::Pending,
-            input,
+            input: input.into(),
             output: None,
             error: None,
             parent_id: None,
@@ -147,7 +148,7 @@ pub struct AttemptRecord {
     pub started_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
-    pub output: Option<Value>,
+    pub output: Option<Json>,
     /// Ended by a runtime crash or restart, not by the task.
     pub interrupted: bool,
 }
@@ -165,7 +166,7 @@ pub struct AttemptEnd {
 #[derive(Debug, Clone)]
 pub enum AttemptOutcome {
     /// The task returned; the run completes with this JSON array.
-    Completed { output: Value },
+    Completed { output: Json },
     /// The task failed and will be tried again no earlier than `retry_at`.
     Retry {
         error: String,

@@ -19,10 +19,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use tokio::sync::broadcast;
+use weft_protocol::payload::Json;
 use weft_protocol::socket::{TaskDefinition, TaskOptions};
 
 use crate::adoption::input_fingerprint;
@@ -374,8 +374,9 @@ async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> PgResu
     Ok(())
 }
 
-fn parse_json(s: &str) -> Result<Value> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
+/// A stored payload, kept as written.
+fn parse_json(s: &str) -> Result<Json> {
+    Json::parse(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
 }
 
 fn parse_state(s: &str) -> Result<RunState> {
@@ -510,7 +511,7 @@ async fn adopt(
     )
     .bind(&parent.run_id)
     .bind(&new.task_name)
-    .bind(input_fingerprint(&new.input))
+    .bind(input_fingerprint(&new.input.to_value()))
     .bind(parent.attempt as i32)
     .bind(input_text)
     .fetch_optional(&mut *conn)
@@ -523,7 +524,7 @@ async fn create_run_in(
     new: &NewRun,
     channel: &str,
 ) -> PgResult<CreatedRun> {
-    let input_text = serde_json::to_string(&new.input).expect("JSON serialises");
+    let input_text = new.input.as_str().to_string();
     if let Some(parent) = &new.parent {
         let running: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM attempts WHERE run_id = $1 AND attempt = $2 AND status = 'running')",
@@ -617,7 +618,7 @@ async fn create_run_in(
     .bind(new.parent.as_ref().map(|p| p.run_id.clone()))
     .bind(&root_id)
     .bind(new.parent.as_ref().map(|p| p.attempt as i32))
-    .bind(new.parent.as_ref().map(|_| input_fingerprint(&new.input)))
+    .bind(new.parent.as_ref().map(|_| input_fingerprint(&new.input.to_value())))
     .bind(&new.idempotency_key)
     .bind(&new.idempotency_created_at)
     .bind(new.at)
@@ -906,7 +907,7 @@ impl Store for PgStore {
             Box::pin(async move {
                 let (attempt_status, attempt_error, attempt_output) = match &end.outcome {
                     AttemptOutcome::Completed { output } => {
-                        ("completed", None, Some(serde_json::to_string(output).expect("JSON serialises")))
+                        ("completed", None, Some(output.as_str().to_string()))
                     }
                     AttemptOutcome::Retry { error, .. } | AttemptOutcome::Failed { error } => {
                         ("failed", Some(error.clone()), None)

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-use serde_json::Value;
+use weft_protocol::payload::Json;
 use weft_protocol::socket::{TaskDefinition, TaskOptions};
 
 use crate::adoption::input_fingerprint;
@@ -120,7 +120,10 @@ fn fingerprint_existing_children(tx: &Transaction<'_>) -> Result<(), TxError> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut update = tx.prepare("UPDATE runs SET input_hash = ?2 WHERE seq = ?1")?;
     for (seq, input) in rows {
-        update.execute(params![seq, input_fingerprint(&parse_json(&input)?)])?;
+        update.execute(params![
+            seq,
+            input_fingerprint(&parse_json(&input)?.to_value())
+        ])?;
     }
     Ok(())
 }
@@ -609,8 +612,9 @@ fn parse_opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
     s.as_deref().map(parse_ts).transpose()
 }
 
-fn parse_json(s: &str) -> Result<Value> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
+/// A stored payload, kept as written.
+fn parse_json(s: &str) -> Result<Json> {
+    Json::parse(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
 }
 
 fn parse_status(s: &str) -> Result<RunState> {
@@ -808,7 +812,7 @@ fn adoptable_child(tx: &Transaction<'_>, new: &NewRun) -> TxResult<Option<(Strin
     let mut rows = stmt.query(params![
         parent.run_id,
         new.task_name,
-        input_fingerprint(&new.input),
+        input_fingerprint(&new.input.to_value()),
         parent.attempt
     ])?;
     while let Some(row) = rows.next()? {
@@ -941,11 +945,11 @@ impl Store for SqliteStore {
                 params![
                     id,
                     new.task_name,
-                    serde_json::to_string(&new.input).expect("JSON serialises"),
+                    new.input.as_str().to_string(),
                     new.parent.as_ref().map(|p| p.run_id.clone()),
                     root_id,
                     new.parent.as_ref().map(|p| p.attempt),
-                    new.parent.as_ref().map(|_| input_fingerprint(&new.input)),
+                    new.parent.as_ref().map(|_| input_fingerprint(&new.input.to_value())),
                     new.idempotency_key,
                     new.idempotency_created_at,
                     ts(new.at),
@@ -1043,7 +1047,7 @@ impl Store for SqliteStore {
             let at = ts(end.at);
             let (attempt_status, attempt_error, attempt_output) = match &end.outcome {
                 AttemptOutcome::Completed { output } => {
-                    ("completed", None, Some(serde_json::to_string(output).expect("JSON serialises")))
+                    ("completed", None, Some(output.as_str().to_string()))
                 }
                 AttemptOutcome::Retry { error, .. } | AttemptOutcome::Failed { error } => {
                     ("failed", Some(error.clone()), None)

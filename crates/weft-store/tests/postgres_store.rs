@@ -145,7 +145,7 @@ async fn two_nodes_starting_200_runs_under_50_keys_at_once_make_50_runs() {
             let run = store
                 .create_run(NewRun {
                     task_name: "t".into(),
-                    input: serde_json::json!([i % 50]),
+                    input: serde_json::json!([i % 50]).into(),
                     parent: None,
                     idempotency_key: Some(format!("key-{}", i % 50)),
                     idempotency_created_at: None,
@@ -189,7 +189,7 @@ async fn another_node_hears_of_pending_work_and_of_runs_that_end() {
     let run = a
         .create_run(NewRun {
             task_name: "t".into(),
-            input: serde_json::json!([1]),
+            input: serde_json::json!([1]).into(),
             parent: None,
             idempotency_key: None,
             idempotency_created_at: None,
@@ -205,7 +205,7 @@ async fn another_node_hears_of_pending_work_and_of_runs_that_end() {
         attempt: 1,
         at: chrono::Utc::now(),
         outcome: AttemptOutcome::Completed {
-            output: serde_json::json!([1]),
+            output: serde_json::json!([1]).into(),
         },
     })
     .await

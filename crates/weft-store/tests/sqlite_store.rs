@@ -86,7 +86,7 @@ async fn a_database_of_the_first_schema_is_migrated_and_its_children_adopted() {
         let made = store
             .create_run(NewRun {
                 task_name: "square".into(),
-                input: serde_json::json!({"label": label, "x": x}),
+                input: serde_json::json!({"label": label, "x": x}).into(),
                 parent: Some(ParentRef {
                     run_id: parent.id.clone(),
                     root_id: parent.id.clone(),
@@ -102,7 +102,7 @@ async fn a_database_of_the_first_schema_is_migrated_and_its_children_adopted() {
     }
     assert_eq!(
         store.get_run("trn-child-0").await.unwrap().unwrap().output,
-        Some(serde_json::json!([0]))
+        Some(serde_json::json!([0]).into())
     );
 }
 
@@ -115,7 +115,7 @@ async fn database_with_runs(path: &std::path::Path, runs: usize) {
         store
             .create_run(NewRun {
                 task_name: "t".into(),
-                input: serde_json::json!([i, "x".repeat(1000)]),
+                input: serde_json::json!([i, "x".repeat(1000)]).into(),
                 parent: None,
                 idempotency_key: None,
                 idempotency_created_at: None,
@@ -195,7 +195,7 @@ async fn a_full_database_refuses_writes_by_name_keeps_reads_and_recovers() {
     let store = SqliteStore::open(&path).unwrap();
     let new = |i: usize| NewRun {
         task_name: "t".into(),
-        input: serde_json::json!([i, "x".repeat(50_000)]),
+        input: serde_json::json!([i, "x".repeat(50_000)]).into(),
         parent: None,
         idempotency_key: None,
         idempotency_created_at: None,
@@ -315,7 +315,7 @@ async fn a_long_log_search_does_not_hold_up_a_start() {
     let started = store
         .create_run(NewRun {
             task_name: "t".into(),
-            input: serde_json::json!([1]),
+            input: serde_json::json!([1]).into(),
             parent: None,
             idempotency_key: None,
             idempotency_created_at: None,

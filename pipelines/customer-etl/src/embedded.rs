@@ -219,7 +219,7 @@ async fn report(client: &Client, root: &str) -> Result<Vec<RunReport>> {
         };
         if run.attempts.len() > 1 {
             let details = client.get_task_run(&run.id).await?;
-            report.input = Some(details.input);
+            report.input = Some(details.input.to_value());
             report.attempt_errors = details
                 .run
                 .attempts

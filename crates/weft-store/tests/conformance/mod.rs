@@ -61,7 +61,7 @@ macro_rules! conformance_tests {
 fn root(task: &str, input: serde_json::Value) -> NewRun {
     NewRun {
         task_name: task.into(),
-        input,
+        input: input.into(),
         parent: None,
         idempotency_key: None,
         idempotency_created_at: None,
@@ -221,17 +221,19 @@ pub async fn a_run_goes_through_attempts_to_completion<B: Backend>() {
         &*store,
         &run.id,
         2,
-        AttemptOutcome::Completed { output: json!([9]) },
+        AttemptOutcome::Completed {
+            output: json!([9]).into(),
+        },
     )
     .await
     .unwrap()
     .unwrap();
     assert_eq!(done.status, Completed);
-    assert_eq!(done.output, Some(json!([9])));
+    assert_eq!(done.output, Some(json!([9]).into()));
     assert_eq!(done.error, None);
     assert_eq!(done.attempts.len(), 2);
     assert_eq!(done.attempts[0].error.as_deref(), Some("boom"));
-    assert_eq!(done.attempts[1].output, Some(json!([9])));
+    assert_eq!(done.attempts[1].output, Some(json!([9]).into()));
     assert!(done.completed_at.is_some());
 }
 
@@ -332,7 +334,9 @@ pub async fn cancel_reaches_every_descendant_and_refuses_ended_runs<B: Backend>(
         &*store,
         &done.id,
         1,
-        AttemptOutcome::Completed { output: json!([1]) },
+        AttemptOutcome::Completed {
+            output: json!([1]).into(),
+        },
     )
     .await
     .unwrap();
@@ -364,7 +368,9 @@ pub async fn cancel_reaches_every_descendant_and_refuses_ended_runs<B: Backend>(
         &*store,
         &kid.id,
         1,
-        AttemptOutcome::Completed { output: json!([0]) },
+        AttemptOutcome::Completed {
+            output: json!([0]).into(),
+        },
     )
     .await
     .unwrap();
@@ -391,7 +397,9 @@ pub async fn recovery_relaunches_interrupted_attempts_and_adopts_their_children<
             &*store,
             &kids[0].id,
             1,
-            AttemptOutcome::Completed { output: json!([0]) },
+            AttemptOutcome::Completed {
+                output: json!([0]).into(),
+            },
         )
         .await
         .unwrap();
@@ -446,7 +454,7 @@ pub async fn recovery_relaunches_interrupted_attempts_and_adopts_their_children<
     assert_eq!(fresh.how, Creation::New);
     assert_eq!(
         store.get_run(&kids[0].id).await.unwrap().unwrap().output,
-        Some(json!([0]))
+        Some(json!([0]).into())
     );
 }
 
@@ -896,7 +904,9 @@ pub async fn pruning_removes_old_ended_trees_and_their_logs<B: Backend>() {
         &*store,
         &kid.id,
         1,
-        AttemptOutcome::Completed { output: json!([1]) },
+        AttemptOutcome::Completed {
+            output: json!([1]).into(),
+        },
     )
     .await
     .unwrap();
@@ -904,7 +914,9 @@ pub async fn pruning_removes_old_ended_trees_and_their_logs<B: Backend>() {
         &*store,
         &old.id,
         1,
-        AttemptOutcome::Completed { output: json!([1]) },
+        AttemptOutcome::Completed {
+            output: json!([1]).into(),
+        },
     )
     .await
     .unwrap();
@@ -915,7 +927,9 @@ pub async fn pruning_removes_old_ended_trees_and_their_logs<B: Backend>() {
         &*store,
         &busy.id,
         1,
-        AttemptOutcome::Completed { output: json!([1]) },
+        AttemptOutcome::Completed {
+            output: json!([1]).into(),
+        },
     )
     .await
     .unwrap();
@@ -969,7 +983,9 @@ pub async fn runs_are_counted_by_state<B: Backend>() {
         &*store,
         &a.id,
         1,
-        AttemptOutcome::Completed { output: json!([1]) },
+        AttemptOutcome::Completed {
+            output: json!([1]).into(),
+        },
     )
     .await
     .unwrap();
@@ -996,7 +1012,9 @@ pub async fn reports_are_fenced_to_the_node_that_runs_the_attempt<B: Backend>() 
         &*store,
         &run.id,
         1,
-        AttemptOutcome::Completed { output: json!([9]) },
+        AttemptOutcome::Completed {
+            output: json!([9]).into(),
+        },
     )
     .await
     .unwrap();
@@ -1008,12 +1026,14 @@ pub async fn reports_are_fenced_to_the_node_that_runs_the_attempt<B: Backend>() 
         &*other,
         &run.id,
         1,
-        AttemptOutcome::Completed { output: json!([1]) },
+        AttemptOutcome::Completed {
+            output: json!([1]).into(),
+        },
     )
     .await
     .unwrap()
     .unwrap();
-    assert_eq!(done.output, Some(json!([1])));
+    assert_eq!(done.output, Some(json!([1]).into()));
 }
 
 pub async fn a_silent_node_is_rescued_and_its_late_report_refused<B: Backend>() {
@@ -1051,7 +1071,9 @@ pub async fn a_silent_node_is_rescued_and_its_late_report_refused<B: Backend>() 
         &*sleepy,
         &run.id,
         1,
-        AttemptOutcome::Completed { output: json!([1]) },
+        AttemptOutcome::Completed {
+            output: json!([1]).into(),
+        },
     )
     .await
     .unwrap();

@@ -268,7 +268,7 @@ pub trait TaskRunDetailsExt {
 
 impl TaskRunDetailsExt for TaskRunDetails {
     fn result<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        decode_output(&self.results)
+        decode_output(&self.results.to_value())
     }
 }
 
@@ -704,7 +704,7 @@ impl StartTask {
     pub async fn send(self) -> Result<TaskRunHandle> {
         let body = RunTaskRequest {
             task: self.task,
-            input: self.input.map_err(Error::InvalidInput)?,
+            input: self.input.map_err(Error::InvalidInput)?.into(),
             idempotency_key: self.idempotency_key,
         };
         let run = self.client.create_task_run(&body).await?;
