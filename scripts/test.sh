@@ -19,6 +19,12 @@ if ! .venv/bin/python -c 'import render, render_sdk, pyarrow, duckdb' 2>/dev/nul
 fi
 export WEFT_PYTHON="$PWD/.venv/bin/python"
 
+# The newest TypeScript SDK is not on the npm registry here; its tests run
+# when WEFT_TS_SDK_DIR names a build of it (README: "TypeScript").
+if [ -z "${WEFT_TS_SDK_DIR:-}" ]; then
+  echo "==> WEFT_TS_SDK_DIR is not set: the tests on @renderinc/sdk 1.x skip"
+fi
+
 # PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth).
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
   echo "==> starting PostgreSQL"

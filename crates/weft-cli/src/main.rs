@@ -1,6 +1,7 @@
 //! `weft`: run a Render Workflows app locally and talk to it.
 
 mod dev;
+mod init;
 mod remote;
 mod serve;
 mod server;
@@ -38,6 +39,8 @@ enum Command {
     /// The nodes serving the API.
     #[command(subcommand)]
     Nodes(remote::NodesCommand),
+    /// Scaffold a runnable project: `weft init --language python|typescript|rust`.
+    Init(init::InitArgs),
 }
 
 /// Rust ignores SIGPIPE, so printing to a closed pipe (`weft runs list |
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Runs(cmd) => remote::runs(cmd),
         Command::Tasks(cmd) => remote::tasks(cmd),
         Command::Nodes(cmd) => remote::nodes(cmd),
+        Command::Init(args) => init::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,310 @@
+//! `weft init`: scaffolds a runnable project, as `render workflows init`
+//! does, from templates inside the binary (Render's CLI clones them from
+//! GitHub; weft's work offline). Each one has a fan-out task, a client that
+//! triggers it and a README with the commands to run both.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+
+#[derive(clap::Args)]
+pub struct InitArgs {
+    /// The language of the project.
+    #[arg(long, short = 'l', value_enum, default_value_t = Language::Python)]
+    language: Language,
+    /// The project's folder: new, or empty (Render's default name).
+    #[arg(long, default_value = "workflows-demo")]
+    dir: PathBuf,
+    /// Rust: the folder of weft's SDK crate (`crates/weft` in weft's
+    /// repository), for the project's path dependency. Default: the
+    /// repository this `weft` was built from, when it is still there.
+    #[arg(long, value_name = "PATH")]
+    weft_sdk: Option<PathBuf>,
+    /// Accepted for Render's CLI (`render workflows init --confirm`):
+    /// `weft init` never asks.
+    #[arg(long, hide = true)]
+    confirm: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum Language {
+    #[value(alias = "py")]
+    Python,
+    /// On `@renderinc/sdk` 1.x; `node` and `ts` as Render's CLI spells it.
+    #[value(alias = "ts", alias = "node")]
+    Typescript,
+    /// On weft's Rust SDK.
+    #[value(alias = "rs")]
+    Rust,
+}
+
+/// One file of a template; `{{name}}` (and, for Rust, `{{weft_dependency}}`)
+/// are filled in when it is written.
+struct File {
+    path: &'static str,
+    text: &'static str,
+}
+
+struct Template {
+    label: &'static str,
+    files: &'static [File],
+    /// The commands of the README's "Run it", in order: set-up, the server,
+    /// the client.
+    setup: &'static str,
+    start: &'static str,
+    trigger: &'static str,
+}
+
+macro_rules! file {
+    ($path:literal => $source:literal) => {
+        File {
+            path: $path,
+            text: include_str!(concat!("../templates/", $source)),
+        }
+    };
+}
+
+fn template(language: Language) -> Template {
+    match language {
+        Language::Python => Template {
+            label: "Python",
+            files: &[
+                file!("main.py" => "python/main.py"),
+                file!("client.py" => "python/client.py"),
+                file!("requirements.txt" => "python/requirements.txt"),
+                file!("README.md" => "python/README.md"),
+                file!(".gitignore" => "python/gitignore"),
+            ],
+            setup: "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt",
+            start: "weft dev -- python main.py",
+            trigger: "python client.py 1 2 3",
+        },
+        Language::Typescript => Template {
+            label: "TypeScript",
+            files: &[
+                file!("src/main.ts" => "typescript/src/main.ts"),
+                file!("src/client.ts" => "typescript/src/client.ts"),
+                file!("package.json" => "typescript/package.json"),
+                file!("tsconfig.json" => "typescript/tsconfig.json"),
+                file!("README.md" => "typescript/README.md"),
+                file!(".gitignore" => "typescript/gitignore"),
+            ],
+            setup: "npm install && npm run build",
+            start: "weft dev -- node dist/main.js",
+            trigger: "node dist/client.js 1 2 3",
+        },
+        Language::Rust => Template {
+            label: "Rust",
+            files: &[
+                file!("src/main.rs" => "rust/src/main.rs"),
+                file!("src/client.rs" => "rust/src/client.rs"),
+                file!("Cargo.toml" => "rust/Cargo.toml"),
+                file!("README.md" => "rust/README.md"),
+                file!(".gitignore" => "rust/gitignore"),
+            ],
+            setup: "cargo build",
+            start: "weft dev -- target/debug/tasks",
+            trigger: "cargo run -q --bin client -- 1 2 3",
+        },
+    }
+}
+
+pub fn run(args: InitArgs) -> Result<std::process::ExitCode> {
+    let template = template(args.language);
+    let dir = &args.dir;
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!(
+                    "directory {} already exists and is not empty",
+                    dir.display()
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            bail!("{} exists and is not a directory", dir.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    }
+    let name = project_name(dir);
+    let (weft_dependency, note) = match args.language {
+        Language::Rust => weft_dependency(args.weft_sdk.as_deref())?,
+        _ => (String::new(), None),
+    };
+    let fill = |text: &str| {
+        text.replace("{{name}}", &name)
+            .replace("{{weft_dependency}}", &weft_dependency)
+    };
+
+    // Written into a sibling folder and renamed into place, so a failure
+    // half-way leaves no half project under the name asked for.
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".weft-init-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot write in {}", parent.display()))?;
+    for file in template.files {
+        let path = staging.path().join(file.path);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder)?;
+        }
+        std::fs::write(&path, fill(file.text))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    // A new folder gets the usual 0755 (a temporary one is 0700).
+    set_mode(staging.path(), 0o755)?;
+    // rename(2) replaces an empty directory, so an existing empty --dir works too.
+    std::fs::rename(staging.path(), dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    // Renamed away: nothing left for the guard to remove.
+    let _ = staging.keep();
+
+    let mut out = std::io::stdout().lock();
+    let files: Vec<&str> = template.files.iter().map(|f| f.path).collect();
+    writeln!(
+        out,
+        "Created a {} workflows project in {} ({})",
+        template.label,
+        dir.display(),
+        files.join(", ")
+    )?;
+    if let Some(note) = note {
+        writeln!(out, "note: {note}")?;
+    }
+    writeln!(out, "\nNext steps:")?;
+    writeln!(out, "  cd {}", shell_words::quote(&dir.to_string_lossy()))?;
+    writeln!(out, "  {}", template.setup)?;
+    let width = template.start.len().max(template.trigger.len());
+    writeln!(
+        out,
+        "  {:width$}  # the local server; leave it running",
+        template.start
+    )?;
+    writeln!(out, "  {:width$}  # in another terminal", template.trigger)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the permissions of {}", path.display()))
+}
+
+/// A package name every tool takes (npm's are lower case; Cargo's and
+/// npm's both take letters, digits, `-` and `_`), from the folder's name.
+fn project_name(dir: &Path) -> String {
+    let base = std::path::absolute(dir)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let mut name: String = base
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-' | '_') => c,
+            _ => '-',
+        })
+        .collect();
+    name = name.trim_matches(|c| c == '-' || c == '_').to_string();
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        name = format!("workflows-{name}")
+            .trim_end_matches('-')
+            .to_string();
+    }
+    name
+}
+
+/// The `weft = ...` line of a Rust project's Cargo.toml, and a note for the
+/// user when it had to guess. weft's SDK is not on crates.io, so the
+/// project depends on it by path.
+fn weft_dependency(explicit: Option<&Path>) -> Result<(String, Option<String>)> {
+    let is_sdk = |dir: &Path| {
+        std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|toml| toml.lines().any(|l| l.trim() == "name = \"weft\""))
+    };
+    if let Some(dir) = explicit {
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("--weft-sdk {}", dir.display()))?;
+        if !is_sdk(&dir) {
+            bail!(
+                "--weft-sdk {}: not weft's SDK crate (no Cargo.toml naming the package \"weft\"; it is crates/weft in weft's repository)",
+                dir.display()
+            );
+        }
+        return Ok((path_dependency(&dir), None));
+    }
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../weft");
+    if let Ok(dir) = built_from.canonicalize()
+        && is_sdk(&dir)
+    {
+        return Ok((path_dependency(&dir), None));
+    }
+    Ok((
+        "weft = \"0.1\"  # not on crates.io yet: weft = { path = \"…/crates/weft\" }".into(),
+        Some(
+            "weft's SDK is not on crates.io: point Cargo.toml at crates/weft of weft's repository (or pass --weft-sdk)"
+                .into(),
+        ),
+    ))
+}
+
+fn path_dependency(dir: &Path) -> String {
+    format!(
+        "weft = {{ path = {} }}",
+        toml_string(&dir.to_string_lossy())
+    )
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_readme_shows_the_commands_weft_init_prints() {
+        for language in Language::value_variants() {
+            let t = template(*language);
+            let readme = t.files.iter().find(|f| f.path == "README.md").unwrap();
+            for command in [t.setup, t.start] {
+                assert!(readme.text.contains(command), "{language:?}: {command}");
+            }
+            let client = t.trigger.trim_end_matches(" 1 2 3");
+            assert!(readme.text.contains(client), "{language:?}: {client}");
+        }
+    }
+
+    #[test]
+    fn project_names_suit_npm_and_cargo() {
+        assert_eq!(project_name(Path::new("workflows-demo")), "workflows-demo");
+        assert_eq!(project_name(Path::new("/tmp/My App!")), "my-app");
+        assert_eq!(project_name(Path::new("2024 jobs")), "workflows-2024-jobs");
+        assert_eq!(project_name(Path::new("/tmp/a/b/../étl")), "tl");
+    }
+
+    #[test]
+    fn paths_are_quoted_for_toml() {
+        assert_eq!(toml_string(r#"C:\a "b""#), r#""C:\\a \"b\"""#);
+    }
+}
