@@ -139,6 +139,11 @@ pub trait Store: Send + Sync + 'static {
     /// How many runs are in each state.
     async fn count_by_state(&self) -> Result<Vec<(RunState, u64)>>;
 
+    /// How many subtasks (every run under the root but the root itself)
+    /// each of these roots has in each state: `(root id, state, count)`,
+    /// nothing for a root without subtasks.
+    async fn subtask_counts(&self, roots: &[String]) -> Result<Vec<(String, RunState, u64)>>;
+
     /// What other nodes did that this one should hear of, for stores that
     /// several nodes share; `None` for a store only one node uses.
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>>;

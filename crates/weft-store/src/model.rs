@@ -196,6 +196,8 @@ pub struct RunFilter {
     pub status: Option<RunState>,
     /// Only runs older than this cursor (a run's `seq`).
     pub before_seq: Option<i64>,
+    /// Root runs only (no subtasks).
+    pub roots_only: bool,
     pub limit: u32,
 }
 

@@ -43,11 +43,18 @@ const INTERRUPTED: &str = "interrupted: the weft node running this attempt stopp
 /// does not know).
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    let steps = [(
-        1,
-        "schema",
-        include_str!("../migrations/postgres/0001_schema.sql"),
-    )];
+    let steps = [
+        (
+            1,
+            "schema",
+            include_str!("../migrations/postgres/0001_schema.sql"),
+        ),
+        (
+            2,
+            "roots",
+            include_str!("../migrations/postgres/0002_roots.sql"),
+        ),
+    ];
     Migrator {
         migrations: Cow::Owned(
             steps
@@ -825,6 +832,7 @@ impl Store for PgStore {
                      WHERE (cardinality($1::text[]) = 0 OR task_name = ANY($1))
                        AND (cardinality($2::text[]) = 0 OR root_id = ANY($2))
                        AND ($3::text IS NULL OR status = $3) AND ($4::bigint IS NULL OR seq < $4)
+                       AND (NOT $6 OR parent_id IS NULL)
                      ORDER BY seq DESC LIMIT $5"
                 ))
                 .bind(&filter.task_names)
@@ -832,6 +840,7 @@ impl Store for PgStore {
                 .bind(filter.status.map(|s| s.as_str()))
                 .bind(filter.before_seq)
                 .bind(i64::from(filter.limit))
+                .bind(filter.roots_only)
                 .fetch_all(&mut *conn)
                 .await?;
                 with_attempts(conn, rows).await
@@ -1385,6 +1394,27 @@ impl Store for PgStore {
                 .await?;
                 rows.into_iter()
                     .map(|(s, n)| Ok((parse_state(&s)?, n as u64)))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn subtask_counts(&self, roots: &[String]) -> Result<Vec<(String, RunState, u64)>> {
+        let roots = roots.to_vec();
+        self.tx(move |conn| {
+            let roots = roots.clone();
+            Box::pin(async move {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT root_id, status, count(*) FROM runs
+                     WHERE root_id = ANY($1) AND id != root_id
+                     GROUP BY root_id, status",
+                )
+                .bind(&roots)
+                .fetch_all(&mut *conn)
+                .await?;
+                rows.into_iter()
+                    .map(|(root, s, n)| Ok((root, parse_state(&s)?, n as u64)))
                     .collect()
             })
         })

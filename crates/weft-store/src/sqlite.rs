@@ -45,6 +45,8 @@ const MIGRATIONS: &[Migration] = &[
         "ALTER TABLE attempts ADD COLUMN node_id TEXT;
          CREATE INDEX runs_pending ON runs (seq) WHERE status = 'pending';",
     ),
+    // Root runs newest first, for the dashboard's list.
+    Migration::Sql("CREATE INDEX runs_roots ON runs (seq) WHERE parent_id IS NULL;"),
 ];
 
 /// One step of the schema's history.
@@ -974,6 +976,7 @@ impl Store for SqliteStore {
                  WHERE (?1 = '[]' OR task_name IN (SELECT value FROM json_each(?1)))
                    AND (?2 = '[]' OR root_id IN (SELECT value FROM json_each(?2)))
                    AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR seq < ?4)
+                   AND (?6 = 0 OR parent_id IS NULL)
                  ORDER BY seq DESC LIMIT ?5"
             );
             load_runs(
@@ -985,6 +988,7 @@ impl Store for SqliteStore {
                     &filter.status.map(|s| s.as_str()),
                     &filter.before_seq,
                     &filter.limit,
+                    &filter.roots_only,
                 ],
             )
         })
@@ -1364,6 +1368,26 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter()
                 .map(|(status, n)| Ok((parse_status(&status)?, n)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn subtask_counts(&self, roots: &[String]) -> Result<Vec<(String, RunState, u64)>> {
+        let roots = serde_json::to_string(roots).expect("strings serialise");
+        self.read(move |tx| {
+            let rows = tx
+                .prepare_cached(
+                    "SELECT root_id, status, count(*) FROM runs
+                     WHERE root_id IN (SELECT value FROM json_each(?1)) AND id != root_id
+                     GROUP BY root_id, status",
+                )?
+                .query_map([&roots], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(root, status, n)| Ok((root, parse_status(&status)?, n)))
                 .collect()
         })
         .await

@@ -41,6 +41,7 @@ macro_rules! conformance_tests {
             a_parent_attempt_that_ended_starts_no_children,
             pruning_removes_old_ended_trees_and_their_logs,
             runs_are_counted_by_state,
+            root_runs_are_listed_with_their_subtasks_counted,
             reports_are_fenced_to_the_node_that_runs_the_attempt,
             a_silent_node_is_rescued_and_its_late_report_refused,
             a_node_id_runs_once_at_a_time,
@@ -992,6 +993,51 @@ pub async fn runs_are_counted_by_state<B: Backend>() {
     let mut counts = store.count_by_state().await.unwrap();
     counts.sort();
     assert_eq!(counts, vec![(Pending, 1), (Running, 1), (Completed, 1)]);
+}
+
+pub async fn root_runs_are_listed_with_their_subtasks_counted<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let lone = store.create_run(root("t", json!([0]))).await.unwrap().run;
+    let parent = started(&*store, root("fan", json!([3]))).await;
+    let mut kids = Vec::new();
+    for i in 0..3 {
+        kids.push(started(&*store, child(&parent, 1, "sq", json!([i]), None)).await);
+    }
+    let grandchild = started(&*store, child(&kids[0], 1, "sq", json!([9]), None)).await;
+    end(&*store, &grandchild.id, 1, AttemptOutcome::Failed { error: "boom".into() })
+        .await
+        .unwrap();
+    end(&*store, &kids[1].id, 1, AttemptOutcome::Completed { output: json!([1]).into() })
+        .await
+        .unwrap();
+    let roots = store
+        .list_runs(&RunFilter {
+            roots_only: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        roots.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [parent.id.as_str(), lone.id.as_str()],
+        "roots only, newest first"
+    );
+    let mut counts = store
+        .subtask_counts(&[parent.id.clone(), lone.id.clone()])
+        .await
+        .unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![
+            (parent.id.clone(), Running, 2),
+            (parent.id.clone(), Completed, 1),
+            (parent.id.clone(), Failed, 1),
+        ]
+    );
+    assert!(store.subtask_counts(&[]).await.unwrap().is_empty());
 }
 
 pub async fn reports_are_fenced_to_the_node_that_runs_the_attempt<B: Backend>() {
