@@ -72,6 +72,13 @@ def flaky(ctx, marker_dir: str, succeed_on: int) -> dict:
     return {"attempt": attempt}
 
 
+@app.task
+async def mixed_fan_out(ctx, n: int, marker_dir: str) -> dict:
+    """A fan-out where one child (flaky) fails once and is retried."""
+    results = await asyncio.gather(*[ctx.run(square, i) for i in range(n)], ctx.run(flaky, marker_dir, 2))
+    return {"sum": sum(results[:-1]), "flaky": results[-1]}
+
+
 @app.task(timeout_seconds=1)
 def slow(ctx, seconds: float) -> str:
     time.sleep(seconds)

@@ -255,6 +255,7 @@ pub async fn serve(
         "{name}: point clients at it with RENDER_USE_LOCAL_DEV=true (or RENDER_LOCAL_DEV_URL={})",
         rt.url()
     );
+    eprintln!("{name}: dashboard at {}/", rt.url());
     let mut signals = Signals::new();
     signals.next().await;
     match on_signal {

@@ -44,6 +44,8 @@ pub fn router(coordinator: Shared, addr: std::net::SocketAddr) -> Router {
         .route("/v1/logs/subscribe", get(subscribe_logs))
         .route("/weft/v1/tasks/refresh", post(refresh_tasks))
         .route("/weft/v1/nodes", get(list_nodes))
+        .merge(crate::dashboard::routes(guard.clone()))
+        .merge(weft_dashboard::router())
         .route("/metrics", get(metrics))
         .route(
             "/healthz",
@@ -128,10 +130,10 @@ fn task(t: &TaskRecord) -> Task {
 }
 
 /// Query parameters, where a key may repeat (`a=1&a=2`) and hold commas (`a=1,2`).
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(raw: Option<String>) -> Self {
+    pub(crate) fn parse(raw: Option<String>) -> Self {
         Self(
             form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
                 .into_owned()
@@ -139,7 +141,7 @@ impl Params {
         )
     }
 
-    fn list(&self, keys: &[&str]) -> Vec<String> {
+    pub(crate) fn list(&self, keys: &[&str]) -> Vec<String> {
         self.0
             .iter()
             .filter(|(k, _)| keys.contains(&k.as_str()))
@@ -153,7 +155,7 @@ impl Params {
             .collect()
     }
 
-    fn one(&self, key: &str) -> Option<&str> {
+    pub(crate) fn one(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)
@@ -161,7 +163,7 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
-    fn number(&self, key: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+    pub(crate) fn number(&self, key: &str, default: u32, max: u32) -> Result<u32, ApiError> {
         match self.one(key) {
             None => Ok(default),
             Some(v) => match v.parse::<u32>() {
@@ -251,6 +253,7 @@ async fn list_runs(
         root_ids: params.list(&["rootTaskRunId"]),
         status,
         before_seq,
+        roots_only: false,
         limit,
     };
     let runs = c.store().list_runs(&filter).await?;

@@ -69,6 +69,8 @@ async fn hear(c: Arc<Coordinator>) {
             e = events.recv() => e,
             _ = stopping.cancelled() => return,
         };
+        // Another node created, started or ended something.
+        c.changed();
         match event {
             Ok(StoreEvent::Pending) => c.kick(),
             Ok(StoreEvent::Ended { run_id, parent_id }) => {

@@ -71,6 +71,9 @@ pub struct Coordinator {
     ended: broadcast::Sender<EndedRun>,
     /// Who waits for which run to end.
     ends: Arc<EndWaiters>,
+    /// Counts changes of any run (created, started, retried, ended) this
+    /// node made or heard of, for views that follow every run.
+    changes: tokio::sync::watch::Sender<u64>,
     shutdown: CancellationToken,
     /// Attempts and the commits of their outcomes.
     background: TaskTracker,
@@ -119,6 +122,7 @@ impl Coordinator {
             metrics,
             ended,
             ends: Arc::default(),
+            changes: tokio::sync::watch::Sender::new(0),
             shutdown,
             background: TaskTracker::new(),
         }))
@@ -147,6 +151,17 @@ impl Coordinator {
     /// Subscribes to every run that ends (completed, failed or canceled).
     pub fn subscribe_ended(&self) -> broadcast::Receiver<EndedRun> {
         self.ended.subscribe()
+    }
+
+    /// Follows changes of any run: the value counts them; a receiver
+    /// hears that something changed since it last looked, not what.
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Something about the runs changed.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Waits for the ends of these runs only. Register before reading
@@ -312,9 +327,21 @@ impl Coordinator {
             if let Some(parent_id) = &parent_id {
                 self.slots().child_changed(parent_id, 1);
             }
+            self.changed();
             self.kick.notify_one();
         }
         Ok(created.run)
+    }
+
+    /// Starts a new root run of `id`'s task with `id`'s input (a root run
+    /// or a subtask alike).
+    pub async fn rerun(&self, id: &str) -> Result<RunRecord, RunError> {
+        let run = self
+            .store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
+        self.start_run(&run.task_name, run.input, None).await
     }
 
     /// Cancels a run and every descendant that has not ended, killing their processes.
@@ -367,6 +394,7 @@ impl Coordinator {
         let run = Arc::new(run);
         self.ends.ended(&run);
         let _ = self.ended.send(run);
+        self.changed();
         self.kick.notify_one();
     }
 
@@ -435,6 +463,7 @@ impl Coordinator {
             .and_then(|previous| previous.completed_at)
             .unwrap_or(run.created_at);
         let attempt = Arc::new(Attempt::new(run, self.shutdown.child_token()));
+        self.changed();
         let started = attempt.run.current_attempt().map(|a| a.started_at);
         self.metrics.attempt_started(
             started
@@ -580,6 +609,7 @@ impl Coordinator {
             self.logs.announce(&run.task_name, &run.id, &what);
         }
         // Pending again in the store: claimed once its backoff is over.
+        self.changed();
         self.kick.notify_one();
     }
 

@@ -16,6 +16,13 @@
 //! - **Token**: with an API key, every request carries it as a bearer
 //!   token (the scheme in any case), compared in constant time; a refusal
 //!   is logged with the peer's address and answered after a pause.
+//! - **The dashboard's session**: a browser signs in once with the key
+//!   (`POST /weft/v1/session`) and then carries a cookie (HttpOnly,
+//!   SameSite=Strict) holding a digest of the key, not the key. A request
+//!   that changes something on the strength of that cookie alone must also
+//!   name this server as its `Origin` and carry `X-Weft-Csrf`, which no
+//!   other site can make a browser send. A page asked for without a
+//!   session is sent to the sign-in page.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -32,7 +39,14 @@ use crate::http::ApiError;
 
 /// How long a request with a wrong token waits for its refusal, so
 /// guessing is slow.
-const REFUSAL_PAUSE: Duration = Duration::from_millis(250);
+pub(crate) const REFUSAL_PAUSE: Duration = Duration::from_millis(250);
+
+/// The dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "weft_session";
+
+/// The header a page's state-changing request carries with a session
+/// cookie (any value): a cross-site page cannot add it without CORS.
+pub const CSRF_HEADER: &str = "x-weft-csrf";
 
 /// The rules for one server, shared by every request.
 #[derive(Clone)]
@@ -47,6 +61,9 @@ struct Inner {
     /// SHA-256 of the API key: compared digest to digest, so neither the
     /// key's bytes nor its length shape the comparison's time.
     key_digest: Option<[u8; 32]>,
+    /// The session cookie's value: a digest of the key, so the cookie
+    /// (which a browser keeps on disk) is not the key itself.
+    session: Option<String>,
 }
 
 impl Guard {
@@ -68,6 +85,7 @@ impl Guard {
                 hosts,
                 port: addr.port(),
                 key_digest: api_key.map(digest),
+                session: api_key.map(session_value),
             }),
         }
     }
@@ -99,6 +117,34 @@ impl Guard {
         }
     }
 
+    /// Whether a key guards this server.
+    pub fn has_key(&self) -> bool {
+        self.inner.key_digest.is_some()
+    }
+
+    /// The session cookie's value for a sign-in with `token`, when it is
+    /// the key.
+    pub fn session_for(&self, token: &str) -> Option<String> {
+        let key = self.inner.key_digest.as_ref()?;
+        bool::from(digest(token).ct_eq(key)).then(|| self.inner.session.clone())?
+    }
+
+    /// Whether the request carries this server's session cookie.
+    fn session_ok(&self, headers: &HeaderMap) -> bool {
+        let Some(session) = &self.inner.session else {
+            return false;
+        };
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .any(|(name, value)| {
+                name == SESSION_COOKIE && bool::from(value.as_bytes().ct_eq(session.as_bytes()))
+            })
+    }
+
     fn token_ok(&self, headers: &HeaderMap) -> bool {
         let Some(key) = &self.inner.key_digest else {
             return true;
@@ -115,6 +161,32 @@ impl Guard {
 
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
+}
+
+fn session_value(key: &str) -> String {
+    let d = Sha256::digest(format!("weft dashboard session\0{key}").as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What anyone may fetch: the sign-in page, the assets it needs, and the
+/// sign-in itself.
+fn is_public(req: &Request) -> bool {
+    let path = req.uri().path();
+    match *req.method() {
+        Method::GET | Method::HEAD => path == "/signin" || path.starts_with("/assets/"),
+        Method::POST => path == "/weft/v1/session",
+        _ => false,
+    }
+}
+
+/// A browser asking for a page (not the API).
+fn wants_page(req: &Request) -> bool {
+    matches!(*req.method(), Method::GET | Method::HEAD)
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
 }
 
 /// `name[:port]`, with `[v6]` kept in its brackets.
@@ -186,7 +258,26 @@ pub async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Resp
         )
         .into_response();
     }
-    if !guard.token_ok(req.headers()) {
+    let bearer = guard.token_ok(req.headers());
+    let session = !bearer && guard.session_ok(req.headers());
+    if !bearer && !session && wants_page(&req) && !is_public(&req) {
+        let next = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let to = format!(
+            "/signin?next={}",
+            form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+        );
+        let mut answer = StatusCode::SEE_OTHER.into_response();
+        answer.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_str(&to).expect("an encoded path"),
+        );
+        return answer;
+    }
+    if !bearer && !session && !is_public(&req) {
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -207,6 +298,23 @@ pub async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Resp
             HeaderValue::from_static("Bearer realm=\"weft\""),
         );
         return refused;
+    }
+    // Signed in by cookie only: a browser. It names its page's origin on
+    // every such request, and the page adds the CSRF header.
+    if session && needs_same_origin(&req) {
+        let origin_ok = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|o| guard.origin_allowed(o, host.as_deref()));
+        let upgrade = req.headers().contains_key(header::UPGRADE);
+        if !origin_ok || (!upgrade && !req.headers().contains_key(CSRF_HEADER)) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a signed-in browser may change runs only from this server's own pages (Origin and X-Weft-Csrf)",
+            )
+            .into_response();
+        }
     }
     if needs_same_origin(&req)
         && let Some(origin) = req.headers().get(header::ORIGIN)

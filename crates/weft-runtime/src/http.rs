@@ -122,8 +122,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 }
 
 /// Answer for unknown paths.
-pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+/// A browser asking for a page gets the dashboard's "not found" page with
+/// a way back; anything else the JSON error.
+pub async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let page = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if page && !uri.path().starts_with("/v1/") && !uri.path().starts_with("/weft/") {
+        return weft_dashboard::not_found_page(&format!("There is no page at {}.", uri.path()));
+    }
+    ApiError::not_found(format!("no such endpoint: {}", uri.path())).into_response()
 }
 
 /// Answer for known paths with the wrong method.

@@ -23,6 +23,7 @@ pub mod attempt;
 mod cgroup;
 mod cluster;
 pub mod coordinator;
+mod dashboard;
 pub mod ends;
 pub mod executor;
 pub mod lifecycle;

@@ -1005,12 +1005,26 @@ pub async fn root_runs_are_listed_with_their_subtasks_counted<B: Backend>() {
         kids.push(started(&*store, child(&parent, 1, "sq", json!([i]), None)).await);
     }
     let grandchild = started(&*store, child(&kids[0], 1, "sq", json!([9]), None)).await;
-    end(&*store, &grandchild.id, 1, AttemptOutcome::Failed { error: "boom".into() })
-        .await
-        .unwrap();
-    end(&*store, &kids[1].id, 1, AttemptOutcome::Completed { output: json!([1]).into() })
-        .await
-        .unwrap();
+    end(
+        &*store,
+        &grandchild.id,
+        1,
+        AttemptOutcome::Failed {
+            error: "boom".into(),
+        },
+    )
+    .await
+    .unwrap();
+    end(
+        &*store,
+        &kids[1].id,
+        1,
+        AttemptOutcome::Completed {
+            output: json!([1]).into(),
+        },
+    )
+    .await
+    .unwrap();
     let roots = store
         .list_runs(&RunFilter {
             roots_only: true,
