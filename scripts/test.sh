@@ -25,6 +25,18 @@ if [ -z "${WEFT_TS_SDK_DIR:-}" ]; then
   echo "==> WEFT_TS_SDK_DIR is not set: the tests on @renderinc/sdk 1.x skip"
 fi
 
+# The dashboard's browser tests: Debian's chromium (never a downloaded
+# browser) driven by playwright-core from the npm registry.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing chromium (apt)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -q chromium >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
+fi
+if [ ! -d crates/weft-cli/tests/browser/node_modules/playwright-core ]; then
+  echo "==> installing playwright-core (npm ci)"
+  (cd crates/weft-cli/tests/browser && npm ci --no-audit --no-fund --silent)
+fi
+
 # PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth).
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
   echo "==> starting PostgreSQL"

@@ -128,6 +128,13 @@ pub enum RunsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Start a run's task again with the same input, as a new root run
+    /// (its id is printed; `--json`: the new run).
+    Rerun {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -540,6 +547,16 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             RunsCommand::Cancel { id, server } => {
                 server.client()?.cancel_task_run(&id).await?;
                 eprintln!("Canceled {id} and its subtasks");
+                Ok(())
+            }
+            RunsCommand::Rerun { id, server } => {
+                let run = server.client()?.rerun_task_run(&id).await?;
+                if server.json {
+                    print_json(&run)?;
+                } else {
+                    println!("{}", run.id);
+                    eprintln!("Started {} again as {}", shown(&id), run.id);
+                }
                 Ok(())
             }
         }

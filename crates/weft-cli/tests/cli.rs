@@ -337,3 +337,29 @@ fn dev_refuses_a_file_that_is_not_its_database_and_leaves_it_alone() {
         "my notes, not a database\n"
     );
 }
+
+#[test]
+fn runs_rerun_starts_the_same_task_and_input_as_a_new_root_run() {
+    let server = Weft::start();
+    let out = weft(&server, &["run", "greet", r#"{"name": "Ada"}"#, "--json"]);
+    let first: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let first_id = first["id"].as_str().unwrap();
+
+    let out = weft(&server, &["runs", "rerun", first_id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = stdout(&out).trim().to_string();
+    assert!(again.starts_with("trn-") && again != first_id, "{again}");
+    let details = wait_for(30, "the rerun to end", || {
+        let out = weft(&server, &["runs", "show", &again, "--json"]);
+        let v: Value = serde_json::from_str(&stdout(&out)).ok()?;
+        (v["status"] == "completed").then_some(v)
+    });
+    assert_eq!(details["input"], first["input"]);
+    assert_eq!(details["results"], serde_json::json!(["Hello, Ada!"]));
+    assert_eq!(details["parentTaskRunId"], "");
+
+    assert_fails_saying(
+        &weft(&server, &["runs", "rerun", "trn-nosuchrun"]),
+        "task run not found: trn-nosuchrun",
+    );
+}

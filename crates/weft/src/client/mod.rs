@@ -565,6 +565,14 @@ impl Client {
             .await
     }
 
+    /// Weft only: starts a new root run of `task_run_id`'s task with its
+    /// input, and returns it.
+    pub async fn rerun_task_run(&self, task_run_id: &str) -> Result<TaskRun> {
+        let url = self.path(&["weft", "v1", "runs", task_run_id, "rerun"]);
+        self.send_json("rerun task run", self.request(Method::POST, url))
+            .await
+    }
+
     /// Weft only: the nodes of the cluster serving this API (one for
     /// `weft dev` on SQLite).
     pub async fn list_nodes(&self) -> Result<Vec<weft_protocol::api::Node>> {
