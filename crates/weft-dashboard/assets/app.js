@@ -139,13 +139,11 @@ function followChanges(onChange) {
   const live = document.getElementById("live");
   const source = new EventSource("/weft/v1/changes");
   const run = throttle(onChange, 500);
-  let first = true;
   source.addEventListener("changed", () => {
     live.classList.add("on");
-    if (first) {
-      first = false; // the stream's opening event: nothing new yet
-      return;
-    }
+    // Also on the stream's opening event (and after a reconnect): what
+    // changed between the page's first read and the stream's start is read
+    // again, so nothing falls in the gap.
     run();
   });
   source.onerror = () => live.classList.remove("on");

@@ -11,7 +11,8 @@ import { chromium } from "playwright-core";
 const url = process.env.WEFT_URL;
 const runs = JSON.parse(process.env.WEFT_RUNS);
 const shots = process.env.WEFT_SCREENSHOTS;
-const WAIT = 20_000;
+// Generous: the suite runs many servers on two cores at once.
+const WAIT = 60_000;
 
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
