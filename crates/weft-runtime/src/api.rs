@@ -163,6 +163,30 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
+    /// `cursor`: a run's place in the list (its `seq`).
+    pub(crate) fn cursor(&self) -> Result<Option<i64>, ApiError> {
+        self.one("cursor")
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid cursor {v:?}")))
+            })
+            .transpose()
+    }
+
+    /// `status`: a run state. `succeeded` (the newer clients' word) finds
+    /// the runs reported as `completed`: one state, two spellings.
+    pub(crate) fn status(&self) -> Result<Option<RunState>, ApiError> {
+        self.one("status")
+            .map(|v| {
+                RunState::parse(v).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "unknown status {v:?} (pending, running, completed, failed or canceled)"
+                    ))
+                })
+            })
+            .transpose()
+    }
+
     pub(crate) fn number(&self, key: &str, default: u32, max: u32) -> Result<u32, ApiError> {
         match self.one(key) {
             None => Ok(default),
@@ -226,21 +250,8 @@ async fn list_runs(
 ) -> Result<Json<Vec<TaskRunWithCursor>>, ApiError> {
     let params = Params::parse(q);
     let limit = params.number("limit", 20, 100)?;
-    let before_seq = params
-        .one("cursor")
-        .map(|v| {
-            v.parse::<i64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid cursor {v:?}")))
-        })
-        .transpose()?;
-    // `succeeded` (the newer clients' word) finds the runs reported as
-    // `completed`: one state, two spellings.
-    let status = params
-        .one("status")
-        .map(|v| {
-            RunState::parse(v).ok_or_else(|| ApiError::bad_request(format!("unknown status {v:?}")))
-        })
-        .transpose()?;
+    let before_seq = params.cursor()?;
+    let status = params.status()?;
     let filter = RunFilter {
         task_names: params
             .list(&["taskSlug", "taskId"])

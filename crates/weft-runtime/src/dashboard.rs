@@ -107,23 +107,8 @@ async fn list_roots(
 ) -> Result<Json<RootPage>, ApiError> {
     let params = Params::parse(q);
     let limit = params.number("limit", 50, 500)?;
-    let before_seq = params
-        .one("cursor")
-        .map(|v| {
-            v.parse::<i64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid cursor {v:?}")))
-        })
-        .transpose()?;
-    let status = params
-        .one("status")
-        .map(|v| {
-            RunState::parse(v).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "unknown status {v:?} (pending, running, completed, failed or canceled)"
-                ))
-            })
-        })
-        .transpose()?;
+    let before_seq = params.cursor()?;
+    let status = params.status()?;
     let filter = RunFilter {
         task_names: params.list(&["task"]),
         root_ids: Vec::new(),
