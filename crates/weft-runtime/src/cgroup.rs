@@ -95,6 +95,11 @@ pub struct AttemptCgroup {
 }
 
 impl AttemptCgroup {
+    /// Its `cgroup.procs`.
+    pub fn procs(&self) -> &std::ffi::CStr {
+        &self.procs
+    }
+
     /// What a child runs between fork and exec to enter the cgroup.
     pub fn enter_fn(&self) -> impl Fn() -> std::io::Result<()> + Send + Sync + 'static {
         let procs = self.procs.clone();
@@ -130,7 +135,7 @@ impl AttemptCgroup {
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is
 /// `procs`. For a child between fork and exec: only async-signal-safe calls.
-fn enter(procs: &CString) -> std::io::Result<()> {
+pub(crate) fn enter(procs: &std::ffi::CStr) -> std::io::Result<()> {
     // SAFETY: open, write and close are async-signal-safe; the path is a C
     // string made before the fork.
     unsafe {

@@ -111,11 +111,22 @@ impl Executor {
         socket: &Path,
         cgroup: Option<&AttemptCgroup>,
     ) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.start_command[0]);
+        // Through the launcher where this binary is one (see `launcher`):
+        // spawned, not forked.
+        let launched = crate::launcher::enabled();
+        let mut cmd = if launched {
+            let mut cmd = tokio::process::Command::new("/proc/self/exe");
+            cmd.args(crate::launcher::prefix(cgroup.map(AttemptCgroup::procs)))
+                .args(&self.start_command);
+            cmd
+        } else {
+            let mut cmd = tokio::process::Command::new(&self.start_command[0]);
+            cmd.args(&self.start_command[1..]);
+            cmd
+        };
         // The runtime's API key is not the tasks' business (the SDKs do not
         // need it on the task side); an env file may still give one.
-        cmd.args(&self.start_command[1..])
-            .env_remove("RENDER_API_KEY")
+        cmd.env_remove("RENDER_API_KEY")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(ENV_MODE, mode.as_str())
             .env(ENV_SOCKET_PATH, socket)
@@ -124,6 +135,9 @@ impl Executor {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        if launched {
+            return cmd;
+        }
         // The child dies with the runtime (see `lifeline`), and enters its
         // cgroup before exec, so nothing the task starts is ever outside it.
         let lifeline = self.lifeline.child_setup();

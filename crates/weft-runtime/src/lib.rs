@@ -37,6 +37,7 @@ pub mod terminal;
 mod error;
 pub mod guard;
 mod http;
+pub mod launcher;
 mod lifeline;
 pub mod listener;
 
