@@ -394,3 +394,35 @@ fn every_start_acknowledged_before_a_sigkill_is_run_after_the_restart() {
         assert_eq!(run.results, serde_json::json!([x * x]), "{id}");
     }
 }
+
+/// Task processes die with a SIGKILLed runtime both ways they can be
+/// started: spawned through the launcher (the default) and forked
+/// (`WEFT_LAUNCHER=off`, and any binary that embeds the runtime without
+/// being a launcher).
+#[test]
+fn task_processes_die_with_a_sigkilled_runtime_spawned_or_forked() {
+    for launcher in ["on", "off"] {
+        let mut weft = Weft::start_with(Options {
+            args: &["--quiet"],
+            env: &[("WEFT_LAUNCHER", launcher)],
+            ..Default::default()
+        });
+        let out = weft.python(&["start_only", "sleepy_parent", "[2, 30]"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The parent and its two children, each a process of its own.
+        wait_for(60, "three task processes", || {
+            (weft.task_processes() == 3).then_some(())
+        });
+        let tag = weft.tag.clone();
+        weft.kill9();
+        wait_for(
+            10,
+            &format!("task processes to die (launcher {launcher})"),
+            || (common::task_processes_tagged(&tag) == 0).then_some(()),
+        );
+    }
+}
