@@ -26,7 +26,7 @@ for round in $(seq "$ROUNDS"); do
   for mode in launcher fork; do
     port=$([ $mode = launcher ] && echo 8411 || echo 8412)
     before=$(cpu $port); t0=$(date +%s.%N)
-    "$R/weft" run fan_out "[$N]" --url "http://127.0.0.1:$port" >/dev/null
+    "$R/weft" run fan_out "[$N]" --url "http://127.0.0.1:$port" >/dev/null 2>&1
     t1=$(date +%s.%N); after=$(cpu $port)
     awk -v m=$mode -v r=$round -v w="$(echo "$t1 - $t0" | bc)" -v c=$((after - before)) -v n="$N" \
       'BEGIN { printf "| %s | %d | %.2f | %.2f |\n", m, r, w, c * 10 / n }'
