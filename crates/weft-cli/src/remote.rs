@@ -10,7 +10,7 @@ use serde_json::Value;
 use weft::client::{Client, ListTaskRunsParams, LogsQuery};
 use weft_protocol::api::{TaskRun, TaskRunDetails, TaskRunStatus};
 
-use crate::table;
+use crate::table::{self, shown};
 
 /// Where the server is.
 #[derive(Args, Clone)]
@@ -233,19 +233,6 @@ impl LogPrinter {
         } else {
             println!("{at} {}", shown(&line.message));
         }
-    }
-}
-
-/// Text from tasks as a terminal should show it: control characters
-/// escaped (a task's output could otherwise set the title, write the
-/// clipboard or fake a line). Left as it is when not printing to a
-/// terminal, and in `--json`.
-pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
-    use std::io::IsTerminal as _;
-    if std::io::stdout().is_terminal() {
-        weft_runtime::terminal::escape_controls(text)
-    } else {
-        std::borrow::Cow::Borrowed(text)
     }
 }
 

@@ -5,11 +5,7 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
     // Cells hold what tasks wrote (names, errors): escaped on a terminal.
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| {
-            row.iter()
-                .map(|c| crate::remote::shown(c).into_owned())
-                .collect()
-        })
+        .map(|row| row.iter().map(|c| shown(c).into_owned()).collect())
         .collect();
     let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -32,5 +28,18 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
     line(header.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Text from tasks as a terminal should show it: control characters
+/// escaped (a task's output could otherwise set the title, write the
+/// clipboard or fake a line). Left as it is when not printing to a
+/// terminal, and in `--json`.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::io::IsTerminal as _;
+    if std::io::stdout().is_terminal() {
+        weft_runtime::terminal::escape_controls(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }

@@ -8,9 +8,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
-use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,14 +25,13 @@ use weft_store::{LogLine, LogQuery, NewLogLine, RunFilter, RunRecord, RunState, 
 
 use crate::coordinator::Coordinator;
 use crate::ends::EndWatch;
-use crate::http::{ApiError, JsonBody, PathId, method_not_allowed, not_found};
+use crate::http::{ApiError, JsonBody, PathId};
 
 type Shared = Arc<Coordinator>;
 
-/// The API's router, for a server listening on `addr`.
-pub fn router(coordinator: Shared, addr: std::net::SocketAddr) -> Router {
-    let limit = coordinator.config().max_payload_bytes + 64 * 1024;
-    let guard = crate::guard::Guard::new(addr, coordinator.config().api_key.as_deref());
+/// Render's API and weft's own routes beside it (`crate::router` puts
+/// them behind the guard, with the dashboard).
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/v1/task-runs", post(start_run).get(list_runs))
         .route("/v1/task-runs/events", get(run_events))
@@ -44,18 +42,11 @@ pub fn router(coordinator: Shared, addr: std::net::SocketAddr) -> Router {
         .route("/v1/logs/subscribe", get(subscribe_logs))
         .route("/weft/v1/tasks/refresh", post(refresh_tasks))
         .route("/weft/v1/nodes", get(list_nodes))
-        .merge(crate::dashboard::routes(guard.clone()))
-        .merge(weft_dashboard::router())
         .route("/metrics", get(metrics))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(guard, crate::guard::check))
-        .with_state(coordinator)
 }
 
 /// A run as lists show it.

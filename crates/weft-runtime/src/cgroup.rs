@@ -167,7 +167,7 @@ fn sweep_stale(own: &Path) {
         else {
             continue;
         };
-        if crate::executor::process_exists(pid) {
+        if crate::process::exists(pid) {
             continue;
         }
         let dir = entry.path();

@@ -349,7 +349,7 @@ fn sweep_stale_socket_dirs(base: &Path) {
         };
         let path = entry.path();
         let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
-        if !ours || process_exists(pid) {
+        if !ours || crate::process::exists(pid) {
             continue;
         }
         let only_sockets = std::fs::read_dir(&path).is_ok_and(|files| {
@@ -361,13 +361,6 @@ fn sweep_stale_socket_dirs(base: &Path) {
             tracing::debug!("removed the stale socket directory {}", path.display());
         }
     }
-}
-
-/// Whether a process of this id exists.
-pub(crate) fn process_exists(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn restrict_to_owner(dir: &Path) -> std::io::Result<()> {

@@ -40,6 +40,8 @@ mod http;
 pub mod launcher;
 mod lifeline;
 pub mod listener;
+mod process;
+pub mod router;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -157,7 +159,7 @@ impl Runtime {
         coordinator.register_tasks().await?;
         coordinator.clone().start_scheduler();
 
-        let app = api::router(coordinator.clone(), addr);
+        let app = router::router(coordinator.clone(), addr);
         let header_timeout = coordinator.config().header_read_timeout;
         let server = tokio::spawn(listener::serve(
             listener,

@@ -105,10 +105,23 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// One row of the rejects table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RejectRecord<'a> {
+    /// The input file.
+    pub source: Source,
+    /// 1-based physical line of the row's first line.
+    pub line: u64,
+    /// Why it was rejected.
+    pub reason: RejectReason,
+    /// Raw row text without line terminator.
+    pub raw: std::borrow::Cow<'a, str>,
+}
+
 /// Why a row was rejected. The declaration order is the reason codes' order in the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Reason {
+pub enum RejectReason {
     /// The row's field count differs from the header's.
     ColumnCount,
     /// `customer_id` is not `cust_` followed by 8 ASCII digits.
@@ -135,59 +148,59 @@ pub enum Reason {
     Duplicate,
 }
 
-impl Reason {
+impl RejectReason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 12] = [
-        Reason::ColumnCount,
-        Reason::BadCustomerId,
-        Reason::MissingField,
-        Reason::BadDate,
-        Reason::BadTimestamp,
-        Reason::BadAmount,
-        Reason::BadEnum,
-        Reason::BadInteger,
-        Reason::BadCsat,
-        Reason::ClosedBeforeOpened,
-        Reason::PaidBeforeIssued,
-        Reason::Duplicate,
+    pub const ALL: [RejectReason; 12] = [
+        RejectReason::ColumnCount,
+        RejectReason::BadCustomerId,
+        RejectReason::MissingField,
+        RejectReason::BadDate,
+        RejectReason::BadTimestamp,
+        RejectReason::BadAmount,
+        RejectReason::BadEnum,
+        RejectReason::BadInteger,
+        RejectReason::BadCsat,
+        RejectReason::ClosedBeforeOpened,
+        RejectReason::PaidBeforeIssued,
+        RejectReason::Duplicate,
     ];
 
     /// The reason code written to the rejects table.
     pub fn code(self) -> &'static str {
         match self {
-            Reason::ColumnCount => "column_count",
-            Reason::BadCustomerId => "bad_customer_id",
-            Reason::MissingField => "missing_field",
-            Reason::BadDate => "bad_date",
-            Reason::BadTimestamp => "bad_timestamp",
-            Reason::BadAmount => "bad_amount",
-            Reason::BadEnum => "bad_enum",
-            Reason::BadInteger => "bad_integer",
-            Reason::BadCsat => "bad_csat",
-            Reason::ClosedBeforeOpened => "closed_before_opened",
-            Reason::PaidBeforeIssued => "paid_before_issued",
-            Reason::Duplicate => "duplicate",
+            RejectReason::ColumnCount => "column_count",
+            RejectReason::BadCustomerId => "bad_customer_id",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::BadDate => "bad_date",
+            RejectReason::BadTimestamp => "bad_timestamp",
+            RejectReason::BadAmount => "bad_amount",
+            RejectReason::BadEnum => "bad_enum",
+            RejectReason::BadInteger => "bad_integer",
+            RejectReason::BadCsat => "bad_csat",
+            RejectReason::ClosedBeforeOpened => "closed_before_opened",
+            RejectReason::PaidBeforeIssued => "paid_before_issued",
+            RejectReason::Duplicate => "duplicate",
         }
     }
 
-    /// Position in [`Reason::ALL`].
+    /// Position in [`RejectReason::ALL`].
     pub fn index(self) -> usize {
         self as usize
     }
 
-    /// The reason at position `index` of [`Reason::ALL`].
-    pub fn from_index(index: usize) -> Option<Reason> {
-        Reason::ALL.get(index).copied()
+    /// The reason at position `index` of [`RejectReason::ALL`].
+    pub fn from_index(index: usize) -> Option<RejectReason> {
+        RejectReason::ALL.get(index).copied()
     }
 }
 
-/// Counts of rejects by reason, indexed by [`Reason::index`].
+/// Counts of rejects by reason, indexed by [`RejectReason::index`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReasonCounts(pub [u64; 12]);
 
 impl ReasonCounts {
     /// Counts one more reject for `reason`.
-    pub fn add(&mut self, reason: Reason) {
+    pub fn add(&mut self, reason: RejectReason) {
         self.0[reason.index()] += 1;
     }
 
@@ -205,7 +218,7 @@ impl ReasonCounts {
 
     /// Non-zero counts as `(code, count)`, in reason order.
     pub fn to_map(&self) -> std::collections::BTreeMap<String, u64> {
-        Reason::ALL
+        RejectReason::ALL
             .iter()
             .filter(|r| self.0[r.index()] > 0)
             .map(|r| (r.code().to_string(), self.0[r.index()]))
@@ -215,7 +228,7 @@ impl ReasonCounts {
     /// The inverse of [`ReasonCounts::to_map`]; unknown codes are ignored.
     pub fn from_map(map: &std::collections::BTreeMap<String, u64>) -> ReasonCounts {
         let mut counts = ReasonCounts::default();
-        for reason in Reason::ALL {
+        for reason in RejectReason::ALL {
             counts.0[reason.index()] = map.get(reason.code()).copied().unwrap_or(0);
         }
         counts
@@ -366,9 +379,14 @@ mod tests {
 
     #[test]
     fn reason_codes_are_the_contracts() {
-        let codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+        let codes: Vec<_> = RejectReason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), 12);
-        assert!(Reason::ALL.iter().enumerate().all(|(i, r)| r.index() == i));
+        assert!(
+            RejectReason::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.index() == i)
+        );
         assert_eq!(Status::parse("paid"), Some(Status::Paid));
         assert_eq!(Status::parse("Paid"), None);
         assert_eq!(

@@ -30,12 +30,13 @@ pub mod part;
 pub mod partition;
 pub mod profile;
 pub mod shard;
+pub mod shard_step;
 pub mod validate;
 pub mod workflow;
 pub mod writer;
 
 pub use calendar::Date;
-pub use contract::{DEFAULT_AS_OF, Format, Reason, Source};
+pub use contract::{DEFAULT_AS_OF, Format, RejectReason, RejectRecord, Source};
 pub use error::{EtlError, Result};
 pub use generate::{GenerateStats, generate};
 pub use local::{LocalOptions, run_local, run_local_with};
@@ -44,5 +45,5 @@ pub use partition::{
     ByteRange, ChunkStats, PartitionManifest, SourcePlan, partition_chunk, plan_chunks,
     plan_source, write_partition_manifest,
 };
-pub use profile::{ShardOptions, ShardStats, process_shard, process_shard_with};
 pub use shard::{ShardRouter, shard_of};
+pub use shard_step::{ShardOptions, ShardStats, process_shard, process_shard_with};

@@ -7,7 +7,7 @@ use crate::contract::{Format, Source};
 use crate::error::{EtlError, Result};
 use crate::manifest::{RunParams, RunSummary, Timings, aggregate};
 use crate::partition::{PartitionManifest, partition_chunk, plan_source, write_partition_manifest};
-use crate::profile::process_shard;
+use crate::shard_step::process_shard;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,11 +2,11 @@
 //! `manifest.json`, and return the run's summary.
 
 use crate::calendar::Date;
-use crate::contract::{Format, Reason, ReasonCounts, Source};
+use crate::contract::{Format, ReasonCounts, RejectReason, Source};
 use crate::error::{EtlError, Result};
 use crate::part::{PartReader, collect_rejects, part_path};
 use crate::partition::PartitionManifest;
-use crate::profile::{FileCounts, ShardStats};
+use crate::shard_step::{FileCounts, ShardStats};
 use crate::writer::{write_atomically, write_rejects};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -250,7 +250,7 @@ pub fn aggregate(
             .map(|s| s.files[source.index()].rows_rejected)
             .sum();
         let summary = files.get_mut(source.name()).expect("inserted above");
-        summary.rejects_by_reason.0[Reason::Duplicate.index()] = shard_rejected - routed;
+        summary.rejects_by_reason.0[RejectReason::Duplicate.index()] = shard_rejected - routed;
     }
     let all_reasons = files.values().fold(ReasonCounts::default(), |mut acc, f| {
         acc.merge(&f.rejects_by_reason);

@@ -18,10 +18,9 @@
 //! row's raw text through the work directory.
 
 use crate::calendar::Date;
-use crate::contract::{Reason, Segment, Source, Status};
+use crate::contract::{RejectReason, RejectRecord, Segment, Source, Status};
 use crate::error::{EtlError, Result};
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
-use crate::writer::RejectRecord;
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::Write;
@@ -63,7 +62,7 @@ pub struct RejectedRow<'a> {
     /// 1-based physical line of the row's first line.
     pub line: u64,
     /// Why it was rejected.
-    pub reason: Reason,
+    pub reason: RejectReason,
     /// Raw row text without line terminator.
     pub raw: Cow<'a, str>,
 }
@@ -107,7 +106,7 @@ pub fn encode_accepted(out: &mut Vec<u8>, origin: Origin, row: &AcceptedRow<'_>)
 }
 
 /// Appends the encoding of a rejected row to `out`.
-pub fn encode_rejected(out: &mut Vec<u8>, line: u64, reason: Reason, raw: &str) {
+pub fn encode_rejected(out: &mut Vec<u8>, line: u64, reason: RejectReason, raw: &str) {
     put_u64(out, line);
     out.push(reason.index() as u8);
     put_str(out, raw);
@@ -187,7 +186,7 @@ pub fn decode_rejected<'a>(
     let r = &mut bytes;
     while !r.is_empty() {
         let line = get_u64(r)?;
-        let reason = Reason::from_index(get_u8(r)? as usize).ok_or("bad reason")?;
+        let reason = RejectReason::from_index(get_u8(r)? as usize).ok_or("bad reason")?;
         let raw = Cow::Borrowed(get_str(r)?);
         each(RejectedRow { line, reason, raw });
     }

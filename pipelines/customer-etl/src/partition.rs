@@ -13,7 +13,7 @@
 //! the heavy work (UTF-8 check, parsing, validation, MD5 routing, encoding)
 //! is in [`partition_chunk`], which runs on all ranges at once.
 
-use crate::contract::{Reason, ReasonCounts, Source};
+use crate::contract::{ReasonCounts, RejectReason, Source};
 use crate::csv_scan::{RecordScanner, trim};
 use crate::error::{EtlError, Result};
 use crate::part::{AcceptedRow, Origin, PartBuilder, encode_accepted, encode_rejected, part_path};
@@ -323,7 +323,7 @@ pub fn partition_chunk(
     while let Some(record) = scanner.next_record() {
         stats.rows_read += 1;
         let (shard, outcome) = if scanner.field_count() != plan.header_fields {
-            (None, Err(Reason::ColumnCount))
+            (None, Err(RejectReason::ColumnCount))
         } else {
             let mut fields = [""; 8];
             for (field, &position) in fields.iter_mut().zip(&plan.column_positions) {
@@ -354,7 +354,7 @@ pub fn partition_chunk(
             }
             (shard, outcome) => {
                 // A valid row always has a routable id, so `outcome` is an error here.
-                let reason = outcome.err().unwrap_or(Reason::BadCustomerId);
+                let reason = outcome.err().unwrap_or(RejectReason::BadCustomerId);
                 stats.rows_rejected += 1;
                 stats.rejects_by_reason.add(reason);
                 let (segment, rows) = match shard {

@@ -6,7 +6,7 @@
 //! the shard step.
 
 use crate::calendar::{Date, parse_timestamp};
-use crate::contract::{Priority, Reason, Segment, Status};
+use crate::contract::{Priority, RejectReason, Segment, Status};
 use std::borrow::Cow;
 
 /// Largest number of integer digits accepted in `amount`: keeps every amount in
@@ -105,9 +105,9 @@ pub fn routing_id(field: &str) -> Option<CustomerId> {
 }
 
 /// Validates crm fields, given trimmed, in [`crate::contract::Source::columns`] order.
-pub fn crm<'a>(f: &[&'a str]) -> Result<CrmRow<'a>, Reason> {
+pub fn crm<'a>(f: &[&'a str]) -> Result<CrmRow<'a>, RejectReason> {
     let customer = customer_id(f[0])?;
-    let segment = required(f[5]).and_then(|s| Segment::parse(s).ok_or(Reason::BadEnum))?;
+    let segment = required(f[5]).and_then(|s| Segment::parse(s).ok_or(RejectReason::BadEnum))?;
     let signup_date = date(required(f[6])?)?;
     let email = if f[2].bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(f[2].to_ascii_lowercase())
@@ -126,19 +126,19 @@ pub fn crm<'a>(f: &[&'a str]) -> Result<CrmRow<'a>, Reason> {
 }
 
 /// Validates billing fields, given trimmed, in [`crate::contract::Source::columns`] order.
-pub fn billing<'a>(f: &[&'a str]) -> Result<BillingRow<'a>, Reason> {
+pub fn billing<'a>(f: &[&'a str]) -> Result<BillingRow<'a>, RejectReason> {
     let invoice_id = required(f[0])?;
     let customer = customer_id(f[1])?;
     let issued_at = date(required(f[2])?)?;
-    let amount_cents = parse_amount(required(f[3])?).ok_or(Reason::BadAmount)?;
-    let status = Status::parse(required(f[4])?).ok_or(Reason::BadEnum)?;
+    let amount_cents = parse_amount(required(f[3])?).ok_or(RejectReason::BadAmount)?;
+    let status = Status::parse(required(f[4])?).ok_or(RejectReason::BadEnum)?;
     let paid_at = match f[5] {
-        "" if status == Status::Paid => return Err(Reason::MissingField),
+        "" if status == Status::Paid => return Err(RejectReason::MissingField),
         "" => None,
         text => Some(date(text)?),
     };
     if paid_at.is_some_and(|paid| paid < issued_at) {
-        return Err(Reason::PaidBeforeIssued);
+        return Err(RejectReason::PaidBeforeIssued);
     }
     Ok(BillingRow {
         invoice_id,
@@ -151,13 +151,13 @@ pub fn billing<'a>(f: &[&'a str]) -> Result<BillingRow<'a>, Reason> {
 }
 
 /// Validates product fields, given trimmed, in [`crate::contract::Source::columns`] order.
-pub fn product<'a>(f: &[&'a str]) -> Result<ProductRow<'a>, Reason> {
+pub fn product<'a>(f: &[&'a str]) -> Result<ProductRow<'a>, RejectReason> {
     let event_id = required(f[0])?;
     let customer = customer_id(f[1])?;
     let occurred_at = timestamp(required(f[2])?)?;
     let feature = required(f[3])?;
     if !is_digits(required(f[4])?) {
-        return Err(Reason::BadInteger);
+        return Err(RejectReason::BadInteger);
     }
     Ok(ProductRow {
         event_id,
@@ -168,7 +168,7 @@ pub fn product<'a>(f: &[&'a str]) -> Result<ProductRow<'a>, Reason> {
 }
 
 /// Validates support fields, given trimmed, in [`crate::contract::Source::columns`] order.
-pub fn support<'a>(f: &[&'a str]) -> Result<SupportRow<'a>, Reason> {
+pub fn support<'a>(f: &[&'a str]) -> Result<SupportRow<'a>, RejectReason> {
     let ticket_id = required(f[0])?;
     let customer = customer_id(f[1])?;
     let opened_at = timestamp(required(f[2])?)?;
@@ -176,13 +176,13 @@ pub fn support<'a>(f: &[&'a str]) -> Result<SupportRow<'a>, Reason> {
         "" => None,
         text => Some(timestamp(text)?),
     };
-    Priority::parse(required(f[4])?).ok_or(Reason::BadEnum)?;
+    Priority::parse(required(f[4])?).ok_or(RejectReason::BadEnum)?;
     let csat = match f[5] {
         "" => None,
-        text => Some(parse_csat(text).ok_or(Reason::BadCsat)?),
+        text => Some(parse_csat(text).ok_or(RejectReason::BadCsat)?),
     };
     if closed_at.is_some_and(|closed| closed < opened_at) {
-        return Err(Reason::ClosedBeforeOpened);
+        return Err(RejectReason::ClosedBeforeOpened);
     }
     Ok(SupportRow {
         ticket_id,
@@ -193,24 +193,24 @@ pub fn support<'a>(f: &[&'a str]) -> Result<SupportRow<'a>, Reason> {
     })
 }
 
-fn required(field: &str) -> Result<&str, Reason> {
+fn required(field: &str) -> Result<&str, RejectReason> {
     if field.is_empty() {
-        Err(Reason::MissingField)
+        Err(RejectReason::MissingField)
     } else {
         Ok(field)
     }
 }
 
-fn customer_id(field: &str) -> Result<CustomerId, Reason> {
-    CustomerId::parse(required(field)?).ok_or(Reason::BadCustomerId)
+fn customer_id(field: &str) -> Result<CustomerId, RejectReason> {
+    CustomerId::parse(required(field)?).ok_or(RejectReason::BadCustomerId)
 }
 
-fn date(field: &str) -> Result<Date, Reason> {
-    Date::parse(field).ok_or(Reason::BadDate)
+fn date(field: &str) -> Result<Date, RejectReason> {
+    Date::parse(field).ok_or(RejectReason::BadDate)
 }
 
-fn timestamp(field: &str) -> Result<i64, Reason> {
-    parse_timestamp(field).ok_or(Reason::BadTimestamp)
+fn timestamp(field: &str) -> Result<i64, RejectReason> {
+    parse_timestamp(field).ok_or(RejectReason::BadTimestamp)
 }
 
 fn is_digits(text: &str) -> bool {
@@ -308,28 +308,31 @@ mod tests {
         let row = |f: [&'static str; 6]| billing(&f).map(|_| ());
         assert_eq!(
             row(["", "bad", "x", "x", "x", ""]),
-            Err(Reason::MissingField)
+            Err(RejectReason::MissingField)
         );
         assert_eq!(
             row(["i", "bad", "x", "x", "x", ""]),
-            Err(Reason::BadCustomerId)
+            Err(RejectReason::BadCustomerId)
         );
-        assert_eq!(row(["i", "", "x", "x", "x", ""]), Err(Reason::MissingField));
+        assert_eq!(
+            row(["i", "", "x", "x", "x", ""]),
+            Err(RejectReason::MissingField)
+        );
         assert_eq!(
             row(["i", "cust_00000001", "2026-02-30", "x", "x", ""]),
-            Err(Reason::BadDate)
+            Err(RejectReason::BadDate)
         );
         assert_eq!(
             row(["i", "cust_00000001", "2026-02-03", "x", "x", ""]),
-            Err(Reason::BadAmount)
+            Err(RejectReason::BadAmount)
         );
         assert_eq!(
             row(["i", "cust_00000001", "2026-02-03", "1", "PAID", ""]),
-            Err(Reason::BadEnum)
+            Err(RejectReason::BadEnum)
         );
         assert_eq!(
             row(["i", "cust_00000001", "2026-02-03", "1", "paid", ""]),
-            Err(Reason::MissingField)
+            Err(RejectReason::MissingField)
         );
         assert_eq!(
             row(["i", "cust_00000001", "2026-02-03", "1", "open", ""]),
@@ -337,7 +340,7 @@ mod tests {
         );
         assert_eq!(
             row(["i", "cust_00000001", "2026-02-03", "1", "open", "x"]),
-            Err(Reason::BadDate)
+            Err(RejectReason::BadDate)
         );
         assert_eq!(
             row([
@@ -348,7 +351,7 @@ mod tests {
                 "open",
                 "2026-02-02"
             ]),
-            Err(Reason::PaidBeforeIssued)
+            Err(RejectReason::PaidBeforeIssued)
         );
         assert_eq!(
             row([
@@ -376,7 +379,7 @@ mod tests {
                 "urgent",
                 "9"
             ]),
-            Err(Reason::BadCsat)
+            Err(RejectReason::BadCsat)
         );
         assert_eq!(
             row([
@@ -387,7 +390,7 @@ mod tests {
                 "asap",
                 "3"
             ]),
-            Err(Reason::BadEnum)
+            Err(RejectReason::BadEnum)
         );
         assert_eq!(
             row([
@@ -398,15 +401,15 @@ mod tests {
                 "low",
                 "3"
             ]),
-            Err(Reason::ClosedBeforeOpened)
+            Err(RejectReason::ClosedBeforeOpened)
         );
         assert_eq!(
             row(["t", "cust_00000001", open, "yesterday", "low", "3"]),
-            Err(Reason::BadTimestamp)
+            Err(RejectReason::BadTimestamp)
         );
         assert_eq!(
             row(["t", "cust_00000001", "", "", "low", ""]),
-            Err(Reason::MissingField)
+            Err(RejectReason::MissingField)
         );
         assert_eq!(row(["t", "cust_00000001", open, open, "low", ""]), Ok(()));
     }
@@ -417,15 +420,15 @@ mod tests {
         let t = "2026-09-01T10:00:00Z";
         assert_eq!(
             p(["e", "cust_00000001", t, "", "x"]),
-            Err(Reason::MissingField)
+            Err(RejectReason::MissingField)
         );
         assert_eq!(
             p(["e", "cust_00000001", t, "f", "1.5"]),
-            Err(Reason::BadInteger)
+            Err(RejectReason::BadInteger)
         );
         assert_eq!(
             p(["e", "cust_00000001", t, "f", "-1"]),
-            Err(Reason::BadInteger)
+            Err(RejectReason::BadInteger)
         );
         assert_eq!(p(["e", "cust_00000001", t, "f", "0"]), Ok(()));
         let c = |f: [&'static str; 7]| crm(&f).map(|r| r.email.into_owned());
@@ -435,11 +438,11 @@ mod tests {
         );
         assert_eq!(
             c(["cust_00000001", "", "", "", "", "SMB", "bad"]),
-            Err(Reason::BadEnum)
+            Err(RejectReason::BadEnum)
         );
         assert_eq!(
             c(["cust_00000001", "", "", "", "", "smb", ""]),
-            Err(Reason::MissingField)
+            Err(RejectReason::MissingField)
         );
     }
 }

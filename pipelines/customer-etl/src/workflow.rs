@@ -20,7 +20,7 @@ use crate::partition::{
     ChunkStats, PartitionManifest, SourcePlan, partition_chunk, plan_source,
     write_partition_manifest,
 };
-use crate::profile::{ShardOptions, ShardStats, process_shard_with};
+use crate::shard_step::{ShardOptions, ShardStats, process_shard_with};
 use crate::writer::write_atomically;
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};

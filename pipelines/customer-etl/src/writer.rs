@@ -1,7 +1,7 @@
 //! Writing the output tables: profiles as CSV or Parquet, rejects as CSV.
 
 use crate::calendar::{Date, format_timestamp};
-use crate::contract::{Format, Reason, Source};
+use crate::contract::{Format, RejectRecord};
 use crate::error::{EtlError, Result};
 use crate::profile::Profile;
 use arrow_array::builder::{
@@ -449,19 +449,6 @@ impl ProfileSink for ParquetProfileSink {
         file.sync_data()
             .map_err(|e| EtlError::io("syncing", &path, e))
     }
-}
-
-/// One row of the rejects table.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RejectRecord<'a> {
-    /// The input file.
-    pub source: Source,
-    /// 1-based physical line of the row's first line.
-    pub line: u64,
-    /// Why it was rejected.
-    pub reason: Reason,
-    /// Raw row text without line terminator.
-    pub raw: std::borrow::Cow<'a, str>,
 }
 
 /// Writes a rejects table (header `source,line,reason,raw`) in the given

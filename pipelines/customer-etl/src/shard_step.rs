@@ -1,0 +1,334 @@
+//! The shard step: read one shard's rows from every part file, drop
+//! duplicates, merge the four sources by customer, compute each profile
+//! ([`crate::profile::build_profile`]) and write the shard's profiles and
+//! rejects.
+
+use crate::calendar::Date;
+use crate::contract::{Format, ReasonCounts, RejectReason, RejectRecord, Source, Window};
+use crate::error::{EtlError, Result};
+use crate::part::{
+    AcceptedRow, Origin, PartReader, collect_rejects, decode_accepted, part_path, read_at,
+};
+use crate::partition::PartitionManifest;
+use crate::profile::build_profile;
+use crate::validate::CustomerId;
+use crate::writer::{ProfileSink, commit_temp, profile_sink, temp_path, write_rejects};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Row counts of one input file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCounts {
+    /// Rows read.
+    pub rows_read: u64,
+    /// Rows accepted (merged into profiles).
+    pub rows_accepted: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+}
+
+impl FileCounts {
+    /// Adds `other`'s counts.
+    pub fn merge(&mut self, other: &FileCounts) {
+        self.rows_read += other.rows_read;
+        self.rows_accepted += other.rows_accepted;
+        self.rows_rejected += other.rows_rejected;
+    }
+}
+
+/// What one shard step did (counts only, never the profiles).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStats {
+    /// The shard.
+    pub shard_id: u32,
+    /// Profiles written.
+    pub profiles: u64,
+    /// Counts of this shard's rows per input file, in [`Source::ALL`] order.
+    pub files: Vec<FileCounts>,
+    /// This shard's rejects by reason.
+    pub rejects_by_reason: ReasonCounts,
+    /// The profile file, relative to the output directory.
+    pub profile_file: String,
+    /// The rejects file, relative to the output directory.
+    pub rejects_file: String,
+    /// Wall time of the step in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// The path of shard `shard_id`'s profile file, relative to the output directory.
+pub fn profile_file_name(shard_id: u32, format: Format) -> String {
+    format!("profiles/shard-{shard_id:05}.{}", format.extension())
+}
+
+/// The path of shard `shard_id`'s rejects file, relative to the output directory.
+pub fn rejects_file_name(shard_id: u32) -> String {
+    format!("rejects/shard-{shard_id:05}.csv")
+}
+
+/// An accepted row with where it came from.
+struct Located<T> {
+    origin: Origin,
+    row: T,
+}
+
+/// Knobs of [`process_shard_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardOptions {
+    /// Fault injection, for crash tests only: after writing this many
+    /// profiles (or, with fewer, just before the rename), flush the
+    /// half-written file to disk and abort the process without any clean-up.
+    pub crash_after_profiles: Option<u64>,
+}
+
+/// Runs the shard step for `shard_id`: reads the shard's segments of every part
+/// file in `work_dir`, and writes `profiles/shard-NNNNN.<csv|parquet>` and
+/// `rejects/shard-NNNNN.csv` under `out_dir`.
+///
+/// Each file is written under a temporary name and renamed into place, so a
+/// retried shard replaces whatever its failed attempt left: its output is
+/// whole and never holds a customer twice.
+pub fn process_shard(
+    shard_id: u32,
+    work_dir: &Path,
+    out_dir: &Path,
+    as_of: Date,
+    format: Format,
+) -> Result<ShardStats> {
+    process_shard_with(
+        shard_id,
+        work_dir,
+        out_dir,
+        as_of,
+        format,
+        &ShardOptions::default(),
+    )
+}
+
+/// [`process_shard`] with options.
+pub fn process_shard_with(
+    shard_id: u32,
+    work_dir: &Path,
+    out_dir: &Path,
+    as_of: Date,
+    format: Format,
+    options: &ShardOptions,
+) -> Result<ShardStats> {
+    let started = Instant::now();
+    let manifest = PartitionManifest::load(work_dir)?;
+    if shard_id >= manifest.num_shards {
+        return Err(EtlError::InvalidArgument(format!(
+            "shard {shard_id} is out of range: the work directory {} has {} shards",
+            work_dir.display(),
+            manifest.num_shards
+        )));
+    }
+    let mut stats = ShardStats {
+        shard_id,
+        files: vec![FileCounts::default(); 4],
+        profile_file: profile_file_name(shard_id, format),
+        rejects_file: rejects_file_name(shard_id),
+        ..ShardStats::default()
+    };
+
+    // Read this shard's segments: accepted rows per source, one buffer each,
+    // and all its partition-time rejects.
+    let mut accepted_bytes: [Vec<u8>; 4] = Default::default();
+    let mut rejected_bytes: [Vec<u8>; 4] = Default::default();
+    for source in Source::ALL {
+        for chunk in 0..manifest.plan(source).chunks.len() {
+            let path = part_path(work_dir, source, chunk);
+            let part = PartReader::open(&path, source, manifest.num_shards)?;
+            let accepted = part.accepted_index(shard_id);
+            let rejected = part.rejected_index(shard_id);
+            part.read_segment(accepted, &mut accepted_bytes[source.index()])?;
+            part.read_segment(rejected, &mut rejected_bytes[source.index()])?;
+            let counts = &mut stats.files[source.index()];
+            counts.rows_read += accepted.rows + rejected.rows;
+            counts.rows_rejected += rejected.rows;
+        }
+    }
+    let mut rejects: Vec<RejectRecord<'_>> = Vec::new();
+    for source in Source::ALL {
+        collect_rejects(
+            source,
+            &rejected_bytes[source.index()],
+            work_dir,
+            &mut rejects,
+        )?;
+    }
+
+    let mut crm = Vec::new();
+    let mut billing = Vec::new();
+    let mut product = Vec::new();
+    let mut support = Vec::new();
+    for source in Source::ALL {
+        decode_accepted(
+            source,
+            &accepted_bytes[source.index()],
+            |origin, row| match row {
+                AcceptedRow::Crm(row) => crm.push(Located { origin, row }),
+                AcceptedRow::Billing(row) => billing.push(Located { origin, row }),
+                AcceptedRow::Product(row) => product.push(Located { origin, row }),
+                AcceptedRow::Support(row) => support.push(Located { origin, row }),
+            },
+        )
+        .map_err(|detail| {
+            EtlError::bad_work_file(work_dir.join("parts").join(source.name()), detail)
+        })?;
+    }
+
+    // Duplicates: sort by (customer, record key, line); the first of each run is
+    // the earliest accepted row in file order and wins.
+    let mut duplicates: Vec<(Source, Origin)> = Vec::new();
+    drop_duplicates(Source::Crm, &mut crm, |r| (r.customer, ""), &mut duplicates);
+    drop_duplicates(
+        Source::Billing,
+        &mut billing,
+        |r| (r.customer, r.invoice_id),
+        &mut duplicates,
+    );
+    drop_duplicates(
+        Source::Product,
+        &mut product,
+        |r| (r.customer, r.event_id),
+        &mut duplicates,
+    );
+    drop_duplicates(
+        Source::Support,
+        &mut support,
+        |r| (r.customer, r.ticket_id),
+        &mut duplicates,
+    );
+    for (source, origin) in &duplicates {
+        let plan = manifest.plan(*source);
+        let raw = read_raw(&plan.path, *origin)?;
+        stats.files[source.index()].rows_rejected += 1;
+        rejects.push(RejectRecord {
+            source: *source,
+            line: origin.line,
+            reason: RejectReason::Duplicate,
+            raw: Cow::Owned(raw),
+        });
+    }
+    for counts in &mut stats.files {
+        counts.rows_accepted = counts.rows_read - counts.rows_rejected;
+    }
+    for r in &rejects {
+        stats.rejects_by_reason.add(r.reason);
+    }
+
+    // Merge the four customer-sorted lists and write profiles in customer order.
+    let window = Window::for_as_of(as_of);
+    for dir in ["profiles", "rejects"] {
+        let dir = out_dir.join(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| EtlError::io("creating directory", &dir, e))?;
+    }
+    let profile_path = out_dir.join(&stats.profile_file);
+    let profile_tmp = temp_path(&profile_path);
+    let mut sink = profile_sink(&profile_tmp, format)?;
+    let (mut c, mut b, mut p, mut s) = (0, 0, 0, 0);
+    let mut features: Vec<&str> = Vec::new();
+    loop {
+        let next = [
+            crm.get(c).map(|r| r.row.customer),
+            billing.get(b).map(|r| r.row.customer),
+            product.get(p).map(|r| r.row.customer),
+            support.get(s).map(|r| r.row.customer),
+        ];
+        let Some(customer) = next.iter().flatten().min().copied() else {
+            break;
+        };
+        let (c0, c1) = take_group(&crm, &mut c, customer, |r| r.customer);
+        let (b0, b1) = take_group(&billing, &mut b, customer, |r| r.customer);
+        let (p0, p1) = take_group(&product, &mut p, customer, |r| r.customer);
+        let (s0, s1) = take_group(&support, &mut s, customer, |r| r.customer);
+        let profile = build_profile(
+            customer,
+            crm[c0..c1].first().map(|r| r.row.clone()),
+            billing[b0..b1].iter().map(|r| &r.row),
+            product[p0..p1].iter().map(|r| &r.row),
+            support[s0..s1].iter().map(|r| &r.row),
+            &window,
+            &mut features,
+        );
+        sink.write(&profile)?;
+        stats.profiles += 1;
+        if options.crash_after_profiles == Some(stats.profiles) {
+            crash_mid_write(sink.as_mut(), &profile_tmp);
+        }
+    }
+    if options.crash_after_profiles.is_some() {
+        crash_mid_write(sink.as_mut(), &profile_tmp);
+    }
+    sink.finish()?;
+    commit_temp(&profile_tmp, &profile_path)?;
+
+    rejects.sort_unstable_by_key(|r| (r.source, r.line));
+    write_rejects(&out_dir.join(&stats.rejects_file), &rejects)?;
+    stats.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(stats)
+}
+
+/// The fault-injection crash: leaves a half-written file and dies at once,
+/// as a killed process would (no destructors, no error reported).
+fn crash_mid_write(sink: &mut dyn ProfileSink, path: &Path) -> ! {
+    let _ = sink.flush();
+    eprintln!(
+        "fault injection: aborting the process while writing {}",
+        path.display()
+    );
+    std::process::abort()
+}
+
+/// Advances `at` past the rows of `customer` and returns their index range.
+fn take_group<T>(
+    rows: &[Located<T>],
+    at: &mut usize,
+    customer: CustomerId,
+    id: impl Fn(&T) -> CustomerId,
+) -> (usize, usize) {
+    let start = *at;
+    while *at < rows.len() && id(&rows[*at].row) == customer {
+        *at += 1;
+    }
+    (start, *at)
+}
+
+/// Sorts `rows` by (customer, key, line), removes every row that repeats the
+/// (customer, key) of an earlier one, and records the removed rows' origins.
+fn drop_duplicates<T>(
+    source: Source,
+    rows: &mut Vec<Located<T>>,
+    key: impl Fn(&T) -> (CustomerId, &str),
+    duplicates: &mut Vec<(Source, Origin)>,
+) {
+    rows.sort_unstable_by(|x, y| {
+        key(&x.row)
+            .cmp(&key(&y.row))
+            .then(x.origin.line.cmp(&y.origin.line))
+    });
+    let mut keep = vec![true; rows.len()];
+    for i in 1..rows.len() {
+        if key(&rows[i].row) == key(&rows[i - 1].row) {
+            keep[i] = false;
+            duplicates.push((source, rows[i].origin));
+        }
+    }
+    if keep.iter().all(|k| *k) {
+        return;
+    }
+    let mut flags = keep.into_iter();
+    rows.retain(|_| flags.next().unwrap_or(true));
+}
+
+fn read_raw(path: &PathBuf, origin: Origin) -> Result<String> {
+    let file = std::fs::File::open(path).map_err(|e| EtlError::io("opening", path, e))?;
+    let mut bytes = vec![0u8; origin.raw_len as usize];
+    read_at(&file, path, &mut bytes, origin.offset)?;
+    String::from_utf8(bytes).map_err(|_| EtlError::InvalidUtf8 {
+        path: path.clone(),
+        offset: origin.offset,
+    })
+}
