@@ -4,7 +4,7 @@
 use crate::calendar::Date;
 use crate::contract::{Format, ReasonCounts, RejectReason, Source};
 use crate::error::{EtlError, Result};
-use crate::part::{PartReader, collect_rejects, part_path};
+use crate::part::collect_rejects;
 use crate::partition::PartitionManifest;
 use crate::shard_step::{FileCounts, ShardStats};
 use crate::writer::{write_atomically, write_rejects};
@@ -178,14 +178,9 @@ pub fn aggregate(
     let mut unroutable_bytes: Vec<(Source, Vec<u8>)> = Vec::new();
     for source in Source::ALL {
         let mut bytes = Vec::new();
-        for chunk in 0..partition.plan(source).chunks.len() {
-            let part = PartReader::open(
-                &part_path(work_dir, source, chunk),
-                source,
-                partition.num_shards,
-            )?;
-            part.read_segment(part.unroutable_index(), &mut bytes)?;
-        }
+        partition.for_each_part(work_dir, source, |part| {
+            part.read_segment(part.unroutable_index(), &mut bytes)
+        })?;
         unroutable_bytes.push((source, bytes));
     }
     let mut unroutable = Vec::new();

@@ -16,7 +16,9 @@
 use crate::contract::{ReasonCounts, RejectReason, Source};
 use crate::csv_scan::{RecordScanner, trim};
 use crate::error::{EtlError, Result};
-use crate::part::{AcceptedRow, Origin, PartBuilder, encode_accepted, encode_rejected, part_path};
+use crate::part::{
+    AcceptedRow, Origin, PartBuilder, PartReader, encode_accepted, encode_rejected, part_path,
+};
 use crate::shard::ShardRouter;
 use crate::validate;
 use serde::{Deserialize, Serialize};
@@ -381,6 +383,23 @@ pub fn write_partition_manifest(work_dir: &Path, manifest: &PartitionManifest) -
 }
 
 impl PartitionManifest {
+    /// Opens every part file of `source` in `work_dir`, in chunk order, and
+    /// hands each to `f`: how the shard and aggregate steps read their
+    /// segments.
+    pub fn for_each_part(
+        &self,
+        work_dir: &Path,
+        source: Source,
+        mut f: impl FnMut(&PartReader) -> Result<()>,
+    ) -> Result<()> {
+        for chunk in 0..self.plan(source).chunks.len() {
+            let part =
+                PartReader::open(&part_path(work_dir, source, chunk), source, self.num_shards)?;
+            f(&part)?;
+        }
+        Ok(())
+    }
+
     /// Reads `work_dir/partition.json`.
     pub fn load(work_dir: &Path) -> Result<Self> {
         let path = work_dir.join(MANIFEST_FILE);

@@ -6,12 +6,10 @@
 use crate::calendar::Date;
 use crate::contract::{Format, ReasonCounts, RejectReason, RejectRecord, Source, Window};
 use crate::error::{EtlError, Result};
-use crate::part::{
-    AcceptedRow, Origin, PartReader, collect_rejects, decode_accepted, part_path, read_at,
-};
+use crate::part::{AcceptedRow, Origin, collect_rejects, decode_accepted, read_at};
 use crate::partition::PartitionManifest;
 use crate::profile::build_profile;
-use crate::validate::CustomerId;
+use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
 use crate::writer::{ProfileSink, commit_temp, profile_sink, temp_path, write_rejects};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -131,144 +129,201 @@ pub fn process_shard_with(
         rejects_file: rejects_file_name(shard_id),
         ..ShardStats::default()
     };
-
-    // Read this shard's segments: accepted rows per source, one buffer each,
-    // and all its partition-time rejects.
-    let mut accepted_bytes: [Vec<u8>; 4] = Default::default();
-    let mut rejected_bytes: [Vec<u8>; 4] = Default::default();
-    for source in Source::ALL {
-        for chunk in 0..manifest.plan(source).chunks.len() {
-            let path = part_path(work_dir, source, chunk);
-            let part = PartReader::open(&path, source, manifest.num_shards)?;
-            let accepted = part.accepted_index(shard_id);
-            let rejected = part.rejected_index(shard_id);
-            part.read_segment(accepted, &mut accepted_bytes[source.index()])?;
-            part.read_segment(rejected, &mut rejected_bytes[source.index()])?;
-            let counts = &mut stats.files[source.index()];
-            counts.rows_read += accepted.rows + rejected.rows;
-            counts.rows_rejected += rejected.rows;
-        }
-    }
+    let segments = read_segments(&manifest, work_dir, shard_id, &mut stats.files)?;
     let mut rejects: Vec<RejectRecord<'_>> = Vec::new();
     for source in Source::ALL {
         collect_rejects(
             source,
-            &rejected_bytes[source.index()],
+            &segments.rejected[source.index()],
             work_dir,
             &mut rejects,
         )?;
     }
-
-    let mut crm = Vec::new();
-    let mut billing = Vec::new();
-    let mut product = Vec::new();
-    let mut support = Vec::new();
-    for source in Source::ALL {
-        decode_accepted(
-            source,
-            &accepted_bytes[source.index()],
-            |origin, row| match row {
-                AcceptedRow::Crm(row) => crm.push(Located { origin, row }),
-                AcceptedRow::Billing(row) => billing.push(Located { origin, row }),
-                AcceptedRow::Product(row) => product.push(Located { origin, row }),
-                AcceptedRow::Support(row) => support.push(Located { origin, row }),
-            },
-        )
-        .map_err(|detail| {
-            EtlError::bad_work_file(work_dir.join("parts").join(source.name()), detail)
-        })?;
-    }
-
-    // Duplicates: sort by (customer, record key, line); the first of each run is
-    // the earliest accepted row in file order and wins.
-    let mut duplicates: Vec<(Source, Origin)> = Vec::new();
-    drop_duplicates(Source::Crm, &mut crm, |r| (r.customer, ""), &mut duplicates);
-    drop_duplicates(
-        Source::Billing,
-        &mut billing,
-        |r| (r.customer, r.invoice_id),
-        &mut duplicates,
-    );
-    drop_duplicates(
-        Source::Product,
-        &mut product,
-        |r| (r.customer, r.event_id),
-        &mut duplicates,
-    );
-    drop_duplicates(
-        Source::Support,
-        &mut support,
-        |r| (r.customer, r.ticket_id),
-        &mut duplicates,
-    );
-    for (source, origin) in &duplicates {
-        let plan = manifest.plan(*source);
-        let raw = read_raw(&plan.path, *origin)?;
-        stats.files[source.index()].rows_rejected += 1;
-        rejects.push(RejectRecord {
-            source: *source,
-            line: origin.line,
-            reason: RejectReason::Duplicate,
-            raw: Cow::Owned(raw),
-        });
-    }
+    let mut rows = ShardRows::decode(&segments.accepted, work_dir)?;
+    rows.reject_duplicates(&manifest, &mut rejects, &mut stats.files)?;
     for counts in &mut stats.files {
         counts.rows_accepted = counts.rows_read - counts.rows_rejected;
     }
     for r in &rejects {
         stats.rejects_by_reason.add(r.reason);
     }
-
-    // Merge the four customer-sorted lists and write profiles in customer order.
-    let window = Window::for_as_of(as_of);
     for dir in ["profiles", "rejects"] {
         let dir = out_dir.join(dir);
         std::fs::create_dir_all(&dir).map_err(|e| EtlError::io("creating directory", &dir, e))?;
     }
-    let profile_path = out_dir.join(&stats.profile_file);
-    let profile_tmp = temp_path(&profile_path);
-    let mut sink = profile_sink(&profile_tmp, format)?;
-    let (mut c, mut b, mut p, mut s) = (0, 0, 0, 0);
-    let mut features: Vec<&str> = Vec::new();
-    loop {
-        let next = [
-            crm.get(c).map(|r| r.row.customer),
-            billing.get(b).map(|r| r.row.customer),
-            product.get(p).map(|r| r.row.customer),
-            support.get(s).map(|r| r.row.customer),
-        ];
-        let Some(customer) = next.iter().flatten().min().copied() else {
-            break;
-        };
-        let (c0, c1) = take_group(&crm, &mut c, customer, |r| r.customer);
-        let (b0, b1) = take_group(&billing, &mut b, customer, |r| r.customer);
-        let (p0, p1) = take_group(&product, &mut p, customer, |r| r.customer);
-        let (s0, s1) = take_group(&support, &mut s, customer, |r| r.customer);
-        let profile = build_profile(
-            customer,
-            crm[c0..c1].first().map(|r| r.row.clone()),
-            billing[b0..b1].iter().map(|r| &r.row),
-            product[p0..p1].iter().map(|r| &r.row),
-            support[s0..s1].iter().map(|r| &r.row),
-            &window,
-            &mut features,
-        );
-        sink.write(&profile)?;
-        stats.profiles += 1;
-        if options.crash_after_profiles == Some(stats.profiles) {
-            crash_mid_write(sink.as_mut(), &profile_tmp);
-        }
-    }
-    if options.crash_after_profiles.is_some() {
-        crash_mid_write(sink.as_mut(), &profile_tmp);
-    }
-    sink.finish()?;
-    commit_temp(&profile_tmp, &profile_path)?;
-
+    stats.profiles = rows.write_profiles(
+        &out_dir.join(&stats.profile_file),
+        Window::for_as_of(as_of),
+        format,
+        options,
+    )?;
     rejects.sort_unstable_by_key(|r| (r.source, r.line));
     write_rejects(&out_dir.join(&stats.rejects_file), &rejects)?;
     stats.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(stats)
+}
+
+/// One shard's segments of every part file: its accepted rows and its
+/// partition-time rejects, one buffer per source each.
+struct Segments {
+    accepted: [Vec<u8>; 4],
+    rejected: [Vec<u8>; 4],
+}
+
+/// Reads shard `shard_id`'s segments, counting their rows in `files`.
+fn read_segments(
+    manifest: &PartitionManifest,
+    work_dir: &Path,
+    shard_id: u32,
+    files: &mut [FileCounts],
+) -> Result<Segments> {
+    let mut segments = Segments {
+        accepted: Default::default(),
+        rejected: Default::default(),
+    };
+    for source in Source::ALL {
+        let i = source.index();
+        manifest.for_each_part(work_dir, source, |part| {
+            let accepted = part.accepted_index(shard_id);
+            let rejected = part.rejected_index(shard_id);
+            part.read_segment(accepted, &mut segments.accepted[i])?;
+            part.read_segment(rejected, &mut segments.rejected[i])?;
+            files[i].rows_read += accepted.rows + rejected.rows;
+            files[i].rows_rejected += rejected.rows;
+            Ok(())
+        })?;
+    }
+    Ok(segments)
+}
+
+/// A shard's accepted rows, per source, each with where it came from.
+struct ShardRows<'a> {
+    crm: Vec<Located<CrmRow<'a>>>,
+    billing: Vec<Located<BillingRow<'a>>>,
+    product: Vec<Located<ProductRow<'a>>>,
+    support: Vec<Located<SupportRow<'a>>>,
+}
+
+impl<'a> ShardRows<'a> {
+    fn decode(accepted: &'a [Vec<u8>; 4], work_dir: &Path) -> Result<Self> {
+        let mut rows = ShardRows {
+            crm: Vec::new(),
+            billing: Vec::new(),
+            product: Vec::new(),
+            support: Vec::new(),
+        };
+        for source in Source::ALL {
+            decode_accepted(source, &accepted[source.index()], |origin, row| match row {
+                AcceptedRow::Crm(row) => rows.crm.push(Located { origin, row }),
+                AcceptedRow::Billing(row) => rows.billing.push(Located { origin, row }),
+                AcceptedRow::Product(row) => rows.product.push(Located { origin, row }),
+                AcceptedRow::Support(row) => rows.support.push(Located { origin, row }),
+            })
+            .map_err(|detail| {
+                EtlError::bad_work_file(work_dir.join("parts").join(source.name()), detail)
+            })?;
+        }
+        Ok(rows)
+    }
+
+    /// Duplicates: sorted by (customer, record key, line), the first of each
+    /// run is the earliest accepted row in file order and wins; the others
+    /// become `duplicate` rejects, read back from the input for their text.
+    fn reject_duplicates(
+        &mut self,
+        manifest: &PartitionManifest,
+        rejects: &mut Vec<RejectRecord<'_>>,
+        files: &mut [FileCounts],
+    ) -> Result<()> {
+        let mut duplicates: Vec<(Source, Origin)> = Vec::new();
+        drop_duplicates(
+            Source::Crm,
+            &mut self.crm,
+            |r| (r.customer, ""),
+            &mut duplicates,
+        );
+        drop_duplicates(
+            Source::Billing,
+            &mut self.billing,
+            |r| (r.customer, r.invoice_id),
+            &mut duplicates,
+        );
+        drop_duplicates(
+            Source::Product,
+            &mut self.product,
+            |r| (r.customer, r.event_id),
+            &mut duplicates,
+        );
+        drop_duplicates(
+            Source::Support,
+            &mut self.support,
+            |r| (r.customer, r.ticket_id),
+            &mut duplicates,
+        );
+        for (source, origin) in &duplicates {
+            let raw = read_raw(&manifest.plan(*source).path, *origin)?;
+            files[source.index()].rows_rejected += 1;
+            rejects.push(RejectRecord {
+                source: *source,
+                line: origin.line,
+                reason: RejectReason::Duplicate,
+                raw: Cow::Owned(raw),
+            });
+        }
+        Ok(())
+    }
+
+    /// Merges the four customer-sorted lists and writes one profile per
+    /// customer, in customer order, to `path` (through a temporary file
+    /// renamed into place). Returns how many.
+    fn write_profiles(
+        &self,
+        path: &Path,
+        window: Window,
+        format: Format,
+        options: &ShardOptions,
+    ) -> Result<u64> {
+        let tmp = temp_path(path);
+        let mut sink = profile_sink(&tmp, format)?;
+        let (mut c, mut b, mut p, mut s) = (0, 0, 0, 0);
+        let mut features: Vec<&str> = Vec::new();
+        let mut written = 0;
+        loop {
+            let next = [
+                self.crm.get(c).map(|r| r.row.customer),
+                self.billing.get(b).map(|r| r.row.customer),
+                self.product.get(p).map(|r| r.row.customer),
+                self.support.get(s).map(|r| r.row.customer),
+            ];
+            let Some(customer) = next.iter().flatten().min().copied() else {
+                break;
+            };
+            let (c0, c1) = take_group(&self.crm, &mut c, customer, |r| r.customer);
+            let (b0, b1) = take_group(&self.billing, &mut b, customer, |r| r.customer);
+            let (p0, p1) = take_group(&self.product, &mut p, customer, |r| r.customer);
+            let (s0, s1) = take_group(&self.support, &mut s, customer, |r| r.customer);
+            let profile = build_profile(
+                customer,
+                self.crm[c0..c1].first().map(|r| r.row.clone()),
+                self.billing[b0..b1].iter().map(|r| &r.row),
+                self.product[p0..p1].iter().map(|r| &r.row),
+                self.support[s0..s1].iter().map(|r| &r.row),
+                &window,
+                &mut features,
+            );
+            sink.write(&profile)?;
+            written += 1;
+            if options.crash_after_profiles == Some(written) {
+                crash_mid_write(sink.as_mut(), &tmp);
+            }
+        }
+        if options.crash_after_profiles.is_some() {
+            crash_mid_write(sink.as_mut(), &tmp);
+        }
+        sink.finish()?;
+        commit_temp(&tmp, path)?;
+        Ok(written)
+    }
 }
 
 /// The fault-injection crash: leaves a half-written file and dies at once,
