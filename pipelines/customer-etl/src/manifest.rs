@@ -174,79 +174,8 @@ pub fn aggregate(
         )));
     }
 
-    // Unroutable rejects, in source then file order.
-    let mut unroutable_bytes: Vec<(Source, Vec<u8>)> = Vec::new();
-    for source in Source::ALL {
-        let mut bytes = Vec::new();
-        partition.for_each_part(work_dir, source, |part| {
-            part.read_segment(part.unroutable_index(), &mut bytes)
-        })?;
-        unroutable_bytes.push((source, bytes));
-    }
-    let mut unroutable = Vec::new();
-    for (source, bytes) in &unroutable_bytes {
-        collect_rejects(*source, bytes, work_dir, &mut unroutable)?;
-    }
-    let rejects_dir = out_dir.join("rejects");
-    std::fs::create_dir_all(&rejects_dir)
-        .map_err(|e| EtlError::io("creating directory", &rejects_dir, e))?;
-    write_rejects(&out_dir.join(UNROUTABLE_REJECTS_FILE), &unroutable)?;
-
-    let mut files = BTreeMap::new();
-    let mut totals = FileCounts::default();
-    for source in Source::ALL {
-        let mut counts = FileCounts::default();
-        for shard in &shards {
-            counts.merge(&shard.files[source.index()]);
-        }
-        let mut reasons = ReasonCounts::default();
-        let mut partition_read = 0;
-        for chunk in &partition.chunks[source.index()] {
-            partition_read += chunk.rows_read;
-            counts.rows_read += chunk.rows_unroutable;
-            counts.rows_rejected += chunk.rows_unroutable;
-            reasons.merge(&chunk.rejects_by_reason);
-        }
-        if counts.rows_read != partition_read
-            || counts.rows_read != counts.rows_accepted + counts.rows_rejected
-        {
-            return Err(EtlError::bad_work_file(
-                work_dir,
-                format!(
-                    "{}: the shards account for {} rows read ({} accepted + {} rejected) but the partition step read {partition_read}",
-                    source.file_name(),
-                    counts.rows_read,
-                    counts.rows_accepted,
-                    counts.rows_rejected
-                ),
-            ));
-        }
-        totals.merge(&counts);
-        files.insert(
-            source.name().to_string(),
-            FileSummary {
-                path: partition.plan(source).path.clone(),
-                rows_read: counts.rows_read,
-                rows_accepted: counts.rows_accepted,
-                rows_rejected: counts.rows_rejected,
-                rejects_by_reason: reasons,
-            },
-        );
-    }
-    // Duplicates are found by the shards: a source's shard rejects beyond
-    // those the partition step routed to shards.
-    for source in Source::ALL {
-        let routed: u64 = partition.chunks[source.index()]
-            .iter()
-            .map(|c| c.rows_rejected - c.rows_unroutable)
-            .sum();
-        let shard_rejected: u64 = shards
-            .iter()
-            .map(|s| s.files[source.index()].rows_rejected)
-            .sum();
-        let summary = files.get_mut(source.name()).expect("inserted above");
-        summary.rejects_by_reason.0[RejectReason::Duplicate.index()] = shard_rejected - routed;
-    }
+    let rows_unroutable = write_unroutable(&partition, work_dir, out_dir)?;
+    let (files, totals) = reconcile(&partition, work_dir, &shards)?;
     let all_reasons = files.values().fold(ReasonCounts::default(), |mut acc, f| {
         acc.merge(&f.rejects_by_reason);
         acc
@@ -273,7 +202,7 @@ pub fn aggregate(
         params: params.clone(),
         files,
         shards: shard_summaries,
-        rows_unroutable: unroutable.len() as u64,
+        rows_unroutable,
         unroutable_rejects_file: UNROUTABLE_REJECTS_FILE.to_string(),
         profiles_generated,
         shards_processed: shards.len() as u32,
@@ -287,6 +216,91 @@ pub fn aggregate(
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     write_atomically(&path, &json)?;
     Ok(manifest.summary())
+}
+
+/// Writes the rows no shard could take (`rejects/unroutable.csv`), in
+/// source then file order; returns how many.
+fn write_unroutable(partition: &PartitionManifest, work_dir: &Path, out_dir: &Path) -> Result<u64> {
+    let mut unroutable_bytes: Vec<(Source, Vec<u8>)> = Vec::new();
+    for source in Source::ALL {
+        let mut bytes = Vec::new();
+        partition.for_each_part(work_dir, source, |part| {
+            part.read_segment(part.unroutable_index(), &mut bytes)
+        })?;
+        unroutable_bytes.push((source, bytes));
+    }
+    let mut unroutable = Vec::new();
+    for (source, bytes) in &unroutable_bytes {
+        collect_rejects(*source, bytes, work_dir, &mut unroutable)?;
+    }
+    let rejects_dir = out_dir.join("rejects");
+    std::fs::create_dir_all(&rejects_dir)
+        .map_err(|e| EtlError::io("creating directory", &rejects_dir, e))?;
+    write_rejects(&out_dir.join(UNROUTABLE_REJECTS_FILE), &unroutable)?;
+    Ok(unroutable.len() as u64)
+}
+
+/// Each input file's counts, from the shards' and the partition step's,
+/// checked to agree (every row read once, accepted or rejected), with the
+/// duplicates the shards found; and the totals.
+fn reconcile(
+    partition: &PartitionManifest,
+    work_dir: &Path,
+    shards: &[&ShardStats],
+) -> Result<(BTreeMap<String, FileSummary>, FileCounts)> {
+    let mut files = BTreeMap::new();
+    let mut totals = FileCounts::default();
+    for source in Source::ALL {
+        let mut counts = FileCounts::default();
+        for shard in shards {
+            counts.merge(&shard.files[source.index()]);
+        }
+        let mut reasons = ReasonCounts::default();
+        let mut partition_read = 0;
+        for chunk in &partition.chunks[source.index()] {
+            partition_read += chunk.rows_read;
+            counts.rows_read += chunk.rows_unroutable;
+            counts.rows_rejected += chunk.rows_unroutable;
+            reasons.merge(&chunk.rejects_by_reason);
+        }
+        if counts.rows_read != partition_read
+            || counts.rows_read != counts.rows_accepted + counts.rows_rejected
+        {
+            return Err(EtlError::bad_work_file(
+                work_dir,
+                format!(
+                    "{}: the shards account for {} rows read ({} accepted + {} rejected) but the partition step read {partition_read}",
+                    source.file_name(),
+                    counts.rows_read,
+                    counts.rows_accepted,
+                    counts.rows_rejected
+                ),
+            ));
+        }
+        // Duplicates are found by the shards: a source's shard rejects
+        // beyond those the partition step routed to shards.
+        let routed: u64 = partition.chunks[source.index()]
+            .iter()
+            .map(|c| c.rows_rejected - c.rows_unroutable)
+            .sum();
+        let shard_rejected: u64 = shards
+            .iter()
+            .map(|s| s.files[source.index()].rows_rejected)
+            .sum();
+        reasons.0[RejectReason::Duplicate.index()] = shard_rejected - routed;
+        totals.merge(&counts);
+        files.insert(
+            source.name().to_string(),
+            FileSummary {
+                path: partition.plan(source).path.clone(),
+                rows_read: counts.rows_read,
+                rows_accepted: counts.rows_accepted,
+                rows_rejected: counts.rows_rejected,
+                rejects_by_reason: reasons,
+            },
+        );
+    }
+    Ok((files, totals))
 }
 
 impl Manifest {
