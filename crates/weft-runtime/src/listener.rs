@@ -82,6 +82,10 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
+        // Small requests and answers: Nagle's algorithm would only hold a
+        // response's last segment back until the client's delayed ACK
+        // (about 40 ms a run, measured by the dispatch bench).
+        let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             refused += 1;
             if refused.is_power_of_two() {
