@@ -28,9 +28,15 @@ async fn completed(store: &SqliteStore, new: NewRun) -> weft_store::RunRecord {
         .await
         .unwrap()
         .unwrap();
+    complete(store, &run.id).await;
+    run
+}
+
+/// Ends a started run's first attempt with a result.
+async fn complete(store: &SqliteStore, id: &str) {
     store
         .finish_attempt(AttemptEnd {
-            run_id: run.id.clone(),
+            run_id: id.to_string(),
             attempt: 1,
             at: Utc::now(),
             outcome: AttemptOutcome::Completed {
@@ -39,7 +45,6 @@ async fn completed(store: &SqliteStore, new: NewRun) -> weft_store::RunRecord {
         })
         .await
         .unwrap();
-    run
 }
 
 fn new_run(task: &str, i: usize, parent: Option<&weft_store::RunRecord>) -> NewRun {
@@ -79,17 +84,7 @@ fn main() {
         for i in 0..CHILDREN {
             completed(&store, new_run("square", i, Some(&root))).await;
         }
-        store
-            .finish_attempt(AttemptEnd {
-                run_id: root.id.clone(),
-                attempt: 1,
-                at: Utc::now(),
-                outcome: AttemptOutcome::Completed {
-                    output: json!([1]).into(),
-                },
-            })
-            .await
-            .unwrap();
+        complete(&store, &root.id).await;
         root.id
     });
     let weft = Weft::start_with(Options {

@@ -101,12 +101,5 @@ fn a_person_sees_runs_trees_failures_and_live_changes_and_can_cancel_and_rerun()
         script.env("WEFT_SCREENSHOTS", dir);
     }
     let out = script.output().expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "dashboard.mjs failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}\n--- weft\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        common::tail(&weft.output(), 60)
-    );
+    common::assert_printed_ok(&out, "dashboard.mjs", &weft.output());
 }

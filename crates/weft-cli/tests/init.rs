@@ -166,17 +166,9 @@ fn a_rust_project_builds_on_the_workspace_sdk_and_runs() {
 /// npm registry this machine reaches. TypeScript itself comes from there.
 #[test]
 fn a_typescript_project_runs_on_the_sdk_built_from_source() {
-    let Some(sdk) = std::env::var_os("WEFT_TS_SDK_DIR").map(PathBuf::from) else {
-        eprintln!(
-            "skipped: set WEFT_TS_SDK_DIR to a built @renderinc/sdk 1.x (render-oss/sdk, folder typescript/) to run the TypeScript scaffold"
-        );
+    let Some(sdk) = common::ts_sdk_dir("the TypeScript scaffold") else {
         return;
     };
-    assert!(
-        sdk.join("dist/index.js").is_file(),
-        "WEFT_TS_SDK_DIR={} has no dist/index.js: build it first",
-        sdk.display()
-    );
     let (_tmp, project) = scaffold("typescript");
     let package = project.join("package.json");
     let text = std::fs::read_to_string(&package).unwrap();

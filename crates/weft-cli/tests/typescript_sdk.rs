@@ -10,24 +10,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{Options, Weft};
 
 #[test]
 fn the_typescript_sdk_1_x_runs_as_app_and_client() {
-    let Some(sdk) = std::env::var_os("WEFT_TS_SDK_DIR").map(PathBuf::from) else {
-        eprintln!(
-            "skipped: set WEFT_TS_SDK_DIR to a built @renderinc/sdk 1.x (render-oss/sdk, folder typescript/) to run the TypeScript SDK checks"
-        );
+    let Some(sdk) = common::ts_sdk_dir("the TypeScript SDK checks") else {
         return;
     };
-    assert!(
-        sdk.join("dist/index.js").is_file(),
-        "WEFT_TS_SDK_DIR={} has no dist/index.js: build it first",
-        sdk.display()
-    );
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/typescript");
     let app = scripts.join("app.js");
     let weft = Weft::start_with(Options {
@@ -42,12 +34,5 @@ fn the_typescript_sdk_1_x_runs_as_app_and_client() {
         .env_remove("RENDER_API_KEY")
         .output()
         .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "client.js failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}\n--- weft\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        common::tail(&weft.output(), 60)
-    );
+    common::assert_printed_ok(&out, "client.js", &weft.output());
 }

@@ -410,8 +410,27 @@ pub fn python_script_ok(script: &str, args: &[&str], url: &str) {
     assert_printed_ok(&out, &format!("{script} {args:?}"), "");
 }
 
-/// A Python script succeeded and its last line was `ok`.
-fn assert_printed_ok(out: &Output, what: &str, server_output: &str) {
+/// A build of `@renderinc/sdk` 1.x (render-oss/sdk's `typescript/` folder,
+/// built as its README says) named by `WEFT_TS_SDK_DIR`; `None`, with the
+/// reason printed, when it is not set: that SDK is not on the npm registry
+/// this machine reaches.
+pub fn ts_sdk_dir(what: &str) -> Option<PathBuf> {
+    let Some(sdk) = std::env::var_os("WEFT_TS_SDK_DIR").map(PathBuf::from) else {
+        eprintln!(
+            "skipped: set WEFT_TS_SDK_DIR to a built @renderinc/sdk 1.x (render-oss/sdk, folder typescript/) to run {what}"
+        );
+        return None;
+    };
+    assert!(
+        sdk.join("dist/index.js").is_file(),
+        "WEFT_TS_SDK_DIR={} has no dist/index.js: build it first",
+        sdk.display()
+    );
+    Some(sdk)
+}
+
+/// A script succeeded and its last line was `ok`.
+pub fn assert_printed_ok(out: &Output, what: &str, server_output: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.trim_end().ends_with("ok"),
