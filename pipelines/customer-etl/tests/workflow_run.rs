@@ -224,20 +224,6 @@ fn a_shard_whose_process_crashes_mid_write_is_retried_with_no_duplicate_or_missi
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-/// The Python with pyarrow: `$WEFT_PYTHON`, else the repository's `.venv`.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("WEFT_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with pyarrow at {}: create the venv (`python3 -m venv .venv && .venv/bin/pip install render==1.5.0 pyarrow duckdb`) or set WEFT_PYTHON",
-        venv.display()
-    );
-    venv
-}
-
 const READ_PARQUET: &str = r#"
 import json, sys
 import pyarrow.parquet as pq
@@ -274,7 +260,7 @@ fn parquet_output_reads_back_in_pyarrow_with_typed_columns_and_the_csv_counts() 
     }
     let parquet_files = common::sorted_files(&pq_out.join("profiles"));
     assert_eq!(parquet_files.len(), 3);
-    let out = Command::new(python())
+    let out = Command::new(common::venv_python())
         .arg("-c")
         .arg(READ_PARQUET)
         .args(&parquet_files)

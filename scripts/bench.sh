@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# weft's benchmark of record: weft and its peers in the same run, each
+# figure and each ratio (BENCHMARKS.md keeps the results).
+#
+#   scripts/bench.sh [SECTION...]        default: etl fanout python dispatch
+#
+#   etl       customer ETL vs DuckDB (bench/customer_etl.sql, from PyPI),
+#             alternating weft, DuckDB, weft, DuckDB; NAIVE=1 adds the
+#             tutorial's design (`local --naive`, every shard reads all)
+#   fanout    a Rust root fanning out to FANOUT no-op Rust children, at
+#             --max-concurrent 1, 2, 4, 8
+#   python    a Python parent (official SDK) fanning out to PY_CHILDREN
+#             children, each its own process, with and without --prefork
+#   dispatch  POST /v1/task-runs to result, 1,000 sequential no-op runs
+#
+# Environment: CUSTOMERS (1000000), SHARDS (10), ROUNDS (2), FANOUT (1000),
+# PY_CHILDREN (100), BENCH_DATA (generated inputs are kept there:
+# ~/.cache/weft/bench-data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft/target}"
+CUSTOMERS="${CUSTOMERS:-1000000}"; SHARDS="${SHARDS:-10}"; ROUNDS="${ROUNDS:-2}"
+FANOUT="${FANOUT:-1000}"; PY_CHILDREN="${PY_CHILDREN:-100}"
+BENCH_DATA="${BENCH_DATA:-$HOME/.cache/weft/bench-data}"
+sections=("$@"); [ ${#sections[@]} -gt 0 ] || sections=(etl fanout python dispatch)
+
+py=.venv/bin/python
+if ! $py -c 'import render, duckdb' 2>/dev/null; then
+  echo "==> preparing .venv (render==1.5.0, duckdb)"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check render==1.5.0 duckdb
+fi
+echo "==> building (release)"
+cargo build --release --quiet -p weft-cli -p customer-etl -p weft --bins --examples
+R="$CARGO_TARGET_DIR/release"
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(date -u +%Y-%m-%d), duckdb $($py -c 'import duckdb; print(duckdb.__version__)')"
+
+# timed OUT CMD...: runs CMD, prints "wall_s peak_MB" into OUT (peak: the
+# largest process of its tree, as getrusage reports children).
+timed() {
+  local out=$1; shift
+  /usr/bin/time -f "%e %M" -o "$out" "$@" >"$work/stdout" 2>"$work/stderr" ||
+    { echo "failed: $*"; tail -20 "$work/stderr"; exit 1; }
+  awk '{printf "%s %.0f\n", $1, $2 / 1024}' "$out" >"$out.mb" && mv "$out.mb" "$out"
+}
+median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+# serve PORT ARGS...: a release `weft dev` on PORT; waits until it serves.
+serve() {
+  local port=$1; shift
+  "$R/weft" dev --quiet --port "$port" --db "$work/weft-$port.db" "$@" >"$work/serve-$port.log" 2>&1 &
+  for _ in $(seq 300); do grep -q 'serving the Render Workflows API' "$work/serve-$port.log" && return; sleep 0.1; done
+  echo "weft dev on $port did not start:"; cat "$work/serve-$port.log"; exit 1
+}
+stop() { pkill -f "weft dev --quiet --port $1 " || true; sleep 0.5; }
+
+etl() {
+  local data="$BENCH_DATA/c$CUSTOMERS"
+  if [ ! -f "$data/support.csv" ]; then
+    echo "==> generating $CUSTOMERS customers into $data"
+    "$R/customer-etl" generate --out "$data" --customers "$CUSTOMERS" >/dev/null
+  fi
+  # Fair race: DuckDB's query writes weft's profile table byte for byte.
+  local small="$BENCH_DATA/c2000"
+  [ -f "$small/support.csv" ] || "$R/customer-etl" generate --out "$small" --customers 2000 >/dev/null
+  "$R/customer-etl" local --data-dir "$small" --out "$work/check" --shards 1 >/dev/null 2>&1
+  $py bench/duckdb_etl.py "$small" "$work/check.csv" >/dev/null
+  if cmp -s "$work/check/profiles/shard-00000.csv" "$work/check.csv"; then
+    echo "check: DuckDB's profiles and weft's are identical at 2,000 customers"
+  else
+    echo "check FAILED: DuckDB's profiles differ from weft's at 2,000 customers"; exit 1
+  fi
+  echo
+  echo "ETL, $CUSTOMERS customers ($(du -sm "$data" | cut -f1) MB of CSV), $SHARDS shards, CSV out"
+  echo "| run | round | wall (s) | peak process (MB) |"
+  echo "|---|---:|---:|---:|"
+  : >"$work/weft.walls"; : >"$work/duck.walls"
+  for round in $(seq "$ROUNDS"); do
+    rm -rf "$work/out"
+    timed "$work/t" "$R/customer-etl" run --data-dir "$data" --out "$work/out" --shards "$SHARDS"
+    read -r wall mb <"$work/t"; echo "$wall" >>"$work/weft.walls"
+    echo "| weft \`customer-etl run\` | $round | $wall | $mb |"
+    timed "$work/t" $py bench/duckdb_etl.py "$data" "$work/duck.csv"
+    read -r wall mb <"$work/t"; echo "$wall" >>"$work/duck.walls"
+    echo "| DuckDB (bench/customer_etl.sql) | $round | $wall | $mb |"
+  done
+  if [ "${NAIVE:-0}" = 1 ]; then
+    rm -rf "$work/naive"
+    timed "$work/t" "$R/customer-etl" local --naive --data-dir "$data" --out "$work/naive" --shards "$SHARDS"
+    read -r wall mb <"$work/t"
+    echo "| \`customer-etl local --naive\` (the tutorial's design) | 1 | $wall | $mb |"
+    awk -v n="$wall" -v w="$(median <"$work/weft.walls")" 'BEGIN {printf "naive / weft: %.2f\n", n / w}'
+  fi
+  awk -v w="$(median <"$work/weft.walls")" -v d="$(median <"$work/duck.walls")" \
+    'BEGIN {printf "weft / DuckDB (medians %.2f s, %.2f s): %.2f\n", w, d, w / d}'
+}
+
+# children_stats URL ROOT: per-child attempt time (claimed to reported) and
+# queue wait, p50 and p99, from the run tree.
+children_stats() {
+  "$R/weft" runs tree "$2" --json --url "$1" | $py -c '
+import json, sys
+from datetime import datetime
+t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+runs = json.load(sys.stdin)[1:]
+run = sorted((t(r["completedAt"]) - t(r["startedAt"])) * 1e3 for r in runs)
+wait = sorted((t(r["attempts"][0]["startedAt"]) - t(r["attempts"][0]["enqueuedAt"])) * 1e3 for r in runs)
+p = lambda xs, q: xs[min(len(xs) - 1, int(len(xs) * q))]
+print(f"{p(run, .5):.1f} | {p(run, .99):.1f} | {p(wait, .5):.0f}")'
+}
+
+fanout() {
+  echo
+  echo "Rust fan-out: a root and $FANOUT no-op children (crates/weft/examples/fan_out), each its own process"
+  echo "| --max-concurrent | wall (s) | per child (wall / N) | attempt p50 (ms) | attempt p99 (ms) | queue wait p50 (ms) |"
+  echo "|---:|---:|---:|---:|---:|---:|"
+  for mc in 1 2 4 8; do
+    serve 8471 --max-concurrent "$mc" -- "$R/examples/fan_out"
+    "$R/weft" run fan_out "[10]" --url http://127.0.0.1:8471 >/dev/null 2>&1
+    local t0 t1 root
+    t0=$(date +%s.%N)
+    root=$("$R/weft" run fan_out "[$FANOUT]" --json --url http://127.0.0.1:8471 2>/dev/null | $py -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" -v n="$FANOUT" -v mc="$mc" -v s="$(children_stats http://127.0.0.1:8471 "$root")" \
+      'BEGIN {printf "| %d | %.2f | %.2f ms | %s |\n", mc, b - a, (b - a) * 1000 / n, s}'
+    stop 8471
+  done
+}
+
+python_fanout() {
+  echo
+  echo "Python fan-out: fan_out($PY_CHILDREN) of examples/python-app/app.py (official SDK), each child its own process"
+  echo "| start | round | wall (s) |"
+  echo "|---|---:|---:|"
+  serve 8472 -- "$py" examples/python-app/app.py
+  serve 8473 --prefork -- "$py" examples/python-app/app.py
+  for port in 8472 8473; do "$R/weft" run fan_out "[2]" --url "http://127.0.0.1:$port" >/dev/null 2>&1; done
+  : >"$work/plain.walls"; : >"$work/prefork.walls"
+  for round in $(seq "$ROUNDS"); do
+    for mode in plain prefork; do
+      local port=8472; [ $mode = prefork ] && port=8473
+      timed "$work/t" "$R/weft" run fan_out "[$PY_CHILDREN]" --url "http://127.0.0.1:$port"
+      read -r wall _ <"$work/t"; echo "$wall" >>"$work/$mode.walls"
+      echo "| $([ $mode = prefork ] && echo '`--prefork`' || echo 'a new interpreter per child') | $round | $wall |"
+    done
+  done
+  awk -v p="$(median <"$work/prefork.walls")" -v n="$(median <"$work/plain.walls")" \
+    'BEGIN {printf "prefork / new interpreter: %.2f\n", p / n}'
+  stop 8472; stop 8473
+}
+
+dispatch() {
+  echo
+  echo "Dispatch latency (cargo bench -p weft-cli --bench dispatch -- 1000)"
+  cargo bench --quiet -p weft-cli --bench dispatch -- 1000 2>/dev/null
+}
+
+for section in "${sections[@]}"; do
+  case "$section" in
+    etl) etl ;;
+    fanout) fanout ;;
+    python) python_fanout ;;
+    dispatch) dispatch ;;
+    *) echo "unknown section $section (etl, fanout, python, dispatch)"; exit 2 ;;
+  esac
+done
