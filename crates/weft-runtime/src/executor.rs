@@ -2,6 +2,8 @@
 //! tasks, and once per attempt in run mode. Each process gets its own
 //! process group, so killing an attempt kills every process it started.
 
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -13,6 +15,7 @@ use crate::attempt::Attempt;
 use crate::cgroup::{AttemptCgroup, Cgroups};
 use crate::lifeline::Lifeline;
 use crate::logs::{LogSink, Source};
+use crate::prefork::{Forked, Prefork, PreforkPlan};
 use crate::{RuntimeConfig, RuntimeError, task_socket};
 
 /// Longest Unix socket path the kernel accepts (`sun_path` less its NUL).
@@ -27,6 +30,8 @@ pub struct Executor {
     cgroups: Option<Cgroups>,
     /// Task processes die with the runtime.
     lifeline: Lifeline,
+    /// Python task processes forked from one launcher (`--prefork`).
+    prefork: Option<Prefork>,
     /// Removes a directory made for this runtime when it goes away.
     _owned_dir: Option<tempfile::TempDir>,
 }
@@ -85,12 +90,21 @@ impl Executor {
                 None
             }
         };
+        let prefork = match &config.prefork {
+            Some(preload) => Some(Prefork::new(
+                PreforkPlan::new(&config.start_command, preload).map_err(RuntimeError::Config)?,
+                &socket_dir,
+                config.register_timeout,
+            )),
+            None => None,
+        };
         Ok(Self {
             start_command: config.start_command.clone(),
             env: config.env.clone(),
             socket_dir,
             cgroups,
             lifeline: Lifeline::new()?,
+            prefork,
             _owned_dir: owned,
         })
     }
@@ -105,10 +119,24 @@ impl Executor {
         self.socket_dir.join(format!("{name}.sock"))
     }
 
+    /// A task process's command: the start command in this mode.
     fn command(
         &self,
         mode: Mode,
         socket: &Path,
+        cgroup: Option<&AttemptCgroup>,
+    ) -> tokio::process::Command {
+        let mut cmd = self.process_command(&self.start_command, cgroup);
+        cmd.env(ENV_MODE, mode.as_str())
+            .env(ENV_SOCKET_PATH, socket);
+        cmd
+    }
+
+    /// A process of the app's (a task process, or the pre-fork launcher):
+    /// the app's environment, its own process group, dying with the runtime.
+    fn process_command(
+        &self,
+        argv: &[String],
         cgroup: Option<&AttemptCgroup>,
     ) -> tokio::process::Command {
         // Through the launcher where this binary is one (see `launcher`):
@@ -117,19 +145,17 @@ impl Executor {
         let mut cmd = if launched {
             let mut cmd = tokio::process::Command::new("/proc/self/exe");
             cmd.args(crate::launcher::prefix(cgroup.map(AttemptCgroup::procs)))
-                .args(&self.start_command);
+                .args(argv);
             cmd
         } else {
-            let mut cmd = tokio::process::Command::new(&self.start_command[0]);
-            cmd.args(&self.start_command[1..]);
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
             cmd
         };
         // The runtime's API key is not the tasks' business (the SDKs do not
         // need it on the task side); an env file may still give one.
         cmd.env_remove("RENDER_API_KEY")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env(ENV_MODE, mode.as_str())
-            .env(ENV_SOCKET_PATH, socket)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -156,7 +182,19 @@ impl Executor {
         cmd
     }
 
-    fn spawn(
+    /// The environment `command` gives a task process, whole (for a
+    /// pre-forked one, which inherits nothing).
+    fn task_env(&self, mode: Mode, socket: &Path) -> Vec<(OsString, OsString)> {
+        let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os()
+            .filter(|(k, _)| k != "RENDER_API_KEY")
+            .collect();
+        env.extend(self.env.iter().map(|(k, v)| (k.into(), v.into())));
+        env.insert(ENV_MODE.into(), mode.as_str().into());
+        env.insert(ENV_SOCKET_PATH.into(), socket.into());
+        env.into_iter().collect()
+    }
+
+    async fn spawn(
         &self,
         mode: Mode,
         socket: &Path,
@@ -175,6 +213,11 @@ impl Executor {
                 .map_or("attempt".into(), |n| n.to_string_lossy().into_owned());
             c.attempt(&name)
         });
+        if let Some(prefork) = &self.prefork {
+            return self
+                .spawn_forked(prefork, mode, socket, logs, source, cgroup)
+                .await;
+        }
         let mut child = self.command(mode, socket, cgroup.as_ref()).spawn()?;
         let pid = child.id().map(|p| p as i32);
         let mut pumps = Vec::new();
@@ -185,8 +228,45 @@ impl Executor {
             pumps.push(logs.capture(err, source, "stderr"));
         }
         Ok(TaskProcess {
-            child,
+            process: Process::Child(child),
             pid,
+            pumps,
+            cgroup,
+        })
+    }
+
+    /// Asks the pre-fork launcher for the task process.
+    async fn spawn_forked(
+        &self,
+        prefork: &Prefork,
+        mode: Mode,
+        socket: &Path,
+        logs: &LogSink,
+        source: Option<Source>,
+        cgroup: Option<AttemptCgroup>,
+    ) -> std::io::Result<TaskProcess> {
+        let (out_r, out_w) = std::io::pipe()?;
+        let (err_r, err_w) = std::io::pipe()?;
+        let stdin = OwnedFd::from(std::fs::File::open("/dev/null")?);
+        let starter = |argv: &[String]| self.process_command(argv, None);
+        let forked = prefork
+            .spawn(
+                &starter,
+                logs,
+                self.task_env(mode, socket),
+                cgroup.as_ref().map(AttemptCgroup::procs),
+                [stdin, out_w.into(), err_w.into()],
+            )
+            .await?;
+        let out = tokio::net::unix::pipe::Receiver::from_owned_fd(out_r.into())?;
+        let err = tokio::net::unix::pipe::Receiver::from_owned_fd(err_r.into())?;
+        let pumps = vec![
+            logs.capture(out, source.clone(), "stdout"),
+            logs.capture(err, source, "stderr"),
+        ];
+        Ok(TaskProcess {
+            pid: Some(forked.pid),
+            process: Process::Forked(forked),
             pumps,
             cgroup,
         })
@@ -204,6 +284,7 @@ impl Executor {
         let cmd = shell_words(&self.start_command);
         let mut process = self
             .spawn(Mode::Register, &socket, logs, None)
+            .await
             .map_err(|e| RuntimeError::Registration(format!("could not start `{cmd}`: {e}")))?;
         // Biased: the registration is handed over before the app is answered,
         // so it is always there by the time the app exits; an unbiased select
@@ -214,7 +295,7 @@ impl Executor {
                 process.wait_or_kill(config.exit_grace).await;
                 defs.map_err(|_| RuntimeError::Registration("the task socket closed".into()))
             }
-            status = process.child.wait() => Err(RuntimeError::Registration(format!(
+            status = process.wait() => Err(RuntimeError::Registration(format!(
                 "`{cmd}` exited ({}) without registering any task; its output is above",
                 status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
             ))),
@@ -241,7 +322,7 @@ impl Executor {
         timeout: Option<Duration>,
         exit_grace: Duration,
     ) -> ExitReason {
-        let mut process = match self.spawn(Mode::Run, socket, logs, Some(source)) {
+        let mut process = match self.spawn(Mode::Run, socket, logs, Some(source)).await {
             Ok(p) => p,
             Err(e) => return ExitReason::SpawnFailed(e),
         };
@@ -258,14 +339,14 @@ impl Executor {
                 process.wait_or_kill(exit_grace).await;
                 ExitReason::Reported
             }
-            status = process.child.wait() => match status {
+            status = process.wait() => match status {
                 Ok(status) => ExitReason::Exited(status),
                 Err(e) => ExitReason::SpawnFailed(e),
             },
             _ = deadline => ExitReason::TimedOut(timeout.unwrap_or_default()),
         };
         process.kill_tree();
-        let _ = process.child.wait().await;
+        let _ = process.wait().await;
         process.drain_output().await;
         process.release().await;
         reason
@@ -274,7 +355,7 @@ impl Executor {
 
 /// A running task process, leader of its own process group.
 struct TaskProcess {
-    child: tokio::process::Child,
+    process: Process,
     pid: Option<i32>,
     /// Readers of its stdout and stderr.
     pumps: Vec<tokio::task::JoinHandle<()>>,
@@ -282,7 +363,32 @@ struct TaskProcess {
     cgroup: Option<AttemptCgroup>,
 }
 
+/// A process the runtime started, or one the pre-fork launcher forked.
+enum Process {
+    Child(tokio::process::Child),
+    Forked(Forked),
+}
+
+impl Drop for TaskProcess {
+    fn drop(&mut self) {
+        // A child is killed on drop by tokio; a forked one here.
+        if let Process::Forked(forked) = &self.process
+            && !forked.ended()
+        {
+            self.kill_tree();
+        }
+    }
+}
+
 impl TaskProcess {
+    /// Waits for the process to exit (cancel-safe).
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match &mut self.process {
+            Process::Child(child) => child.wait().await,
+            Process::Forked(forked) => forked.wait().await,
+        }
+    }
+
     /// Kills the process and everything in its group and its cgroup.
     fn kill_tree(&self) {
         if let Some(pid) = self.pid {
@@ -313,10 +419,7 @@ impl TaskProcess {
 
     /// Gives the process `grace` to exit on its own.
     async fn wait_or_kill(&mut self, grace: Duration) {
-        if tokio::time::timeout(grace, self.child.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, self.wait()).await.is_err() {
             self.kill_tree();
         }
     }

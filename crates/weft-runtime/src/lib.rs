@@ -29,6 +29,7 @@ pub mod executor;
 pub mod lifecycle;
 pub mod logs;
 pub mod metrics;
+pub mod prefork;
 mod slots;
 pub mod supervisor;
 pub mod task_socket;
@@ -93,6 +94,10 @@ pub struct RuntimeConfig {
     pub header_read_timeout: Duration,
     /// How deep subtasks may nest (a root run is depth 1).
     pub max_depth: usize,
+    /// Python start commands: fork each task process from one launcher
+    /// that imported these modules once (empty: the SDKs); `None` starts
+    /// each one afresh. See [`prefork`].
+    pub prefork: Option<Vec<String>>,
 }
 
 impl RuntimeConfig {
@@ -117,6 +122,7 @@ impl RuntimeConfig {
             retention_sweep: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
             max_depth: 64,
+            prefork: None,
         }
     }
 }

@@ -1,0 +1,462 @@
+//! The pre-forking launcher for Python start commands (`weft dev --prefork`).
+//!
+//! A Python task process spends most of its life starting: the interpreter
+//! and the SDK's imports cost about 60 ms of CPU before the task's first
+//! line, ten times what a Rust task process costs in all. With `--prefork`
+//! the runtime starts one Python process per runtime, the *launcher*
+//! (`prefork.py`, compiled in), that imports the SDK once and forks a child
+//! per attempt; the child becomes the start command (its own process and
+//! process group, environment, socket and cgroup, the app's script run as
+//! `__main__`). The launcher reports each child's pid and, at its end, its
+//! wait status over a `SOCK_SEQPACKET` socket, on which the runtime also
+//! hands it the child's stdin, stdout and stderr (`SCM_RIGHTS`).
+//!
+//! The runtime kills attempts by process group and cgroup, as it does
+//! processes it started itself. If the launcher dies, its children die
+//! with it (`PR_SET_PDEATHSIG`), their attempts end as failed starts, and
+//! the next attempt starts a new launcher.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::socket::{
+    AddressFamily, Backlog, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
+};
+use serde::Deserialize;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+
+use crate::logs::LogSink;
+
+/// The launcher's code, written next to the task sockets at first use.
+const LAUNCHER_PY: &str = include_str!("prefork.py");
+
+/// Modules the launcher imports when none are named: the official SDKs'
+/// (1.x and the 0.x tutorial releases); those not installed are skipped.
+pub const DEFAULT_PRELOAD: &[&str] = &["?render.workflows", "?render_sdk"];
+
+/// How to run a Python start command pre-forked.
+#[derive(Debug, Clone)]
+pub struct PreforkPlan {
+    /// The interpreter and its options (`python -u`).
+    interpreter: Vec<String>,
+    /// The script and its arguments, or `-m MODULE ARGS`.
+    target: Vec<String>,
+    /// Modules imported once, before any fork.
+    preload: Vec<String>,
+}
+
+impl PreforkPlan {
+    /// Splits a start command into interpreter and script; only
+    /// `PYTHON [OPTIONS] SCRIPT [ARGS]` and `PYTHON [OPTIONS] -m MODULE
+    /// [ARGS]` can be pre-forked.
+    pub fn new(start_command: &[String], preload: &[String]) -> Result<Self, String> {
+        let not_python = || {
+            format!(
+                "--prefork runs Python start commands (`python app.py`, `python -m pkg`); `{}` is not one",
+                crate::executor::shell_words(start_command)
+            )
+        };
+        let program = start_command.first().ok_or_else(not_python)?;
+        let name = Path::new(program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.starts_with("python") {
+            return Err(not_python());
+        }
+        let mut split = None;
+        let mut i = 1;
+        while i < start_command.len() {
+            let arg = &start_command[i];
+            match arg.as_str() {
+                "-m" => {
+                    split = Some(i);
+                    break;
+                }
+                "-c" | "-" => {
+                    return Err(format!(
+                        "--prefork runs a script or a module (`python app.py`, `python -m pkg`), not `python {arg}`"
+                    ));
+                }
+                // Options that take a value.
+                "-W" | "-X" | "--check-hash-based-pycs" => i += 2,
+                _ if arg.starts_with('-') => i += 1,
+                _ => {
+                    split = Some(i);
+                    break;
+                }
+            }
+        }
+        let split = split.ok_or_else(not_python)?;
+        Ok(Self {
+            interpreter: start_command[..split].to_vec(),
+            target: start_command[split..].to_vec(),
+            preload: if preload.is_empty() {
+                DEFAULT_PRELOAD.iter().map(|m| m.to_string()).collect()
+            } else {
+                preload.to_vec()
+            },
+        })
+    }
+}
+
+/// Makes the launcher's command (the runtime's way of starting an app
+/// process: environment, process group, lifeline).
+pub type Starter<'a> = dyn Fn(&[String]) -> tokio::process::Command + Sync + 'a;
+
+/// What the launcher says.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Report {
+    Spawned { id: u64, pid: i32 },
+    Failed { id: Option<u64>, error: String },
+    Exited { exited: i32, status: i32 },
+}
+
+/// A child the launcher forked.
+pub struct Forked {
+    /// Its pid, leader of its own process group.
+    pub pid: i32,
+    exit: oneshot::Receiver<i32>,
+    /// Its end once known: the status, or `None` when the launcher died first.
+    ended: Option<Option<ExitStatus>>,
+}
+
+impl Forked {
+    /// Waits for its end (cancel-safe). An error when the launcher died
+    /// first, taking the child with it.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        let ended = match self.ended {
+            Some(ended) => ended,
+            // A oneshot must not be polled once it has answered.
+            None => *self
+                .ended
+                .insert((&mut self.exit).await.ok().map(ExitStatus::from_raw)),
+        };
+        ended.ok_or_else(|| {
+            std::io::Error::other("the pre-fork launcher exited, and its child with it")
+        })
+    }
+
+    /// Whether its end is known.
+    pub fn ended(&self) -> bool {
+        self.ended.is_some()
+    }
+}
+
+/// The launcher's answer to a spawn: the child's pid and where its end
+/// will be told, or why there is no child.
+type SpawnReply = Result<(i32, oneshot::Receiver<i32>), String>;
+
+#[derive(Default)]
+struct Waiting {
+    spawns: HashMap<u64, oneshot::Sender<SpawnReply>>,
+    exits: HashMap<i32, oneshot::Sender<i32>>,
+    /// Set when the launcher's socket closed: nothing more will arrive.
+    closed: bool,
+}
+
+/// A running launcher.
+struct Launcher {
+    control: AsyncFd<OwnedFd>,
+    waiting: Arc<Mutex<Waiting>>,
+    next_id: AtomicU64,
+    _process: tokio::process::Child,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Starts launchers and asks them for children.
+pub struct Prefork {
+    plan: PreforkPlan,
+    /// Where the launcher's script and control socket go (the runtime's
+    /// private socket directory).
+    dir: PathBuf,
+    /// How long a launcher may take to be ready.
+    start_timeout: Duration,
+    current: tokio::sync::Mutex<Option<Arc<Launcher>>>,
+}
+
+impl Prefork {
+    /// For this plan; the launcher starts at the first spawn.
+    pub fn new(plan: PreforkPlan, dir: &Path, start_timeout: Duration) -> Self {
+        Self {
+            plan,
+            dir: dir.to_path_buf(),
+            start_timeout,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Forks a child with this environment, entering this cgroup, with
+    /// these stdin, stdout and stderr.
+    pub async fn spawn(
+        &self,
+        starter: &Starter<'_>,
+        logs: &LogSink,
+        env: Vec<(OsString, OsString)>,
+        cgroup_procs: Option<&std::ffi::CStr>,
+        stdio: [OwnedFd; 3],
+    ) -> std::io::Result<Forked> {
+        let launcher = self.launcher(starter, logs).await?;
+        let id = launcher.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiting = launcher.waiting.lock().unwrap();
+            if waiting.closed {
+                return Err(std::io::Error::other("the pre-fork launcher exited"));
+            }
+            waiting.spawns.insert(id, tx);
+        }
+        let env: serde_json::Map<String, serde_json::Value> = env
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned().into(),
+                )
+            })
+            .collect();
+        let request = serde_json::json!({
+            "id": id,
+            "env": env,
+            "cgroup_procs": cgroup_procs.map(|p| p.to_string_lossy().into_owned()),
+        })
+        .to_string();
+        let fds = stdio.each_ref().map(|fd| fd.as_raw_fd());
+        send(&launcher.control, request.as_bytes(), &fds).await?;
+        // The launcher holds its own copies now.
+        drop(stdio);
+        match rx.await {
+            Ok(Ok((pid, exit))) => Ok(Forked {
+                pid,
+                exit,
+                ended: None,
+            }),
+            Ok(Err(message)) => Err(std::io::Error::other(format!(
+                "the pre-fork launcher could not start the task: {message}"
+            ))),
+            Err(_) => Err(std::io::Error::other(
+                "the pre-fork launcher exited before starting the task",
+            )),
+        }
+    }
+
+    /// The running launcher, started (again) when there is none.
+    async fn launcher(
+        &self,
+        starter: &Starter<'_>,
+        logs: &LogSink,
+    ) -> std::io::Result<Arc<Launcher>> {
+        let mut current = self.current.lock().await;
+        if let Some(launcher) = current.as_ref()
+            && !launcher.waiting.lock().unwrap().closed
+        {
+            return Ok(launcher.clone());
+        }
+        *current = None;
+        let launcher = Arc::new(self.start(starter, logs).await?);
+        *current = Some(launcher.clone());
+        Ok(launcher)
+    }
+
+    async fn start(&self, starter: &Starter<'_>, logs: &LogSink) -> std::io::Result<Launcher> {
+        let start_timeout = self.start_timeout;
+        let script = self.dir.join("weft_prefork.py");
+        if !script.exists() {
+            std::fs::write(&script, LAUNCHER_PY)?;
+        }
+        let control_path = self
+            .dir
+            .join(format!("prefork-{}.sock", uuid::Uuid::new_v4().simple()));
+        let listener = seqpacket_listener(&control_path)?;
+        let mut argv = self.plan.interpreter.clone();
+        argv.push(script.to_string_lossy().into_owned());
+        argv.push(control_path.to_string_lossy().into_owned());
+        argv.push(self.plan.preload.join(","));
+        argv.extend(self.plan.target.iter().cloned());
+        let mut process = starter(&argv).spawn().map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("could not start the pre-fork launcher `{}`: {e}", argv[0]),
+            )
+        })?;
+        if let Some(out) = process.stdout.take() {
+            logs.capture(out, None, "stdout");
+        }
+        if let Some(err) = process.stderr.take() {
+            logs.capture(err, None, "stderr");
+        }
+        let accepted = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            status = process.wait() => Err(std::io::Error::other(format!(
+                "the pre-fork launcher exited before it was ready ({}); its output is above",
+                status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+            ))),
+            _ = tokio::time::sleep(start_timeout) => Err(std::io::Error::other(format!(
+                "the pre-fork launcher was not ready within {} s", start_timeout.as_secs()
+            ))),
+        };
+        let _ = std::fs::remove_file(&control_path);
+        let control = async_fd(accepted?)?;
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let reader = tokio::spawn(read_reports(
+            async_fd(control.get_ref().try_clone()?)?,
+            waiting.clone(),
+        ));
+        tracing::debug!("pre-fork launcher ready (pid {:?})", process.id());
+        Ok(Launcher {
+            control,
+            waiting,
+            next_id: AtomicU64::new(1),
+            _process: process,
+            reader,
+        })
+    }
+}
+
+/// Hands each report to whoever waits for it, until the launcher closes.
+async fn read_reports(control: AsyncFd<OwnedFd>, waiting: Arc<Mutex<Waiting>>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let read = control
+            .async_io(tokio::io::Interest::READABLE, |fd| {
+                nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)
+                    .map_err(std::io::Error::from)
+            })
+            .await;
+        let n = match read {
+            Ok(n) if n > 0 => n,
+            _ => break,
+        };
+        let report: Report = match serde_json::from_slice(&buf[..n]) {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!("the pre-fork launcher said something unreadable: {e}");
+                continue;
+            }
+        };
+        let mut waiting = waiting.lock().unwrap();
+        match report {
+            Report::Spawned { id, pid } => {
+                let (exit_tx, exit_rx) = oneshot::channel();
+                waiting.exits.insert(pid, exit_tx);
+                if let Some(tx) = waiting.spawns.remove(&id) {
+                    let _ = tx.send(Ok((pid, exit_rx)));
+                }
+            }
+            Report::Failed { id, error } => {
+                if let Some(tx) = id.and_then(|id| waiting.spawns.remove(&id)) {
+                    let _ = tx.send(Err(error));
+                } else {
+                    tracing::warn!("the pre-fork launcher: {error}");
+                }
+            }
+            Report::Exited { exited, status } => {
+                if let Some(tx) = waiting.exits.remove(&exited) {
+                    let _ = tx.send(status);
+                }
+            }
+        }
+    }
+    let mut waiting = waiting.lock().unwrap();
+    waiting.closed = true;
+    // Dropping the senders tells every waiter the launcher is gone.
+    waiting.spawns.clear();
+    waiting.exits.clear();
+    tracing::warn!("the pre-fork launcher exited; the next attempt starts a new one");
+}
+
+async fn send(control: &AsyncFd<OwnedFd>, data: &[u8], fds: &[i32]) -> std::io::Result<()> {
+    let iov = [IoSlice::new(data)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    control
+        .async_io(tokio::io::Interest::WRITABLE, |fd| {
+            nix::sys::socket::sendmsg::<UnixAddr>(
+                fd.as_raw_fd(),
+                &iov,
+                &rights,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(std::io::Error::from)
+        })
+        .await
+        .map(drop)
+}
+
+fn seqpacket_listener(path: &Path) -> std::io::Result<AsyncFd<OwnedFd>> {
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    nix::sys::socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    nix::sys::socket::listen(&fd.as_fd(), Backlog::new(1)?)?;
+    async_fd(fd)
+}
+
+fn async_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd owns its descriptor and always gives the same one
+    // until it is dropped with the AsyncFd.
+    Ok(unsafe { AsyncFd::register(fd) }?)
+}
+
+async fn accept(listener: &AsyncFd<OwnedFd>) -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let raw = listener
+        .async_io(tokio::io::Interest::READABLE, |fd| {
+            nix::sys::socket::accept4(
+                fd.as_raw_fd(),
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            )
+            .map_err(std::io::Error::from)
+        })
+        .await?;
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(cmd: &[&str]) -> Result<PreforkPlan, String> {
+        PreforkPlan::new(&cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[])
+    }
+
+    #[test]
+    fn start_commands_split_into_interpreter_and_script() {
+        let p = plan(&["python3", "-u", "-X", "dev", "app.py", "--flag"]).unwrap();
+        assert_eq!(p.interpreter, ["python3", "-u", "-X", "dev"]);
+        assert_eq!(p.target, ["app.py", "--flag"]);
+        let p = plan(&[".venv/bin/python", "-m", "pkg.main", "x"]).unwrap();
+        assert_eq!(p.interpreter, [".venv/bin/python"]);
+        assert_eq!(p.target, ["-m", "pkg.main", "x"]);
+        assert_eq!(p.preload, DEFAULT_PRELOAD);
+    }
+
+    #[test]
+    fn other_start_commands_are_refused_by_name() {
+        let e = plan(&["node", "app.js"]).unwrap_err();
+        assert!(e.contains("`node app.js` is not one"), "{e}");
+        let e = plan(&["python", "-c", "print(1)"]).unwrap_err();
+        assert!(e.contains("not `python -c`"), "{e}");
+        assert!(plan(&["python", "-u"]).is_err());
+    }
+}
