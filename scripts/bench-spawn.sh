@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft/target}"
 N="${1:-1000}"; ROUNDS="${2:-3}"; shift $(( $# < 2 ? $# : 2 ))
 cargo build --release --quiet -p weft-cli -p weft --bins --examples
 R="$CARGO_TARGET_DIR/release"
-work="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+work="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 start() { # mode port [weft dev args...]
   local mode=$1 port=$2; shift 2
   if [ "$mode" = fork ]; then export WEFT_LAUNCHER=off; else unset WEFT_LAUNCHER; fi

@@ -34,7 +34,7 @@ echo "==> building (release)"
 cargo build --release --quiet -p weft-cli -p customer-etl -p weft --bins --examples
 R="$CARGO_TARGET_DIR/release"
 work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(date -u +%Y-%m-%d), duckdb $($py -c 'import duckdb; print(duckdb.__version__)')"
 
 # timed OUT CMD...: runs CMD, prints "wall_s peak_MB" into OUT (peak: the
@@ -64,7 +64,7 @@ etl() {
   fi
   # Fair race: DuckDB's query writes weft's profile table byte for byte.
   local small="$BENCH_DATA/c2000"
-  [ -f "$small/support.csv" ] || "$R/customer-etl" generate --out "$small" --customers 2000 >/dev/null
+  [ -f "$small/support.csv" ] || "$R/customer-etl" generate --out "$small" --customers 2000 >/dev/null 2>&1
   "$R/customer-etl" local --data-dir "$small" --out "$work/check" --shards 1 >/dev/null 2>&1
   $py bench/duckdb_etl.py "$small" "$work/check.csv" >/dev/null
   if cmp -s "$work/check/profiles/shard-00000.csv" "$work/check.csv"; then
