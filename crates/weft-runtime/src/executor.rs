@@ -281,7 +281,7 @@ impl Executor {
         let socket = self.socket_path(&format!("register-{}", uuid::Uuid::new_v4().simple()));
         let (tx, rx) = oneshot::channel();
         let server = task_socket::serve_register(&socket, tx, config.max_payload_bytes)?;
-        let cmd = shell_words(&self.start_command);
+        let cmd = shell_words::join(&self.start_command);
         let mut process = self
             .spawn(Mode::Register, &socket, logs, None)
             .await
@@ -469,23 +469,6 @@ fn sweep_stale_socket_dirs(base: &Path) {
 fn restrict_to_owner(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-/// The command as a person would type it, for messages.
-pub fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if a.is_empty()
-                || a.chars()
-                    .any(|c| c.is_whitespace() || "\"'$`\\".contains(c))
-            {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            } else {
-                a.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

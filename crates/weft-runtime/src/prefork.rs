@@ -62,7 +62,7 @@ impl PreforkPlan {
         let not_python = || {
             format!(
                 "--prefork runs Python start commands (`python app.py`, `python -m pkg`); `{}` is not one",
-                crate::executor::shell_words(start_command)
+                shell_words::join(start_command)
             )
         };
         let program = start_command.first().ok_or_else(not_python)?;

@@ -94,7 +94,7 @@ impl Supervisor {
             ExitReason::Canceled => AttemptExit::Canceled,
             ExitReason::SpawnFailed(e) => AttemptExit::Failed(format!(
                 "could not start the start command {}: {e}",
-                crate::executor::shell_words(self.executor.start_command())
+                shell_words::join(self.executor.start_command())
             )),
             ExitReason::TimedOut(t) => AttemptExit::Failed(format!(
                 "timed out after {} s (timeout_seconds); the task's processes were killed",
