@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::{Options, Weft, wait_for};
 use serde_json::Value;
@@ -26,12 +26,18 @@ fn start(dir: Option<PathBuf>, args: &[&str]) -> Weft {
     })
 }
 
+/// `weft ARGS --url URL`, against this server.
+fn cli(weft: &Weft, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .args(["--url", &weft.url])
+        .output()
+        .unwrap()
+}
+
 /// `weft run TASK INPUT --json`: the run as JSON, whether it succeeded or not.
 fn run(weft: &Weft, task: &str, input: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["run", task, input, "--json", "--url", &weft.url])
-        .output()
-        .unwrap();
+    let out = cli(weft, &["run", task, input, "--json"]);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "weft run {task} printed no JSON ({e}): {}\n{}\nserver:\n{}",
@@ -141,10 +147,7 @@ fn each_forked_attempt_is_a_process_of_its_own() {
 
 /// Starts `hold(60)` without waiting; returns its run id.
 fn start_hold(weft: &Weft) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["run", "hold", "[60]", "--no-wait", "--url", &weft.url])
-        .output()
-        .unwrap();
+    let out = cli(weft, &["run", "hold", "[60]", "--no-wait"]);
     assert!(
         out.status.success(),
         "{}",
@@ -156,10 +159,7 @@ fn start_hold(weft: &Weft) -> String {
 /// The run once it has ended.
 fn ended(weft: &Weft, id: &str) -> Value {
     wait_for(30, "the run to end", || {
-        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["runs", "show", id, "--json", "--url", &weft.url])
-            .output()
-            .unwrap();
+        let out = cli(weft, &["runs", "show", id, "--json"]);
         let run: Value = serde_json::from_slice(&out.stdout).ok()?;
         (run["status"] != "running" && run["status"] != "pending").then_some(run)
     })
@@ -179,10 +179,7 @@ fn forked_attempts_join_their_threads_and_die_when_canceled() {
     wait_for(30, "the held child", || {
         (forked_children(&launcher) == 1).then_some(())
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["runs", "cancel", &id, "--url", &weft.url])
-        .output()
-        .unwrap();
+    let out = cli(&weft, &["runs", "cancel", &id]);
     assert!(
         out.status.success(),
         "{}",

@@ -34,16 +34,7 @@ fn assert_peer_matches(data: &Path) {
     let ours = std::fs::read_to_string(ours.path().join("profiles/shard-00000.csv")).unwrap();
     let theirs = std::fs::read_to_string(&peer_csv).unwrap();
     assert!(ours.lines().count() > 1, "no profiles to compare");
-    if ours != theirs {
-        let first = ours.lines().zip(theirs.lines()).find(|(a, b)| a != b);
-        panic!(
-            "DuckDB's profiles differ from the pipeline's ({} vs {} lines); first different line:\n  weft: {:?}\n  duckdb: {:?}",
-            ours.lines().count(),
-            theirs.lines().count(),
-            first.map(|f| f.0),
-            first.map(|f| f.1)
-        );
-    }
+    common::assert_same_text("DuckDB's profiles and the pipeline's", &ours, &theirs);
 }
 
 #[test]

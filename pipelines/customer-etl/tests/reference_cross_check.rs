@@ -41,15 +41,11 @@ fn assert_same_tree(rust: &Path, reference: &Path) {
                 std::fs::read_to_string(a).unwrap(),
                 std::fs::read_to_string(b).unwrap(),
             );
-            if a_text != b_text {
-                let first = a_text.lines().zip(b_text.lines()).find(|(x, y)| x != y);
-                panic!(
-                    "{} differs from the reference; first different line:\n rust: {:?}\n  ref: {:?}",
-                    a.display(),
-                    first.map(|f| f.0),
-                    first.map(|f| f.1)
-                );
-            }
+            common::assert_same_text(
+                &format!("{} and the reference's", a.display()),
+                &a_text,
+                &b_text,
+            );
         }
     }
 }

@@ -185,3 +185,17 @@ pub const EDGE_CASE_FILES: [(&str, &str); 4] = [
          t3,cust_00000001,2026-09-01T00:00:00Z,2026-08-31T00:00:00Z,high,9\n",
     ),
 ];
+
+/// Panics, naming the first different line, when two outputs differ.
+pub fn assert_same_text(what: &str, ours: &str, theirs: &str) {
+    if ours != theirs {
+        let first = ours.lines().zip(theirs.lines()).find(|(a, b)| a != b);
+        panic!(
+            "{what} differ ({} vs {} lines); first different line:\n  ours:   {:?}\n  theirs: {:?}",
+            ours.lines().count(),
+            theirs.lines().count(),
+            first.map(|f| f.0),
+            first.map(|f| f.1)
+        );
+    }
+}
