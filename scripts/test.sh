@@ -10,12 +10,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # Python with the official SDKs (`render` 1.5.0, and the older `render_sdk`
-# 0.8.0 the tutorial was written for) and the readers the
-# pipeline's tests use to check its output.
-if ! .venv/bin/python -c 'import render, render_sdk, pyarrow, duckdb' 2>/dev/null; then
-  echo "==> preparing .venv (render==1.5.0, render_sdk==0.8.0, pyarrow, duckdb)"
+# 0.8.0 the tutorial was written for), the readers the pipeline's tests use
+# to check its output, and moto's S3 server (with boto3, an independent S3
+# client) for the pipeline's object-storage tests.
+if ! .venv/bin/python -c 'import render, render_sdk, pyarrow, duckdb, moto.server, boto3' 2>/dev/null; then
+  echo "==> preparing .venv (render==1.5.0, render_sdk==0.8.0, pyarrow, duckdb, moto[server])"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check render==1.5.0 render_sdk==0.8.0 pyarrow duckdb
+  .venv/bin/pip install --quiet --disable-pip-version-check render==1.5.0 render_sdk==0.8.0 pyarrow duckdb 'moto[server]'
 fi
 export WEFT_PYTHON="$PWD/.venv/bin/python"
 

@@ -14,6 +14,9 @@
 //!    writes `profiles/shard-NNNNN.*` and `rejects/shard-NNNNN.csv`;
 //! 3. [`aggregate`] reconciles counts and writes `manifest.json`.
 //!
+//! Inputs, work files and outputs are [`Location`]s: local paths or
+//! `s3://` objects, so the steps can run on different machines.
+//!
 //! [`run_local`] runs all three in one process; [`workflow`] runs them as
 //! durable weft tasks, each in its own process, and [`embedded`] runs that
 //! workflow on an embedded runtime (`customer-etl run`).
@@ -25,6 +28,7 @@ pub mod embedded;
 pub mod error;
 pub mod generate;
 pub mod local;
+pub mod location;
 pub mod manifest;
 pub mod part;
 pub mod partition;
@@ -40,6 +44,7 @@ pub use contract::{DEFAULT_AS_OF, Format, RejectReason, RejectRecord, Source};
 pub use error::{EtlError, Result};
 pub use generate::{GenerateStats, generate};
 pub use local::{LocalOptions, run_local, run_local_with};
+pub use location::Location;
 pub use manifest::{Manifest, RunParams, RunSummary, Timings, aggregate};
 pub use partition::{
     ByteRange, ChunkStats, PartitionManifest, SourcePlan, partition_chunk, plan_chunks,

@@ -5,10 +5,13 @@
 use crate::calendar::Date;
 use crate::contract::{Format, Source};
 use crate::error::{EtlError, Result};
-use crate::manifest::{RunParams, RunSummary, Timings, aggregate};
-use crate::partition::{PartitionManifest, partition_chunk, plan_source, write_partition_manifest};
+use crate::location::Location;
+use crate::manifest::{MANIFEST_FILE, RunParams, RunSummary, Timings, aggregate};
+use crate::partition::{
+    PartitionManifest, SourcePlan, partition_chunk, plan_source, plan_source_sized,
+    write_partition_manifest,
+};
 use crate::shard_step::process_shard;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -26,7 +29,7 @@ pub struct LocalOptions {
     /// Exact number of chunks to cut each file into (at most; fewer when rows are long).
     pub chunks_per_file: Option<usize>,
     /// The work directory (default: `<out_dir>/.work`).
-    pub work_dir: Option<PathBuf>,
+    pub work_dir: Option<Location>,
     /// Keep the work directory after a successful run.
     pub keep_work_dir: bool,
     /// The tutorial's design, for comparison only: every shard reads,
@@ -50,8 +53,8 @@ impl Default for LocalOptions {
 
 /// Runs the whole pipeline in this process with default options.
 pub fn run_local(
-    data_dir: &Path,
-    out_dir: &Path,
+    data_dir: impl Into<Location>,
+    out_dir: impl Into<Location>,
     num_shards: u32,
     as_of: Date,
     format: Format,
@@ -67,42 +70,46 @@ pub fn run_local(
 }
 
 /// Runs the whole pipeline in this process. The output directory's
-/// `profiles/`, `rejects/` and `manifest.json` are replaced.
+/// `profiles/`, `rejects/` and `manifest.json` are replaced, once the inputs
+/// are known to be readable (a bad input leaves the outputs untouched).
 pub fn run_local_with(
-    data_dir: &Path,
-    out_dir: &Path,
+    data_dir: impl Into<Location>,
+    out_dir: impl Into<Location>,
     num_shards: u32,
     as_of: Date,
     format: Format,
     options: &LocalOptions,
 ) -> Result<RunSummary> {
+    let (data_dir, out_dir) = (data_dir.into(), out_dir.into());
     if num_shards == 0 {
         return Err(EtlError::InvalidArgument(
             "num_shards must be at least 1".into(),
         ));
     }
     let started = Instant::now();
-    prepare_out_dir(out_dir)?;
     let work_dir = options
         .work_dir
         .clone()
-        .unwrap_or_else(|| out_dir.join(".work"));
-    reset_dir(&work_dir)?;
+        .unwrap_or_else(|| default_work_dir(&out_dir));
     let threads = options.threads.max(1);
+    check_input_dir(&data_dir)?;
+    out_dir.check_output()?;
     if options.every_shard_reads_all {
+        prepare_out_dir(&out_dir)?;
+        work_dir.reset_dir()?;
         return run_every_shard_reads_all(
-            data_dir, out_dir, &work_dir, num_shards, as_of, format, options,
+            &data_dir, &out_dir, &work_dir, num_shards, as_of, format, options,
         );
     }
 
-    let plans = run_parallel(&Source::ALL, threads, |&source| {
-        let len = std::fs::metadata(data_dir.join(source.file_name())).map_or(0, |m| m.len());
-        let chunks = options
+    let plans = plan_inputs(&data_dir, threads, |len| {
+        options
             .chunks_per_file
-            .unwrap_or_else(|| len.div_ceil(options.chunk_bytes.max(1)) as usize);
-        plan_source(data_dir, source, chunks.max(1))
+            .unwrap_or_else(|| len.div_ceil(options.chunk_bytes.max(1)) as usize)
     })?;
     let plan_ms = started.elapsed().as_millis() as u64;
+    prepare_out_dir(&out_dir)?;
+    work_dir.reset_dir()?;
 
     let partition_started = Instant::now();
     let tasks: Vec<(usize, usize)> = plans
@@ -130,11 +137,11 @@ pub fn run_local_with(
     let shards_started = Instant::now();
     let shard_ids: Vec<u32> = (0..num_shards).collect();
     let shards = run_parallel(&shard_ids, threads, |&id| {
-        process_shard(id, &work_dir, out_dir, as_of, format)
+        process_shard(id, &work_dir, &out_dir, as_of, format)
     })?;
     let shards_ms = shards_started.elapsed().as_millis() as u64;
 
-    let params = RunParams::new(data_dir, out_dir, num_shards, as_of, format);
+    let params = RunParams::new(&data_dir, &out_dir, num_shards, as_of, format);
     let timings = Timings {
         plan_ms,
         partition_ms,
@@ -143,18 +150,48 @@ pub fn run_local_with(
     };
     let summary = aggregate(&params, &work_dir, &shards, timings)?;
     if !options.keep_work_dir {
-        std::fs::remove_dir_all(&work_dir).map_err(|e| EtlError::io("removing", &work_dir, e))?;
+        work_dir.remove_tree()?;
     }
     Ok(summary)
+}
+
+/// The default work directory of a run writing to `out_dir`.
+pub fn default_work_dir(out_dir: &Location) -> Location {
+    out_dir.join(".work")
+}
+
+/// Plans the four inputs of `data_dir` (in parallel), each cut into
+/// `chunks_for_len(its length)` ranges.
+pub fn plan_inputs(
+    data_dir: &Location,
+    threads: usize,
+    chunks_for_len: impl Fn(u64) -> usize + Sync,
+) -> Result<Vec<SourcePlan>> {
+    run_parallel(&Source::ALL, threads, |&source| {
+        plan_source_sized(data_dir, source, |len| chunks_for_len(len).max(1))
+    })
+}
+
+/// Checks that the input directory is there: a local directory, or on a
+/// store a bucket that answers (a missing object is named when it is read).
+pub fn check_input_dir(data_dir: &Location) -> Result<()> {
+    match data_dir.as_local() {
+        Some(dir) if !dir.is_dir() => Err(EtlError::InvalidArgument(format!(
+            "the data directory {} does not exist",
+            dir.display()
+        ))),
+        Some(_) => Ok(()),
+        None => data_dir.check_output(),
+    }
 }
 
 /// The tutorial's design (see [`LocalOptions::every_shard_reads_all`]): each
 /// shard, on its own thread, partitions every file in full into a private
 /// work directory, then merges only its own shard from it.
 fn run_every_shard_reads_all(
-    data_dir: &Path,
-    out_dir: &Path,
-    work_dir: &Path,
+    data_dir: &Location,
+    out_dir: &Location,
+    work_dir: &Location,
     num_shards: u32,
     as_of: Date,
     format: Format,
@@ -162,7 +199,7 @@ fn run_every_shard_reads_all(
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let shard_ids: Vec<u32> = (0..num_shards).collect();
-    let shard_work_dir = |id: u32| work_dir.join(format!("shard-{id:05}"));
+    let shard_work_dir = |id: u32| work_dir.join(&format!("shard-{id:05}"));
     let shards = run_parallel(&shard_ids, options.threads.max(1), |&id| {
         let own = shard_work_dir(id);
         let mut plans = Vec::new();
@@ -187,31 +224,18 @@ fn run_every_shard_reads_all(
     let params = RunParams::new(data_dir, out_dir, num_shards, as_of, format);
     let summary = aggregate(&params, &shard_work_dir(0), &shards, timings)?;
     if !options.keep_work_dir {
-        std::fs::remove_dir_all(work_dir).map_err(|e| EtlError::io("removing", work_dir, e))?;
+        work_dir.remove_tree()?;
     }
     Ok(summary)
 }
 
 /// Removes the outputs of an earlier run from `out_dir` (only what a run writes).
-pub(crate) fn prepare_out_dir(out_dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(out_dir).map_err(|e| EtlError::io("creating directory", out_dir, e))?;
+pub(crate) fn prepare_out_dir(out_dir: &Location) -> Result<()> {
+    out_dir.create_dir_all()?;
     for dir in ["profiles", "rejects"] {
-        reset_dir(&out_dir.join(dir))?;
+        out_dir.join(dir).reset_dir()?;
     }
-    let manifest = out_dir.join("manifest.json");
-    match std::fs::remove_file(&manifest) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(EtlError::io("removing", &manifest, e))
-        }
-        _ => Ok(()),
-    }
-}
-
-pub(crate) fn reset_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| EtlError::io("removing", dir, e))?;
-    }
-    std::fs::create_dir_all(dir).map_err(|e| EtlError::io("creating directory", dir, e))
+    out_dir.join(MANIFEST_FILE).remove_file()
 }
 
 /// Runs `f` on every item on up to `threads` scoped threads; results keep the items' order.

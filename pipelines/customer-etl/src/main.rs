@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use customer_etl::embedded::{EmbeddedRun, RunReport};
 use customer_etl::workflow::{MERGE_CUSTOMER_DATA, MergeRequest};
-use customer_etl::{DEFAULT_AS_OF, Date, Format, RunSummary};
+use customer_etl::{DEFAULT_AS_OF, Date, Format, Location, RunSummary};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 use weft::client::{Client, ClientConfig, TaskRunDetailsExt};
@@ -44,13 +44,17 @@ const SAMPLE_SEED: u64 = 42;
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Directory holding the four input files (default: `sample_data`,
-    /// generated with 1,000 customers when absent).
+    /// Directory or `s3://bucket/prefix` holding the four input files
+    /// (default: `sample_data`, generated with 1,000 customers when absent).
     #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Output directory.
+    data_dir: Option<Location>,
+    /// Output directory or `s3://bucket/prefix`.
     #[arg(long, default_value = "out")]
-    out: PathBuf,
+    out: Location,
+    /// Where the embedded runtime keeps its database and run report
+    /// (default: `<out>/.weft`, or `.weft` here when the output is in a bucket).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     #[command(flatten)]
     output: OutputArgs,
     /// Task processes at once (default: one per CPU).
@@ -78,12 +82,13 @@ struct OutputArgs {
 
 #[derive(clap::Args)]
 struct TriggerArgs {
-    /// Input directory, as the task processes see it (default: theirs, `$DATA_DIR` or `sample_data`).
+    /// Input directory or `s3://` prefix, as the task processes see it
+    /// (default: theirs, `$DATA_DIR` or `sample_data`).
     #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Output directory (default: `$OUT_DIR` or `out` of the task processes).
+    data_dir: Option<Location>,
+    /// Output directory or `s3://` prefix (default: `$OUT_DIR` or `out` of the task processes).
     #[arg(long)]
-    out: Option<PathBuf>,
+    out: Option<Location>,
     /// Number of shards (default 10).
     #[arg(long)]
     shards: Option<u32>,
@@ -110,12 +115,12 @@ struct GenerateArgs {
 
 #[derive(clap::Args)]
 struct LocalArgs {
-    /// Directory holding the four input files.
+    /// Directory or `s3://bucket/prefix` holding the four input files.
     #[arg(long)]
-    data_dir: PathBuf,
-    /// Output directory.
+    data_dir: Location,
+    /// Output directory or `s3://bucket/prefix`.
     #[arg(long)]
-    out: PathBuf,
+    out: Location,
     #[command(flatten)]
     output: OutputArgs,
     /// Worker threads (default: all cores).
@@ -167,8 +172,10 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
 fn run(args: RunArgs) -> Result<()> {
     let data_dir = match args.data_dir {
         Some(dir) => {
-            if !dir.is_dir() {
-                bail!("the data directory {} does not exist", dir.display());
+            if let Some(local) = dir.as_local()
+                && !local.is_dir()
+            {
+                bail!("the data directory {} does not exist", local.display());
             }
             dir
         }
@@ -182,21 +189,26 @@ fn run(args: RunArgs) -> Result<()> {
                     dir.display()
                 );
             }
-            dir
+            Location::Local(dir)
         }
+    };
+    let state_dir = match (&args.state_dir, args.out.as_local()) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(out)) => out.join(".weft"),
+        (None, None) => PathBuf::from(".weft"),
     };
     let exe = std::env::current_exe().context("finding this program's path")?;
     let config = EmbeddedRun {
         request: MergeRequest {
-            data_dir: Some(std::path::absolute(&data_dir)?),
-            out_dir: Some(std::path::absolute(&args.out)?),
+            data_dir: Some(data_dir.absolute().map_err(anyhow::Error::msg)?),
+            out_dir: Some(args.out.absolute().map_err(anyhow::Error::msg)?),
             num_shards: Some(args.output.shards),
             as_of: Some(args.output.as_of.to_string()),
             format: Some(args.output.format),
             chunk_bytes: Some(args.chunk_mib.max(1) << 20),
         },
         app_command: vec![exe.to_string_lossy().into_owned()],
-        state_dir: args.out.join(".weft"),
+        state_dir,
         max_concurrent: args
             .max_concurrent
             .unwrap_or_else(weft_runtime::default_max_concurrent),
@@ -204,7 +216,7 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let outcome = tokio_runtime()?
         .block_on(customer_etl::embedded::run(config))
-        .with_context(|| format!("the pipeline failed on {}", data_dir.display()))?;
+        .with_context(|| format!("the pipeline failed on {data_dir}"))?;
     for retried in outcome.runs.iter().filter(|r| r.attempts > 1) {
         eprintln!("{}", retried_note(retried));
     }
@@ -212,10 +224,7 @@ fn run(args: RunArgs) -> Result<()> {
         "{}",
         merged_line(&outcome.summary, outcome.elapsed.as_secs_f64())
     );
-    eprintln!(
-        "profiles, rejects and manifest.json in {}",
-        args.out.display()
-    );
+    eprintln!("profiles, rejects and manifest.json in {}", args.out);
     Ok(())
 }
 
@@ -272,10 +281,10 @@ fn trigger(args: TriggerArgs) -> Result<()> {
     })
 }
 
-/// The path made absolute against our working directory, which the task
-/// processes may not share.
-fn absolute_or(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+/// A local path made absolute against our working directory, which the
+/// task processes may not share.
+fn absolute_or(location: &Location) -> Location {
+    location.absolute().unwrap_or_else(|_| location.clone())
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
@@ -308,7 +317,7 @@ fn local(args: LocalArgs) -> Result<()> {
         args.output.format,
         &options,
     )
-    .with_context(|| format!("running the pipeline on {}", args.data_dir.display()))?;
+    .with_context(|| format!("running the pipeline on {}", args.data_dir))?;
     eprintln!("done in {:.2?}", started.elapsed());
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

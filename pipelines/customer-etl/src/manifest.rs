@@ -4,14 +4,17 @@
 use crate::calendar::Date;
 use crate::contract::{Format, ReasonCounts, RejectReason, Source};
 use crate::error::{EtlError, Result};
+use crate::location::Location;
 use crate::part::collect_rejects;
 use crate::partition::PartitionManifest;
 use crate::shard_step::{FileCounts, ShardStats};
-use crate::writer::{write_atomically, write_rejects};
+use crate::writer::write_rejects;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// The run's manifest, relative to the output directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// The rejects file of rows that belong to no shard, relative to the output directory.
 pub const UNROUTABLE_REJECTS_FILE: &str = "rejects/unroutable.csv";
@@ -24,9 +27,9 @@ pub struct RunParams {
     /// Number of shards.
     pub num_shards: u32,
     /// The input directory.
-    pub data_dir: PathBuf,
+    pub data_dir: Location,
     /// The output directory.
-    pub out_dir: PathBuf,
+    pub out_dir: Location,
     /// The profile table's format.
     pub format: Format,
 }
@@ -34,8 +37,8 @@ pub struct RunParams {
 impl RunParams {
     /// Parameters for a run.
     pub fn new(
-        data_dir: &Path,
-        out_dir: &Path,
+        data_dir: &Location,
+        out_dir: &Location,
         num_shards: u32,
         as_of: Date,
         format: Format,
@@ -43,8 +46,8 @@ impl RunParams {
         RunParams {
             as_of: as_of.to_string(),
             num_shards,
-            data_dir: data_dir.to_path_buf(),
-            out_dir: out_dir.to_path_buf(),
+            data_dir: data_dir.clone(),
+            out_dir: out_dir.clone(),
             format,
         }
     }
@@ -69,7 +72,7 @@ pub struct Timings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSummary {
     /// The input file.
-    pub path: PathBuf,
+    pub path: Location,
     /// Rows read.
     pub rows_read: u64,
     /// Rows accepted.
@@ -138,7 +141,7 @@ pub struct RunSummary {
     /// Rows rejected over all files.
     pub rows_rejected: u64,
     /// The output directory.
-    pub out_dir: PathBuf,
+    pub out_dir: Location,
     /// Profiles per shard.
     pub per_shard: Vec<ShardProfiles>,
 }
@@ -157,7 +160,7 @@ pub struct ShardProfiles {
 /// `manifest.json` under `params.out_dir`, and returns the summary.
 pub fn aggregate(
     params: &RunParams,
-    work_dir: &Path,
+    work_dir: &Location,
     shards: &[ShardStats],
     mut timings: Timings,
 ) -> Result<RunSummary> {
@@ -212,15 +215,18 @@ pub fn aggregate(
         rejects_by_reason: all_reasons,
         timings,
     };
-    let path = out_dir.join("manifest.json");
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-    write_atomically(&path, &json)?;
+    out_dir.join(MANIFEST_FILE).write_atomically(&json)?;
     Ok(manifest.summary())
 }
 
 /// Writes the rows no shard could take (`rejects/unroutable.csv`), in
 /// source then file order; returns how many.
-fn write_unroutable(partition: &PartitionManifest, work_dir: &Path, out_dir: &Path) -> Result<u64> {
+fn write_unroutable(
+    partition: &PartitionManifest,
+    work_dir: &Location,
+    out_dir: &Location,
+) -> Result<u64> {
     let mut unroutable_bytes: Vec<(Source, Vec<u8>)> = Vec::new();
     for source in Source::ALL {
         let mut bytes = Vec::new();
@@ -233,9 +239,7 @@ fn write_unroutable(partition: &PartitionManifest, work_dir: &Path, out_dir: &Pa
     for (source, bytes) in &unroutable_bytes {
         collect_rejects(*source, bytes, work_dir, &mut unroutable)?;
     }
-    let rejects_dir = out_dir.join("rejects");
-    std::fs::create_dir_all(&rejects_dir)
-        .map_err(|e| EtlError::io("creating directory", &rejects_dir, e))?;
+    out_dir.join("rejects").create_dir_all()?;
     write_rejects(&out_dir.join(UNROUTABLE_REJECTS_FILE), &unroutable)?;
     Ok(unroutable.len() as u64)
 }
@@ -245,7 +249,7 @@ fn write_unroutable(partition: &PartitionManifest, work_dir: &Path, out_dir: &Pa
 /// duplicates the shards found; and the totals.
 fn reconcile(
     partition: &PartitionManifest,
-    work_dir: &Path,
+    work_dir: &Location,
     shards: &[&ShardStats],
 ) -> Result<(BTreeMap<String, FileSummary>, FileCounts)> {
     let mut files = BTreeMap::new();
@@ -324,9 +328,9 @@ impl Manifest {
     }
 
     /// Reads `out_dir/manifest.json`.
-    pub fn load(out_dir: &Path) -> Result<Self> {
-        let path = out_dir.join("manifest.json");
-        let bytes = std::fs::read(&path).map_err(|e| EtlError::io("reading", &path, e))?;
+    pub fn load(out_dir: impl Into<Location>) -> Result<Self> {
+        let path = out_dir.into().join(MANIFEST_FILE);
+        let bytes = path.read_all()?;
         serde_json::from_slice(&bytes).map_err(|e| EtlError::bad_work_file(&path, e.to_string()))
     }
 }

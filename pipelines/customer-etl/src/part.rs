@@ -20,12 +20,10 @@
 use crate::calendar::Date;
 use crate::contract::{RejectReason, RejectRecord, Segment, Source, Status};
 use crate::error::{EtlError, Result};
+use crate::location::{InputFile, Location, OutputFile};
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
 use std::borrow::Cow;
-use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"WEFTPART";
 const END_MAGIC: &[u8; 8] = b"WEFTEND\0";
@@ -198,7 +196,7 @@ pub fn decode_rejected<'a>(
 pub fn collect_rejects<'a>(
     source: Source,
     bytes: &'a [u8],
-    work_dir: &Path,
+    work_dir: &Location,
     out: &mut Vec<RejectRecord<'a>>,
 ) -> Result<()> {
     decode_rejected(bytes, |r| {
@@ -209,7 +207,7 @@ pub fn collect_rejects<'a>(
             raw: r.raw,
         })
     })
-    .map_err(|detail| EtlError::bad_work_file(work_dir.join("parts").join(source.name()), detail))
+    .map_err(|detail| EtlError::bad_work_file(parts_dir(work_dir, source), detail))
 }
 
 /// One segment's place in a part file.
@@ -223,12 +221,14 @@ pub struct SegmentIndex {
     pub rows: u64,
 }
 
-/// The path of the part file of `source`'s chunk `chunk` in `work_dir`.
-pub fn part_path(work_dir: &Path, source: Source, chunk: usize) -> PathBuf {
-    work_dir
-        .join("parts")
-        .join(source.name())
-        .join(format!("chunk-{chunk:05}.part"))
+/// The location of the part file of `source`'s chunk `chunk` in `work_dir`.
+pub fn part_path(work_dir: &Location, source: Source, chunk: usize) -> Location {
+    parts_dir(work_dir, source).join(&format!("chunk-{chunk:05}.part"))
+}
+
+/// The folder (or prefix) of `source`'s part files in `work_dir`.
+pub fn parts_dir(work_dir: &Location, source: Source) -> Location {
+    work_dir.join(&format!("parts/{}", source.name()))
 }
 
 /// The rows a partition step routes, buffered per shard before the part file is written.
@@ -251,13 +251,10 @@ impl PartBuilder {
         }
     }
 
-    /// Writes the part file atomically (a temporary file renamed into place, so a
-    /// retried partition step never leaves a half-written part behind).
-    pub fn write(&self, path: &Path, source: Source, chunk: usize) -> Result<()> {
-        let dir = path.parent().expect("part paths have a parent");
-        std::fs::create_dir_all(dir).map_err(|e| EtlError::io("creating directory", dir, e))?;
-        let tmp = path.with_extension("part.tmp");
-        let file = File::create(&tmp).map_err(|e| EtlError::io("creating", &tmp, e))?;
+    /// Writes the part file atomically (see [`OutputFile`]: a retried
+    /// partition step never leaves a half-written part behind).
+    pub fn write(&self, path: &Location, source: Source, chunk: usize) -> Result<()> {
+        let file = OutputFile::create_scratch(path)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.extend_from_slice(MAGIC);
@@ -267,7 +264,7 @@ impl PartBuilder {
         put_u32(&mut header, chunk as u32);
         let mut footer = Vec::new();
         let mut offset = HEADER_LEN;
-        let write_err = |e| EtlError::io("writing", &tmp, e);
+        let write_err = |e| EtlError::io("writing", path, e);
         out.write_all(&header).map_err(write_err)?;
         let segments = self
             .accepted
@@ -285,39 +282,37 @@ impl PartBuilder {
         put_u64(&mut footer, offset);
         footer.extend_from_slice(END_MAGIC);
         out.write_all(&footer).map_err(write_err)?;
-        let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(|e| EtlError::io("renaming", &tmp, e))
+        out.into_inner()
+            .map_err(|e| write_err(e.into_error()))?
+            .commit()
     }
 }
 
 /// An open part file with its footer read.
 pub struct PartReader {
-    file: File,
-    path: PathBuf,
+    input: InputFile,
     num_shards: u32,
     index: Vec<SegmentIndex>,
 }
 
 impl PartReader {
-    /// Opens a part file written for `source` and `num_shards` shards.
-    pub fn open(path: &Path, source: Source, num_shards: u32) -> Result<Self> {
-        let file = File::open(path).map_err(|e| EtlError::io("opening", path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| EtlError::io("reading", path, e))?
-            .len();
+    /// Opens a part file written for `source` and `num_shards` shards: reads
+    /// its header and its footer (two requests on an object store).
+    pub fn open(path: &Location, source: Source, num_shards: u32) -> Result<Self> {
+        let input = path.open()?;
         let bad = |detail: String| EtlError::bad_work_file(path, detail);
+        // The footer's length follows from the shard count, so one read
+        // fetches it with the file's tail (and, on a store, the length).
+        let footer_len = (num_shards as u64 * 2 + 1) * 24;
+        let (tail, len) = input.read_tail(footer_len + 16)?;
         if len < HEADER_LEN + 16 {
             return Err(bad(format!("{len} bytes is too short")));
         }
-        let mut header = [0u8; HEADER_LEN as usize];
-        read_at(&file, path, &mut header, 0)?;
-        let mut tail = [0u8; 16];
-        read_at(&file, path, &mut tail, len - 16)?;
+        let header = input.read_range(0..HEADER_LEN)?;
+        let end = &tail[tail.len() - 16..];
         let h = &mut &header[8..];
         let fields = (get_u32(h), get_u32(h), get_u32(h));
-        if &header[..8] != MAGIC || &tail[8..] != END_MAGIC {
+        if &header[..8] != MAGIC || &end[8..] != END_MAGIC {
             return Err(bad("not a part file".into()));
         }
         if fields != (Ok(VERSION), Ok(source.index() as u32), Ok(num_shards)) {
@@ -326,13 +321,11 @@ impl PartReader {
                 source.index()
             )));
         }
-        let footer_offset = u64::from_le_bytes(tail[..8].try_into().expect("8 bytes"));
-        let footer_len = (num_shards as u64 * 2 + 1) * 24;
-        if footer_offset + footer_len + 16 != len {
+        let footer_offset = u64::from_le_bytes(end[..8].try_into().expect("8 bytes"));
+        if footer_offset + footer_len + 16 != len || (tail.len() as u64) < footer_len + 16 {
             return Err(bad("footer does not match the file length".into()));
         }
-        let mut footer = vec![0u8; footer_len as usize];
-        read_at(&file, path, &mut footer, footer_offset)?;
+        let footer = &tail[tail.len() - 16 - footer_len as usize..tail.len() - 16];
         let index = footer
             .chunks_exact(24)
             .map(|c| SegmentIndex {
@@ -342,8 +335,7 @@ impl PartReader {
             })
             .collect();
         Ok(PartReader {
-            file,
-            path: path.to_path_buf(),
+            input,
             num_shards,
             index,
         })
@@ -366,20 +358,39 @@ impl PartReader {
 
     /// Appends a segment's bytes to `out`.
     pub fn read_segment(&self, segment: SegmentIndex, out: &mut Vec<u8>) -> Result<()> {
-        let start = out.len();
-        out.resize(start + segment.len as usize, 0);
-        read_at(&self.file, &self.path, &mut out[start..], segment.offset)
+        let bytes = self
+            .input
+            .read_range(segment.offset..segment.offset + segment.len)?;
+        out.extend_from_slice(&bytes);
+        Ok(())
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Appends shard `shard`'s accepted and rejected segments to `accepted`
+    /// and `rejected`: one read, as the two are adjacent in the file.
+    pub fn read_shard(
+        &self,
+        shard: u32,
+        accepted: &mut Vec<u8>,
+        rejected: &mut Vec<u8>,
+    ) -> Result<()> {
+        let (a, r) = (self.accepted_index(shard), self.rejected_index(shard));
+        if a.offset + a.len != r.offset {
+            return Err(EtlError::bad_work_file(
+                self.location(),
+                format!("shard {shard}'s segments are not adjacent"),
+            ));
+        }
+        let bytes = self.input.read_range(a.offset..r.offset + r.len)?;
+        let (head, tail) = bytes.split_at(a.len as usize);
+        accepted.extend_from_slice(head);
+        rejected.extend_from_slice(tail);
+        Ok(())
     }
-}
 
-pub(crate) fn read_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
-    file.read_exact_at(buf, offset)
-        .map_err(|e| EtlError::io("reading", path, e))
+    /// Where the part file is.
+    pub fn location(&self) -> &Location {
+        self.input.location()
+    }
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {

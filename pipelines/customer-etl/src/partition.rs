@@ -16,16 +16,14 @@
 use crate::contract::{ReasonCounts, RejectReason, Source};
 use crate::csv_scan::{RecordScanner, trim};
 use crate::error::{EtlError, Result};
+use crate::location::{InputFile, Location};
 use crate::part::{
     AcceptedRow, Origin, PartBuilder, PartReader, encode_accepted, encode_rejected, part_path,
 };
 use crate::shard::ShardRouter;
 use crate::validate;
 use serde::{Deserialize, Serialize};
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 
 /// A byte range of an input file that starts and ends at record boundaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +42,7 @@ pub struct SourcePlan {
     /// Which input this is.
     pub source: Source,
     /// The input file.
-    pub path: PathBuf,
+    pub path: Location,
     /// Number of fields in the header (a row with another count is a `column_count` reject).
     pub header_fields: usize,
     /// For each of [`Source::columns`], its field position in a row.
@@ -90,16 +88,24 @@ const SCAN_BLOCK: usize = 1 << 20;
 
 /// Plans one source of `data_dir`: reads its header and cuts its data into at
 /// most `max_chunks` ranges of about equal size.
-pub fn plan_source(data_dir: &Path, source: Source, max_chunks: usize) -> Result<SourcePlan> {
+pub fn plan_source(data_dir: &Location, source: Source, max_chunks: usize) -> Result<SourcePlan> {
+    plan_source_sized(data_dir, source, |_| max_chunks)
+}
+
+/// [`plan_source`] with the number of chunks chosen from the file's length.
+pub fn plan_source_sized(
+    data_dir: &Location,
+    source: Source,
+    chunks_for_len: impl Fn(u64) -> usize,
+) -> Result<SourcePlan> {
     let path = data_dir.join(source.file_name());
-    let scan = scan_boundaries(&path, max_chunks)?;
+    let input = open_input(&path)?;
+    let len = input.len().map_err(|e| missing_as_input(e, &path))?;
+    let scan = scan_boundaries(&input, len, chunks_for_len(len))?;
     let header_fields;
     let mut column_positions = Vec::new();
     {
-        let file = open_input(&path)?;
-        let mut bytes = vec![0u8; (scan.header.1 - scan.header.0) as usize];
-        file.read_exact_at(&mut bytes, scan.header.0)
-            .map_err(|e| EtlError::io("reading", &path, e))?;
+        let bytes = input.read_range(scan.header.0..scan.header.1)?;
         let text = std::str::from_utf8(&bytes).map_err(|e| EtlError::InvalidUtf8 {
             path: path.clone(),
             offset: scan.header.0 + e.valid_up_to() as u64,
@@ -133,8 +139,11 @@ pub fn plan_source(data_dir: &Path, source: Source, max_chunks: usize) -> Result
 
 /// Cuts the data of a CSV file (everything after its header) into at most `n`
 /// ranges of about equal size at record boundaries, quote-aware.
-pub fn plan_chunks(path: &Path, n: usize) -> Result<Vec<ByteRange>> {
-    Ok(scan_boundaries(path, n)?.chunks)
+pub fn plan_chunks(path: impl Into<Location>, n: usize) -> Result<Vec<ByteRange>> {
+    let path = path.into();
+    let input = open_input(&path)?;
+    let len = input.len().map_err(|e| missing_as_input(e, &path))?;
+    Ok(scan_boundaries(&input, len, n)?.chunks)
 }
 
 struct BoundaryScan {
@@ -143,22 +152,23 @@ struct BoundaryScan {
     chunks: Vec<ByteRange>,
 }
 
-fn open_input(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => EtlError::MissingFile {
-            path: path.to_path_buf(),
-        },
-        _ => EtlError::io("opening", path, e),
-    })
+fn open_input(path: &Location) -> Result<InputFile> {
+    path.open().map_err(|e| missing_as_input(e, path))
+}
+
+/// A file or object that is not there, named as the missing input it is.
+fn missing_as_input(err: EtlError, path: &Location) -> EtlError {
+    if err.is_not_found() {
+        EtlError::MissingFile { path: path.clone() }
+    } else {
+        err
+    }
 }
 
 /// The sequential boundary scan; see the module docs.
-fn scan_boundaries(path: &Path, n: usize) -> Result<BoundaryScan> {
-    let mut file = open_input(path)?;
-    let len = file
-        .metadata()
-        .map_err(|e| EtlError::io("reading", path, e))?
-        .len();
+fn scan_boundaries(input: &InputFile, len: u64, n: usize) -> Result<BoundaryScan> {
+    let path = input.location();
+    let mut file = input.sequential(0)?;
     let n = n.max(1) as u64;
     let mut buf = vec![0u8; SCAN_BLOCK];
     let mut base = 0u64; // absolute offset of buf[0]
@@ -173,7 +183,7 @@ fn scan_boundaries(path: &Path, n: usize) -> Result<BoundaryScan> {
     let mut next_target = u64::MAX;
     let mut data_start = len;
     loop {
-        let got = read_block(&mut file, path, &mut buf)?;
+        let got = read_block(&mut *file, path, &mut buf)?;
         if got == 0 {
             break;
         }
@@ -240,9 +250,7 @@ fn scan_boundaries(path: &Path, n: usize) -> Result<BoundaryScan> {
             // A header without a final newline, or none at all.
             let tail_blank = record_start >= len || (record_start + 1 == len && prev_last == b'\r');
             if tail_blank {
-                return Err(EtlError::MissingHeader {
-                    path: path.to_path_buf(),
-                });
+                return Err(EtlError::MissingHeader { path: path.clone() });
             }
             data_first_line = lines + 2;
             (record_start, len)
@@ -269,7 +277,7 @@ fn target_after(pos: u64, data_start: u64, len: u64, n: u64) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn read_block(file: &mut File, path: &Path, buf: &mut [u8]) -> Result<usize> {
+fn read_block(file: &mut dyn Read, path: &Location, buf: &mut [u8]) -> Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read(&mut buf[filled..]) {
@@ -293,16 +301,14 @@ pub fn partition_chunk(
     plan: &SourcePlan,
     chunk: usize,
     num_shards: u32,
-    work_dir: &Path,
+    work_dir: &Location,
 ) -> Result<ChunkStats> {
-    let range = *plan.chunks.get(chunk).ok_or_else(|| {
-        EtlError::InvalidArgument(format!("{} has no chunk {chunk}", plan.path.display()))
-    })?;
+    let range = *plan
+        .chunks
+        .get(chunk)
+        .ok_or_else(|| EtlError::InvalidArgument(format!("{} has no chunk {chunk}", plan.path)))?;
     let path = &plan.path;
-    let file = open_input(path)?;
-    let mut bytes = vec![0u8; (range.end - range.start) as usize];
-    file.read_exact_at(&mut bytes, range.start)
-        .map_err(|e| EtlError::io("reading", path, e))?;
+    let bytes = open_input(path)?.read_range(range.start..range.end)?;
     let text = std::str::from_utf8(&bytes).map_err(|e| EtlError::InvalidUtf8 {
         path: path.clone(),
         offset: range.start + e.valid_up_to() as u64,
@@ -376,10 +382,9 @@ pub fn partition_chunk(
 }
 
 /// Writes the partition manifest to `work_dir/partition.json`.
-pub fn write_partition_manifest(work_dir: &Path, manifest: &PartitionManifest) -> Result<()> {
-    let path = work_dir.join(MANIFEST_FILE);
+pub fn write_partition_manifest(work_dir: &Location, manifest: &PartitionManifest) -> Result<()> {
     let json = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
-    crate::writer::write_atomically(&path, &json)
+    work_dir.join(MANIFEST_FILE).write_atomically(&json)
 }
 
 impl PartitionManifest {
@@ -388,7 +393,7 @@ impl PartitionManifest {
     /// segments.
     pub fn for_each_part(
         &self,
-        work_dir: &Path,
+        work_dir: &Location,
         source: Source,
         mut f: impl FnMut(&PartReader) -> Result<()>,
     ) -> Result<()> {
@@ -401,9 +406,9 @@ impl PartitionManifest {
     }
 
     /// Reads `work_dir/partition.json`.
-    pub fn load(work_dir: &Path) -> Result<Self> {
+    pub fn load(work_dir: &Location) -> Result<Self> {
         let path = work_dir.join(MANIFEST_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| EtlError::io("reading", &path, e))?;
+        let bytes = path.read_all()?;
         serde_json::from_slice(&bytes).map_err(|e| EtlError::bad_work_file(&path, e.to_string()))
     }
 
@@ -416,6 +421,7 @@ impl PartitionManifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::{Path, PathBuf};
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);

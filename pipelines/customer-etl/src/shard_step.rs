@@ -6,14 +6,14 @@
 use crate::calendar::Date;
 use crate::contract::{Format, ReasonCounts, RejectReason, RejectRecord, Source, Window};
 use crate::error::{EtlError, Result};
-use crate::part::{AcceptedRow, Origin, collect_rejects, decode_accepted, read_at};
+use crate::location::{Location, OutputFile};
+use crate::part::{AcceptedRow, Origin, collect_rejects, decode_accepted, parts_dir};
 use crate::partition::PartitionManifest;
 use crate::profile::build_profile;
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
-use crate::writer::{ProfileSink, commit_temp, profile_sink, temp_path, write_rejects};
+use crate::writer::{ProfileSink, profile_sink, write_rejects};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Row counts of one input file.
@@ -75,8 +75,9 @@ struct Located<T> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardOptions {
     /// Fault injection, for crash tests only: after writing this many
-    /// profiles (or, with fewer, just before the rename), flush the
-    /// half-written file to disk and abort the process without any clean-up.
+    /// profiles (or, with fewer, just before the commit), push the
+    /// half-written file to disk (or wait for the upload's parts in flight)
+    /// and abort the process without any clean-up.
     pub crash_after_profiles: Option<u64>,
 }
 
@@ -84,13 +85,13 @@ pub struct ShardOptions {
 /// file in `work_dir`, and writes `profiles/shard-NNNNN.<csv|parquet>` and
 /// `rejects/shard-NNNNN.csv` under `out_dir`.
 ///
-/// Each file is written under a temporary name and renamed into place, so a
-/// retried shard replaces whatever its failed attempt left: its output is
-/// whole and never holds a customer twice.
+/// Each file is written atomically ([`OutputFile`]), so a retried shard
+/// replaces whatever its failed attempt left: its output is whole and never
+/// holds a customer twice.
 pub fn process_shard(
     shard_id: u32,
-    work_dir: &Path,
-    out_dir: &Path,
+    work_dir: &Location,
+    out_dir: &Location,
     as_of: Date,
     format: Format,
 ) -> Result<ShardStats> {
@@ -107,8 +108,8 @@ pub fn process_shard(
 /// [`process_shard`] with options.
 pub fn process_shard_with(
     shard_id: u32,
-    work_dir: &Path,
-    out_dir: &Path,
+    work_dir: &Location,
+    out_dir: &Location,
     as_of: Date,
     format: Format,
     options: &ShardOptions,
@@ -117,8 +118,7 @@ pub fn process_shard_with(
     let manifest = PartitionManifest::load(work_dir)?;
     if shard_id >= manifest.num_shards {
         return Err(EtlError::InvalidArgument(format!(
-            "shard {shard_id} is out of range: the work directory {} has {} shards",
-            work_dir.display(),
+            "shard {shard_id} is out of range: the work directory {work_dir} has {} shards",
             manifest.num_shards
         )));
     }
@@ -148,8 +148,7 @@ pub fn process_shard_with(
         stats.rejects_by_reason.add(r.reason);
     }
     for dir in ["profiles", "rejects"] {
-        let dir = out_dir.join(dir);
-        std::fs::create_dir_all(&dir).map_err(|e| EtlError::io("creating directory", &dir, e))?;
+        out_dir.join(dir).create_dir_all()?;
     }
     stats.profiles = rows.write_profiles(
         &out_dir.join(&stats.profile_file),
@@ -173,7 +172,7 @@ struct Segments {
 /// Reads shard `shard_id`'s segments, counting their rows in `files`.
 fn read_segments(
     manifest: &PartitionManifest,
-    work_dir: &Path,
+    work_dir: &Location,
     shard_id: u32,
     files: &mut [FileCounts],
 ) -> Result<Segments> {
@@ -186,8 +185,11 @@ fn read_segments(
         manifest.for_each_part(work_dir, source, |part| {
             let accepted = part.accepted_index(shard_id);
             let rejected = part.rejected_index(shard_id);
-            part.read_segment(accepted, &mut segments.accepted[i])?;
-            part.read_segment(rejected, &mut segments.rejected[i])?;
+            part.read_shard(
+                shard_id,
+                &mut segments.accepted[i],
+                &mut segments.rejected[i],
+            )?;
             files[i].rows_read += accepted.rows + rejected.rows;
             files[i].rows_rejected += rejected.rows;
             Ok(())
@@ -205,7 +207,7 @@ struct ShardRows<'a> {
 }
 
 impl<'a> ShardRows<'a> {
-    fn decode(accepted: &'a [Vec<u8>; 4], work_dir: &Path) -> Result<Self> {
+    fn decode(accepted: &'a [Vec<u8>; 4], work_dir: &Location) -> Result<Self> {
         let mut rows = ShardRows {
             crm: Vec::new(),
             billing: Vec::new(),
@@ -219,9 +221,7 @@ impl<'a> ShardRows<'a> {
                 AcceptedRow::Product(row) => rows.product.push(Located { origin, row }),
                 AcceptedRow::Support(row) => rows.support.push(Located { origin, row }),
             })
-            .map_err(|detail| {
-                EtlError::bad_work_file(work_dir.join("parts").join(source.name()), detail)
-            })?;
+            .map_err(|detail| EtlError::bad_work_file(parts_dir(work_dir, source), detail))?;
         }
         Ok(rows)
     }
@@ -260,31 +260,37 @@ impl<'a> ShardRows<'a> {
             |r| (r.customer, r.ticket_id),
             &mut duplicates,
         );
-        for (source, origin) in &duplicates {
-            let raw = read_raw(&manifest.plan(*source).path, *origin)?;
-            files[source.index()].rows_rejected += 1;
-            rejects.push(RejectRecord {
-                source: *source,
-                line: origin.line,
-                reason: RejectReason::Duplicate,
-                raw: Cow::Owned(raw),
-            });
+        for source in Source::ALL {
+            let origins: Vec<Origin> = duplicates
+                .iter()
+                .filter(|(s, _)| *s == source)
+                .map(|(_, origin)| *origin)
+                .collect();
+            let raws = read_raw(&manifest.plan(source).path, &origins)?;
+            files[source.index()].rows_rejected += origins.len() as u64;
+            for (origin, raw) in origins.iter().zip(raws) {
+                rejects.push(RejectRecord {
+                    source,
+                    line: origin.line,
+                    reason: RejectReason::Duplicate,
+                    raw: Cow::Owned(raw),
+                });
+            }
         }
         Ok(())
     }
 
     /// Merges the four customer-sorted lists and writes one profile per
-    /// customer, in customer order, to `path` (through a temporary file
-    /// renamed into place). Returns how many.
+    /// customer, in customer order, to `path` (atomically: see
+    /// [`OutputFile`]). Returns how many.
     fn write_profiles(
         &self,
-        path: &Path,
+        path: &Location,
         window: Window,
         format: Format,
         options: &ShardOptions,
     ) -> Result<u64> {
-        let tmp = temp_path(path);
-        let mut sink = profile_sink(&tmp, format)?;
+        let mut sink = profile_sink(OutputFile::create(path)?, format)?;
         let (mut c, mut b, mut p, mut s) = (0, 0, 0, 0);
         let mut features: Vec<&str> = Vec::new();
         let mut written = 0;
@@ -314,26 +320,22 @@ impl<'a> ShardRows<'a> {
             sink.write(&profile)?;
             written += 1;
             if options.crash_after_profiles == Some(written) {
-                crash_mid_write(sink.as_mut(), &tmp);
+                crash_mid_write(sink.as_mut(), path);
             }
         }
         if options.crash_after_profiles.is_some() {
-            crash_mid_write(sink.as_mut(), &tmp);
+            crash_mid_write(sink.as_mut(), path);
         }
         sink.finish()?;
-        commit_temp(&tmp, path)?;
         Ok(written)
     }
 }
 
 /// The fault-injection crash: leaves a half-written file and dies at once,
 /// as a killed process would (no destructors, no error reported).
-fn crash_mid_write(sink: &mut dyn ProfileSink, path: &Path) -> ! {
+fn crash_mid_write(sink: &mut dyn ProfileSink, path: &Location) -> ! {
     let _ = sink.flush();
-    eprintln!(
-        "fault injection: aborting the process while writing {}",
-        path.display()
-    );
+    eprintln!("fault injection: aborting the process while writing {path}");
     std::process::abort()
 }
 
@@ -378,12 +380,26 @@ fn drop_duplicates<T>(
     rows.retain(|_| flags.next().unwrap_or(true));
 }
 
-fn read_raw(path: &PathBuf, origin: Origin) -> Result<String> {
-    let file = std::fs::File::open(path).map_err(|e| EtlError::io("opening", path, e))?;
-    let mut bytes = vec![0u8; origin.raw_len as usize];
-    read_at(&file, path, &mut bytes, origin.offset)?;
-    String::from_utf8(bytes).map_err(|_| EtlError::InvalidUtf8 {
-        path: path.clone(),
-        offset: origin.offset,
-    })
+/// The raw text of each row at `origins` in the input file `path` (on a
+/// store, one request for rows close together).
+fn read_raw(path: &Location, origins: &[Origin]) -> Result<Vec<String>> {
+    if origins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ranges: Vec<_> = origins
+        .iter()
+        .map(|o| o.offset..o.offset + o.raw_len as u64)
+        .collect();
+    let input = path.open()?;
+    let texts = input.read_ranges(&ranges)?;
+    origins
+        .iter()
+        .zip(texts)
+        .map(|(origin, bytes)| {
+            String::from_utf8(bytes.to_vec()).map_err(|_| EtlError::InvalidUtf8 {
+                path: path.clone(),
+                offset: origin.offset,
+            })
+        })
+        .collect()
 }

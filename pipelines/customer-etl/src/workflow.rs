@@ -8,23 +8,24 @@
 //!                      └─ aggregate: manifest.json, the summary
 //! ```
 //!
-//! Inputs and results are paths and counts, never rows or profiles, so they
-//! stay small at any scale. Every file is written under a temporary name and
-//! renamed, so a retried task replaces its failed attempt's output.
+//! Inputs and results are locations (local paths or `s3://` URLs) and
+//! counts, never rows or profiles, so they stay small at any scale. Every
+//! file or object is written atomically ([`crate::location::OutputFile`]), so
+//! a retried task replaces its failed attempt's output.
 
 use crate::calendar::Date;
 use crate::contract::{DEFAULT_AS_OF, Format, Source};
-use crate::local::{DEFAULT_CHUNK_BYTES, prepare_out_dir, reset_dir};
+use crate::local::{
+    DEFAULT_CHUNK_BYTES, check_input_dir, default_work_dir, plan_inputs, prepare_out_dir,
+};
+use crate::location::Location;
 use crate::manifest::{RunParams, RunSummary, Timings, aggregate};
 use crate::partition::{
-    ChunkStats, PartitionManifest, SourcePlan, partition_chunk, plan_source,
-    write_partition_manifest,
+    ChunkStats, PartitionManifest, SourcePlan, partition_chunk, write_partition_manifest,
 };
 use crate::shard_step::{ShardOptions, ShardStats, process_shard_with};
-use crate::writer::write_atomically;
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 use weft::{Retry, Task, TaskContext, TaskOptions, TaskResult, Workflows};
 
@@ -44,18 +45,23 @@ pub const DEFAULT_NUM_SHARDS: u32 = 10;
 /// crash happened, so the retry runs normally.
 pub const FAULT_CRASH_SHARD_ENV: &str = "CUSTOMER_ETL_FAULT_CRASH_SHARD";
 
+/// With [`FAULT_CRASH_SHARD_ENV`]: how many profiles the crashing attempt
+/// writes first (default 10).
+pub const FAULT_CRASH_AFTER_ENV: &str = "CUSTOMER_ETL_FAULT_CRASH_AFTER_PROFILES";
+
 /// The input of `merge_customer_data`. Every field is optional, so `[]`
 /// (the tutorial's trigger), `{}` and `{"num_shards": 4}` all work; an
 /// unknown name (`num_shard`) is refused rather than silently ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MergeRequest {
-    /// Directory of the four input files (default: `$DATA_DIR`, else `sample_data`).
+    /// Directory (or `s3://` prefix) of the four input files (default:
+    /// `$DATA_DIR`, else `sample_data`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    /// Output directory (default: `$OUT_DIR`, else `out`).
+    pub data_dir: Option<Location>,
+    /// Output directory or `s3://` prefix (default: `$OUT_DIR`, else `out`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub out_dir: Option<PathBuf>,
+    pub out_dir: Option<Location>,
     /// Number of shards (default 10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_shards: Option<u32>,
@@ -70,14 +76,15 @@ pub struct MergeRequest {
     pub chunk_bytes: Option<u64>,
 }
 
-/// A [`MergeRequest`] with every default applied and paths made absolute
-/// (task processes may not share the orchestrator's working directory).
+/// A [`MergeRequest`] with every default applied and local paths made
+/// absolute (task processes may not share the orchestrator's working
+/// directory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedRequest {
     /// Input directory.
-    pub data_dir: PathBuf,
+    pub data_dir: Location,
     /// Output directory.
-    pub out_dir: PathBuf,
+    pub out_dir: Location,
     /// Shards.
     pub num_shards: u32,
     /// The `as_of` date.
@@ -92,18 +99,17 @@ impl MergeRequest {
     /// Applies the defaults (reading `DATA_DIR` and `OUT_DIR`) and checks the values.
     pub fn resolve(&self) -> Result<ResolvedRequest, String> {
         let env_dir = |name: &str, default: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+            let value = std::env::var(name).ok().filter(|v| !v.is_empty());
+            Location::parse(value.as_deref().unwrap_or(default)).map_err(|e| format!("{name}: {e}"))
         };
-        let data_dir = self
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| env_dir("DATA_DIR", "sample_data"));
-        let out_dir = self
-            .out_dir
-            .clone()
-            .unwrap_or_else(|| env_dir("OUT_DIR", "out"));
+        let data_dir = match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => env_dir("DATA_DIR", "sample_data")?,
+        };
+        let out_dir = match &self.out_dir {
+            Some(dir) => dir.clone(),
+            None => env_dir("OUT_DIR", "out")?,
+        };
         let num_shards = self.num_shards.unwrap_or(DEFAULT_NUM_SHARDS);
         if num_shards == 0 {
             return Err("num_shards must be at least 1".into());
@@ -112,18 +118,14 @@ impl MergeRequest {
         let as_of = Date::parse(as_of_text)
             .ok_or_else(|| format!("as_of `{as_of_text}` is not a YYYY-MM-DD date"))?;
         Ok(ResolvedRequest {
-            data_dir: absolute(&data_dir)?,
-            out_dir: absolute(&out_dir)?,
+            data_dir: data_dir.absolute()?,
+            out_dir: out_dir.absolute()?,
             num_shards,
             as_of,
             format: self.format.unwrap_or_default(),
             chunk_bytes: self.chunk_bytes.unwrap_or(DEFAULT_CHUNK_BYTES).max(1),
         })
     }
-}
-
-fn absolute(path: &Path) -> Result<PathBuf, String> {
-    std::path::absolute(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))
 }
 
 /// The input of `partition_chunk`: one byte range of one file.
@@ -136,7 +138,7 @@ pub struct PartitionJob {
     /// Shards to route to.
     pub num_shards: u32,
     /// Where the part file goes.
-    pub work_dir: PathBuf,
+    pub work_dir: Location,
 }
 
 /// The input of `process_shard`.
@@ -145,9 +147,9 @@ pub struct ShardJob {
     /// The shard.
     pub shard_id: u32,
     /// The work directory the partition step filled.
-    pub work_dir: PathBuf,
+    pub work_dir: Location,
     /// The output directory.
-    pub out_dir: PathBuf,
+    pub out_dir: Location,
     /// The `as_of` date, `YYYY-MM-DD`.
     pub as_of: String,
     /// Profile table format.
@@ -180,7 +182,7 @@ async fn blocking<T: Send + 'static>(
 async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskResult<RunSummary> {
     let started = Instant::now();
     let run = request.resolve()?;
-    let work_dir = run.out_dir.join(".work");
+    let work_dir = default_work_dir(&run.out_dir);
 
     let plans = {
         let (data_dir, out_dir, work_dir) =
@@ -188,31 +190,23 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
         let chunk_bytes = run.chunk_bytes;
         let this_run = ctx.task_run_id().map(str::to_string);
         blocking(move || {
-            if !data_dir.is_dir() {
-                return Err(crate::EtlError::InvalidArgument(format!(
-                    "the data directory {} does not exist",
-                    data_dir.display()
-                )));
-            }
+            // Inputs first: a bad input leaves an earlier run's outputs
+            // as they were.
+            check_input_dir(&data_dir)?;
+            out_dir.check_output()?;
+            let plans = plan_inputs(&data_dir, 4, |len| len.div_ceil(chunk_bytes) as usize)?;
             // This run's attempt after a crash (of the runtime, or of the
             // node that ran it) finds its own work: the children it is
             // handed back wrote there, so nothing is wiped. Any other run
             // starts from clean folders.
-            if !is_this_runs_work(&work_dir, this_run.as_deref()) {
+            if !is_this_runs_work(&work_dir, this_run.as_deref())? {
                 prepare_out_dir(&out_dir)?;
-                reset_dir(&work_dir)?;
+                work_dir.reset_dir()?;
                 if let Some(id) = &this_run {
-                    write_atomically(&work_dir.join(RUN_MARKER), id.as_bytes())?;
+                    work_dir.join(RUN_MARKER).write_atomically(id.as_bytes())?;
                 }
             }
-            Source::ALL
-                .iter()
-                .map(|&source| {
-                    let len =
-                        std::fs::metadata(data_dir.join(source.file_name())).map_or(0, |m| m.len());
-                    plan_source(&data_dir, source, len.div_ceil(chunk_bytes).max(1) as usize)
-                })
-                .collect::<crate::Result<Vec<_>>>()
+            Ok(plans)
         })
         .await?
     };
@@ -277,8 +271,7 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
             total_ms: started.elapsed().as_millis() as u64,
         };
         let summary = aggregate(&params, &work_dir, &shards, timings)?;
-        std::fs::remove_dir_all(&work_dir)
-            .map_err(|e| crate::EtlError::io("removing", &work_dir, e))?;
+        work_dir.remove_tree()?;
         Ok(summary)
     })
     .await
@@ -289,10 +282,13 @@ const RUN_MARKER: &str = "RUN";
 
 /// Whether the work folder was made by this very run (an earlier attempt
 /// of it). Outside a runtime (no run id) it never is.
-fn is_this_runs_work(work_dir: &Path, run_id: Option<&str>) -> bool {
-    run_id.is_some_and(|id| {
-        std::fs::read_to_string(work_dir.join(RUN_MARKER)).is_ok_and(|marker| marker == id)
-    })
+fn is_this_runs_work(work_dir: &Location, run_id: Option<&str>) -> crate::Result<bool> {
+    let Some(id) = run_id else { return Ok(false) };
+    match work_dir.join(RUN_MARKER).read_all() {
+        Ok(marker) => Ok(marker == id.as_bytes()),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 async fn partition_task(_ctx: TaskContext, job: PartitionJob) -> TaskResult<ChunkStats> {
@@ -326,13 +322,17 @@ fn fault_injection(job: &ShardJob) -> crate::Result<ShardOptions> {
     }
     let marker = job
         .work_dir
-        .join(format!("fault-crashed-shard-{:05}", job.shard_id));
-    if marker.exists() {
+        .join(&format!("fault-crashed-shard-{:05}", job.shard_id));
+    if marker.exists()? {
         return Ok(ShardOptions::default());
     }
-    std::fs::write(&marker, b"").map_err(|e| crate::EtlError::io("writing", &marker, e))?;
+    marker.write_atomically(b"")?;
+    let after = std::env::var(FAULT_CRASH_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(10);
     Ok(ShardOptions {
-        crash_after_profiles: Some(10),
+        crash_after_profiles: Some(after),
     })
 }
 
@@ -355,7 +355,7 @@ mod tests {
         let want = MergeRequest {
             num_shards: Some(4),
             format: Some(Format::Parquet),
-            data_dir: Some("d".into()),
+            data_dir: Some(Location::parse("d").unwrap()),
             ..MergeRequest::default()
         };
         assert_eq!(decode_input::<MergeRequest>(&named).unwrap(), want);
@@ -377,8 +377,8 @@ mod tests {
     #[test]
     fn defaults_are_the_contracts_and_bad_values_are_named() {
         let run = MergeRequest {
-            data_dir: Some("/data".into()),
-            out_dir: Some("/out".into()),
+            data_dir: Some(Location::parse("/data").unwrap()),
+            out_dir: Some(Location::parse("s3://bucket/out").unwrap()),
             ..MergeRequest::default()
         }
         .resolve()

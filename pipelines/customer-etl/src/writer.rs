@@ -3,6 +3,7 @@
 use crate::calendar::{Date, format_timestamp};
 use crate::contract::{Format, RejectRecord};
 use crate::error::{EtlError, Result};
+use crate::location::{Location, OutputFile};
 use crate::profile::Profile;
 use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Decimal128Builder, Int64Builder, StringBuilder,
@@ -13,9 +14,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The profile table's columns, in the contract's order.
@@ -80,68 +79,44 @@ pub fn format_tenths(value: i128) -> String {
     format!("{}.{}", value / 10, value % 10)
 }
 
-/// The temporary name `path` is written under before [`commit_temp`] renames
-/// it into place: `dir/.name.tmp`, hidden from globs like `profiles/*.csv`.
-/// The name is fixed, so a retried step truncates its failed attempt's file.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
-}
-
-/// Renames a finished temporary file into place. A rename within one
-/// directory is atomic, so a reader (or a retried step) sees either no file
-/// or a whole one, never half of one.
-pub fn commit_temp(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::rename(tmp, path).map_err(|e| EtlError::io("renaming", tmp, e))
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| EtlError::io("writing", &tmp, e))?;
-    commit_temp(&tmp, path)
-}
-
 /// Where profiles go, one at a time, in customer_id order.
 pub trait ProfileSink {
     /// Writes one profile.
     fn write(&mut self, profile: &Profile<'_>) -> Result<()>;
-    /// Pushes what is buffered through to the file (the fault-injection hook
-    /// uses it to leave a real half-written file behind).
+    /// Pushes what is buffered through to the disk or the store (the
+    /// fault-injection hook uses it to leave a real half-written file or
+    /// upload behind).
     fn flush(&mut self) -> Result<()>;
-    /// Flushes and closes the output.
+    /// Writes what is buffered and commits the output under its name.
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
-/// Opens a profile sink of `format` writing to `path`.
-pub fn profile_sink(path: &Path, format: Format) -> Result<Box<dyn ProfileSink>> {
+/// A profile sink of `format` writing to `out`.
+pub fn profile_sink(out: OutputFile, format: Format) -> Result<Box<dyn ProfileSink>> {
     Ok(match format {
-        Format::Csv => Box::new(CsvProfileSink::create(path)?),
-        Format::Parquet => Box::new(ParquetProfileSink::create(path)?),
+        Format::Csv => Box::new(CsvProfileSink::create(out)?),
+        Format::Parquet => Box::new(ParquetProfileSink::create(out)?),
     })
 }
 
 /// Writes profiles as CSV.
 pub struct CsvProfileSink {
-    out: BufWriter<File>,
-    path: PathBuf,
+    out: BufWriter<OutputFile>,
+    path: Location,
     line: Vec<u8>,
 }
 
 impl CsvProfileSink {
-    /// Creates `path` and writes the header.
-    pub fn create(path: &Path) -> Result<Self> {
-        let file = File::create(path).map_err(|e| EtlError::io("creating", path, e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+    /// Writes the header to `out`.
+    pub fn create(out: OutputFile) -> Result<Self> {
+        let path = out.location().clone();
+        let mut out = BufWriter::with_capacity(1 << 20, out);
         let header = PROFILE_COLUMNS.join(",") + "\n";
         out.write_all(header.as_bytes())
-            .map_err(|e| EtlError::io("writing", path, e))?;
+            .map_err(|e| EtlError::io("writing", &path, e))?;
         Ok(CsvProfileSink {
             out,
-            path: path.to_path_buf(),
+            path,
             line: Vec::with_capacity(512),
         })
     }
@@ -204,7 +179,8 @@ impl ProfileSink for CsvProfileSink {
     fn flush(&mut self) -> Result<()> {
         self.out
             .flush()
-            .map_err(|e| EtlError::io("writing", &self.path, e))
+            .map_err(|e| EtlError::io("writing", &self.path, e))?;
+        self.out.get_mut().flush_through()
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
@@ -212,8 +188,7 @@ impl ProfileSink for CsvProfileSink {
         self.out
             .into_inner()
             .map_err(|e| EtlError::io("writing", &path, e.into_error()))?
-            .sync_data()
-            .map_err(|e| EtlError::io("syncing", &path, e))
+            .commit()
     }
 }
 
@@ -377,23 +352,23 @@ impl ProfileColumns {
 
 /// Writes profiles as Parquet (Snappy-compressed, in record batches of 64Ki rows).
 pub struct ParquetProfileSink {
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<OutputFile>,
     schema: SchemaRef,
     columns: ProfileColumns,
-    path: PathBuf,
+    path: Location,
 }
 
 impl ParquetProfileSink {
-    /// Creates `path`.
-    pub fn create(path: &Path) -> Result<Self> {
-        let file = File::create(path).map_err(|e| EtlError::io("creating", path, e))?;
+    /// Starts a Parquet file in `out`.
+    pub fn create(out: OutputFile) -> Result<Self> {
+        let path = out.location().clone();
         let schema = profile_schema();
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .build();
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|source| {
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(|source| {
             EtlError::Parquet {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 source,
             }
         })?;
@@ -401,7 +376,7 @@ impl ParquetProfileSink {
             writer,
             schema,
             columns: ProfileColumns::new(),
-            path: path.to_path_buf(),
+            path,
         })
     }
 
@@ -433,32 +408,24 @@ impl ProfileSink for ParquetProfileSink {
         self.writer.flush().map_err(|source| EtlError::Parquet {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        self.writer.inner_mut().flush_through()
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
         self.flush_batch()?;
         let path = self.path.clone();
-        let file = self
-            .writer
+        self.writer
             .into_inner()
-            .map_err(|source| EtlError::Parquet {
-                path: path.clone(),
-                source,
-            })?;
-        file.sync_data()
-            .map_err(|e| EtlError::io("syncing", &path, e))
+            .map_err(|source| EtlError::Parquet { path, source })?
+            .commit()
     }
 }
 
 /// Writes a rejects table (header `source,line,reason,raw`) in the given
-/// order, through a temporary file renamed into place.
-pub fn write_rejects(path: &Path, rejects: &[RejectRecord<'_>]) -> Result<()> {
-    let final_path = path;
-    let tmp = temp_path(path);
-    let path = tmp.as_path();
-    let file = File::create(path).map_err(|e| EtlError::io("creating", path, e))?;
-    let mut out = BufWriter::with_capacity(1 << 16, file);
+/// order, atomically (see [`OutputFile`]).
+pub fn write_rejects(path: &Location, rejects: &[RejectRecord<'_>]) -> Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 16, OutputFile::create(path)?);
     let mut line = Vec::with_capacity(256);
     line.extend_from_slice(REJECTS_HEADER.as_bytes());
     for r in rejects {
@@ -478,9 +445,7 @@ pub fn write_rejects(path: &Path, rejects: &[RejectRecord<'_>]) -> Result<()> {
         .map_err(|e| EtlError::io("writing", path, e))?;
     out.into_inner()
         .map_err(|e| EtlError::io("writing", path, e.into_error()))?
-        .sync_data()
-        .map_err(|e| EtlError::io("syncing", path, e))?;
-    commit_temp(path, final_path)
+        .commit()
 }
 
 #[cfg(test)]
