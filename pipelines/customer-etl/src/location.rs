@@ -589,7 +589,8 @@ enum OutputInner {
 const PARTS_IN_FLIGHT: usize = 4;
 
 /// Environment variable: the size of one multipart upload part in MiB
-/// (default 8; S3 needs at least 5). Smaller objects are one PUT.
+/// (default 8, at least 1; S3 and most S3-compatible stores refuse parts
+/// under 5). Smaller objects are one PUT.
 pub const UPLOAD_PART_MIB_ENV: &str = "CUSTOMER_ETL_UPLOAD_PART_MIB";
 
 /// The size of one part of a multipart upload (and the size from which an
@@ -601,7 +602,7 @@ pub fn upload_part_bytes() -> usize {
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or(8)
-            .max(5)
+            .max(1)
             << 20
     })
 }
@@ -876,22 +877,35 @@ fn store_error(action: &'static str, location: &Location, err: object_store::Err
         Location::Local(_) => String::new(),
     };
     // object_store keeps the S3 error code only in the message text (its
-    // retry error type is private), so the codes are matched there.
+    // retry error type is private), so the codes are matched there; a
+    // connection failure shows as the I/O error at the root of the chain.
     let mut text = err.to_string();
+    let mut root = text.clone();
     let mut unreachable = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
     while let Some(cause) = source {
-        if let Some(http) = cause.downcast_ref::<object_store::client::HttpError>() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
             unreachable |= matches!(
-                http.kind(),
-                object_store::client::HttpErrorKind::Connect
-                    | object_store::client::HttpErrorKind::Timeout
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | TimedOut
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | AddrNotAvailable
+                    | NotConnected
             );
         }
+        root = cause.to_string();
         text.push_str(": ");
-        text.push_str(&cause.to_string());
+        text.push_str(&root);
         source = cause.source();
     }
+    unreachable |= ["client error (Connect)", "dns error", "operation timed out"]
+        .iter()
+        .any(|sign| text.contains(sign));
     if text.contains("NoSuchBucket") {
         return EtlError::NoSuchBucket { url: bucket };
     }
@@ -899,7 +913,7 @@ fn store_error(action: &'static str, location: &Location, err: object_store::Err
         return EtlError::Unreachable {
             url: location.to_string(),
             endpoint: endpoint(),
-            detail: text,
+            detail: root,
         };
     }
     for code in [
@@ -923,7 +937,7 @@ fn store_error(action: &'static str, location: &Location, err: object_store::Err
     EtlError::Store {
         action,
         path: location.clone(),
-        detail: text,
+        detail: err.to_string(),
     }
 }
 
