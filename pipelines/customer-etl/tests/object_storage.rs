@@ -347,6 +347,16 @@ fn a_shard_killed_mid_upload_and_retried_leaves_exactly_one_complete_object() {
     assert_same_outputs(got.path(), want.path());
 }
 
+/// One bad-input case: what is wrong, the arguments and environment that
+/// make it so, and what the error must say.
+struct BadCase<'a> {
+    case: &'a str,
+    args: &'a [&'a str],
+    env: &'a [(&'a str, &'a str)],
+    unset: &'a [&'a str],
+    message: &'a str,
+}
+
 #[test]
 fn bad_object_locations_are_named_fail_the_run_and_leave_no_output() {
     let moto = Moto::start();
@@ -374,66 +384,73 @@ fn bad_object_locations_are_named_fail_the_run_and_leave_no_output() {
         .port();
     let dead_endpoint = format!("http://127.0.0.1:{closed_port}");
 
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
-        (
-            "an input bucket that does not exist",
-            vec![
+    let cases = [
+        BadCase {
+            case: "an input bucket that does not exist",
+            args: &[
                 "--data-dir",
                 "s3://no-such-bucket/in",
                 "--out",
                 "s3://etl/out",
             ],
-            vec![],
-            vec![],
-            "the bucket s3://no-such-bucket does not exist",
-        ),
-        (
-            "an output bucket that does not exist",
-            vec![
+            env: &[],
+            unset: &[],
+            message: "the bucket s3://no-such-bucket does not exist",
+        },
+        BadCase {
+            case: "an output bucket that does not exist",
+            args: &[
                 "--data-dir",
                 "s3://etl/in",
                 "--out",
                 "s3://no-such-bucket/out",
             ],
-            vec![],
-            vec![],
-            "the bucket s3://no-such-bucket does not exist",
-        ),
-        (
-            "a missing input object",
-            vec!["--data-dir", "s3://etl/partial", "--out", "s3://etl/out"],
-            vec![],
-            vec![],
-            "input file s3://etl/partial/support.csv is missing",
-        ),
-        (
-            "missing credentials",
-            vec!["--data-dir", "s3://etl/in", "--out", "s3://etl/out"],
-            vec![],
-            vec!["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
-            "no credentials for s3://etl/in: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-        ),
-        (
-            "an unreachable endpoint",
-            vec!["--data-dir", "s3://etl/in", "--out", "s3://etl/out"],
-            vec![("AWS_ENDPOINT_URL", dead_endpoint.as_str())],
-            vec![],
-            "cannot reach the object store at",
-        ),
+            env: &[],
+            unset: &[],
+            message: "the bucket s3://no-such-bucket does not exist",
+        },
+        BadCase {
+            case: "a missing input object",
+            args: &["--data-dir", "s3://etl/partial", "--out", "s3://etl/out"],
+            env: &[],
+            unset: &[],
+            message: "input file s3://etl/partial/support.csv is missing",
+        },
+        BadCase {
+            case: "missing credentials",
+            args: &["--data-dir", "s3://etl/in", "--out", "s3://etl/out"],
+            env: &[],
+            unset: &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+            message: "no credentials for s3://etl/in: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        },
+        BadCase {
+            case: "an unreachable endpoint",
+            args: &["--data-dir", "s3://etl/in", "--out", "s3://etl/out"],
+            env: &[("AWS_ENDPOINT_URL", dead_endpoint.as_str())],
+            unset: &[],
+            message: "cannot reach the object store at",
+        },
     ];
-    for (case, args, env, unset, message) in &cases {
+    for BadCase {
+        case,
+        args,
+        env,
+        unset,
+        message,
+    } in &cases
+    {
         for command in ["local", "run"] {
             let state = tempfile::tempdir().unwrap();
             let mut etl = moto.etl(&[command]);
-            etl.args(args).envs(env.iter().copied());
+            etl.args(*args).envs(env.iter().copied());
             if command == "run" {
                 etl.args(["--state-dir", state.path().to_str().unwrap()]);
             }
-            for name in unset {
+            for name in *unset {
                 etl.env_remove(name);
             }
             let stderr = failed(etl.output().unwrap());
-            assert!(stderr.contains(message), "{command} with {case}: {stderr}");
+            assert!(stderr.contains(*message), "{command} with {case}: {stderr}");
             if case.contains("unreachable") {
                 assert!(stderr.contains(&dead_endpoint), "{stderr}");
             }
