@@ -12,6 +12,9 @@
 #   python    a Python parent (official SDK) fanning out to PY_CHILDREN
 #             children, each its own process, with and without --prefork
 #   dispatch  POST /v1/task-runs to result, 1,000 sequential no-op runs
+#   s3        customer ETL on S3 (moto on loopback, from PyPI) next to the
+#             local run, alternating; requests by kind and loopback bytes
+#             (not in the default set: it holds the data in moto's memory)
 #
 # Environment: CUSTOMERS (1000000), SHARDS (10), ROUNDS (2), FANOUT (1000),
 # PY_CHILDREN (100), BENCH_DATA (generated inputs are kept there:
@@ -25,10 +28,10 @@ BENCH_DATA="${BENCH_DATA:-$HOME/.cache/weft/bench-data}"
 sections=("$@"); [ ${#sections[@]} -gt 0 ] || sections=(etl fanout python dispatch)
 
 py=.venv/bin/python
-if ! $py -c 'import render, duckdb' 2>/dev/null; then
-  echo "==> preparing .venv (render==1.5.0, duckdb)"
+if ! $py -c 'import render, duckdb, moto.server, boto3' 2>/dev/null; then
+  echo "==> preparing .venv (render==1.5.0, duckdb, moto[server])"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check render==1.5.0 duckdb
+  .venv/bin/pip install --quiet --disable-pip-version-check render==1.5.0 duckdb 'moto[server]'
 fi
 echo "==> building (release)"
 cargo build --release --quiet -p weft-cli -p customer-etl -p weft --bins --examples
@@ -151,6 +154,50 @@ python_fanout() {
   stop 8472; stop 8473
 }
 
+# The ETL with its inputs, work files and outputs in a bucket of a moto S3
+# server on loopback, next to the same run on the local disk. Requests are
+# counted from moto's access log; bytes are the loopback interface's (both
+# directions, with HTTP overhead, everything on lo during the run).
+s3() {
+  local data="$BENCH_DATA/c$CUSTOMERS" port=8475
+  if [ ! -f "$data/support.csv" ]; then
+    echo "==> generating $CUSTOMERS customers into $data"
+    "$R/customer-etl" generate --out "$data" --customers "$CUSTOMERS" >/dev/null
+  fi
+  .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+  for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  local endpoint="http://127.0.0.1:$port" client=pipelines/customer-etl/tests/s3_client.py
+  local t0; t0=$(date +%s.%N)
+  $py $client "$endpoint" put "$data" bench in
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "uploading the inputs with boto3: %.1f s\n", b - a}'
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_ENDPOINT_URL="$endpoint" AWS_ALLOW_HTTP=true
+  echo
+  echo "ETL, $CUSTOMERS customers ($(du -sm "$data" | cut -f1) MB of CSV), $SHARDS shards, CSV out: local disk vs S3 (moto on loopback)"
+  echo "| run | round | wall (s) | peak process (MB) | requests | loopback MB |"
+  echo "|---|---:|---:|---:|---|---:|"
+  : >"$work/local.walls"; : >"$work/s3.walls"
+  for round in $(seq "$ROUNDS"); do
+    rm -rf "$work/out"
+    timed "$work/t" "$R/customer-etl" run --data-dir "$data" --out "$work/out" --shards "$SHARDS"
+    read -r wall mb <"$work/t"; echo "$wall" >>"$work/local.walls"
+    echo "| \`customer-etl run\`, local disk | $round | $wall | $mb | | |"
+    local lines bytes
+    lines=$(wc -l <"$work/moto.log"); bytes=$(cat /sys/class/net/lo/statistics/rx_bytes)
+    timed "$work/t" "$R/customer-etl" run --data-dir s3://bench/in --out "s3://bench/out" \
+      --shards "$SHARDS" --state-dir "$work/state"
+    read -r wall mb <"$work/t"; echo "$wall" >>"$work/s3.walls"
+    local requests
+    requests=$(tail -n +"$((lines + 1))" "$work/moto.log" | grep -o '"[A-Z]* ' | tr -d '" ' | sort | uniq -c |
+      awk '{printf "%s%s %s", sep, $1, $2; sep = ", "}')
+    awk -v b0="$bytes" -v b1="$(cat /sys/class/net/lo/statistics/rx_bytes)" -v w="$wall" -v mb="$mb" -v r="$round" -v q="$requests" \
+      'BEGIN {printf "| `customer-etl run`, s3:// to s3:// | %s | %s | %s | %s | %.0f |\n", r, w, mb, q, (b1 - b0) / 1e6}'
+  done
+  unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL AWS_ALLOW_HTTP
+  awk -v s="$(median <"$work/s3.walls")" -v l="$(median <"$work/local.walls")" \
+    'BEGIN {printf "s3 / local (medians %.2f s, %.2f s): %.2f\n", s, l, s / l}'
+  pkill -f "moto_server -H 127.0.0.1 -p $port" || true
+}
+
 dispatch() {
   echo
   echo "Dispatch latency (cargo bench -p weft-cli --bench dispatch -- 1000)"
@@ -163,6 +210,7 @@ for section in "${sections[@]}"; do
     fanout) fanout ;;
     python) python_fanout ;;
     dispatch) dispatch ;;
-    *) echo "unknown section $section (etl, fanout, python, dispatch)"; exit 2 ;;
+    s3) s3 ;;
+    *) echo "unknown section $section (etl, fanout, python, dispatch, s3)"; exit 2 ;;
   esac
 done

@@ -7,15 +7,21 @@
 //! the segments. A shard reads only its own two segments from each part.
 //!
 //! Layout (little endian): header `WEFTPART`, version u32, source u32,
-//! num_shards u32, chunk u32; the segments; the footer: per shard
-//! `(offset, len, rows)` of the accepted then the rejected segment, then
-//! `(offset, len, rows)` of the unroutable segment, then the footer's offset
-//! (u64) and `WEFTEND\0`.
+//! num_shards u32, chunk u32, flags u32; the segments; the footer: per shard
+//! `(offset, len, rows)` of the accepted, the rejected and the raw segment,
+//! then `(offset, len, rows)` of the unroutable segment, then the footer's
+//! offset (u64) and `WEFTEND\0`.
 //!
-//! Accepted rows carry their line, and the byte offset and length of their raw
-//! text in the input file, so a row found to be a duplicate later can be
-//! written to the rejects table with its raw text without carrying every
-//! row's raw text through the work directory.
+//! Accepted rows carry their line and where their raw text is, so that a row
+//! found to be a duplicate later can be written to the rejects table with
+//! its raw text. On a local disk that is the byte offset in the input file
+//! (read back with one `pread`), and the raw segments are empty: the raw
+//! text of the 99 % of rows that are accepted never travels through the
+//! work directory. When the work directory is in a bucket ([`KEEP_RAW`]),
+//! reading scattered rows back from a large input object would cost a
+//! request each (or, coalesced, the whole object), so each shard's raw
+//! segment holds its accepted rows' text and the offset points into it: a
+//! shard then reads only its own raw segments, and only for its duplicates.
 
 use crate::calendar::Date;
 use crate::contract::{RejectReason, RejectRecord, Segment, Source, Status};
@@ -27,15 +33,25 @@ use std::io::Write;
 
 const MAGIC: &[u8; 8] = b"WEFTPART";
 const END_MAGIC: &[u8; 8] = b"WEFTEND\0";
-const VERSION: u32 = 1;
-const HEADER_LEN: u64 = 24;
+const VERSION: u32 = 2;
+const HEADER_LEN: u64 = 28;
+/// Header flag: the part's raw segments hold the accepted rows' text.
+pub const KEEP_RAW: u32 = 1;
+/// Footer entries per shard: accepted, rejected, raw.
+const SHARD_SEGMENTS: usize = 3;
+
+/// The footer's length for `num_shards` shards.
+fn footer_len(num_shards: u32) -> u64 {
+    (num_shards as u64 * SHARD_SEGMENTS as u64 + 1) * 24
+}
 
 /// Where an accepted row came from in its input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
     /// 1-based physical line of the row's first line.
     pub line: u64,
-    /// Byte offset of the row's raw text in the input file.
+    /// Where the row's raw text is: its byte offset in the input file, or,
+    /// in a part written with [`KEEP_RAW`], in its shard's raw segment.
     pub offset: u64,
     /// Length in bytes of the row's raw text (without line terminator).
     pub raw_len: u32,
@@ -237,18 +253,39 @@ pub struct PartBuilder {
     pub accepted: Vec<(Vec<u8>, u64)>,
     /// Rejected (routable) rows per shard.
     pub rejected: Vec<(Vec<u8>, u64)>,
+    /// The accepted rows' raw text per shard, when kept ([`KEEP_RAW`]).
+    pub raw: Vec<(Vec<u8>, u64)>,
     /// Rejected rows without a valid customer id.
     pub unroutable: (Vec<u8>, u64),
+    /// The header's flags.
+    pub flags: u32,
 }
 
 impl PartBuilder {
-    /// An empty builder for `num_shards` shards.
-    pub fn new(num_shards: u32) -> Self {
+    /// An empty builder for `num_shards` shards; `keep_raw` sets [`KEEP_RAW`].
+    pub fn new(num_shards: u32, keep_raw: bool) -> Self {
+        let empty = || (0..num_shards).map(|_| (Vec::new(), 0)).collect();
         PartBuilder {
-            accepted: (0..num_shards).map(|_| (Vec::new(), 0)).collect(),
-            rejected: (0..num_shards).map(|_| (Vec::new(), 0)).collect(),
+            accepted: empty(),
+            rejected: empty(),
+            raw: empty(),
             unroutable: (Vec::new(), 0),
+            flags: if keep_raw { KEEP_RAW } else { 0 },
         }
+    }
+
+    /// Adds an accepted row of `shard` (its raw text kept when asked).
+    pub fn push_accepted(&mut self, shard: u32, mut origin: Origin, raw: &str, row: &AcceptedRow) {
+        let shard = shard as usize;
+        if self.flags & KEEP_RAW != 0 {
+            let (text, rows) = &mut self.raw[shard];
+            origin.offset = text.len() as u64;
+            text.extend_from_slice(raw.as_bytes());
+            *rows += 1;
+        }
+        let (segment, rows) = &mut self.accepted[shard];
+        encode_accepted(segment, origin, row);
+        *rows += 1;
     }
 
     /// Writes the part file atomically (see [`OutputFile`]: a retried
@@ -262,6 +299,7 @@ impl PartBuilder {
         put_u32(&mut header, source.index() as u32);
         put_u32(&mut header, self.accepted.len() as u32);
         put_u32(&mut header, chunk as u32);
+        put_u32(&mut header, self.flags);
         let mut footer = Vec::new();
         let mut offset = HEADER_LEN;
         let write_err = |e| EtlError::io("writing", path, e);
@@ -270,7 +308,8 @@ impl PartBuilder {
             .accepted
             .iter()
             .zip(&self.rejected)
-            .flat_map(|(a, r)| [a, r])
+            .zip(&self.raw)
+            .flat_map(|((a, r), raw)| [a, r, raw])
             .chain(std::iter::once(&self.unroutable));
         for (bytes, rows) in segments {
             out.write_all(bytes).map_err(write_err)?;
@@ -292,6 +331,7 @@ impl PartBuilder {
 pub struct PartReader {
     input: InputFile,
     num_shards: u32,
+    flags: u32,
     index: Vec<SegmentIndex>,
 }
 
@@ -303,7 +343,7 @@ impl PartReader {
         let bad = |detail: String| EtlError::bad_work_file(path, detail);
         // The footer's length follows from the shard count, so one read
         // fetches it with the file's tail (and, on a store, the length).
-        let footer_len = (num_shards as u64 * 2 + 1) * 24;
+        let footer_len = footer_len(num_shards);
         let (tail, len) = input.read_tail(footer_len + 16)?;
         if len < HEADER_LEN + 16 {
             return Err(bad(format!("{len} bytes is too short")));
@@ -312,6 +352,7 @@ impl PartReader {
         let end = &tail[tail.len() - 16..];
         let h = &mut &header[8..];
         let fields = (get_u32(h), get_u32(h), get_u32(h));
+        let flags = get_u32(&mut &header[24..]).unwrap_or(0);
         if &header[..8] != MAGIC || &end[8..] != END_MAGIC {
             return Err(bad("not a part file".into()));
         }
@@ -337,23 +378,29 @@ impl PartReader {
         Ok(PartReader {
             input,
             num_shards,
+            flags,
             index,
         })
     }
 
     /// The index of shard `shard`'s accepted rows.
     pub fn accepted_index(&self, shard: u32) -> SegmentIndex {
-        self.index[shard as usize * 2]
+        self.index[shard as usize * SHARD_SEGMENTS]
     }
 
     /// The index of shard `shard`'s rejected rows.
     pub fn rejected_index(&self, shard: u32) -> SegmentIndex {
-        self.index[shard as usize * 2 + 1]
+        self.index[shard as usize * SHARD_SEGMENTS + 1]
+    }
+
+    /// The index of shard `shard`'s raw text, when the part keeps it.
+    pub fn raw_index(&self, shard: u32) -> Option<SegmentIndex> {
+        (self.flags & KEEP_RAW != 0).then(|| self.index[shard as usize * SHARD_SEGMENTS + 2])
     }
 
     /// The index of the unroutable rejects.
     pub fn unroutable_index(&self) -> SegmentIndex {
-        self.index[self.num_shards as usize * 2]
+        self.index[self.num_shards as usize * SHARD_SEGMENTS]
     }
 
     /// Appends a segment's bytes to `out`.

@@ -17,9 +17,7 @@ use crate::contract::{ReasonCounts, RejectReason, Source};
 use crate::csv_scan::{RecordScanner, trim};
 use crate::error::{EtlError, Result};
 use crate::location::{InputFile, Location};
-use crate::part::{
-    AcceptedRow, Origin, PartBuilder, PartReader, encode_accepted, encode_rejected, part_path,
-};
+use crate::part::{AcceptedRow, Origin, PartBuilder, PartReader, encode_rejected, part_path};
 use crate::shard::ShardRouter;
 use crate::validate;
 use serde::{Deserialize, Serialize};
@@ -316,7 +314,9 @@ pub fn partition_chunk(
 
     let source = plan.source;
     let mut router = ShardRouter::new(num_shards);
-    let mut part = PartBuilder::new(num_shards);
+    // See `crate::part`: from a bucket, each shard's accepted rows keep
+    // their text, so that no shard reads scattered rows of a large object.
+    let mut part = PartBuilder::new(num_shards, path.is_object());
     let mut stats = ChunkStats {
         source: Some(source),
         chunk,
@@ -356,9 +356,7 @@ pub fn partition_chunk(
                     offset: range.start + record.offset as u64,
                     raw_len: record.raw.len() as u32,
                 };
-                let (segment, rows) = &mut part.accepted[shard as usize];
-                encode_accepted(segment, origin, &row);
-                *rows += 1;
+                part.push_accepted(shard, origin, record.raw, &row);
             }
             (shard, outcome) => {
                 // A valid row always has a routable id, so `outcome` is an error here.

@@ -7,8 +7,8 @@ use crate::calendar::Date;
 use crate::contract::{Format, ReasonCounts, RejectReason, RejectRecord, Source, Window};
 use crate::error::{EtlError, Result};
 use crate::location::{Location, OutputFile};
-use crate::part::{AcceptedRow, Origin, collect_rejects, decode_accepted, parts_dir};
-use crate::partition::PartitionManifest;
+use crate::part::{AcceptedRow, Origin, SegmentIndex, collect_rejects, decode_accepted, parts_dir};
+use crate::partition::{PartitionManifest, SourcePlan};
 use crate::profile::build_profile;
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
 use crate::writer::{ProfileSink, profile_sink, write_rejects};
@@ -140,7 +140,7 @@ pub fn process_shard_with(
         )?;
     }
     let mut rows = ShardRows::decode(&segments.accepted, work_dir)?;
-    rows.reject_duplicates(&manifest, &mut rejects, &mut stats.files)?;
+    rows.reject_duplicates(&manifest, &segments.raw, &mut rejects, &mut stats.files)?;
     for counts in &mut stats.files {
         counts.rows_accepted = counts.rows_read - counts.rows_rejected;
     }
@@ -167,6 +167,15 @@ pub fn process_shard_with(
 struct Segments {
     accepted: [Vec<u8>; 4],
     rejected: [Vec<u8>; 4],
+    /// Per source, per part (in chunk order): where this shard's raw text
+    /// is, when the parts keep it.
+    raw: [Vec<RawText>; 4],
+}
+
+/// Where a part keeps one shard's raw text.
+struct RawText {
+    part: Location,
+    segment: Option<SegmentIndex>,
 }
 
 /// Reads shard `shard_id`'s segments, counting their rows in `files`.
@@ -179,6 +188,7 @@ fn read_segments(
     let mut segments = Segments {
         accepted: Default::default(),
         rejected: Default::default(),
+        raw: Default::default(),
     };
     for source in Source::ALL {
         let i = source.index();
@@ -190,6 +200,10 @@ fn read_segments(
                 &mut segments.accepted[i],
                 &mut segments.rejected[i],
             )?;
+            segments.raw[i].push(RawText {
+                part: part.location().clone(),
+                segment: part.raw_index(shard_id),
+            });
             files[i].rows_read += accepted.rows + rejected.rows;
             files[i].rows_rejected += rejected.rows;
             Ok(())
@@ -232,6 +246,7 @@ impl<'a> ShardRows<'a> {
     fn reject_duplicates(
         &mut self,
         manifest: &PartitionManifest,
+        raw: &[Vec<RawText>; 4],
         rejects: &mut Vec<RejectRecord<'_>>,
         files: &mut [FileCounts],
     ) -> Result<()> {
@@ -266,7 +281,7 @@ impl<'a> ShardRows<'a> {
                 .filter(|(s, _)| *s == source)
                 .map(|(_, origin)| *origin)
                 .collect();
-            let raws = read_raw(&manifest.plan(source).path, &origins)?;
+            let raws = read_raw(manifest.plan(source), &raw[source.index()], &origins)?;
             files[source.index()].rows_rejected += origins.len() as u64;
             for (origin, raw) in origins.iter().zip(raws) {
                 rejects.push(RejectRecord {
@@ -380,26 +395,51 @@ fn drop_duplicates<T>(
     rows.retain(|_| flags.next().unwrap_or(true));
 }
 
-/// The raw text of each row at `origins` in the input file `path` (on a
-/// store, one request for rows close together).
-fn read_raw(path: &Location, origins: &[Origin]) -> Result<Vec<String>> {
-    if origins.is_empty() {
-        return Ok(Vec::new());
+/// The raw text of the rows at `origins` of one source, in order: from the
+/// input file (one `pread` each), or from the parts' raw segments where they
+/// keep them (on a store, rows close together in one request).
+fn read_raw(plan: &SourcePlan, parts: &[RawText], origins: &[Origin]) -> Result<Vec<String>> {
+    let mut texts = vec![String::new(); origins.len()];
+    // Which part each row is in: its chunk, found by its line.
+    let mut by_part: Vec<Vec<usize>> = vec![Vec::new(); parts.len()];
+    let mut from_input = Vec::new();
+    for (i, origin) in origins.iter().enumerate() {
+        let chunk = plan
+            .chunks
+            .partition_point(|c| c.first_line <= origin.line)
+            .saturating_sub(1);
+        match parts.get(chunk) {
+            Some(RawText {
+                segment: Some(_), ..
+            }) => by_part[chunk].push(i),
+            _ => from_input.push(i),
+        }
     }
-    let ranges: Vec<_> = origins
-        .iter()
-        .map(|o| o.offset..o.offset + o.raw_len as u64)
-        .collect();
-    let input = path.open()?;
-    let texts = input.read_ranges(&ranges)?;
-    origins
-        .iter()
-        .zip(texts)
-        .map(|(origin, bytes)| {
-            String::from_utf8(bytes.to_vec()).map_err(|_| EtlError::InvalidUtf8 {
-                path: path.clone(),
-                offset: origin.offset,
+    let mut fill = |location: &Location, base: u64, rows: &[usize]| -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ranges: Vec<_> = rows
+            .iter()
+            .map(|&i| {
+                let start = base + origins[i].offset;
+                start..start + origins[i].raw_len as u64
             })
-        })
-        .collect()
+            .collect();
+        let got = location.open()?.read_ranges(&ranges)?;
+        for (&i, bytes) in rows.iter().zip(got) {
+            texts[i] = String::from_utf8(bytes.to_vec()).map_err(|_| EtlError::InvalidUtf8 {
+                path: location.clone(),
+                offset: base + origins[i].offset,
+            })?;
+        }
+        Ok(())
+    };
+    fill(&plan.path, 0, &from_input)?;
+    for (part, rows) in parts.iter().zip(&by_part) {
+        if let Some(segment) = part.segment {
+            fill(&part.part, segment.offset, rows)?;
+        }
+    }
+    Ok(texts)
 }

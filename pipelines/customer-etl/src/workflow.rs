@@ -383,6 +383,8 @@ mod tests {
         }
         .resolve()
         .unwrap();
+        assert_eq!(run.data_dir, Location::parse("/data").unwrap());
+        assert_eq!(run.out_dir.to_string(), "s3://bucket/out");
         assert_eq!(run.num_shards, 10);
         assert_eq!(run.as_of.to_string(), DEFAULT_AS_OF);
         assert_eq!(run.format, Format::Csv);
@@ -396,5 +398,9 @@ mod tests {
             ..MergeRequest::default()
         };
         assert!(zero.resolve().unwrap_err().contains("num_shards"));
+        let err = decode_input::<MergeRequest>(&json!({"out_dir": "gs://bucket/out"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gs://"), "{err}");
     }
 }
