@@ -157,7 +157,8 @@ python_fanout() {
 # The ETL with its inputs, work files and outputs in a bucket of a moto S3
 # server on loopback, next to the same run on the local disk. Requests are
 # counted from moto's access log; bytes are the loopback interface's (both
-# directions, with HTTP overhead, everything on lo during the run).
+# directions, with HTTP overhead, everything on lo during the run); moto's
+# CPU time says how busy the server was.
 s3() {
   local data="$BENCH_DATA/c$CUSTOMERS" port=8475
   if [ ! -f "$data/support.csv" ]; then
@@ -165,37 +166,47 @@ s3() {
     "$R/customer-etl" generate --out "$data" --customers "$CUSTOMERS" >/dev/null
   fi
   .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+  local moto=$!
   for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   local endpoint="http://127.0.0.1:$port" client=pipelines/customer-etl/tests/s3_client.py
+  # moto_cpu: the server's user + system CPU seconds so far.
+  moto_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$moto/stat"; }
   local t0; t0=$(date +%s.%N)
   $py $client "$endpoint" put "$data" bench in
-  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "uploading the inputs with boto3: %.1f s\n", b - a}'
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "boto3 uploading the inputs: %.1f s; ", b - a}'
+  t0=$(date +%s.%N)
+  $py $client "$endpoint" get bench in "$work/download"
+  awk -v a="$t0" -v b="$(date +%s.%N)" -v mb="$(du -sm "$data" | cut -f1)" \
+    'BEGIN {printf "downloading them: %.1f s (%.0f MB/s)\n", b - a, mb / (b - a)}'
+  rm -rf "$work/download"
   export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_ENDPOINT_URL="$endpoint" AWS_ALLOW_HTTP=true
   echo
   echo "ETL, $CUSTOMERS customers ($(du -sm "$data" | cut -f1) MB of CSV), $SHARDS shards, CSV out: local disk vs S3 (moto on loopback)"
-  echo "| run | round | wall (s) | peak process (MB) | requests | loopback MB |"
-  echo "|---|---:|---:|---:|---|---:|"
+  echo "| run | round | wall (s) | plan / partition / shards / aggregate (s) | peak process (MB) | requests | loopback MB | moto CPU (s) |"
+  echo "|---|---:|---:|---|---:|---|---:|---:|"
   : >"$work/local.walls"; : >"$work/s3.walls"
+  steps() { $py -c 'import json, sys; t = json.load(sys.stdin)["timings"]; print(" / ".join(f"{t[k] / 1000:.1f}" for k in ("plan_ms", "partition_ms", "shards_ms", "aggregate_ms")))'; }
   for round in $(seq "$ROUNDS"); do
     rm -rf "$work/out"
     timed "$work/t" "$R/customer-etl" run --data-dir "$data" --out "$work/out" --shards "$SHARDS"
     read -r wall mb <"$work/t"; echo "$wall" >>"$work/local.walls"
-    echo "| \`customer-etl run\`, local disk | $round | $wall | $mb | | |"
-    local lines bytes
-    lines=$(wc -l <"$work/moto.log"); bytes=$(cat /sys/class/net/lo/statistics/rx_bytes)
+    echo "| \`customer-etl run\`, local disk | $round | $wall | $(steps <"$work/out/manifest.json") | $mb | | | |"
+    local lines bytes cpu
+    lines=$(wc -l <"$work/moto.log"); bytes=$(cat /sys/class/net/lo/statistics/rx_bytes); cpu=$(moto_cpu)
     timed "$work/t" "$R/customer-etl" run --data-dir s3://bench/in --out "s3://bench/out" \
       --shards "$SHARDS" --state-dir "$work/state"
     read -r wall mb <"$work/t"; echo "$wall" >>"$work/s3.walls"
     local requests
-    requests=$(tail -n +"$((lines + 1))" "$work/moto.log" | grep -o '"[A-Z]* ' | tr -d '" ' | sort | uniq -c |
-      awk '{printf "%s%s %s", sep, $1, $2; sep = ", "}')
-    awk -v b0="$bytes" -v b1="$(cat /sys/class/net/lo/statistics/rx_bytes)" -v w="$wall" -v mb="$mb" -v r="$round" -v q="$requests" \
-      'BEGIN {printf "| `customer-etl run`, s3:// to s3:// | %s | %s | %s | %s | %.0f |\n", r, w, mb, q, (b1 - b0) / 1e6}'
+    requests=$(tail -n +"$((lines + 1))" "$work/moto.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -o '"[A-Z][A-Z]* /' | tr -d '" /' |
+      sort | uniq -c | sort -rn | awk '{printf "%s%s %s", sep, $1, $2; sep = ", "}')
+    awk -v b0="$bytes" -v b1="$(cat /sys/class/net/lo/statistics/rx_bytes)" -v c0="$cpu" -v c1="$(moto_cpu)" \
+      -v w="$wall" -v mb="$mb" -v r="$round" -v q="$requests" -v st="$($py $client "$endpoint" cat bench out/manifest.json | steps)" \
+      'BEGIN {printf "| `customer-etl run`, s3:// to s3:// | %s | %s | %s | %s | %s | %.0f | %.1f |\n", r, w, st, mb, q, (b1 - b0) / 1e6, c1 - c0}'
   done
   unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL AWS_ALLOW_HTTP
   awk -v s="$(median <"$work/s3.walls")" -v l="$(median <"$work/local.walls")" \
     'BEGIN {printf "s3 / local (medians %.2f s, %.2f s): %.2f\n", s, l, s / l}'
-  pkill -f "moto_server -H 127.0.0.1 -p $port" || true
+  kill "$moto" 2>/dev/null || true
 }
 
 dispatch() {

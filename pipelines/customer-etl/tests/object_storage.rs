@@ -7,7 +7,7 @@
 
 mod common;
 
-use customer_etl::{Format, LocalOptions, run_local_with};
+use customer_etl::Format;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
@@ -141,45 +141,6 @@ fn failed(out: Output) -> String {
     stderr
 }
 
-/// The in-process local run of `data` with `shards` shards.
-fn local_run(data: &Path, shards: u32, format: Format) -> tempfile::TempDir {
-    let out = tempfile::tempdir().unwrap();
-    run_local_with(
-        data,
-        out.path(),
-        shards,
-        common::as_of(),
-        format,
-        &LocalOptions::default(),
-    )
-    .unwrap();
-    out
-}
-
-/// Every output file but the manifest (which names its own locations), by
-/// path relative to the output directory.
-fn output_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    for sub in ["profiles", "rejects"] {
-        for path in common::sorted_files(&dir.join(sub)) {
-            let name = path.file_name().unwrap().to_string_lossy();
-            files.insert(format!("{sub}/{name}"), std::fs::read(&path).unwrap());
-        }
-    }
-    files
-}
-
-fn assert_same_outputs(got: &Path, want: &Path) {
-    let (got, want) = (output_files(got), output_files(want));
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>()
-    );
-    for (name, bytes) in &want {
-        assert!(got[name] == *bytes, "{name} differs from the local run's");
-    }
-}
-
 fn generated(customers: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     customer_etl::generate(dir.path(), customers, 11).unwrap();
@@ -222,7 +183,10 @@ fn dirty_data_read_from_and_written_to_s3_is_byte_identical_to_the_local_run() {
         .unwrap(),
     );
     let got = moto.download("etl", "edge-out");
-    assert_same_outputs(got.path(), local_run(edge.path(), 3, Format::Csv).path());
+    common::assert_same_outputs(
+        got.path(),
+        common::local_reference(edge.path(), 3, Format::Csv).path(),
+    );
     assert_only_outputs(&moto, "etl", "edge-out", 3, "csv");
 
     // The generated dirty set through the workflow (every task its own
@@ -254,7 +218,10 @@ fn dirty_data_read_from_and_written_to_s3_is_byte_identical_to_the_local_run() {
         assert!(stdout.contains("across 4 shards"), "{stdout}");
         let prefix = format!("dirty/out-{ext}");
         let got = moto.download("etl", &prefix);
-        assert_same_outputs(got.path(), local_run(dirty.path(), 4, format).path());
+        common::assert_same_outputs(
+            got.path(),
+            common::local_reference(dirty.path(), 4, format).path(),
+        );
         assert_only_outputs(&moto, "etl", &prefix, 4, ext);
         let manifest: Value =
             serde_json::from_slice(&std::fs::read(got.path().join("manifest.json")).unwrap())
@@ -288,9 +255,9 @@ fn dirty_data_read_from_and_written_to_s3_is_byte_identical_to_the_local_run() {
         .output()
         .unwrap(),
     );
-    assert_same_outputs(
+    common::assert_same_outputs(
         local_out.path(),
-        local_run(dirty.path(), 4, Format::Csv).path(),
+        common::local_reference(dirty.path(), 4, Format::Csv).path(),
     );
 }
 
@@ -336,7 +303,7 @@ fn a_shard_killed_mid_upload_and_retried_leaves_exactly_one_complete_object() {
     // Exactly one object under the shard's name, whole and right.
     assert_only_outputs(&moto, "etl", "out", 2, "csv");
     let got = moto.download("etl", "out");
-    let want = local_run(data.path(), 2, Format::Csv);
+    let want = common::local_reference(data.path(), 2, Format::Csv);
     assert!(
         std::fs::metadata(want.path().join("profiles/shard-00001.csv"))
             .unwrap()
@@ -344,7 +311,7 @@ fn a_shard_killed_mid_upload_and_retried_leaves_exactly_one_complete_object() {
             > 1 << 20,
         "the profile file must span several parts"
     );
-    assert_same_outputs(got.path(), want.path());
+    common::assert_same_outputs(got.path(), want.path());
 }
 
 /// One bad-input case: what is wrong, the arguments and environment that

@@ -7,6 +7,7 @@ implementation of the protocol.
     s3_client.py ENDPOINT list BUCKET PREFIX      JSON: {key: size} of the objects under PREFIX/
     s3_client.py ENDPOINT uploads BUCKET PREFIX   JSON: [[key, parts]] of incomplete multipart uploads
     s3_client.py ENDPOINT delete BUCKET KEY       delete one object
+    s3_client.py ENDPOINT cat BUCKET KEY          print one object
 """
 
 import json
@@ -52,6 +53,9 @@ def main():
             ).get("Parts", [])
             found.append([upload["Key"], len(parts)])
         print(json.dumps(found))
+    elif command == "cat":
+        bucket, key = args
+        sys.stdout.buffer.write(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     elif command == "delete":
         bucket, key = args
         s3.delete_object(Bucket=bucket, Key=key)

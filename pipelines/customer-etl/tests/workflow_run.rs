@@ -61,34 +61,6 @@ fn files(dir: &Path, sub: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn local_reference(data: &Path, shards: u32, format: Format) -> tempfile::TempDir {
-    let out = tempfile::tempdir().unwrap();
-    run_local_with(
-        data,
-        out.path(),
-        shards,
-        common::as_of(),
-        format,
-        &LocalOptions::default(),
-    )
-    .unwrap();
-    out
-}
-
-fn assert_same_output(got: &Path, want: &Path) {
-    for sub in ["profiles", "rejects"] {
-        let (g, w) = (files(got, sub), files(want, sub));
-        assert_eq!(
-            g.iter().map(|f| &f.0).collect::<Vec<_>>(),
-            w.iter().map(|f| &f.0).collect::<Vec<_>>(),
-            "{sub}: file names"
-        );
-        for ((name, g), (_, w)) in g.iter().zip(&w) {
-            assert!(g == w, "{sub}/{name} differs from run_local's");
-        }
-    }
-}
-
 /// The manifest's counts reconcile: per file read = accepted + rejected,
 /// shard profiles sum to the total, and the profile files hold that many rows.
 fn assert_manifest_reconciles(out: &Path, shards: u32) -> Manifest {
@@ -148,8 +120,8 @@ fn run_and_check(
         &shards_text,
     ];
     let run = run_cli(work, &args, env);
-    let want = local_reference(data, shards, Format::Csv);
-    assert_same_output(&out, want.path());
+    let want = common::local_reference(data, shards, Format::Csv);
+    common::assert_same_outputs(&out, want.path());
     let manifest = assert_manifest_reconciles(&out, shards);
     let ids = customer_ids(&out);
     assert_eq!(ids.len() as u64, manifest.profiles_generated);
@@ -369,7 +341,7 @@ fn run_without_a_data_dir_generates_the_sample_and_merges_1000_customers() {
 #[test]
 fn the_tutorials_every_shard_reads_all_design_gives_the_same_output() {
     let data = generated(800);
-    let want = local_reference(data.path(), 5, Format::Csv);
+    let want = common::local_reference(data.path(), 5, Format::Csv);
     let naive = tempfile::tempdir().unwrap();
     let options = LocalOptions {
         every_shard_reads_all: true,
@@ -384,7 +356,7 @@ fn the_tutorials_every_shard_reads_all_design_gives_the_same_output() {
         &options,
     )
     .unwrap();
-    assert_same_output(naive.path(), want.path());
+    common::assert_same_outputs(naive.path(), want.path());
     let (got, want) = (
         Manifest::load(naive.path()).unwrap().summary(),
         Manifest::load(want.path()).unwrap().summary(),

@@ -56,6 +56,47 @@ pub fn run(
     (out, summary)
 }
 
+/// The in-process local run of `data` with `shards` shards and default options.
+pub fn local_reference(data: &Path, shards: u32, format: Format) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    run_local_with(
+        data,
+        out.path(),
+        shards,
+        as_of(),
+        format,
+        &LocalOptions::default(),
+    )
+    .unwrap();
+    out
+}
+
+/// Every output file but the manifest (which names its own locations), by
+/// path relative to the output directory.
+pub fn output_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    for sub in ["profiles", "rejects"] {
+        for path in sorted_files(&dir.join(sub)) {
+            let name = path.file_name().unwrap().to_string_lossy();
+            files.insert(format!("{sub}/{name}"), std::fs::read(&path).unwrap());
+        }
+    }
+    files
+}
+
+/// The same profile and rejects files, byte for byte, as the reference run's.
+pub fn assert_same_outputs(got: &Path, want: &Path) {
+    let (got, want) = (output_files(got), output_files(want));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "file names"
+    );
+    for (name, bytes) in &want {
+        assert!(got[name] == *bytes, "{name} differs from the local run's");
+    }
+}
+
 /// All profile rows (without headers) of a CSV run, in shard then file order.
 pub fn profile_rows(out: &Path) -> Vec<String> {
     let mut rows = Vec::new();
