@@ -68,16 +68,33 @@ pub struct RunReport {
 /// The file the run report is written to, under the state directory.
 pub const RUN_REPORT_FILE: &str = "runs.json";
 
+/// What a run keeps in its state directory (SQLite's database, its
+/// write-ahead log and shared memory, the store's lock file, the report).
+const STATE_FILES: [&str; 5] = [
+    "weft.db",
+    "weft.db-wal",
+    "weft.db-shm",
+    "weft.db.lock",
+    RUN_REPORT_FILE,
+];
+
 /// Starts the runtime, runs `merge_customer_data`, waits, shuts down.
 pub async fn run(config: EmbeddedRun) -> Result<EmbeddedOutcome> {
     // A fresh database each time: a runtime resumes the unfinished runs it
-    // finds, and an interrupted earlier run must not write into this one's output.
-    if config.state_dir.exists() {
-        std::fs::remove_dir_all(&config.state_dir)
-            .with_context(|| format!("removing {}", config.state_dir.display()))?;
-    }
+    // finds, and an interrupted earlier run must not write into this one's
+    // output. Only the files a run makes are removed: the folder may be one
+    // the user named, holding other things.
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
+    for name in STATE_FILES {
+        let path = config.state_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", path.display()));
+            }
+            _ => {}
+        }
+    }
     let db = config.state_dir.join("weft.db");
     let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
 

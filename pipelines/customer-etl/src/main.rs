@@ -52,7 +52,8 @@ struct RunArgs {
     #[arg(long, default_value = "out")]
     out: Location,
     /// Where the embedded runtime keeps its database and run report
-    /// (default: `<out>/.weft`, or `.weft` here when the output is in a bucket).
+    /// (default: `<out>/.weft`, or `.customer-etl` here when the output is
+    /// in a bucket: never `.weft`, which is `weft dev`'s).
     #[arg(long)]
     state_dir: Option<PathBuf>,
     #[command(flatten)]
@@ -195,7 +196,7 @@ fn run(args: RunArgs) -> Result<()> {
     let state_dir = match (&args.state_dir, args.out.as_local()) {
         (Some(dir), _) => dir.clone(),
         (None, Some(out)) => out.join(".weft"),
-        (None, None) => PathBuf::from(".weft"),
+        (None, None) => PathBuf::from(".customer-etl"),
     };
     let exe = std::env::current_exe().context("finding this program's path")?;
     let config = EmbeddedRun {

@@ -436,25 +436,58 @@ fn bad_object_locations_are_named_fail_the_run_and_leave_no_output() {
     );
 }
 
-/// Where a local run keeps its state when the output is a bucket: a
-/// `.weft` folder in the working directory, never a path named after the URL.
+/// Where a run keeps its state when the output is a bucket: a
+/// `.customer-etl` folder in the working directory, never a path named
+/// after the URL, and never `weft dev`'s `.weft` folder, which stays as it was.
 #[test]
 fn run_keeps_its_state_locally_when_the_output_is_a_bucket() {
     let moto = Moto::start();
     let data = generated(100);
     moto.upload(data.path(), "etl", "in");
     let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cwd.path().join(".weft")).unwrap();
+    std::fs::write(cwd.path().join(".weft/weft.db"), b"weft dev's").unwrap();
     succeeded(
         moto.etl(&["run", "--data-dir", "s3://etl/in", "--out", "s3://etl/out"])
             .current_dir(cwd.path())
             .output()
             .unwrap(),
     );
-    let entries: Vec<PathBuf> = std::fs::read_dir(cwd.path())
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(cwd.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(entries, vec![cwd.path().join(".weft")]);
-    assert!(cwd.path().join(".weft/runs.json").is_file());
+    entries.sort();
+    assert_eq!(
+        entries,
+        vec![cwd.path().join(".customer-etl"), cwd.path().join(".weft")]
+    );
+    assert!(cwd.path().join(".customer-etl/runs.json").is_file());
+    assert_eq!(
+        std::fs::read(cwd.path().join(".weft/weft.db")).unwrap(),
+        b"weft dev's"
+    );
     assert_only_outputs(&moto, "etl", "out", 10, "csv");
+
+    // A state folder the user names keeps what else it holds.
+    let named = cwd.path().join("state");
+    std::fs::create_dir(&named).unwrap();
+    std::fs::write(named.join("notes.txt"), b"mine").unwrap();
+    for _ in 0..2 {
+        succeeded(
+            moto.etl(&[
+                "run",
+                "--data-dir",
+                "s3://etl/in",
+                "--out",
+                "s3://etl/out",
+                "--state-dir",
+                named.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        );
+    }
+    assert_eq!(std::fs::read(named.join("notes.txt")).unwrap(), b"mine");
+    assert!(named.join("runs.json").is_file());
 }
