@@ -315,8 +315,9 @@ pub fn partition_chunk(
     let source = plan.source;
     let mut router = ShardRouter::new(num_shards);
     // See `crate::part`: from a bucket, each shard's accepted rows keep
-    // their text, so that no shard reads scattered rows of a large object.
-    let mut part = PartBuilder::new(num_shards, path.is_object());
+    // their text, so that no shard reads scattered rows of a large object;
+    // to a bucket, the segments are compressed.
+    let mut part = PartBuilder::new(num_shards, path.is_object(), work_dir.is_object());
     let mut stats = ChunkStats {
         source: Some(source),
         chunk,

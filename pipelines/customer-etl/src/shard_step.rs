@@ -7,7 +7,9 @@ use crate::calendar::Date;
 use crate::contract::{Format, ReasonCounts, RejectReason, RejectRecord, Source, Window};
 use crate::error::{EtlError, Result};
 use crate::location::{Location, OutputFile};
-use crate::part::{AcceptedRow, Origin, SegmentIndex, collect_rejects, decode_accepted, parts_dir};
+use crate::part::{
+    AcceptedRow, Origin, SegmentIndex, collect_rejects, decode_accepted, parts_dir, unpack_into,
+};
 use crate::partition::{PartitionManifest, SourcePlan};
 use crate::profile::build_profile;
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
@@ -176,6 +178,7 @@ struct Segments {
 struct RawText {
     part: Location,
     segment: Option<SegmentIndex>,
+    compressed: bool,
 }
 
 /// Reads shard `shard_id`'s segments, counting their rows in `files`.
@@ -203,6 +206,7 @@ fn read_segments(
             segments.raw[i].push(RawText {
                 part: part.location().clone(),
                 segment: part.raw_index(shard_id),
+                compressed: part.is_compressed(),
             });
             files[i].rows_read += accepted.rows + rejected.rows;
             files[i].rows_rejected += rejected.rows;
@@ -415,30 +419,51 @@ fn read_raw(plan: &SourcePlan, parts: &[RawText], origins: &[Origin]) -> Result<
             _ => from_input.push(i),
         }
     }
-    let mut fill = |location: &Location, base: u64, rows: &[usize]| -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let ranges: Vec<_> = rows
-            .iter()
+    let mut keep = |location: &Location, i: usize, bytes: &[u8]| -> Result<()> {
+        texts[i] = String::from_utf8(bytes.to_vec()).map_err(|_| EtlError::InvalidUtf8 {
+            path: location.clone(),
+            offset: origins[i].offset,
+        })?;
+        Ok(())
+    };
+    let ranges = |base: u64, rows: &[usize]| -> Vec<_> {
+        rows.iter()
             .map(|&i| {
                 let start = base + origins[i].offset;
                 start..start + origins[i].raw_len as u64
             })
-            .collect();
-        let got = location.open()?.read_ranges(&ranges)?;
-        for (&i, bytes) in rows.iter().zip(got) {
-            texts[i] = String::from_utf8(bytes.to_vec()).map_err(|_| EtlError::InvalidUtf8 {
-                path: location.clone(),
-                offset: base + origins[i].offset,
-            })?;
-        }
-        Ok(())
+            .collect()
     };
-    fill(&plan.path, 0, &from_input)?;
+    if !from_input.is_empty() {
+        let got = plan.path.open()?.read_ranges(&ranges(0, &from_input))?;
+        for (&i, bytes) in from_input.iter().zip(got) {
+            keep(&plan.path, i, &bytes)?;
+        }
+    }
     for (part, rows) in parts.iter().zip(&by_part) {
-        if let Some(segment) = part.segment {
-            fill(&part.part, segment.offset, rows)?;
+        let Some(segment) = part.segment.filter(|_| !rows.is_empty()) else {
+            continue;
+        };
+        let input = part.part.open()?;
+        if part.compressed {
+            // A compressed segment is read whole, then sliced.
+            let stored = input.read_range(segment.offset..segment.offset + segment.len)?;
+            let mut raw = Vec::new();
+            unpack_into(&stored, &mut raw).map_err(|e| EtlError::bad_work_file(&part.part, e))?;
+            for range_and_row in ranges(0, rows).into_iter().zip(rows) {
+                let (range, &i) = range_and_row;
+                let bytes = raw
+                    .get(range.start as usize..range.end as usize)
+                    .ok_or_else(|| {
+                        EtlError::bad_work_file(&part.part, "a raw text lies outside its segment")
+                    })?;
+                keep(&part.part, i, bytes)?;
+            }
+        } else {
+            let got = input.read_ranges(&ranges(segment.offset, rows))?;
+            for (&i, bytes) in rows.iter().zip(got) {
+                keep(&part.part, i, &bytes)?;
+            }
         }
     }
     Ok(texts)
