@@ -34,7 +34,7 @@ use object_store::{
     BackoffConfig, GetOptions, GetRange, ObjectStore, PutPayload, RetryConfig, WriteMultipart,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -493,8 +493,9 @@ impl InputFile {
     }
 
     /// A sequential reader from byte `start` to the end: the file itself, or
-    /// for an object ranged GETs of [`SEQUENTIAL_BLOCK`] bytes with the next
-    /// one always in flight.
+    /// for an object ranged GETs of [`SEQUENTIAL_BLOCK`] bytes, with the next
+    /// [`SEQUENTIAL_AHEAD`] always in flight (one connection's rate is what
+    /// limits a single stream from S3).
     pub fn sequential(&self, start: u64) -> Result<Box<dyn Read + Send>> {
         match &self.inner {
             InputInner::Local(file) => {
@@ -511,7 +512,7 @@ impl InputFile {
                 len: self.len()?,
                 next_start: start,
                 current: Bytes::new(),
-                in_flight: None,
+                in_flight: VecDeque::new(),
             })),
         }
     }
@@ -519,6 +520,8 @@ impl InputFile {
 
 /// Bytes per request of [`InputFile::sequential`] on an object.
 pub const SEQUENTIAL_BLOCK: u64 = 8 << 20;
+/// Requests [`InputFile::sequential`] keeps in flight on an object.
+pub const SEQUENTIAL_AHEAD: usize = 3;
 
 struct ObjectReader {
     store: Arc<dyn ObjectStore>,
@@ -527,34 +530,41 @@ struct ObjectReader {
     /// Start of the next block to request.
     next_start: u64,
     current: Bytes,
-    in_flight: Option<tokio::task::JoinHandle<object_store::Result<Bytes>>>,
+    in_flight: VecDeque<tokio::task::JoinHandle<object_store::Result<Bytes>>>,
 }
 
 impl ObjectReader {
-    fn request_next(&mut self) {
-        if self.in_flight.is_some() || self.next_start >= self.len {
-            return;
+    fn request_ahead(&mut self) {
+        while self.in_flight.len() < SEQUENTIAL_AHEAD && self.next_start < self.len {
+            let end = (self.next_start + SEQUENTIAL_BLOCK).min(self.len);
+            let (store, key) = (self.store.clone(), self.key.clone());
+            let range = self.next_start..end;
+            self.next_start = end;
+            self.in_flight
+                .push_back(io_runtime().spawn(async move { store.get_range(&key, range).await }));
         }
-        let end = (self.next_start + SEQUENTIAL_BLOCK).min(self.len);
-        let (store, key) = (self.store.clone(), self.key.clone());
-        let range = self.next_start..end;
-        self.next_start = end;
-        self.in_flight =
-            Some(io_runtime().spawn(async move { store.get_range(&key, range).await }));
+    }
+}
+
+impl Drop for ObjectReader {
+    fn drop(&mut self) {
+        for request in &self.in_flight {
+            request.abort();
+        }
     }
 }
 
 impl Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.current.is_empty() {
-            self.request_next();
-            let Some(block) = self.in_flight.take() else {
+            self.request_ahead();
+            let Some(block) = self.in_flight.pop_front() else {
                 return Ok(0);
             };
             self.current = block_on(block)
                 .map_err(std::io::Error::other)?
                 .map_err(std::io::Error::from)?;
-            self.request_next();
+            self.request_ahead();
         }
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current.split_to(n));

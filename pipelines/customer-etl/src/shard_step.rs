@@ -6,9 +6,11 @@
 use crate::calendar::Date;
 use crate::contract::{Format, ReasonCounts, RejectReason, RejectRecord, Source, Window};
 use crate::error::{EtlError, Result};
+use crate::local::run_parallel;
 use crate::location::{Location, OutputFile};
 use crate::part::{
-    AcceptedRow, Origin, SegmentIndex, collect_rejects, decode_accepted, parts_dir, unpack_into,
+    AcceptedRow, Origin, PartReader, SegmentIndex, collect_rejects, decode_accepted, part_path,
+    parts_dir, unpack_into,
 };
 use crate::partition::{PartitionManifest, SourcePlan};
 use crate::profile::build_profile;
@@ -134,12 +136,9 @@ pub fn process_shard_with(
     let segments = read_segments(&manifest, work_dir, shard_id, &mut stats.files)?;
     let mut rejects: Vec<RejectRecord<'_>> = Vec::new();
     for source in Source::ALL {
-        collect_rejects(
-            source,
-            &segments.rejected[source.index()],
-            work_dir,
-            &mut rejects,
-        )?;
+        for part in &segments.rejected[source.index()] {
+            collect_rejects(source, part, work_dir, &mut rejects)?;
+        }
     }
     let mut rows = ShardRows::decode(&segments.accepted, work_dir)?;
     rows.reject_duplicates(&manifest, &segments.raw, &mut rejects, &mut stats.files)?;
@@ -165,10 +164,10 @@ pub fn process_shard_with(
 }
 
 /// One shard's segments of every part file: its accepted rows and its
-/// partition-time rejects, one buffer per source each.
+/// partition-time rejects, per source, one buffer per part in chunk order.
 struct Segments {
-    accepted: [Vec<u8>; 4],
-    rejected: [Vec<u8>; 4],
+    accepted: [Vec<Vec<u8>>; 4],
+    rejected: [Vec<Vec<u8>>; 4],
     /// Per source, per part (in chunk order): where this shard's raw text
     /// is, when the parts keep it.
     raw: [Vec<RawText>; 4],
@@ -180,6 +179,10 @@ struct RawText {
     segment: Option<SegmentIndex>,
     compressed: bool,
 }
+
+/// Parts a shard reads at once from a bucket (each is two or three
+/// requests; on a local disk they are read one after another).
+const PARTS_AT_ONCE: usize = 8;
 
 /// Reads shard `shard_id`'s segments, counting their rows in `files`.
 fn read_segments(
@@ -193,25 +196,37 @@ fn read_segments(
         rejected: Default::default(),
         raw: Default::default(),
     };
+    let at_once = if work_dir.is_object() {
+        PARTS_AT_ONCE
+    } else {
+        1
+    };
     for source in Source::ALL {
         let i = source.index();
-        manifest.for_each_part(work_dir, source, |part| {
-            let accepted = part.accepted_index(shard_id);
-            let rejected = part.rejected_index(shard_id);
-            part.read_shard(
-                shard_id,
-                &mut segments.accepted[i],
-                &mut segments.rejected[i],
-            )?;
-            segments.raw[i].push(RawText {
-                part: part.location().clone(),
+        let chunks: Vec<usize> = (0..manifest.plan(source).chunks.len()).collect();
+        let parts = run_parallel(&chunks, at_once, |&chunk| {
+            let path = part_path(work_dir, source, chunk);
+            let part = PartReader::open(&path, source, manifest.num_shards)?;
+            let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
+            part.read_shard(shard_id, &mut accepted, &mut rejected)?;
+            let raw = RawText {
+                part: path,
                 segment: part.raw_index(shard_id),
                 compressed: part.is_compressed(),
-            });
-            files[i].rows_read += accepted.rows + rejected.rows;
-            files[i].rows_rejected += rejected.rows;
-            Ok(())
+            };
+            let rows = (
+                part.accepted_index(shard_id).rows,
+                part.rejected_index(shard_id).rows,
+            );
+            Ok((accepted, rejected, raw, rows))
         })?;
+        for (accepted, rejected, raw, (accepted_rows, rejected_rows)) in parts {
+            segments.accepted[i].push(accepted);
+            segments.rejected[i].push(rejected);
+            segments.raw[i].push(raw);
+            files[i].rows_read += accepted_rows + rejected_rows;
+            files[i].rows_rejected += rejected_rows;
+        }
     }
     Ok(segments)
 }
@@ -225,7 +240,7 @@ struct ShardRows<'a> {
 }
 
 impl<'a> ShardRows<'a> {
-    fn decode(accepted: &'a [Vec<u8>; 4], work_dir: &Location) -> Result<Self> {
+    fn decode(accepted: &'a [Vec<Vec<u8>>; 4], work_dir: &Location) -> Result<Self> {
         let mut rows = ShardRows {
             crm: Vec::new(),
             billing: Vec::new(),
@@ -233,13 +248,15 @@ impl<'a> ShardRows<'a> {
             support: Vec::new(),
         };
         for source in Source::ALL {
-            decode_accepted(source, &accepted[source.index()], |origin, row| match row {
-                AcceptedRow::Crm(row) => rows.crm.push(Located { origin, row }),
-                AcceptedRow::Billing(row) => rows.billing.push(Located { origin, row }),
-                AcceptedRow::Product(row) => rows.product.push(Located { origin, row }),
-                AcceptedRow::Support(row) => rows.support.push(Located { origin, row }),
-            })
-            .map_err(|detail| EtlError::bad_work_file(parts_dir(work_dir, source), detail))?;
+            for part in &accepted[source.index()] {
+                decode_accepted(source, part, |origin, row| match row {
+                    AcceptedRow::Crm(row) => rows.crm.push(Located { origin, row }),
+                    AcceptedRow::Billing(row) => rows.billing.push(Located { origin, row }),
+                    AcceptedRow::Product(row) => rows.product.push(Located { origin, row }),
+                    AcceptedRow::Support(row) => rows.support.push(Located { origin, row }),
+                })
+                .map_err(|detail| EtlError::bad_work_file(parts_dir(work_dir, source), detail))?;
+            }
         }
         Ok(rows)
     }
