@@ -7,13 +7,12 @@ use crate::contract::{Format, Source};
 use crate::error::{EtlError, Result};
 use crate::location::Location;
 use crate::manifest::{MANIFEST_FILE, RunParams, RunSummary, Timings, aggregate};
+use crate::parallel::run_parallel;
 use crate::partition::{
     PartitionManifest, SourcePlan, partition_chunk, plan_source, plan_source_sized,
     write_partition_manifest,
 };
 use crate::shard_step::process_shard;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Default target size of one partition chunk.
@@ -236,36 +235,4 @@ pub(crate) fn prepare_out_dir(out_dir: &Location) -> Result<()> {
         out_dir.join(dir).reset_dir()?;
     }
     out_dir.join(MANIFEST_FILE).remove_file()
-}
-
-/// Runs `f` on every item on up to `threads` scoped threads; results keep the items' order.
-pub fn run_parallel<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(&T) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, items.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    let result = f(item);
-                    *results[i]
-                        .lock()
-                        .expect("no worker panics while holding a slot") = Some(result);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .expect("no poisoned slot")
-                .expect("every item ran")
-        })
-        .collect()
 }

@@ -29,7 +29,8 @@
 use crate::calendar::Date;
 use crate::contract::{RejectReason, RejectRecord, Segment, Source, Status};
 use crate::error::{EtlError, Result};
-use crate::location::{InputFile, Location, OutputFile};
+use crate::location::Location;
+use crate::storage::{InputFile, OutputFile};
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
 use std::borrow::Cow;
 use std::io::Write;

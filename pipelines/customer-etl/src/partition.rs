@@ -16,9 +16,10 @@
 use crate::contract::{ReasonCounts, RejectReason, Source};
 use crate::csv_scan::{RecordScanner, trim};
 use crate::error::{EtlError, Result};
-use crate::location::{InputFile, Location};
+use crate::location::Location;
 use crate::part::{AcceptedRow, Origin, PartBuilder, PartReader, encode_rejected, part_path};
 use crate::shard::ShardRouter;
+use crate::storage::InputFile;
 use crate::validate;
 use serde::{Deserialize, Serialize};
 use std::io::Read;

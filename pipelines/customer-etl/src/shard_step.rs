@@ -6,14 +6,15 @@
 use crate::calendar::Date;
 use crate::contract::{Format, ReasonCounts, RejectReason, RejectRecord, Source, Window};
 use crate::error::{EtlError, Result};
-use crate::local::run_parallel;
-use crate::location::{Location, OutputFile};
+use crate::location::Location;
+use crate::parallel::run_parallel;
 use crate::part::{
     AcceptedRow, Origin, PartReader, SegmentIndex, collect_rejects, decode_accepted, part_path,
     parts_dir, unpack_into,
 };
 use crate::partition::{PartitionManifest, SourcePlan};
 use crate::profile::build_profile;
+use crate::storage::OutputFile;
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
 use crate::writer::{ProfileSink, profile_sink, write_rejects};
 use serde::{Deserialize, Serialize};

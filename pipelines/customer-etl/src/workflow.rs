@@ -10,7 +10,7 @@
 //!
 //! Inputs and results are locations (local paths or `s3://` URLs) and
 //! counts, never rows or profiles, so they stay small at any scale. Every
-//! file or object is written atomically ([`crate::location::OutputFile`]), so
+//! file or object is written atomically ([`crate::storage::OutputFile`]), so
 //! a retried task replaces its failed attempt's output.
 
 use crate::calendar::Date;

@@ -3,8 +3,9 @@
 use crate::calendar::{Date, format_timestamp};
 use crate::contract::{Format, RejectRecord};
 use crate::error::{EtlError, Result};
-use crate::location::{Location, OutputFile};
+use crate::location::Location;
 use crate::profile::Profile;
+use crate::storage::OutputFile;
 use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Decimal128Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,

@@ -284,7 +284,7 @@ fn a_shard_killed_mid_upload_and_retried_leaves_exactly_one_complete_object() {
         ])
         .env(customer_etl::workflow::FAULT_CRASH_SHARD_ENV, "1")
         .env(customer_etl::workflow::FAULT_CRASH_AFTER_ENV, "14000")
-        .env(customer_etl::location::UPLOAD_PART_MIB_ENV, "1")
+        .env(customer_etl::storage::UPLOAD_PART_MIB_ENV, "1")
         .output()
         .unwrap(),
     );
