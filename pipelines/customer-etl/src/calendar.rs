@@ -110,6 +110,57 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 
 /// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_timestamp(seconds: i64) -> String {
+    let mut out = Vec::with_capacity(20);
+    push_timestamp(&mut out, seconds);
+    String::from_utf8(out).expect("a timestamp is ASCII")
+}
+
+/// Appends `seconds` since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC) to
+/// `out`; what [`format_timestamp`] returns.
+pub fn push_timestamp(out: &mut Vec<u8>, seconds: i64) {
+    let days = seconds.div_euclid(SECONDS_PER_DAY);
+    let secs = seconds.rem_euclid(SECONDS_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        out.extend_from_slice(format_timestamp_slow(seconds).as_bytes());
+        return;
+    }
+    push_ymd(out, y as u32, m, d);
+    out.push(b'T');
+    push_two(out, (secs / 3600) as u32);
+    out.push(b':');
+    push_two(out, (secs / 60 % 60) as u32);
+    out.push(b':');
+    push_two(out, (secs % 60) as u32);
+    out.push(b'Z');
+}
+
+/// Appends `date` as `YYYY-MM-DD`, as its `Display` writes it.
+pub fn push_date(out: &mut Vec<u8>, date: Date) {
+    let (y, m, d) = date.ymd();
+    if (0..=9999).contains(&y) {
+        push_ymd(out, y as u32, m, d);
+    } else {
+        out.extend_from_slice(date.to_string().as_bytes());
+    }
+}
+
+fn push_ymd(out: &mut Vec<u8>, y: u32, m: u32, d: u32) {
+    push_two(out, y / 100);
+    push_two(out, y % 100);
+    out.push(b'-');
+    push_two(out, m);
+    out.push(b'-');
+    push_two(out, d);
+}
+
+/// Two decimal digits of `v` (below 100).
+fn push_two(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+}
+
+/// The `core::fmt` form, for years outside 0..=9999.
+fn format_timestamp_slow(seconds: i64) -> String {
     let days = seconds.div_euclid(SECONDS_PER_DAY);
     let secs = seconds.rem_euclid(SECONDS_PER_DAY);
     let (y, m, d) = civil_from_days(days);
