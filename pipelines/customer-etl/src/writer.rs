@@ -185,36 +185,35 @@ impl ProfileSink for CsvProfileSink {
         if let Some(c) = crm {
             push_date(line, c.signup_date);
         }
-        line.extend_from_slice(if crm.is_some() { b",true," } else { b",false," });
-        push_uint(line, p.invoice_count);
-        line.push(b',');
-        push_uint(line, p.paid_invoice_count);
-        line.push(b',');
-        push_hundredths(line, p.lifetime_value_cents);
-        line.push(b',');
-        push_hundredths(line, p.outstanding_balance_cents);
+        line.extend_from_slice(if crm.is_some() { b",true" } else { b",false" });
+        for v in [p.invoice_count, p.paid_invoice_count] {
+            line.push(b',');
+            push_uint(line, v);
+        }
+        for v in [p.lifetime_value_cents, p.outstanding_balance_cents] {
+            line.push(b',');
+            push_hundredths(line, v);
+        }
         line.push(b',');
         push_uint(line, p.overdue_invoice_count);
         line.push(b',');
         if let Some(d) = p.last_payment_at {
             push_date(line, d);
         }
-        line.push(b',');
-        push_uint(line, p.event_count);
-        line.push(b',');
-        push_uint(line, p.events_30d);
-        line.push(b',');
-        push_uint(line, p.active_days_30d as u64);
+        for v in [p.event_count, p.events_30d, p.active_days_30d as u64] {
+            line.push(b',');
+            push_uint(line, v);
+        }
         line.push(b',');
         push_csv_field(line, p.top_feature.unwrap_or_default());
         line.push(b',');
         if let Some(t) = p.last_seen_at {
             push_timestamp(line, t);
         }
-        line.push(b',');
-        push_uint(line, p.ticket_count);
-        line.push(b',');
-        push_uint(line, p.open_ticket_count);
+        for v in [p.ticket_count, p.open_ticket_count] {
+            line.push(b',');
+            push_uint(line, v);
+        }
         line.push(b',');
         if let Some(v) = p.avg_csat_hundredths {
             push_hundredths(line, v as i128);

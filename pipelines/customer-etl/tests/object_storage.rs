@@ -97,6 +97,21 @@ impl Moto {
         dir
     }
 
+    /// A server with `customers` generated customers uploaded to `s3://etl/in`.
+    fn with_inputs(customers: u64) -> (Moto, tempfile::TempDir) {
+        let moto = Moto::start();
+        let data = generated(customers);
+        moto.upload(data.path(), "etl", "in");
+        (moto, data)
+    }
+
+    /// `customer-etl run` from `s3://etl/in` to `s3://etl/out`, then `extra`.
+    fn run_in_to_out(&self, extra: &[&str]) -> Command {
+        let mut command = self.etl(&["run", "--data-dir", "s3://etl/in", "--out", "s3://etl/out"]);
+        command.args(extra);
+        command
+    }
+
     /// `customer-etl` with the standard AWS variables pointing at this server.
     fn etl(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
@@ -263,20 +278,13 @@ fn dirty_data_read_from_and_written_to_s3_is_byte_identical_to_the_local_run() {
 
 #[test]
 fn a_shard_killed_mid_upload_and_retried_leaves_exactly_one_complete_object() {
-    let moto = Moto::start();
     // 30,000 customers in 2 shards: each profile file is about 1.5 MB, so
     // with 1 MiB parts the crashing attempt (after 14,000 profiles) has
     // uploaded a part and the retry uploads two.
-    let data = generated(30_000);
-    moto.upload(data.path(), "etl", "in");
+    let (moto, data) = Moto::with_inputs(30_000);
     let state = tempfile::tempdir().unwrap();
     let run = succeeded(
-        moto.etl(&[
-            "run",
-            "--data-dir",
-            "s3://etl/in",
-            "--out",
-            "s3://etl/out",
+        moto.run_in_to_out(&[
             "--shards",
             "2",
             "--state-dir",
@@ -326,9 +334,7 @@ struct BadCase<'a> {
 
 #[test]
 fn bad_object_locations_are_named_fail_the_run_and_leave_no_output() {
-    let moto = Moto::start();
-    let data = generated(200);
-    moto.upload(data.path(), "etl", "in");
+    let (moto, data) = Moto::with_inputs(200);
     moto.upload(data.path(), "etl", "partial");
     moto.client(&["delete", "etl", "partial/support.csv"]);
     // An earlier, complete run's outputs, which no failing run may touch.
@@ -441,14 +447,12 @@ fn bad_object_locations_are_named_fail_the_run_and_leave_no_output() {
 /// after the URL, and never `weft dev`'s `.weft` folder, which stays as it was.
 #[test]
 fn run_keeps_its_state_locally_when_the_output_is_a_bucket() {
-    let moto = Moto::start();
-    let data = generated(100);
-    moto.upload(data.path(), "etl", "in");
+    let (moto, _data) = Moto::with_inputs(100);
     let cwd = tempfile::tempdir().unwrap();
     std::fs::create_dir(cwd.path().join(".weft")).unwrap();
     std::fs::write(cwd.path().join(".weft/weft.db"), b"weft dev's").unwrap();
     succeeded(
-        moto.etl(&["run", "--data-dir", "s3://etl/in", "--out", "s3://etl/out"])
+        moto.run_in_to_out(&[])
             .current_dir(cwd.path())
             .output()
             .unwrap(),
@@ -475,17 +479,9 @@ fn run_keeps_its_state_locally_when_the_output_is_a_bucket() {
     std::fs::write(named.join("notes.txt"), b"mine").unwrap();
     for _ in 0..2 {
         succeeded(
-            moto.etl(&[
-                "run",
-                "--data-dir",
-                "s3://etl/in",
-                "--out",
-                "s3://etl/out",
-                "--state-dir",
-                named.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap(),
+            moto.run_in_to_out(&["--state-dir", named.to_str().unwrap()])
+                .output()
+                .unwrap(),
         );
     }
     assert_eq!(std::fs::read(named.join("notes.txt")).unwrap(), b"mine");
