@@ -5,6 +5,7 @@
 //! `merge_customer_data` through the SDK client, watches the shards finish,
 //! and reports the runs that needed a retry.
 
+use crate::location::Location;
 use crate::manifest::RunSummary;
 use crate::workflow::{MERGE_CUSTOMER_DATA, MergeRequest, PROCESS_SHARD};
 use anyhow::{Context, Result, bail};
@@ -87,13 +88,7 @@ pub async fn run(config: EmbeddedRun) -> Result<EmbeddedOutcome> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
     for name in STATE_FILES {
-        let path = config.state_dir.join(name);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("removing {}", path.display()));
-            }
-            _ => {}
-        }
+        Location::Local(config.state_dir.join(name)).remove_file()?;
     }
     let db = config.state_dir.join("weft.db");
     let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;

@@ -91,7 +91,7 @@ pub fn run_local_with(
         .clone()
         .unwrap_or_else(|| default_work_dir(&out_dir));
     let threads = options.threads.max(1);
-    check_input_dir(&data_dir)?;
+    data_dir.check_input_dir()?;
     out_dir.check_output()?;
     if options.every_shard_reads_all {
         prepare_out_dir(&out_dir)?;
@@ -169,19 +169,6 @@ pub fn plan_inputs(
     run_parallel(&Source::ALL, threads, |&source| {
         plan_source_sized(data_dir, source, |len| chunks_for_len(len).max(1))
     })
-}
-
-/// Checks that the input directory is there: a local directory, or on a
-/// store a bucket that answers (a missing object is named when it is read).
-pub fn check_input_dir(data_dir: &Location) -> Result<()> {
-    match data_dir.as_local() {
-        Some(dir) if !dir.is_dir() => Err(EtlError::InvalidArgument(format!(
-            "the data directory {} does not exist",
-            dir.display()
-        ))),
-        Some(_) => Ok(()),
-        None => data_dir.check_output(),
-    }
 }
 
 /// The tutorial's design (see [`LocalOptions::every_shard_reads_all`]): each

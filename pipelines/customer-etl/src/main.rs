@@ -6,7 +6,7 @@
 //! sets `RENDER_SDK_MODE`), it serves the tasks instead of the CLI, so
 //! `weft dev -- customer-etl` works and `run` uses this very executable.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use customer_etl::embedded::{EmbeddedRun, RunReport};
 use customer_etl::workflow::{MERGE_CUSTOMER_DATA, MergeRequest};
@@ -173,10 +173,10 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
 fn run(args: RunArgs) -> Result<()> {
     let data_dir = match args.data_dir {
         Some(dir) => {
-            if let Some(local) = dir.as_local()
-                && !local.is_dir()
-            {
-                bail!("the data directory {} does not exist", local.display());
+            // A local directory is checked here, before a runtime starts;
+            // a bucket is probed by the workflow itself.
+            if dir.as_local().is_some() {
+                dir.check_input_dir()?;
             }
             dir
         }

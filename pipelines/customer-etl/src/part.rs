@@ -17,12 +17,13 @@
 //! its raw text. On a local disk that is the byte offset in the input file
 //! (read back with one `pread`), and the raw segments are empty: the raw
 //! text of the 99 % of rows that are accepted never travels through the
-//! work directory. When the work directory is in a bucket ([`KEEP_RAW`]),
-//! reading scattered rows back from a large input object would cost a
-//! request each (or, coalesced, the whole object), so each shard's raw
+//! work directory. When the inputs are in a bucket ([`KEEP_RAW`]), reading
+//! scattered rows back from a large input object would cost a request each
+//! (or, coalesced, the whole object), so each shard's raw
 //! segment holds its accepted rows' text and the offset points into it: a
 //! shard then reads only its own raw segments, and only for its duplicates.
-//! There, too, every segment is Snappy-compressed ([`COMPRESSED`]): the parts
+//! When the work directory is in a bucket, every segment is
+//! Snappy-compressed ([`COMPRESSED`]): the parts
 //! are most of the bytes a run moves, and a store charges for each of them
 //! in time; a local disk's page cache does not, so local parts stay plain.
 
@@ -32,8 +33,10 @@ use crate::error::{EtlError, Result};
 use crate::location::Location;
 use crate::storage::{InputFile, OutputFile};
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
+use bytes::Bytes;
 use std::borrow::Cow;
 use std::io::Write;
+use std::ops::Range;
 
 const MAGIC: &[u8; 8] = b"WEFTPART";
 const END_MAGIC: &[u8; 8] = b"WEFTEND\0";
@@ -433,6 +436,36 @@ impl PartReader {
         self.flags & COMPRESSED != 0
     }
 
+    /// The bytes at `ranges` (offsets within `segment`, a raw-text segment):
+    /// one read of the whole segment when it is compressed, else ranged
+    /// reads (on a store, rows close together in one request).
+    pub fn read_raw(&self, segment: SegmentIndex, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        if !self.is_compressed() {
+            let absolute: Vec<_> = ranges
+                .iter()
+                .map(|r| segment.offset + r.start..segment.offset + r.end)
+                .collect();
+            return self.input.read_ranges(&absolute);
+        }
+        let mut raw = Vec::new();
+        self.read_segment(segment, &mut raw)?;
+        let raw = Bytes::from(raw);
+        ranges
+            .iter()
+            .map(|r| {
+                let (start, end) = (r.start as usize, r.end as usize);
+                (start <= end && end <= raw.len())
+                    .then(|| raw.slice(start..end))
+                    .ok_or_else(|| {
+                        EtlError::bad_work_file(
+                            self.location(),
+                            "a raw text lies outside its segment",
+                        )
+                    })
+            })
+            .collect()
+    }
+
     /// Appends a segment's stored bytes to `out`, decompressed if need be.
     pub fn unpack(&self, stored: &[u8], out: &mut Vec<u8>) -> Result<()> {
         if !self.is_compressed() || stored.is_empty() {
@@ -470,7 +503,7 @@ impl PartReader {
 }
 
 /// Appends the Snappy-compressed (raw format) `stored` to `out`, decompressed.
-pub fn unpack_into(stored: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+fn unpack_into(stored: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     let len =
         snap::raw::decompress_len(stored).map_err(|e| format!("bad compressed segment: {e}"))?;
     let start = out.len();

@@ -98,8 +98,7 @@ pub fn plan_source_sized(
     chunks_for_len: impl Fn(u64) -> usize,
 ) -> Result<SourcePlan> {
     let path = data_dir.join(source.file_name());
-    let input = open_input(&path)?;
-    let len = input.len().map_err(|e| missing_as_input(e, &path))?;
+    let (input, len) = open_input(&path)?;
     let scan = scan_boundaries(&input, len, chunks_for_len(len))?;
     let header_fields;
     let mut column_positions = Vec::new();
@@ -139,9 +138,7 @@ pub fn plan_source_sized(
 /// Cuts the data of a CSV file (everything after its header) into at most `n`
 /// ranges of about equal size at record boundaries, quote-aware.
 pub fn plan_chunks(path: impl Into<Location>, n: usize) -> Result<Vec<ByteRange>> {
-    let path = path.into();
-    let input = open_input(&path)?;
-    let len = input.len().map_err(|e| missing_as_input(e, &path))?;
+    let (input, len) = open_input(&path.into())?;
     Ok(scan_boundaries(&input, len, n)?.chunks)
 }
 
@@ -151,17 +148,23 @@ struct BoundaryScan {
     chunks: Vec<ByteRange>,
 }
 
-fn open_input(path: &Location) -> Result<InputFile> {
-    path.open().map_err(|e| missing_as_input(e, path))
+/// Names a file or object that is not there as the missing input it is.
+fn missing_input(path: &Location) -> impl Fn(EtlError) -> EtlError + '_ {
+    move |err| {
+        if err.is_not_found() {
+            EtlError::MissingFile { path: path.clone() }
+        } else {
+            err
+        }
+    }
 }
 
-/// A file or object that is not there, named as the missing input it is.
-fn missing_as_input(err: EtlError, path: &Location) -> EtlError {
-    if err.is_not_found() {
-        EtlError::MissingFile { path: path.clone() }
-    } else {
-        err
-    }
+/// Opens an input and learns its length (where a missing object shows).
+fn open_input(path: &Location) -> Result<(InputFile, u64)> {
+    let missing = missing_input(path);
+    let input = path.open().map_err(&missing)?;
+    let len = input.size().map_err(&missing)?;
+    Ok((input, len))
 }
 
 /// The sequential boundary scan; see the module docs.
@@ -307,7 +310,10 @@ pub fn partition_chunk(
         .get(chunk)
         .ok_or_else(|| EtlError::InvalidArgument(format!("{} has no chunk {chunk}", plan.path)))?;
     let path = &plan.path;
-    let bytes = open_input(path)?.read_range(range.start..range.end)?;
+    let bytes = path
+        .open()
+        .and_then(|input| input.read_range(range.start..range.end))
+        .map_err(missing_input(path))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| EtlError::InvalidUtf8 {
         path: path.clone(),
         offset: range.start + e.valid_up_to() as u64,

@@ -9,8 +9,7 @@ use crate::error::{EtlError, Result};
 use crate::location::Location;
 use crate::parallel::run_parallel;
 use crate::part::{
-    AcceptedRow, Origin, PartReader, SegmentIndex, collect_rejects, decode_accepted, part_path,
-    parts_dir, unpack_into,
+    AcceptedRow, Origin, PartReader, collect_rejects, decode_accepted, part_path, parts_dir,
 };
 use crate::partition::{PartitionManifest, SourcePlan};
 use crate::profile::build_profile;
@@ -142,7 +141,13 @@ pub fn process_shard_with(
         }
     }
     let mut rows = ShardRows::decode(&segments.accepted, work_dir)?;
-    rows.reject_duplicates(&manifest, &segments.raw, &mut rejects, &mut stats.files)?;
+    rows.reject_duplicates(
+        &manifest,
+        shard_id,
+        &segments.parts,
+        &mut rejects,
+        &mut stats.files,
+    )?;
     for counts in &mut stats.files {
         counts.rows_accepted = counts.rows_read - counts.rows_rejected;
     }
@@ -169,16 +174,9 @@ pub fn process_shard_with(
 struct Segments {
     accepted: [Vec<Vec<u8>>; 4],
     rejected: [Vec<Vec<u8>>; 4],
-    /// Per source, per part (in chunk order): where this shard's raw text
-    /// is, when the parts keep it.
-    raw: [Vec<RawText>; 4],
-}
-
-/// Where a part keeps one shard's raw text.
-struct RawText {
-    part: Location,
-    segment: Option<SegmentIndex>,
-    compressed: bool,
+    /// Per source, in chunk order, the parts that keep this shard's raw
+    /// text (the others are closed: a local run keeps no file open).
+    parts: [Vec<Option<PartReader>>; 4],
 }
 
 /// Parts a shard reads at once from a bucket (each is two or three
@@ -195,7 +193,7 @@ fn read_segments(
     let mut segments = Segments {
         accepted: Default::default(),
         rejected: Default::default(),
-        raw: Default::default(),
+        parts: Default::default(),
     };
     let at_once = if work_dir.is_object() {
         PARTS_AT_ONCE
@@ -206,27 +204,25 @@ fn read_segments(
         let i = source.index();
         let chunks: Vec<usize> = (0..manifest.plan(source).chunks.len()).collect();
         let parts = run_parallel(&chunks, at_once, |&chunk| {
-            let path = part_path(work_dir, source, chunk);
-            let part = PartReader::open(&path, source, manifest.num_shards)?;
+            let part = PartReader::open(
+                &part_path(work_dir, source, chunk),
+                source,
+                manifest.num_shards,
+            )?;
             let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
             part.read_shard(shard_id, &mut accepted, &mut rejected)?;
-            let raw = RawText {
-                part: path,
-                segment: part.raw_index(shard_id),
-                compressed: part.is_compressed(),
-            };
-            let rows = (
+            Ok((part, accepted, rejected))
+        })?;
+        for (part, accepted, rejected) in parts {
+            let (accepted_rows, rejected_rows) = (
                 part.accepted_index(shard_id).rows,
                 part.rejected_index(shard_id).rows,
             );
-            Ok((accepted, rejected, raw, rows))
-        })?;
-        for (accepted, rejected, raw, (accepted_rows, rejected_rows)) in parts {
-            segments.accepted[i].push(accepted);
-            segments.rejected[i].push(rejected);
-            segments.raw[i].push(raw);
             files[i].rows_read += accepted_rows + rejected_rows;
             files[i].rows_rejected += rejected_rows;
+            segments.accepted[i].push(accepted);
+            segments.rejected[i].push(rejected);
+            segments.parts[i].push(part.raw_index(shard_id).is_some().then_some(part));
         }
     }
     Ok(segments)
@@ -268,7 +264,8 @@ impl<'a> ShardRows<'a> {
     fn reject_duplicates(
         &mut self,
         manifest: &PartitionManifest,
-        raw: &[Vec<RawText>; 4],
+        shard_id: u32,
+        parts: &[Vec<Option<PartReader>>; 4],
         rejects: &mut Vec<RejectRecord<'_>>,
         files: &mut [FileCounts],
     ) -> Result<()> {
@@ -303,7 +300,12 @@ impl<'a> ShardRows<'a> {
                 .filter(|(s, _)| *s == source)
                 .map(|(_, origin)| *origin)
                 .collect();
-            let raws = read_raw(manifest.plan(source), &raw[source.index()], &origins)?;
+            let raws = read_raw(
+                manifest.plan(source),
+                &parts[source.index()],
+                shard_id,
+                &origins,
+            )?;
             files[source.index()].rows_rejected += origins.len() as u64;
             for (origin, raw) in origins.iter().zip(raws) {
                 rejects.push(RejectRecord {
@@ -418,9 +420,14 @@ fn drop_duplicates<T>(
 }
 
 /// The raw text of the rows at `origins` of one source, in order: from the
-/// input file (one `pread` each), or from the parts' raw segments where they
-/// keep them (on a store, rows close together in one request).
-fn read_raw(plan: &SourcePlan, parts: &[RawText], origins: &[Origin]) -> Result<Vec<String>> {
+/// input file (one `pread` each), or from shard `shard_id`'s raw segments of
+/// the parts that keep them ([`PartReader::read_raw`]).
+fn read_raw(
+    plan: &SourcePlan,
+    parts: &[Option<PartReader>],
+    shard_id: u32,
+    origins: &[Origin],
+) -> Result<Vec<String>> {
     let mut texts = vec![String::new(); origins.len()];
     // Which part each row is in: its chunk, found by its line.
     let mut by_part: Vec<Vec<usize>> = vec![Vec::new(); parts.len()];
@@ -430,58 +437,39 @@ fn read_raw(plan: &SourcePlan, parts: &[RawText], origins: &[Origin]) -> Result<
             .chunks
             .partition_point(|c| c.first_line <= origin.line)
             .saturating_sub(1);
-        match parts.get(chunk) {
-            Some(RawText {
-                segment: Some(_), ..
-            }) => by_part[chunk].push(i),
-            _ => from_input.push(i),
+        match parts.get(chunk).and_then(Option::as_ref) {
+            Some(_) => by_part[chunk].push(i),
+            None => from_input.push(i),
         }
     }
-    let mut keep = |location: &Location, i: usize, bytes: &[u8]| -> Result<()> {
-        texts[i] = String::from_utf8(bytes.to_vec()).map_err(|_| EtlError::InvalidUtf8 {
-            path: location.clone(),
-            offset: origins[i].offset,
-        })?;
-        Ok(())
-    };
-    let ranges = |base: u64, rows: &[usize]| -> Vec<_> {
+    let ranges = |rows: &[usize]| -> Vec<_> {
         rows.iter()
-            .map(|&i| {
-                let start = base + origins[i].offset;
-                start..start + origins[i].raw_len as u64
-            })
+            .map(|&i| origins[i].offset..origins[i].offset + origins[i].raw_len as u64)
             .collect()
     };
-    if !from_input.is_empty() {
-        let got = plan.path.open()?.read_ranges(&ranges(0, &from_input))?;
-        for (&i, bytes) in from_input.iter().zip(got) {
-            keep(&plan.path, i, &bytes)?;
+    let mut keep = |location: &Location, rows: &[usize], got: Vec<bytes::Bytes>| -> Result<()> {
+        for (&i, bytes) in rows.iter().zip(got) {
+            texts[i] = String::from_utf8(bytes.to_vec()).map_err(|_| EtlError::InvalidUtf8 {
+                path: location.clone(),
+                offset: origins[i].offset,
+            })?;
         }
+        Ok(())
+    };
+    if !from_input.is_empty() {
+        let got = plan.path.open()?.read_ranges(&ranges(&from_input))?;
+        keep(&plan.path, &from_input, got)?;
     }
     for (part, rows) in parts.iter().zip(&by_part) {
-        let Some(segment) = part.segment.filter(|_| !rows.is_empty()) else {
+        let Some(part) = part.as_ref().filter(|_| !rows.is_empty()) else {
             continue;
         };
-        let input = part.part.open()?;
-        if part.compressed {
-            // A compressed segment is read whole, then sliced.
-            let stored = input.read_range(segment.offset..segment.offset + segment.len)?;
-            let mut raw = Vec::new();
-            unpack_into(&stored, &mut raw).map_err(|e| EtlError::bad_work_file(&part.part, e))?;
-            for range_and_row in ranges(0, rows).into_iter().zip(rows) {
-                let (range, &i) = range_and_row;
-                let bytes = raw
-                    .get(range.start as usize..range.end as usize)
-                    .ok_or_else(|| {
-                        EtlError::bad_work_file(&part.part, "a raw text lies outside its segment")
-                    })?;
-                keep(&part.part, i, bytes)?;
-            }
-        } else {
-            let got = input.read_ranges(&ranges(segment.offset, rows))?;
-            for (&i, bytes) in rows.iter().zip(got) {
-                keep(&part.part, i, &bytes)?;
-            }
+        if let Some(segment) = part.raw_index(shard_id) {
+            keep(
+                part.location(),
+                rows,
+                part.read_raw(segment, &ranges(rows))?,
+            )?;
         }
     }
     Ok(texts)

@@ -51,14 +51,15 @@ impl Location {
             Location::Local(path) => {
                 InputInner::Local(File::open(path).map_err(|e| EtlError::io("opening", self, e))?)
             }
-            Location::Object(url) => InputInner::Object {
-                store: store_for(url)?,
-                key: object_key(url),
-            },
+            Location::Object(url) => {
+                let (store, key) = object(url)?;
+                InputInner::Object { store, key }
+            }
         };
         Ok(InputFile {
             location: self.clone(),
             inner,
+            size: OnceLock::new(),
         })
     }
 
@@ -69,8 +70,7 @@ impl Location {
                 .map(Bytes::from)
                 .map_err(|e| EtlError::io("reading", self, e)),
             Location::Object(url) => {
-                let store = store_for(url)?;
-                let key = object_key(url);
+                let (store, key) = object(url)?;
                 block_on(async { store.get(&key).await?.bytes().await })
                     .map_err(|e| store_error("reading", self, e))
             }
@@ -88,15 +88,9 @@ impl Location {
     /// Removes the file or object; one that is not there is fine.
     pub fn remove_file(&self) -> Result<()> {
         match self {
-            Location::Local(path) => match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(EtlError::io("removing", self, e))
-                }
-                _ => Ok(()),
-            },
+            Location::Local(path) => self.unless_missing(std::fs::remove_file(path)),
             Location::Object(url) => {
-                let store = store_for(url)?;
-                let key = object_key(url);
+                let (store, key) = object(url)?;
                 match block_on(store.delete(&key)) {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                     Err(e) => Err(store_error("removing", self, e)),
@@ -109,15 +103,9 @@ impl Location {
     /// holds; one that is not there is fine.
     pub fn remove_tree(&self) -> Result<()> {
         match self {
-            Location::Local(path) => match std::fs::remove_dir_all(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(EtlError::io("removing", self, e))
-                }
-                _ => Ok(()),
-            },
+            Location::Local(path) => self.unless_missing(std::fs::remove_dir_all(path)),
             Location::Object(url) => {
-                let store = store_for(url)?;
-                let prefix = object_key(url);
+                let (store, prefix) = object(url)?;
                 block_on(async {
                     // `list` matches whole segments: `out/.work` never takes `out/.workshop`.
                     let keys = store
@@ -148,19 +136,46 @@ impl Location {
     }
 
     /// Checks, before anything is written or removed, that this output
-    /// location can be used: a local directory is created; for a bucket,
-    /// one listing request proves that the endpoint answers, the
-    /// credentials are accepted and the bucket exists.
+    /// location can be used: a local directory is created; a bucket is
+    /// probed (see [`Location::check_input_dir`]).
     pub fn check_output(&self) -> Result<()> {
         match self {
             Location::Local(_) => self.create_dir_all(),
-            Location::Object(url) => {
-                let store = store_for(url)?;
-                let prefix = object_key(url);
-                block_on(store.list_with_delimiter(Some(&prefix)))
-                    .map(drop)
-                    .map_err(|e| store_error("listing", self, e))
+            Location::Object(url) => self.probe(url),
+        }
+    }
+
+    /// Checks that this input directory is there: a local directory, or on
+    /// a store a bucket that answers, with one listing request that proves
+    /// the endpoint answers, the credentials are accepted and the bucket
+    /// exists (a missing object is named when it is read).
+    pub fn check_input_dir(&self) -> Result<()> {
+        match self {
+            Location::Local(dir) if !dir.is_dir() => Err(EtlError::InvalidArgument(format!(
+                "the data directory {} does not exist",
+                dir.display()
+            ))),
+            Location::Local(_) => Ok(()),
+            Location::Object(url) => self.probe(url),
+        }
+    }
+
+    /// One listing request under the prefix (a HEAD on a missing bucket
+    /// answers 404 with no body, which would read as a missing object).
+    fn probe(&self, url: &ObjectUrl) -> Result<()> {
+        let (store, prefix) = object(url)?;
+        block_on(store.list_with_delimiter(Some(&prefix)))
+            .map(drop)
+            .map_err(|e| store_error("listing", self, e))
+    }
+
+    /// `result`, with "not found" as success: removing what is not there.
+    fn unless_missing(&self, result: std::io::Result<()>) -> Result<()> {
+        match result {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(EtlError::io("removing", self, e))
             }
+            _ => Ok(()),
         }
     }
 
@@ -169,8 +184,7 @@ impl Location {
         match self {
             Location::Local(path) => Ok(path.exists()),
             Location::Object(url) => {
-                let store = store_for(url)?;
-                let key = object_key(url);
+                let (store, key) = object(url)?;
                 match block_on(store.head(&key)) {
                     Ok(_) => Ok(true),
                     Err(e) => match store_error("reading", self, e) {
@@ -187,6 +201,8 @@ impl Location {
 pub struct InputFile {
     location: Location,
     inner: InputInner,
+    /// The length, once asked for (a HEAD request on a store).
+    size: OnceLock<u64>,
 }
 
 enum InputInner {
@@ -203,22 +219,22 @@ impl InputFile {
         &self.location
     }
 
-    /// Its length in bytes (a HEAD request for an object).
-    pub fn len(&self) -> Result<u64> {
-        match &self.inner {
+    /// Its length in bytes (for an object, a HEAD request the first time,
+    /// unless a tail read already learned it).
+    pub fn size(&self) -> Result<u64> {
+        if let Some(&size) = self.size.get() {
+            return Ok(size);
+        }
+        let size = match &self.inner {
             InputInner::Local(file) => file
                 .metadata()
                 .map(|m| m.len())
-                .map_err(|e| EtlError::io("reading", &self.location, e)),
+                .map_err(|e| EtlError::io("reading", &self.location, e))?,
             InputInner::Object { store, key } => block_on(store.head(key))
                 .map(|meta| meta.size)
-                .map_err(|e| store_error("reading", &self.location, e)),
-        }
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
+                .map_err(|e| store_error("reading", &self.location, e))?,
+        };
+        Ok(*self.size.get_or_init(|| size))
     }
 
     /// The bytes of `range` (one ranged GET for an object).
@@ -269,7 +285,7 @@ impl InputFile {
     pub fn read_tail(&self, n: u64) -> Result<(Bytes, u64)> {
         match &self.inner {
             InputInner::Local(_) => {
-                let len = self.len()?;
+                let len = self.size()?;
                 let start = len.saturating_sub(n);
                 Ok((self.read_range(start..len)?, len))
             }
@@ -284,6 +300,9 @@ impl InputFile {
                     Ok((got.bytes().await?, size))
                 })
                 .map_err(|e| store_error("reading", &self.location, e))
+                .inspect(|&(_, size)| {
+                    let _ = self.size.set(size);
+                })
             }
         }
     }
@@ -305,7 +324,7 @@ impl InputFile {
             InputInner::Object { store, key } => Ok(Box::new(ObjectReader {
                 store: store.clone(),
                 key: key.clone(),
-                len: self.len()?,
+                len: self.size()?,
                 next_start: start,
                 current: Bytes::new(),
                 in_flight: VecDeque::new(),
@@ -446,12 +465,15 @@ impl OutputFile {
                     sync,
                 }
             }
-            Location::Object(url) => OutputInner::Object {
-                store: store_for(url)?,
-                key: object_key(url),
-                pending: Vec::new(),
-                upload: None,
-            },
+            Location::Object(url) => {
+                let (store, key) = object(url)?;
+                OutputInner::Object {
+                    store,
+                    key,
+                    pending: Vec::new(),
+                    upload: None,
+                }
+            }
         };
         Ok(OutputFile {
             location: location.clone(),
@@ -755,10 +777,10 @@ fn endpoint() -> String {
         .unwrap_or_else(|| "Amazon S3".to_string())
 }
 
-/// The object key of `url` (checked by [`Location::parse`]: every segment is
-/// a valid object_store segment).
-fn object_key(url: &ObjectUrl) -> ObjectKey {
-    ObjectKey::from(url.key())
+/// The client of `url`'s bucket and the object key of `url` (checked by
+/// [`Location::parse`]: every segment is a valid object_store segment).
+fn object(url: &ObjectUrl) -> Result<(Arc<dyn ObjectStore>, ObjectKey)> {
+    Ok((store_for(url)?, ObjectKey::from(url.key())))
 }
 
 #[cfg(test)]
@@ -797,7 +819,7 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, b"0123456789").unwrap();
         let file = Location::Local(path).open().unwrap();
-        assert_eq!(file.len().unwrap(), 10);
+        assert_eq!(file.size().unwrap(), 10);
         assert_eq!(&file.read_range(2..5).unwrap()[..], b"234");
         assert_eq!(
             file.read_ranges(&[0..1, 4..4, 8..10]).unwrap(),

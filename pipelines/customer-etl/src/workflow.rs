@@ -15,9 +15,7 @@
 
 use crate::calendar::Date;
 use crate::contract::{DEFAULT_AS_OF, Format, Source};
-use crate::local::{
-    DEFAULT_CHUNK_BYTES, check_input_dir, default_work_dir, plan_inputs, prepare_out_dir,
-};
+use crate::local::{DEFAULT_CHUNK_BYTES, default_work_dir, plan_inputs, prepare_out_dir};
 use crate::location::Location;
 use crate::manifest::{RunParams, RunSummary, Timings, aggregate};
 use crate::partition::{
@@ -192,7 +190,7 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
         blocking(move || {
             // Inputs first: a bad input leaves an earlier run's outputs
             // as they were.
-            check_input_dir(&data_dir)?;
+            data_dir.check_input_dir()?;
             out_dir.check_output()?;
             let plans = plan_inputs(&data_dir, 4, |len| len.div_ceil(chunk_bytes) as usize)?;
             // This run's attempt after a crash (of the runtime, or of the
