@@ -395,16 +395,21 @@ fn every_start_acknowledged_before_a_sigkill_is_run_after_the_restart() {
     }
 }
 
-/// Task processes die with a SIGKILLed runtime both ways they can be
-/// started: spawned through the launcher (the default) and forked
+/// Task processes die with a SIGKILLed runtime every way they can be
+/// started: by the spawner (the default, see weft-runtime's `spawner`),
+/// spawned through the launcher (`WEFT_SPAWNER=off`), and forked
 /// (`WEFT_LAUNCHER=off`, and any binary that embeds the runtime without
 /// being a launcher).
 #[test]
-fn task_processes_die_with_a_sigkilled_runtime_spawned_or_forked() {
-    for launcher in ["on", "off"] {
+fn task_processes_die_with_a_sigkilled_runtime_however_started() {
+    for (how, env) in [
+        ("spawner", None),
+        ("launcher", Some(("WEFT_SPAWNER", "off"))),
+        ("fork", Some(("WEFT_LAUNCHER", "off"))),
+    ] {
         let mut weft = Weft::start_with(Options {
             args: &["--quiet"],
-            env: &[("WEFT_LAUNCHER", launcher)],
+            env: env.as_slice(),
             ..Default::default()
         });
         let out = weft.python(&["start_only", "sleepy_parent", "[2, 30]"]);
@@ -418,11 +423,69 @@ fn task_processes_die_with_a_sigkilled_runtime_spawned_or_forked() {
             (weft.task_processes() == 3).then_some(())
         });
         let tag = weft.tag.clone();
+        let runtime = weft.pid().unwrap();
+        for pid in common::task_pids_tagged(&tag) {
+            let parent = common::parent_of(pid).unwrap();
+            let by_spawner = common::cmdline_of(parent).contains("__weft-spawner");
+            assert_eq!(
+                by_spawner,
+                how == "spawner",
+                "{how}: pid {pid}'s parent is {parent}"
+            );
+            if by_spawner {
+                assert_eq!(
+                    common::parent_of(parent),
+                    Some(runtime),
+                    "the spawner is the runtime's"
+                );
+            } else {
+                assert_eq!(parent, runtime, "{how}");
+            }
+        }
         weft.kill9();
-        wait_for(
-            10,
-            &format!("task processes to die (launcher {launcher})"),
-            || (common::task_processes_tagged(&tag) == 0).then_some(()),
-        );
+        wait_for(10, &format!("task processes to die ({how})"), || {
+            (common::task_processes_tagged(&tag) == 0).then_some(())
+        });
     }
+}
+
+/// A spawner killed under running attempts takes their processes with it
+/// (they must not run on unwatched), their runs end saying so, and the next
+/// attempt starts a new spawner.
+#[test]
+fn a_killed_spawner_ends_its_attempts_and_the_next_run_gets_a_new_one() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let out = weft.python(&["start_only", "sleepy_parent", "[2, 30]"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let pids = wait_for(60, "three task processes", || {
+        let pids = common::task_pids_tagged(&weft.tag);
+        (pids.len() == 3).then_some(pids)
+    });
+    let spawner = common::parent_of(pids[0]).unwrap();
+    assert!(common::cmdline_of(spawner).contains("__weft-spawner"));
+    // SAFETY: a plain kill of a process this test's server started.
+    assert_eq!(unsafe { libc::kill(spawner as i32, libc::SIGKILL) }, 0);
+    wait_for(10, "the spawner's task processes to die", || {
+        (weft.task_processes() == 0).then_some(())
+    });
+    let out = weft.python(&["await_run", &root]);
+    let ended: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let error = ended["error"].as_str().unwrap_or_default();
+    assert!(error.contains("spawner exited"), "{error}");
+    let out = weft.python(&["start_only", "square", "[7]"]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = weft.python(&["await_run", &id]);
+    let ended: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["results"], serde_json::json!([49]));
 }

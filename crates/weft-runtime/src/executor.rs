@@ -30,7 +30,8 @@ pub struct Executor {
     cgroups: Option<Cgroups>,
     /// Task processes die with the runtime.
     lifeline: Lifeline,
-    /// Python task processes forked from one launcher (`--prefork`).
+    /// Task processes forked by one launcher: the Python one
+    /// (`--prefork`), or the runtime's spawner.
     prefork: Option<Prefork>,
     /// Removes a directory made for this runtime when it goes away.
     _owned_dir: Option<tempfile::TempDir>,
@@ -93,6 +94,13 @@ impl Executor {
         let prefork = match &config.prefork {
             Some(preload) => Some(Prefork::new(
                 PreforkPlan::new(&config.start_command, preload).map_err(RuntimeError::Config)?,
+                &socket_dir,
+                config.register_timeout,
+            )),
+            // Any other start command through the spawner where it can run
+            // (see `spawner`): a fork of a small process, then one exec.
+            None if crate::spawner::enabled() => Some(Prefork::native(
+                &config.start_command,
                 &socket_dir,
                 config.register_timeout,
             )),

@@ -28,15 +28,19 @@ pub const ARG: &str = "__weft-launch";
 /// Set once this binary has shown it can act as the launcher.
 static READY: AtomicBool = AtomicBool::new(false);
 
-/// Acts as the launcher when this process was started as one (and then
-/// never returns); otherwise notes that this binary can be one.
+/// Acts as the launcher or the spawner (`spawner`) when this process was
+/// started as one (and then never returns); otherwise notes that this
+/// binary can be one.
 pub fn run_if_asked() {
     let mut args = std::env::args_os();
-    if args.nth(1).as_deref() != Some(std::ffi::OsStr::new(ARG)) {
-        READY.store(true, Ordering::Relaxed);
-        return;
-    }
-    let code = launch(args.collect());
+    let code = match args.nth(1) {
+        Some(arg) if arg == ARG => launch(args.collect()),
+        Some(arg) if arg == crate::spawner::ARG => crate::spawner::serve(args.collect()),
+        _ => {
+            READY.store(true, Ordering::Relaxed);
+            return;
+        }
+    };
     std::process::exit(code);
 }
 

@@ -31,6 +31,7 @@ pub mod logs;
 pub mod metrics;
 pub mod prefork;
 mod slots;
+mod spawner;
 pub mod supervisor;
 pub mod task_socket;
 pub mod terminal;

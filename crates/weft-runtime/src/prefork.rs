@@ -15,6 +15,9 @@
 //! processes it started itself. If the launcher dies, its children die
 //! with it (`PR_SET_PDEATHSIG`), their attempts end as failed starts, and
 //! the next attempt starts a new launcher.
+//!
+//! The runtime's own spawner (`spawner`), which forks and execs any start
+//! command, speaks the same protocol; [`Prefork::native`] starts it.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -109,6 +112,22 @@ impl PreforkPlan {
     }
 }
 
+/// Which launcher: the Python one, or the runtime's spawner.
+enum Kind {
+    Python(PreforkPlan),
+    /// The start command, exec'd by each child.
+    Native(Vec<String>),
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Python(_) => "the pre-fork launcher",
+            Kind::Native(_) => "weft's spawner",
+        }
+    }
+}
+
 /// Makes the launcher's command (the runtime's way of starting an app
 /// process: environment, process group, lifeline).
 pub type Starter<'a> = dyn Fn(&[String]) -> tokio::process::Command + Sync + 'a;
@@ -126,6 +145,8 @@ enum Report {
 pub struct Forked {
     /// Its pid, leader of its own process group.
     pub pid: i32,
+    /// Who forked it.
+    by: &'static str,
     exit: oneshot::Receiver<i32>,
     /// Its end once known: the status, or `None` when the launcher died first.
     ended: Option<Option<ExitStatus>>,
@@ -143,7 +164,7 @@ impl Forked {
                 .insert((&mut self.exit).await.ok().map(ExitStatus::from_raw)),
         };
         ended.ok_or_else(|| {
-            std::io::Error::other("the pre-fork launcher exited, and its child with it")
+            std::io::Error::other(format!("{} exited, and its child with it", self.by))
         })
     }
 
@@ -182,7 +203,7 @@ impl Drop for Launcher {
 
 /// Starts launchers and asks them for children.
 pub struct Prefork {
-    plan: PreforkPlan,
+    kind: Kind,
     /// Where the launcher's script and control socket go (the runtime's
     /// private socket directory).
     dir: PathBuf,
@@ -194,8 +215,17 @@ pub struct Prefork {
 impl Prefork {
     /// For this plan; the launcher starts at the first spawn.
     pub fn new(plan: PreforkPlan, dir: &Path, start_timeout: Duration) -> Self {
+        Self::with(Kind::Python(plan), dir, start_timeout)
+    }
+
+    /// The runtime's spawner (see `spawner`), for any start command.
+    pub fn native(start_command: &[String], dir: &Path, start_timeout: Duration) -> Self {
+        Self::with(Kind::Native(start_command.to_vec()), dir, start_timeout)
+    }
+
+    fn with(kind: Kind, dir: &Path, start_timeout: Duration) -> Self {
         Self {
-            plan,
+            kind,
             dir: dir.to_path_buf(),
             start_timeout,
             current: tokio::sync::Mutex::new(None),
@@ -214,45 +244,55 @@ impl Prefork {
     ) -> std::io::Result<Forked> {
         let launcher = self.launcher(starter, logs).await?;
         let id = launcher.next_id.fetch_add(1, Ordering::Relaxed);
+        let by = self.kind.name();
         let (tx, rx) = oneshot::channel();
         {
             let mut waiting = launcher.waiting.lock().unwrap();
             if waiting.closed {
-                return Err(std::io::Error::other("the pre-fork launcher exited"));
+                return Err(std::io::Error::other(format!("{by} exited")));
             }
             waiting.spawns.insert(id, tx);
         }
-        let env: serde_json::Map<String, serde_json::Value> = env
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string_lossy().into_owned(),
-                    v.to_string_lossy().into_owned().into(),
-                )
-            })
-            .collect();
-        let request = serde_json::json!({
-            "id": id,
-            "env": env,
-            "cgroup_procs": cgroup_procs.map(|p| p.to_string_lossy().into_owned()),
-        })
-        .to_string();
+        let request = match &self.kind {
+            Kind::Python(_) => {
+                let env: serde_json::Map<String, serde_json::Value> = env
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string_lossy().into_owned(),
+                            v.to_string_lossy().into_owned().into(),
+                        )
+                    })
+                    .collect();
+                serde_json::json!({
+                    "id": id,
+                    "env": env,
+                    "cgroup_procs": cgroup_procs.map(|p| p.to_string_lossy().into_owned()),
+                })
+                .to_string()
+                .into_bytes()
+            }
+            Kind::Native(_) => crate::spawner::request(id, cgroup_procs, &env),
+        };
         let fds = stdio.each_ref().map(|fd| fd.as_raw_fd());
-        send(&launcher.control, request.as_bytes(), &fds).await?;
+        send(&launcher.control, &request, &fds).await?;
         // The launcher holds its own copies now.
         drop(stdio);
         match rx.await {
             Ok(Ok((pid, exit))) => Ok(Forked {
                 pid,
+                by,
                 exit,
                 ended: None,
             }),
-            Ok(Err(message)) => Err(std::io::Error::other(format!(
-                "the pre-fork launcher could not start the task: {message}"
+            Ok(Err(message)) => Err(std::io::Error::other(match &self.kind {
+                Kind::Python(_) => format!("{by} could not start the task: {message}"),
+                // The spawner's reason is the exec's, as a plain spawn's is.
+                Kind::Native(_) => message,
+            })),
+            Err(_) => Err(std::io::Error::other(format!(
+                "{by} exited before starting the task"
             ))),
-            Err(_) => Err(std::io::Error::other(
-                "the pre-fork launcher exited before starting the task",
-            )),
         }
     }
 
@@ -276,24 +316,32 @@ impl Prefork {
 
     async fn start(&self, starter: &Starter<'_>, logs: &LogSink) -> std::io::Result<Launcher> {
         let start_timeout = self.start_timeout;
-        let script = self.dir.join("weft_prefork.py");
-        if !script.exists() {
-            std::fs::write(&script, LAUNCHER_PY)?;
-        }
+        let by = self.kind.name();
         let control_path = self
             .dir
             .join(format!("prefork-{}.sock", uuid::Uuid::new_v4().simple()));
         let listener = seqpacket_listener(&control_path)?;
-        let mut argv = self.plan.interpreter.clone();
-        argv.push(script.to_string_lossy().into_owned());
-        argv.push(control_path.to_string_lossy().into_owned());
-        argv.push(self.plan.preload.join(","));
-        argv.extend(self.plan.target.iter().cloned());
+        let argv = match &self.kind {
+            Kind::Python(plan) => {
+                let script = self.dir.join("weft_prefork.py");
+                if !script.exists() {
+                    std::fs::write(&script, LAUNCHER_PY)?;
+                }
+                let mut argv = plan.interpreter.clone();
+                argv.push(script.to_string_lossy().into_owned());
+                argv.push(control_path.to_string_lossy().into_owned());
+                argv.push(plan.preload.join(","));
+                argv.extend(plan.target.iter().cloned());
+                argv
+            }
+            Kind::Native(start_command) => {
+                let mut argv = crate::spawner::prefix(&control_path);
+                argv.extend(start_command.iter().cloned());
+                argv
+            }
+        };
         let mut process = starter(&argv).spawn().map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("could not start the pre-fork launcher `{}`: {e}", argv[0]),
-            )
+            std::io::Error::new(e.kind(), format!("could not start {by} `{}`: {e}", argv[0]))
         })?;
         if let Some(out) = process.stdout.take() {
             logs.capture(out, None, "stdout");
@@ -304,11 +352,11 @@ impl Prefork {
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
             status = process.wait() => Err(std::io::Error::other(format!(
-                "the pre-fork launcher exited before it was ready ({}); its output is above",
+                "{by} exited before it was ready ({}); its output is above",
                 status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
             ))),
             _ = tokio::time::sleep(start_timeout) => Err(std::io::Error::other(format!(
-                "the pre-fork launcher was not ready within {} s", start_timeout.as_secs()
+                "{by} was not ready within {} s", start_timeout.as_secs()
             ))),
         };
         let _ = std::fs::remove_file(&control_path);
@@ -317,8 +365,9 @@ impl Prefork {
         let reader = tokio::spawn(read_reports(
             async_fd(control.get_ref().try_clone()?)?,
             waiting.clone(),
+            by,
         ));
-        tracing::debug!("pre-fork launcher ready (pid {:?})", process.id());
+        tracing::debug!("{by} ready (pid {:?})", process.id());
         Ok(Launcher {
             control,
             waiting,
@@ -330,7 +379,7 @@ impl Prefork {
 }
 
 /// Hands each report to whoever waits for it, until the launcher closes.
-async fn read_reports(control: AsyncFd<OwnedFd>, waiting: Arc<Mutex<Waiting>>) {
+async fn read_reports(control: AsyncFd<OwnedFd>, waiting: Arc<Mutex<Waiting>>, by: &str) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let read = control
@@ -346,7 +395,7 @@ async fn read_reports(control: AsyncFd<OwnedFd>, waiting: Arc<Mutex<Waiting>>) {
         let report: Report = match serde_json::from_slice(&buf[..n]) {
             Ok(report) => report,
             Err(e) => {
-                tracing::warn!("the pre-fork launcher said something unreadable: {e}");
+                tracing::warn!("{by} said something unreadable: {e}");
                 continue;
             }
         };
@@ -363,7 +412,7 @@ async fn read_reports(control: AsyncFd<OwnedFd>, waiting: Arc<Mutex<Waiting>>) {
                 if let Some(tx) = id.and_then(|id| waiting.spawns.remove(&id)) {
                     let _ = tx.send(Err(error));
                 } else {
-                    tracing::warn!("the pre-fork launcher: {error}");
+                    tracing::warn!("{by}: {error}");
                 }
             }
             Report::Exited { exited, status } => {
@@ -378,7 +427,7 @@ async fn read_reports(control: AsyncFd<OwnedFd>, waiting: Arc<Mutex<Waiting>>) {
     // Dropping the senders tells every waiter the launcher is gone.
     waiting.spawns.clear();
     waiting.exits.clear();
-    tracing::warn!("the pre-fork launcher exited; the next attempt starts a new one");
+    tracing::warn!("{by} exited; the next attempt starts a new one");
 }
 
 async fn send(control: &AsyncFd<OwnedFd>, data: &[u8], fds: &[i32]) -> std::io::Result<()> {

@@ -17,6 +17,7 @@ pub struct Supervisor {
     logs: LogSink,
     exit_grace: Duration,
     max_log_bytes: u64,
+    routes: task_socket::AttemptRoutes,
 }
 
 /// How an attempt's process ended, from the supervisor's side.
@@ -38,6 +39,7 @@ impl Supervisor {
             logs,
             exit_grace: config.exit_grace,
             max_log_bytes: config.max_log_bytes,
+            routes: task_socket::AttemptRoutes::new(config.max_payload_bytes),
         })
     }
 
@@ -56,7 +58,7 @@ impl Supervisor {
         stored_log_bytes: u64,
     ) -> AttemptExit {
         let socket_path = self.executor.socket_path(&attempt.socket_name());
-        let server = match task_socket::serve_attempt(&socket_path, host, attempt.clone()) {
+        let server = match self.routes.serve(&socket_path, host, attempt.clone()) {
             Ok(server) => server,
             Err(e) => {
                 attempt.close();

@@ -307,6 +307,12 @@ impl Drop for Weft {
 }
 
 pub fn task_processes_tagged(tag: &str) -> usize {
+    task_pids_tagged(tag).len()
+}
+
+/// The pids of a test server's task processes (run mode), found by the tag
+/// in their environment.
+pub fn task_pids_tagged(tag: &str) -> Vec<u32> {
     let needle = format!("WEFT_TEST_TAG={tag}");
     std::fs::read_dir("/proc")
         .unwrap()
@@ -325,7 +331,27 @@ pub fn task_processes_tagged(tag: &str) -> usize {
                 .collect();
             vars.iter().any(|v| *v == needle) && vars.iter().any(|v| v == "RENDER_SDK_MODE=run")
         })
-        .count()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// A process's parent, from `/proc/PID/stat` (`None` once it is gone).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: the fields after
+    // its closing parenthesis are state, then the parent's pid.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A process's command line, its arguments joined by spaces.
+pub fn cmdline_of(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).replace('\0', " ")
 }
 
 /// Every run of `root`'s tree as the database file holds it, read with the
