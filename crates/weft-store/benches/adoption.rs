@@ -3,6 +3,10 @@
 //! children again (same task, same input, in the same order), each of which
 //! must be handed back rather than started anew.
 //!
+//! Each start carries a fresh idempotency key, as every `ctx.run` of the
+//! SDKs sends one (a relaunched attempt's calls carry new keys, so they are
+//! adopted by task and input).
+//!
 //! `cargo bench -p weft-store --bench adoption [-- WIDTH ...]` (default
 //! 100 1000 3000) prints a Markdown table; BENCHMARKS.md keeps the numbers.
 
@@ -108,8 +112,8 @@ fn new_run(task: &str, input: serde_json::Value, parent: Option<ParentRef>) -> N
         task_name: task.into(),
         input: input.into(),
         parent,
-        idempotency_key: None,
-        idempotency_created_at: None,
+        idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
+        idempotency_created_at: Some(Utc::now().to_rfc3339()),
         at: Utc::now(),
     }
 }
