@@ -24,11 +24,17 @@ fn main() {
     let rt = common::runtime();
     println!("| spawn | runs | p50 | p90 | p99 | max |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for launcher in ["on", "off"] {
+    // How task processes start: weft's spawner (the default), the launcher
+    // (`WEFT_SPAWNER=off`), a fork of the runtime (`WEFT_LAUNCHER=off`).
+    for (how, env) in [
+        ("spawner", None),
+        ("launcher", Some(("WEFT_SPAWNER", "off"))),
+        ("fork", Some(("WEFT_LAUNCHER", "off"))),
+    ] {
         let weft = Weft::start_with(Options {
             args: &["--quiet"],
             command: &[&app],
-            env: &[("WEFT_LAUNCHER", launcher)],
+            env: env.as_slice(),
             ..Default::default()
         });
         let client = Client::new(&weft.url).unwrap();
@@ -45,8 +51,7 @@ fn main() {
         took.sort();
         let pct = |p: f64| took[((took.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
         println!(
-            "| {} | {runs} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-            if launcher == "on" { "launcher" } else { "fork" },
+            "| {how} | {runs} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
             pct(0.5),
             pct(0.9),
             pct(0.99),
