@@ -481,7 +481,10 @@ fn a_killed_spawner_ends_its_attempts_and_the_next_run_gets_a_new_one() {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(ended["status"], "failed", "{ended}");
     let error = ended["error"].as_str().unwrap_or_default();
-    assert!(error.contains("spawner exited"), "{error}");
+    assert!(
+        error.contains("ended before reporting a result: weft's spawner exited"),
+        "{error}"
+    );
     let out = weft.python(&["start_only", "square", "[7]"]);
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let out = weft.python(&["await_run", &id]);

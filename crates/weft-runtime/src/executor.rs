@@ -46,6 +46,9 @@ pub enum ExitReason {
     Canceled,
     /// The process could not be started.
     SpawnFailed(std::io::Error),
+    /// Its end could not be learned: the launcher that forked it died,
+    /// taking it along.
+    Lost(std::io::Error),
     /// It ran past its timeout and was killed.
     TimedOut(Duration),
     /// It exited without reporting.
@@ -349,7 +352,7 @@ impl Executor {
             }
             status = process.wait() => match status {
                 Ok(status) => ExitReason::Exited(status),
-                Err(e) => ExitReason::SpawnFailed(e),
+                Err(e) => ExitReason::Lost(e),
             },
             _ = deadline => ExitReason::TimedOut(timeout.unwrap_or_default()),
         };

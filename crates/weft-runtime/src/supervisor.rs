@@ -94,6 +94,9 @@ impl Supervisor {
         match exit {
             ExitReason::Reported => AttemptExit::Reported,
             ExitReason::Canceled => AttemptExit::Canceled,
+            ExitReason::Lost(e) => AttemptExit::Failed(format!(
+                "the task process ended before reporting a result: {e}"
+            )),
             ExitReason::SpawnFailed(e) => AttemptExit::Failed(format!(
                 "could not start the start command {}: {e}",
                 shell_words::join(self.executor.start_command())
