@@ -407,24 +407,10 @@ fn task_processes_die_with_a_sigkilled_runtime_however_started() {
         ("launcher", Some(("WEFT_SPAWNER", "off"))),
         ("fork", Some(("WEFT_LAUNCHER", "off"))),
     ] {
-        let mut weft = Weft::start_with(Options {
-            args: &["--quiet"],
-            env: env.as_slice(),
-            ..Default::default()
-        });
-        let out = weft.python(&["start_only", "sleepy_parent", "[2, 30]"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The parent and its two children, each a process of its own.
-        wait_for(60, "three task processes", || {
-            (weft.task_processes() == 3).then_some(())
-        });
+        let (mut weft, _, pids) = sleepy_parent_running(env.as_slice());
         let tag = weft.tag.clone();
         let runtime = weft.pid().unwrap();
-        for pid in common::task_pids_tagged(&tag) {
+        for pid in pids {
             let parent = common::parent_of(pid).unwrap();
             let by_spawner = common::cmdline_of(parent).contains("__weft-spawner");
             assert_eq!(
@@ -449,13 +435,13 @@ fn task_processes_die_with_a_sigkilled_runtime_however_started() {
     }
 }
 
-/// A spawner killed under running attempts takes their processes with it
-/// (they must not run on unwatched), their runs end saying so, and the next
-/// attempt starts a new spawner.
-#[test]
-fn a_killed_spawner_ends_its_attempts_and_the_next_run_gets_a_new_one() {
+/// A server with this environment running `sleepy_parent(2, 30)`: its
+/// root's id and the pids of the parent and its two children, each a
+/// process of its own.
+fn sleepy_parent_running(env: &[(&str, &str)]) -> (Weft, String, Vec<u32>) {
     let weft = Weft::start_with(Options {
         args: &["--quiet"],
+        env,
         ..Default::default()
     });
     let out = weft.python(&["start_only", "sleepy_parent", "[2, 30]"]);
@@ -469,6 +455,15 @@ fn a_killed_spawner_ends_its_attempts_and_the_next_run_gets_a_new_one() {
         let pids = common::task_pids_tagged(&weft.tag);
         (pids.len() == 3).then_some(pids)
     });
+    (weft, root, pids)
+}
+
+/// A spawner killed under running attempts takes their processes with it
+/// (they must not run on unwatched), their runs end saying so, and the next
+/// attempt starts a new spawner.
+#[test]
+fn a_killed_spawner_ends_its_attempts_and_the_next_run_gets_a_new_one() {
+    let (weft, root, pids) = sleepy_parent_running(&[]);
     let spawner = common::parent_of(pids[0]).unwrap();
     assert!(common::cmdline_of(spawner).contains("__weft-spawner"));
     // SAFETY: a plain kill of a process this test's server started.
