@@ -102,11 +102,9 @@ impl Executor {
             )),
             // Any other start command through the spawner where it can run
             // (see `spawner`): a fork of a small process, then one exec.
-            None if crate::spawner::enabled() => Some(Prefork::native(
-                &config.start_command,
-                &socket_dir,
-                config.register_timeout,
-            )),
+            None if crate::launcher::enabled() && crate::spawner::wanted() => Some(
+                Prefork::native(&config.start_command, &socket_dir, config.register_timeout),
+            ),
             None => None,
         };
         Ok(Self {

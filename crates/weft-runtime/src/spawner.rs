@@ -38,10 +38,11 @@ use nix::sys::socket::{
 /// The spawner's first argument.
 pub const ARG: &str = "__weft-spawner";
 
-/// Whether task processes are started through the spawner: where the
-/// launcher is used, unless `WEFT_SPAWNER=off`.
-pub(crate) fn enabled() -> bool {
-    crate::launcher::enabled() && std::env::var_os("WEFT_SPAWNER").is_none_or(|v| v != "off")
+/// Whether the spawner is wanted (unless `WEFT_SPAWNER=off`); it runs
+/// where the launcher can (this binary, as `launcher::run_if_asked` starts
+/// either).
+pub(crate) fn wanted() -> bool {
+    std::env::var_os("WEFT_SPAWNER").is_none_or(|v| v != "off")
 }
 
 /// The spawner's command line before the start command.
