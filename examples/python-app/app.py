@@ -240,6 +240,19 @@ def big_result(ctx, size: int) -> str:
     return "x" * size
 
 
+@app.task(retry=Retry(max_retries=1, wait_duration_ms=0))
+def fail_then_hang(ctx, pid_file: str, linger: float) -> None:
+    """Attempt 1 fails at once and lingers `linger` s at exit, so its retry
+    starts while it is still exiting; attempt 2 writes its pid and hangs."""
+    first = Path(pid_file + ".first")
+    if not first.exists():
+        first.touch()
+        atexit.register(time.sleep, linger)
+        raise RuntimeError("the first attempt fails on purpose")
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(600)
+
+
 @app.task
 def crash(ctx) -> None:
     """Exits without reporting anything, as a segfaulting task would."""

@@ -74,6 +74,45 @@ fn cancel_reaches_every_descendant_and_kills_their_processes() {
     });
 }
 
+/// A retry that starts while its failed attempt's process is still
+/// exiting (no backoff, an `atexit` that lingers) is still the run's
+/// attempt: canceling the run kills its process. (The old attempt, once
+/// gone, used to take the new one's place in the node's books with it.)
+#[test]
+fn a_retry_that_overlaps_its_exiting_predecessor_can_be_canceled() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let client = weft::client::Client::new(&weft.url).unwrap();
+    let pid_file = weft.dir.join("retry.pid");
+    let linger = 2.0;
+    let run = rt
+        .block_on(
+            client
+                .start_task("fail_then_hang", (pid_file.to_str().unwrap(), linger))
+                .send(),
+        )
+        .unwrap();
+    let pid: i32 = wait_for(30, "the retry to run", || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    // The first attempt's process exits meanwhile.
+    std::thread::sleep(Duration::from_secs_f64(linger + 1.0));
+    assert!(common::alive(pid), "the retry hangs until canceled");
+    rt.block_on(client.cancel_task_run(run.id())).unwrap();
+    wait_for(10, "the canceled retry's process to die", || {
+        (!common::alive(pid)).then_some(())
+    });
+    let details = rt.block_on(client.get_task_run(run.id())).unwrap();
+    assert_eq!(
+        details.run.status,
+        weft_protocol::api::TaskRunStatus::Canceled,
+        "{details:?}"
+    );
+}
+
 #[test]
 fn idempotency_keys_name_one_run() {
     Weft::start().scenario(&["idempotency"]);

@@ -594,18 +594,6 @@ fn slow_clients_cannot_starve_the_server_or_its_tasks() {
     let _ = child.wait();
 }
 
-/// Whether a process is alive (not gone, not a zombie waiting to be reaped).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit(')')
-                .next()
-                .map(|rest| rest.trim_start().to_string())
-        })
-        .is_some_and(|rest| !rest.starts_with('Z'))
-}
-
 /// A process a task started in a session of its own (setsid) dies with
 /// the attempt's timeout: every attempt has a cgroup, and the cgroup is
 /// killed.
@@ -640,7 +628,7 @@ fn descendants_that_leave_the_process_group_die_with_the_attempt() {
         .parse()
         .unwrap();
     common::wait_for(10, "the escaped grandchild to die", || {
-        (!alive(pid)).then_some(())
+        (!common::alive(pid)).then_some(())
     });
     assert!(
         !weft.output().contains("no cgroup per attempt"),

@@ -95,9 +95,9 @@ impl Attempt {
         }
         *life = Life::Reported(by);
         drop(life);
-        // notify_one keeps a permit, so a supervisor that starts waiting
-        // after the report still sees it.
-        self.reported.notify_one();
+        // Everyone waiting: the supervisor (the process may exit now) and
+        // the coordinator (the attempt's slot is free).
+        self.reported.notify_waiters();
         Ok(())
     }
 
@@ -106,9 +106,18 @@ impl Attempt {
         matches!(*self.life(), Life::Reported(_))
     }
 
-    /// Resolves once the outcome is reported.
+    /// Resolves once the outcome is reported (at once if it was).
     pub async fn reported(&self) {
-        self.reported.notified().await;
+        loop {
+            // Registered before the check, so a report in between wakes it.
+            let notified = self.reported.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.was_reported() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The attempt's process is gone: nothing more comes from it. Keeps
@@ -245,6 +254,25 @@ mod tests {
             a.claim_report(Reporter::Runtime),
             Err(Some(Reporter::Runtime))
         );
+    }
+
+    #[tokio::test]
+    async fn every_waiter_sees_the_report() {
+        let a = std::sync::Arc::new(attempt());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.reported().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        a.claim_report(Reporter::Callback).unwrap();
+        for w in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(1), w)
+                .await
+                .expect("each waiter sees the report")
+                .unwrap();
+        }
     }
 
     #[tokio::test]

@@ -498,8 +498,19 @@ impl Coordinator {
                     this.slots().set_open_children(&parent, n);
                 }
             }
-            this.run_attempt(&attempt).await;
-            this.slots().finish(&id);
+            let number = attempt.number;
+            // Its slot is free once it reports; its process exits meanwhile.
+            let release = async {
+                attempt.reported().await;
+                this.slots().reported(&id, number);
+                this.kick.notify_one();
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                () = this.run_attempt(&attempt) => {}
+                () = release => {}
+            }
+            this.slots().finish(&id, number);
             this.finished.notify_waiters();
             this.kick.notify_one();
         });

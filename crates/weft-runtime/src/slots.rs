@@ -3,9 +3,16 @@
 //!
 //! A parent waiting on children holds no slot: otherwise parents holding
 //! every slot would wait forever on children that cannot start. So an
-//! attempt counts while it has no children that have not ended.
-//! Everything here can be rebuilt from the store; it is the node's own
-//! bookkeeping, not shared with other nodes.
+//! attempt counts while it has no children that have not ended. An
+//! attempt that has reported its outcome holds no slot either: its task is
+//! done, and its process only exits (within `exit_grace`, or it is
+//! killed), so the next attempt need not wait for the exit.
+//!
+//! A run's retry can start while its previous attempt's process is still
+//! exiting; the old attempt then waits aside until its process is gone,
+//! and the run's entry is the new attempt's. Everything here can be
+//! rebuilt from the store; it is the node's own bookkeeping, not shared
+//! with other nodes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +22,11 @@ use crate::attempt::Attempt;
 /// One node's attempts.
 #[derive(Default)]
 pub struct Slots {
+    /// Each run's current attempt here.
     active: HashMap<String, Active>,
+    /// Earlier attempts of runs that have a newer one here, until their
+    /// processes are gone (they hold no slot).
+    superseded: Vec<Arc<Attempt>>,
     /// Attempts that count against the limit.
     counted: usize,
     /// No new attempts: the node is draining or stopping.
@@ -26,11 +37,13 @@ struct Active {
     attempt: Arc<Attempt>,
     /// Children of this run that have not ended.
     open_children: u32,
+    /// Its outcome is reported; its process may still be exiting.
+    reported: bool,
 }
 
 impl Active {
     fn counts(&self) -> bool {
-        self.open_children == 0
+        self.open_children == 0 && !self.reported
     }
 }
 
@@ -49,28 +62,54 @@ impl Slots {
         self.closed = true;
     }
 
-    /// An attempt starts here (it counts until it has open children).
+    /// An attempt starts here (it counts until it has open children or
+    /// reports).
     pub fn start(&mut self, attempt: Arc<Attempt>) {
         let id = attempt.run.id.clone();
-        if let Some(old) = self.active.insert(
-            id,
-            Active {
-                attempt,
-                open_children: 0,
-            },
-        ) && old.counts()
-        {
-            self.counted -= 1;
+        let new = Active {
+            attempt,
+            open_children: 0,
+            reported: false,
+        };
+        if let Some(old) = self.active.insert(id, new) {
+            if old.counts() {
+                self.counted -= 1;
+            }
+            self.superseded.push(old.attempt);
         }
         self.counted += 1;
     }
 
-    /// The attempt of `run_id` is over here.
-    pub fn finish(&mut self, run_id: &str) {
-        if let Some(active) = self.active.remove(run_id)
-            && active.counts()
-        {
+    /// Attempt `number` of `run_id` reported its outcome: it holds no slot
+    /// while its process exits.
+    pub fn reported(&mut self, run_id: &str, number: u32) {
+        let Some(active) = self.active.get_mut(run_id) else {
+            return;
+        };
+        if active.attempt.number != number || active.reported {
+            return;
+        }
+        if active.counts() {
             self.counted -= 1;
+        }
+        active.reported = true;
+    }
+
+    /// Attempt `number` of `run_id` is over here: its process is gone.
+    pub fn finish(&mut self, run_id: &str, number: u32) {
+        let current = self
+            .active
+            .get(run_id)
+            .is_some_and(|a| a.attempt.number == number);
+        if current {
+            if let Some(active) = self.active.remove(run_id)
+                && active.counts()
+            {
+                self.counted -= 1;
+            }
+        } else {
+            self.superseded
+                .retain(|a| !(a.run.id == run_id && a.number == number));
         }
     }
 
@@ -100,14 +139,18 @@ impl Slots {
         }
     }
 
-    /// The attempt running `run_id` here, if any.
+    /// The current attempt of `run_id` here, if any.
     pub fn get(&self, run_id: &str) -> Option<&Arc<Attempt>> {
         self.active.get(run_id).map(|a| &a.attempt)
     }
 
-    /// Every attempt running here.
+    /// Every attempt whose process is alive here, superseded ones too.
     pub fn attempts(&self) -> Vec<Arc<Attempt>> {
-        self.active.values().map(|a| a.attempt.clone()).collect()
+        self.active
+            .values()
+            .map(|a| a.attempt.clone())
+            .chain(self.superseded.iter().cloned())
+            .collect()
     }
 
     /// Runs with an attempt here.
@@ -115,12 +158,13 @@ impl Slots {
         self.active.keys().cloned().collect()
     }
 
+    /// Attempts whose processes are alive here.
     pub fn len(&self) -> usize {
-        self.active.len()
+        self.active.len() + self.superseded.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
+        self.len() == 0
     }
 
     /// Attempts holding a slot.
@@ -137,11 +181,25 @@ mod tests {
     use weft_store::{RunRecord, RunState};
 
     fn attempt(id: &str) -> Arc<Attempt> {
+        attempt_number(id, 1)
+    }
+
+    fn attempt_number(id: &str, number: u32) -> Arc<Attempt> {
         let now = Utc::now();
         Arc::new(Attempt::new(
             RunRecord {
                 status: RunState::Running,
                 started_at: Some(now),
+                attempts: vec![weft_store::AttemptRecord {
+                    node_id: None,
+                    number,
+                    status: RunState::Running,
+                    started_at: now,
+                    completed_at: None,
+                    error: None,
+                    output: None,
+                    interrupted: false,
+                }],
                 ..RunRecord::new(id, "t", serde_json::json!([]), now)
             },
             CancellationToken::new(),
@@ -163,14 +221,70 @@ mod tests {
         assert_eq!(slots.free(2), 0, "all ended: p counts again");
         slots.set_open_children("q", 3);
         assert_eq!(slots.free(2), 1);
-        slots.finish("q");
+        slots.finish("q", 1);
         assert_eq!((slots.len(), slots.counted()), (1, 1));
-        slots.finish("p");
+        slots.finish("p", 1);
         assert_eq!((slots.len(), slots.counted(), slots.free(2)), (0, 0, 2));
         slots.child_changed("gone", -1);
-        slots.finish("gone");
+        slots.finish("gone", 1);
         assert_eq!(slots.counted(), 0, "unknown runs change nothing");
         slots.close();
         assert_eq!(slots.free(2), 0);
+    }
+
+    #[test]
+    fn a_reported_attempt_holds_no_slot_while_it_exits() {
+        let mut slots = Slots::default();
+        slots.start(attempt("p"));
+        slots.start(attempt("q"));
+        assert_eq!(slots.free(2), 0);
+        slots.reported("p", 2);
+        assert_eq!(slots.free(2), 0, "another attempt's report changes nothing");
+        slots.reported("p", 1);
+        slots.reported("p", 1);
+        assert_eq!((slots.free(2), slots.len()), (1, 2), "p exits slot-free");
+        slots.child_changed("p", 1);
+        slots.child_changed("p", -1);
+        assert_eq!(slots.free(2), 1, "its children do not give it a slot back");
+        slots.finish("p", 1);
+        assert_eq!((slots.free(2), slots.len()), (1, 1));
+        slots.child_changed("q", 1);
+        slots.reported("q", 1);
+        slots.child_changed("q", -1);
+        assert_eq!(
+            slots.free(2),
+            2,
+            "a waiting parent that reports stays uncounted"
+        );
+    }
+
+    #[test]
+    fn a_retry_overlapping_its_exiting_predecessor_keeps_its_place() {
+        let mut slots = Slots::default();
+        let first = attempt_number("r", 1);
+        slots.start(first.clone());
+        slots.reported("r", 1);
+        let retry = attempt_number("r", 2);
+        slots.start(retry.clone());
+        assert_eq!((slots.counted(), slots.len()), (1, 2));
+        // The first attempt's process is gone only now.
+        slots.finish("r", 1);
+        assert!(
+            slots.get("r").is_some_and(|a| Arc::ptr_eq(a, &retry)),
+            "the retry is still the run's attempt here"
+        );
+        assert_eq!((slots.counted(), slots.len()), (1, 1));
+        slots.finish("r", 2);
+        assert_eq!((slots.counted(), slots.len()), (0, 0));
+
+        // Superseded before it reported (the runtime's report comes after
+        // the process is gone): it stops counting at once.
+        slots.start(attempt_number("s", 1));
+        slots.start(attempt_number("s", 2));
+        assert_eq!((slots.counted(), slots.len()), (1, 2));
+        assert_eq!(slots.attempts().len(), 2, "both are killed on stop");
+        slots.finish("s", 1);
+        slots.finish("s", 2);
+        assert!(slots.is_empty());
     }
 }

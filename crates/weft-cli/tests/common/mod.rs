@@ -336,6 +336,18 @@ pub fn task_pids_tagged(tag: &str) -> Vec<u32> {
 }
 
 /// A process's parent, from `/proc/PID/stat` (`None` once it is gone).
+/// Whether a process is alive (not gone, not a zombie waiting to be reaped).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(')')
+                .next()
+                .map(|rest| rest.trim_start().to_string())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
 pub fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, in parentheses, may hold spaces: the fields after
