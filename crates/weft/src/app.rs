@@ -122,6 +122,8 @@ impl Registered {
 pub struct Workflows {
     tasks: Vec<Registered>,
     defaults: TaskOptions,
+    /// [`main`](Workflows::main) builds a multi-threaded runtime.
+    pub(crate) multi_threaded: bool,
 }
 
 impl fmt::Debug for Workflows {
@@ -129,6 +131,7 @@ impl fmt::Debug for Workflows {
         f.debug_struct("Workflows")
             .field("tasks", &self.task_names().collect::<Vec<_>>())
             .field("defaults", &self.defaults)
+            .field("multi_threaded", &self.multi_threaded)
             .finish()
     }
 }
@@ -137,6 +140,16 @@ impl Workflows {
     /// An app with no tasks and no defaults.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes [`main`](Workflows::main) run the worker on tokio's
+    /// multi-threaded runtime (a worker thread per CPU) instead of on the
+    /// current thread alone: for tasks that spread work over
+    /// `tokio::spawn` or call `tokio::task::block_in_place`. Each task
+    /// process then pays for starting its threads.
+    pub fn multi_threaded(mut self) -> Self {
+        self.multi_threaded = true;
+        self
     }
 
     /// The retry policy of tasks registered after this call that set none.

@@ -1,21 +1,29 @@
 //! The worker's side of the task socket: HTTP/1.1 with JSON bodies over the
 //! Unix socket named by `RENDER_SDK_SOCKET_PATH`.
 //!
-//! One connection per request with `Connection: close`, as the Python SDK
-//! does: the runtime may hold a `get-subtask-result` request open, and a
-//! fresh connection per call keeps a slow answer from blocking another.
-//! Transient failures (connect errors, timeouts, 5xx, 429) are retried with
+//! Connections are kept alive and reused (HTTP/1.1's default), each
+//! carrying one request at a time: the runtime may hold a
+//! `get-subtask-result` request open, and a held request keeps only its
+//! own connection busy; the next call takes an idle one or opens another.
+//! (The Python SDK opens a connection per call; on a fan-out of a thousand
+//! children, connecting and accepting was a tenth of the runtime's work
+//! per child: BENCHMARKS.md, "The runtime, per Rust child".) Transient
+//! failures (connect errors, timeouts, 5xx, 429) are retried with
 //! exponential backoff; 4xx answers are not.
 
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::Client as PooledClient;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
@@ -125,12 +133,45 @@ pub(crate) struct SocketClient {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     path: PathBuf,
+    /// Connections to the socket, kept alive and reused.
+    http: PooledClient<Connector, Full<Bytes>>,
     backoff: Backoff,
     short_requests: Semaphore,
     polls: Semaphore,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketClient")
+            .field("path", &self.path)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long an idle connection is kept for the next call.
+const IDLE_CONNECTION: Duration = Duration::from_secs(30);
+
+/// Opens connections to the task socket for the pool (whatever the URI
+/// names: every request goes to the one socket).
+#[derive(Clone)]
+struct Connector(Arc<PathBuf>);
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<UnixStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move { UnixStream::connect(&*path).await.map(TokioIo::new) })
+    }
 }
 
 /// Which concurrency bound and timeout a call falls under.
@@ -146,9 +187,15 @@ impl SocketClient {
     }
 
     pub fn with_backoff(path: impl Into<PathBuf>, backoff: Backoff) -> Self {
+        let path = path.into();
+        let http = PooledClient::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_CONNECTION)
+            .build(Connector(Arc::new(path.clone())));
         Self {
             inner: Arc::new(Inner {
-                path: path.into(),
+                path,
+                http,
                 backoff,
                 short_requests: Semaphore::new(MAX_SHORT_REQUESTS),
                 polls: Semaphore::new(MAX_POLLS),
@@ -296,7 +343,7 @@ impl SocketClient {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let exchange = request(&self.inner.path, operation, method, path, body);
+        let exchange = self.request(operation, method, path, body);
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(SocketError::Timeout {
@@ -319,76 +366,82 @@ fn encode_body<B: Serialize>(
         })
 }
 
-/// Aborts the spawned connection driver when the request ends, whether it
-/// finished, failed or timed out.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl SocketClient {
+    /// One exchange on a pooled connection.
+    async fn request(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<Bytes, SocketError> {
+        let transport = |message: String| SocketError::Transport { operation, message };
+        // The pool wants an absolute URI; the host is a placeholder, and
+        // the path is the protocol's.
+        let builder = Request::builder()
+            .method(method)
+            .uri(format!("http://localhost{path}"))
+            .header(USER_AGENT, USER_AGENT_VALUE)
+            .header(ACCEPT, "application/json");
+        let request = match body {
+            Some(bytes) => builder
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(bytes)),
+            None => builder.body(Full::new(Bytes::new())),
+        }
+        .map_err(|err| transport(err.to_string()))?;
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+        let response = self.inner.http.request(request).await.map_err(|err| {
+            if err.is_connect() {
+                SocketError::Connect {
+                    operation,
+                    path: self.inner.path.clone(),
+                    source: io_cause(&err),
+                }
+            } else {
+                transport(error_chain(&err))
+            }
+        })?;
+        let status = response.status();
+        let answer = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| transport(err.to_string()))?
+            .to_bytes();
+        if status.is_client_error() || status.is_server_error() {
+            return Err(SocketError::Status {
+                operation,
+                status: status.as_u16(),
+                message: error_message(&answer, status.canonical_reason().unwrap_or("no message")),
+            });
+        }
+        Ok(answer)
     }
 }
 
-async fn request(
-    socket_path: &Path,
-    operation: &'static str,
-    method: Method,
-    path: &str,
-    body: Option<Bytes>,
-) -> Result<Bytes, SocketError> {
-    let transport = |err: hyper::Error| SocketError::Transport {
-        operation,
-        message: err.to_string(),
-    };
-    let stream = UnixStream::connect(socket_path)
-        .await
-        .map_err(|source| SocketError::Connect {
-            operation,
-            path: socket_path.to_path_buf(),
-            source,
-        })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(transport)?;
-    let _driver = AbortOnDrop(tokio::spawn(async move {
-        // Its errors surface through `send_request` too.
-        let _ = connection.await;
-    }));
-
-    let builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(HOST, "localhost")
-        .header(CONNECTION, "close")
-        .header(USER_AGENT, USER_AGENT_VALUE)
-        .header(ACCEPT, "application/json");
-    let request = match body {
-        Some(bytes) => builder
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(bytes)),
-        None => builder.body(Full::new(Bytes::new())),
+/// The I/O error under a failed connect (the pool wraps it).
+fn io_cause(err: &(dyn std::error::Error + 'static)) -> std::io::Error {
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return std::io::Error::new(io.kind(), io.to_string());
+        }
+        cause = e.source();
     }
-    .map_err(|err| SocketError::Transport {
-        operation,
-        message: err.to_string(),
-    })?;
+    std::io::Error::other(error_chain(err))
+}
 
-    let response = sender.send_request(request).await.map_err(transport)?;
-    let status = response.status();
-    let answer = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(transport)?
-        .to_bytes();
-    if status.is_client_error() || status.is_server_error() {
-        return Err(SocketError::Status {
-            operation,
-            status: status.as_u16(),
-            message: error_message(&answer, status.canonical_reason().unwrap_or("no message")),
-        });
+/// An error with its causes, `outer: inner: ...`.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
     }
-    Ok(answer)
+    text
 }
 
 /// The message of an error answer: JSON `{"message"}` or `{"error"}`, else

@@ -80,19 +80,37 @@ impl Workflows {
         self.serve(mode, SocketClient::new(socket_path)).await
     }
 
-    /// Blocking [`start`](Workflows::start): builds a multi-threaded tokio
-    /// runtime, runs the worker, and exits the process with status 1 (after
-    /// printing why to stderr) if it fails. Meant to be the last line of
-    /// `main`.
+    /// Blocking [`start`](Workflows::start): builds a tokio runtime, runs
+    /// the worker, and exits the process with status 1 (after printing why
+    /// to stderr) if it fails. Meant to be the last line of `main`.
+    ///
+    /// The runtime runs on this thread alone, as the official SDKs run a
+    /// task on one event loop: a task process runs one attempt, and work
+    /// spreads over processes (subtasks). Blocking or CPU-heavy work goes
+    /// to [`tokio::task::spawn_blocking`], which has its own threads. Apps
+    /// whose tasks want tokio's worker threads (parallel `tokio::spawn`,
+    /// `block_in_place`) ask for them with
+    /// [`multi_threaded`](Workflows::multi_threaded), or call
+    /// [`start`](Workflows::start) from a runtime of their own.
     pub fn main(&self) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime starts");
+        let runtime = self.runtime().expect("a tokio runtime starts");
         if let Err(err) = runtime.block_on(self.start()) {
             eprintln!("error: {err}");
             std::process::exit(1);
         }
+    }
+
+    /// The runtime [`main`](Workflows::main) runs the worker on.
+    fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        // One thread by default: a no-op task process spent a sixth of its
+        // CPU starting, waking and joining worker threads (BENCHMARKS.md,
+        // "The runtime, per Rust child").
+        let mut builder = if self.multi_threaded {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        builder.enable_all().build()
     }
 
     pub(crate) async fn serve(&self, mode: Mode, socket: SocketClient) -> Result<(), WorkerError> {
@@ -275,5 +293,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(results, json!([49]));
+    }
+
+    #[test]
+    fn main_runs_on_this_thread_unless_the_app_asks_for_workers() {
+        use tokio::runtime::RuntimeFlavor;
+        let flavor = |app: Workflows| app.runtime().unwrap().handle().runtime_flavor();
+        assert_eq!(flavor(app()), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(app().multi_threaded()), RuntimeFlavor::MultiThread);
+        // Blocking work still has threads of its own.
+        let rt = app().runtime().unwrap();
+        let other = rt.block_on(async { tokio::task::spawn_blocking(std::thread::current).await });
+        assert_ne!(other.unwrap().id(), std::thread::current().id());
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures::future::try_join_all;
@@ -75,6 +77,8 @@ type Script = dyn Fn(&Recorded, &[Recorded]) -> Reply + Send + Sync;
 struct Fake {
     log: Mutex<Vec<Recorded>>,
     script: Box<Script>,
+    /// Connections accepted.
+    connections: std::sync::atomic::AtomicUsize,
 }
 
 /// A fake runtime serving the task socket in a temporary directory.
@@ -91,8 +95,14 @@ impl FakeRuntime {
         let fake = Arc::new(Fake {
             log: Mutex::new(Vec::new()),
             script: Box::new(script),
+            connections: Default::default(),
         });
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let counted = fake.clone();
+        let listener = tokio::net::UnixListener::bind(&socket)
+            .unwrap()
+            .tap_io(move |_| {
+                counted.connections.fetch_add(1, Ordering::SeqCst);
+            });
         let app = Router::new().fallback(answer).with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
@@ -100,6 +110,10 @@ impl FakeRuntime {
             socket,
             _dir: dir,
         }
+    }
+
+    fn connections(&self) -> usize {
+        self.fake.connections.load(Ordering::SeqCst)
     }
 
     fn requests(&self) -> Vec<Recorded> {
@@ -244,7 +258,7 @@ async fn register_lists_every_task_once() {
     let requests = runtime.requests();
     assert_eq!(runtime.paths(), ["POST /register-tasks"]);
     let register = &requests[0];
-    assert_eq!(register.connection.as_deref(), Some("close"));
+    assert_eq!(register.connection, None, "kept alive, HTTP/1.1's default");
     assert_eq!(register.content_type.as_deref(), Some("application/json"));
     assert!(
         register
@@ -289,11 +303,8 @@ async fn run_fetches_input_runs_and_calls_back() {
         .unwrap();
     assert!(ns > 1_600_000_000_000_000_000, "{query}");
     assert_eq!(requests[0].body, Value::Null);
-    assert!(
-        requests
-            .iter()
-            .all(|r| r.connection.as_deref() == Some("close"))
-    );
+    assert!(requests.iter().all(|r| r.connection.is_none()));
+    assert_eq!(runtime.connections(), 1, "both calls on one connection");
     assert_eq!(
         requests[1].body,
         json!({"complete": {"output": b64(&json!([144]))}})
@@ -578,6 +589,14 @@ async fn a_wide_fan_out_completes() {
         .map(|r| r.body["idempotency_key"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(keys.len(), WIDTH as usize);
+    // Connections are reused: far fewer than one per call (a call in
+    // flight holds one; the pool may open another rather than wait).
+    assert!(
+        runtime.connections() * 2 < requests.len(),
+        "{} connections for {} requests",
+        runtime.connections(),
+        requests.len()
+    );
     let sum: i64 = (0..WIDTH).map(|i| i * i).sum();
     assert_eq!(
         runtime.callback(),
