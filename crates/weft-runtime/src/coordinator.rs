@@ -368,12 +368,24 @@ impl Coordinator {
 
     /// Waits until the run ends or `hold` passes; returns the run as it is then.
     pub async fn wait_for_run(&self, id: &str, hold: Duration) -> Result<RunRecord, RunError> {
+        self.wait_for_end(id, hold, |_| true).await
+    }
+
+    /// [`wait_for_run`](Self::wait_for_run) of a run that `visible` lets
+    /// the caller see (one read of the store for both).
+    async fn wait_for_end(
+        &self,
+        id: &str,
+        hold: Duration,
+        visible: impl FnOnce(&RunRecord) -> bool,
+    ) -> Result<RunRecord, RunError> {
         // Registered before reading, so an end between the two is not missed.
         let mut watch = self.watch_ends([id.to_string()]);
         let run = self
             .store
             .get_run(id)
             .await?
+            .filter(visible)
             .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
         if run.status.is_terminal() {
             return Ok(run);
@@ -826,14 +838,15 @@ impl AttemptHost for Coordinator {
         hold: Duration,
     ) -> Result<RunRecord, RunError> {
         // A task reads its own children's results, not any run's.
-        let run = self.store.get_run(id).await?;
-        if run.is_none_or(|r| r.parent_id.as_deref() != Some(parent.run.id.as_str())) {
-            return Err(RunError::UnknownRun(format!(
-                "{id} (not a subtask of {})",
-                parent.run.id
-            )));
-        }
-        self.wait_for_run(id, hold).await
+        let parent_id = parent.run.id.as_str();
+        self.wait_for_end(id, hold, |r| r.parent_id.as_deref() == Some(parent_id))
+            .await
+            .map_err(|e| match e {
+                RunError::UnknownRun(_) => {
+                    RunError::UnknownRun(format!("{id} (not a subtask of {parent_id})"))
+                }
+                other => other,
+            })
     }
 
     /// The first report of an attempt decides its end (see

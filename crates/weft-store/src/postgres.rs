@@ -54,6 +54,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "roots",
             include_str!("../migrations/postgres/0002_roots.sql"),
         ),
+        (
+            3,
+            "pending_due",
+            include_str!("../migrations/postgres/0003_pending_due.sql"),
+        ),
     ];
     Migrator {
         migrations: Cow::Owned(
@@ -896,11 +901,15 @@ impl Store for PgStore {
                     open_attempts(conn, &ids, at, &node).await?;
                 }
                 let runs = load_runs_by_ids(conn, &ids).await?;
-                let next_due: Option<DateTime<Utc>> =
-                    sqlx::query_scalar("SELECT min(coalesce(not_before, $1)) FROM runs WHERE status = 'pending'")
-                        .bind(at)
-                        .fetch_one(&mut *conn)
-                        .await?;
+                // The earliest pending run, off `runs_pending_due`; one with
+                // no `not_before` is due now.
+                let earliest: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+                    "SELECT not_before FROM runs WHERE status = 'pending'
+                     ORDER BY not_before NULLS FIRST LIMIT 1",
+                )
+                .fetch_optional(&mut *conn)
+                .await?;
+                let next_due = earliest.map(|due| due.unwrap_or(at));
                 Ok(Claimed { runs, next_due })
             })
         })

@@ -53,7 +53,16 @@ const MIGRATIONS: &[Migration] = &[
         "CREATE INDEX runs_subtask_key ON runs (parent_id, idempotency_key)
              WHERE parent_id IS NOT NULL AND idempotency_key IS NOT NULL;",
     ),
+    // When the next pending run is due (`NEXT_DUE`), without reading them all.
+    Migration::Sql("CREATE INDEX runs_pending_due ON runs (not_before) WHERE status = 'pending';"),
 ];
+
+/// The earliest pending run's `not_before` (NULL first: due now), read
+/// off `runs_pending_due` in one step. (`min(coalesce(not_before, now))`
+/// read every pending row, once per claim: a fan-out of N children read
+/// N^2/2 rows.)
+const NEXT_DUE: &str =
+    "SELECT not_before FROM runs WHERE status = 'pending' ORDER BY not_before LIMIT 1";
 
 /// One step of the schema's history.
 enum Migration {
@@ -315,19 +324,13 @@ impl SqliteStore {
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> TxResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> TxResult<T> + Send + 'static,
     {
         let readers = self.readers.clone();
         let location = self.location.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = readers.get();
-            let run = |conn: &mut Connection| -> TxResult<T> {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-                let out = f(&tx)?;
-                tx.commit()?;
-                Ok(out)
-            };
-            run(&mut conn).map_err(|e| e.into_store(&location))
+            let conn = readers.get();
+            in_transaction(&conn, "BEGIN DEFERRED", f).map_err(|e| e.into_store(&location))
         })
         .await?
     }
@@ -336,25 +339,47 @@ impl SqliteStore {
     async fn tx<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> TxResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> TxResult<T> + Send + 'static,
     {
         let conn = self.conn.clone();
         let location = self.location.clone();
         tokio::task::spawn_blocking(move || {
             // A poisoned lock only means another call panicked mid-way; its
-            // transaction was rolled back when dropped, so the data is sound.
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let run = |conn: &mut Connection| -> TxResult<T> {
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let out = f(&tx)?;
-                tx.commit()?;
-                Ok(out)
-            };
-            run(&mut conn).map_err(|e| e.into_store(&location))
+            // transaction was rolled back when unwound, so the data is sound.
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            in_transaction(&conn, "BEGIN IMMEDIATE", f).map_err(|e| e.into_store(&location))
         })
         .await?
     }
+}
+
+/// Runs `f` between `begin` and `COMMIT`, rolling back if it fails or
+/// panics. Both statements come from the statement cache: rusqlite's
+/// `Transaction` runs them through `execute_batch`, which parses them
+/// anew each time, and that was a tenth of the runtime's CPU per child in
+/// a wide fan-out (BENCHMARKS.md, "The runtime, per Rust child").
+fn in_transaction<T>(
+    conn: &Connection,
+    begin: &'static str,
+    f: impl FnOnce(&Connection) -> TxResult<T>,
+) -> TxResult<T> {
+    /// Rolls back unless disarmed: on an error, a failed commit or a panic.
+    struct Open<'c>(Option<&'c Connection>);
+    impl Drop for Open<'_> {
+        fn drop(&mut self) {
+            if let Some(conn) = self.0
+                && !conn.is_autocommit()
+            {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+    conn.prepare_cached(begin)?.execute([])?;
+    let mut open = Open(Some(conn));
+    let out = f(conn)?;
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    open.0 = None;
+    Ok(out)
 }
 
 /// Reader connections a store keeps.
@@ -723,7 +748,7 @@ impl RunRow {
     }
 }
 
-fn load_attempts(tx: &Transaction<'_>, run_id: &str) -> TxResult<Vec<AttemptRecord>> {
+fn load_attempts(tx: &Connection, run_id: &str) -> TxResult<Vec<AttemptRecord>> {
     let mut stmt = tx.prepare_cached(
         "SELECT attempt, status, started_at, completed_at, error, output, interrupted, node_id
          FROM attempts WHERE run_id = ?1 ORDER BY attempt",
@@ -757,7 +782,7 @@ fn load_attempts(tx: &Transaction<'_>, run_id: &str) -> TxResult<Vec<AttemptReco
     Ok(out)
 }
 
-fn load_run(tx: &Transaction<'_>, id: &str) -> TxResult<Option<RunRecord>> {
+fn load_run(tx: &Connection, id: &str) -> TxResult<Option<RunRecord>> {
     let row = tx
         .query_row(
             &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
@@ -775,7 +800,7 @@ fn load_run(tx: &Transaction<'_>, id: &str) -> TxResult<Option<RunRecord>> {
 }
 
 fn load_runs(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     sql: &str,
     params: &[&dyn rusqlite::ToSql],
 ) -> TxResult<Vec<RunRecord>> {
@@ -801,7 +826,7 @@ fn new_run_id() -> String {
 const SUBTASK_BY_KEY: &str = "SELECT id FROM runs WHERE parent_id = ?1 AND idempotency_key = ?2
      AND coalesce(idempotency_created_at, '') = coalesce(?3, '') LIMIT 1";
 
-fn find_existing(tx: &Transaction<'_>, new: &NewRun) -> TxResult<Option<(String, Creation)>> {
+fn find_existing(tx: &Connection, new: &NewRun) -> TxResult<Option<(String, Creation)>> {
     let Some(key) = new.idempotency_key.as_deref() else {
         return adoptable_child(tx, new);
     };
@@ -840,7 +865,7 @@ fn find_existing(tx: &Transaction<'_>, new: &NewRun) -> TxResult<Option<(String,
 /// parent with the same task and input that an earlier attempt started or
 /// took, that this attempt has not taken, and that did not fail or get
 /// canceled, is taken by this attempt and handed back.
-fn adoptable_child(tx: &Transaction<'_>, new: &NewRun) -> TxResult<Option<(String, Creation)>> {
+fn adoptable_child(tx: &Connection, new: &NewRun) -> TxResult<Option<(String, Creation)>> {
     let Some(parent) = &new.parent else {
         return Ok(None);
     };
@@ -872,7 +897,7 @@ fn adoptable_child(tx: &Transaction<'_>, new: &NewRun) -> TxResult<Option<(Strin
 }
 
 /// Records that `attempt` of the parent has the child now.
-fn take_child(tx: &Transaction<'_>, id: &str, attempt: u32) -> TxResult<()> {
+fn take_child(tx: &Connection, id: &str, attempt: u32) -> TxResult<()> {
     tx.execute_cached(
         "UPDATE runs SET taken_by_attempt = max(coalesce(taken_by_attempt, 0), ?2) WHERE id = ?1",
         params![id, attempt],
@@ -884,7 +909,7 @@ fn take_child(tx: &Transaction<'_>, id: &str, attempt: u32) -> TxResult<()> {
 const INTERRUPTED: &str = "interrupted: the weft runtime stopped during this attempt; relaunched without counting against retries";
 
 /// Opens the next attempt of a run that was just moved to running.
-fn open_attempt(tx: &Transaction<'_>, run_id: &str, at: DateTime<Utc>, node: &str) -> TxResult<()> {
+fn open_attempt(tx: &Connection, run_id: &str, at: DateTime<Utc>, node: &str) -> TxResult<()> {
     tx.execute_cached(
         "INSERT INTO attempts (run_id, attempt, status, started_at, node_id)
          VALUES (?1, (SELECT coalesce(max(attempt), 0) + 1 FROM attempts WHERE run_id = ?1), 'running', ?2, ?3)",
@@ -1074,15 +1099,15 @@ impl Store for SqliteStore {
                 open_attempt(tx, id, at, &node)?;
                 runs.push(load_run(tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))?);
             }
-            let next_due: Option<String> = tx.query_row_cached(
-                "SELECT min(coalesce(not_before, ?1)) FROM runs WHERE status = 'pending'",
-                [&now],
-                |r| r.get(0),
-            )?;
-            Ok(Claimed {
-                runs,
-                next_due: parse_opt_ts(next_due)?,
-            })
+            // The earliest pending run: one with no `not_before` is due now.
+            let earliest: Option<Option<String>> =
+                tx.query_row_cached(NEXT_DUE, [], |r| r.get(0)).optional()?;
+            let next_due = match earliest {
+                None => None,
+                Some(None) => Some(at),
+                Some(Some(due)) => Some(parse_ts(&due)?),
+            };
+            Ok(Claimed { runs, next_due })
         })
         .await
     }
@@ -1471,6 +1496,52 @@ mod tests {
             plan.iter().any(|step| step.contains("idempotency_key=?")),
             "the lookup must use an index on (parent_id, idempotency_key): {plan:?}"
         );
+    }
+
+    #[test]
+    fn the_next_due_run_is_read_off_an_index() {
+        // Reading every pending row per claim made a fan-out of N children
+        // read N^2/2 rows.
+        let plan = plan(NEXT_DUE);
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX runs_pending_due")
+                    || step.contains("USING COVERING INDEX runs_pending_due")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "no sort: {plan:?}"
+        );
+    }
+
+    #[test]
+    fn a_transaction_that_fails_or_panics_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("weft.db")).unwrap();
+        let conn = store.conn.lock().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let insert = |conn: &Connection| conn.execute("INSERT INTO t VALUES (1)", []);
+        let failed = in_transaction(&conn, "BEGIN IMMEDIATE", |c| -> TxResult<()> {
+            insert(c)?;
+            Err(StoreError::Corrupt("on purpose".into()).into())
+        });
+        assert!(failed.is_err());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            in_transaction(&conn, "BEGIN IMMEDIATE", |c| -> TxResult<()> {
+                insert(c)?;
+                panic!("on purpose")
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(conn.is_autocommit(), "no transaction is left open");
+        in_transaction(&conn, "BEGIN IMMEDIATE", |c| Ok(insert(c)?))
+            .ok()
+            .expect("commits");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "only the committed row is there");
     }
 
     fn failure(code: i32, message: &str) -> rusqlite::Error {
