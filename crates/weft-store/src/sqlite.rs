@@ -782,13 +782,13 @@ fn load_attempts(tx: &Connection, run_id: &str) -> TxResult<Vec<AttemptRecord>> 
     Ok(out)
 }
 
+/// One run by id (built once, so the statement cache knows it).
+static RUN_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"));
+
 fn load_run(tx: &Connection, id: &str) -> TxResult<Option<RunRecord>> {
     let row = tx
-        .query_row(
-            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-            [id],
-            RunRow::from_row,
-        )
+        .query_row_cached(&RUN_BY_ID, [id], RunRow::from_row)
         .optional()?;
     match row {
         Some(row) => {
@@ -832,7 +832,7 @@ fn find_existing(tx: &Connection, new: &NewRun) -> TxResult<Option<(String, Crea
     };
     let found: Option<String> = match &new.parent {
         None => tx
-            .query_row(
+            .query_row_cached(
                 "SELECT id FROM runs WHERE parent_id IS NULL AND idempotency_key = ?1 AND created_at >= ?2
                  ORDER BY seq DESC LIMIT 1",
                 params![key, ts(new.at - ROOT_IDEMPOTENCY_WINDOW)],
@@ -841,7 +841,7 @@ fn find_existing(tx: &Connection, new: &NewRun) -> TxResult<Option<(String, Crea
             .optional()?,
         Some(parent) => {
             let found = tx
-                .query_row(
+                .query_row_cached(
                     SUBTASK_BY_KEY,
                     params![parent.run_id, key, new.idempotency_created_at],
                     |r| r.get::<_, String>(0),
