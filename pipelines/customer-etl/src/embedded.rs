@@ -114,13 +114,9 @@ async fn drive(url: &str, config: &EmbeddedRun) -> Result<EmbeddedOutcome> {
         .await
         .context("starting merge_customer_data")?;
     let root = handle.id().to_string();
-    let shards = config
-        .request
-        .num_shards
-        .unwrap_or(crate::workflow::DEFAULT_NUM_SHARDS);
     let progress = config
         .progress
-        .then(|| tokio::spawn(show_progress(client.clone(), root.clone(), shards)));
+        .then(|| tokio::spawn(show_progress(client.clone(), root.clone())));
     let outcome = handle.await;
     let elapsed = started.elapsed();
     if let Some(progress) = progress {
@@ -178,8 +174,10 @@ async fn runs_under(
 }
 
 /// A bar of shards done / total, polled from the run list (stderr only).
-async fn show_progress(client: Client, root: String, shards: u32) {
-    let bar = indicatif::ProgressBar::new(shards as u64);
+async fn show_progress(client: Client, root: String) {
+    // Its length is the shard count, known once the shards are started (the
+    // run may choose it from the input's size).
+    let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} {msg:12} [{bar:30}] {pos}/{len} shards {elapsed}",
@@ -201,6 +199,8 @@ async fn show_progress(client: Client, root: String, shards: u32) {
         if let Ok(runs) = runs_under(&client, &root, Some(PROCESS_SHARD.name())).await {
             if !runs.is_empty() {
                 bar.0.set_message("shards");
+                let shards = (runs.len() as u64).max(bar.0.length().unwrap_or(0));
+                bar.0.set_length(shards);
             }
             let done = runs
                 .iter()

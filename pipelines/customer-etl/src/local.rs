@@ -12,6 +12,7 @@ use crate::partition::{
     PartitionManifest, SourcePlan, partition_chunk, plan_source, plan_source_sized,
     write_partition_manifest,
 };
+use crate::shard::default_num_shards;
 use crate::shard_step::process_shard;
 use std::time::Instant;
 
@@ -51,10 +52,12 @@ impl Default for LocalOptions {
 }
 
 /// Runs the whole pipeline in this process with default options.
+/// `num_shards`: a count, or `None` to choose one from the input's size
+/// ([`default_num_shards`]).
 pub fn run_local(
     data_dir: impl Into<Location>,
     out_dir: impl Into<Location>,
-    num_shards: u32,
+    num_shards: impl Into<Option<u32>>,
     as_of: Date,
     format: Format,
 ) -> Result<RunSummary> {
@@ -74,13 +77,14 @@ pub fn run_local(
 pub fn run_local_with(
     data_dir: impl Into<Location>,
     out_dir: impl Into<Location>,
-    num_shards: u32,
+    num_shards: impl Into<Option<u32>>,
     as_of: Date,
     format: Format,
     options: &LocalOptions,
 ) -> Result<RunSummary> {
     let (data_dir, out_dir) = (data_dir.into(), out_dir.into());
-    if num_shards == 0 {
+    let num_shards = num_shards.into();
+    if num_shards == Some(0) {
         return Err(EtlError::InvalidArgument(
             "num_shards must be at least 1".into(),
         ));
@@ -94,6 +98,10 @@ pub fn run_local_with(
     data_dir.check_input_dir()?;
     out_dir.check_output()?;
     if options.every_shard_reads_all {
+        let num_shards = match num_shards {
+            Some(n) => n,
+            None => default_num_shards(input_bytes(&data_dir)?),
+        };
         prepare_out_dir(&out_dir)?;
         work_dir.reset_dir()?;
         return run_every_shard_reads_all(
@@ -107,6 +115,8 @@ pub fn run_local_with(
             .unwrap_or_else(|| len.div_ceil(options.chunk_bytes.max(1)) as usize)
     })?;
     let plan_ms = started.elapsed().as_millis() as u64;
+    let num_shards = num_shards
+        .unwrap_or_else(|| default_num_shards(plans.iter().map(SourcePlan::data_bytes).sum()));
     prepare_out_dir(&out_dir)?;
     work_dir.reset_dir()?;
 
@@ -169,6 +179,14 @@ pub fn plan_inputs(
     run_parallel(&Source::ALL, threads, |&source| {
         plan_source_sized(data_dir, source, |len| chunks_for_len(len).max(1))
     })
+}
+
+/// The four inputs' sizes, in bytes.
+fn input_bytes(data_dir: &Location) -> Result<u64> {
+    Source::ALL
+        .iter()
+        .map(|source| data_dir.join(source.file_name()).open()?.size())
+        .sum()
 }
 
 /// The tutorial's design (see [`LocalOptions::every_shard_reads_all`]): each

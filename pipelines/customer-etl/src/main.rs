@@ -69,10 +69,10 @@ struct RunArgs {
 /// What `run` and `local` compute: the same defaults for both.
 #[derive(clap::Args)]
 struct OutputArgs {
-    /// Number of shards.
-    #[arg(long, default_value_t = customer_etl::workflow::DEFAULT_NUM_SHARDS,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    shards: u32,
+    /// Number of shards [default: 10, or one per 96 MiB of input when that
+    /// is more, so each shard process stays near 200 MB]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    shards: Option<u32>,
     /// The as_of date (YYYY-MM-DD).
     #[arg(long, default_value = DEFAULT_AS_OF)]
     as_of: Date,
@@ -90,8 +90,8 @@ struct TriggerArgs {
     /// Output directory or `s3://` prefix (default: `$OUT_DIR` or `out` of the task processes).
     #[arg(long)]
     out: Option<Location>,
-    /// Number of shards (default 10).
-    #[arg(long)]
+    /// Number of shards (default: the task's, 10 or one per 96 MiB of input).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     shards: Option<u32>,
     /// The as_of date (YYYY-MM-DD).
     #[arg(long)]
@@ -203,7 +203,7 @@ fn run(args: RunArgs) -> Result<()> {
         request: MergeRequest {
             data_dir: Some(data_dir.absolute().map_err(anyhow::Error::msg)?),
             out_dir: Some(args.out.absolute().map_err(anyhow::Error::msg)?),
-            num_shards: Some(args.output.shards),
+            num_shards: args.output.shards,
             as_of: Some(args.output.as_of.to_string()),
             format: Some(args.output.format),
             chunk_bytes: Some(args.chunk_mib.max(1) << 20),

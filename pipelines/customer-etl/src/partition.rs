@@ -50,6 +50,13 @@ pub struct SourcePlan {
     pub chunks: Vec<ByteRange>,
 }
 
+impl SourcePlan {
+    /// Bytes of data (after the header) in the input.
+    pub fn data_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.end - c.start).sum()
+    }
+}
+
 /// What partitioning one chunk found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkStats {

@@ -2,6 +2,41 @@
 
 use md5::{Digest, Md5};
 
+/// The number of shards of a run that names none, for small inputs (the
+/// tutorial's).
+pub const DEFAULT_NUM_SHARDS: u32 = 10;
+
+/// Input bytes per shard when a run names no shard count. A shard holds its
+/// customers' rows in memory, about twice its share of the input at its
+/// peak (190 MB for 86 MB of input), so with this much each shard process
+/// stays near 200 MB however large the input: 10 shards at 10 M customers
+/// took 1.8 GB each (BENCHMARKS.md, "Customer ETL: how the time grows").
+pub const SHARD_INPUT_BYTES: u64 = 96 << 20;
+
+/// Sets the input bytes per shard instead of [`SHARD_INPUT_BYTES`] (for a
+/// machine with more or less memory per process, and for tests).
+pub const SHARD_INPUT_BYTES_ENV: &str = "CUSTOMER_ETL_SHARD_INPUT_BYTES";
+
+/// The shard count for `input_bytes` of input when a run names none:
+/// [`DEFAULT_NUM_SHARDS`], or one per [`SHARD_INPUT_BYTES`] (or
+/// `$CUSTOMER_ETL_SHARD_INPUT_BYTES`) when that is more.
+pub fn default_num_shards(input_bytes: u64) -> u32 {
+    let per_shard = std::env::var(SHARD_INPUT_BYTES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(SHARD_INPUT_BYTES);
+    shards_for(input_bytes, per_shard)
+}
+
+/// [`DEFAULT_NUM_SHARDS`], or one shard per `per_shard` bytes when that is more.
+pub fn shards_for(input_bytes: u64, per_shard: u64) -> u32 {
+    let needed = input_bytes.div_ceil(per_shard.max(1));
+    u32::try_from(needed)
+        .unwrap_or(u32::MAX)
+        .max(DEFAULT_NUM_SHARDS)
+}
+
 /// The shard of a (trimmed) customer id among `num_shards` shards.
 ///
 /// # Panics
@@ -63,6 +98,20 @@ impl ShardRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shard_count_grows_with_the_input_past_the_default() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(shards_for(0, SHARD_INPUT_BYTES), DEFAULT_NUM_SHARDS);
+        // 1 M customers (861 MB): still the tutorial's ten.
+        assert_eq!(shards_for(861_000_000, SHARD_INPUT_BYTES), 10);
+        assert_eq!(shards_for(960 * MIB, SHARD_INPUT_BYTES), 10);
+        assert_eq!(shards_for(960 * MIB + 1, SHARD_INPUT_BYTES), 11);
+        // 10 M customers (8.7 GB): each shard about 96 MiB of input.
+        assert_eq!(shards_for(8_700_000_000, SHARD_INPUT_BYTES), 87);
+        assert_eq!(shards_for(u64::MAX, 1), u32::MAX);
+        assert_eq!(shards_for(100, 0), 100, "a zero size counts as one byte");
+    }
 
     fn ids() -> Vec<String> {
         (0..10).map(|i| format!("cust_{i:08}")).collect()

@@ -21,6 +21,7 @@ use crate::manifest::{RunParams, RunSummary, Timings, aggregate};
 use crate::partition::{
     ChunkStats, PartitionManifest, SourcePlan, partition_chunk, write_partition_manifest,
 };
+use crate::shard::default_num_shards;
 use crate::shard_step::{ShardOptions, ShardStats, process_shard_with};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
@@ -34,8 +35,7 @@ pub const PARTITION_CHUNK: Task<PartitionJob, ChunkStats> = Task::named("partiti
 /// Merges one shard's customers and writes its profile and rejects files.
 pub const PROCESS_SHARD: Task<ShardJob, ShardStats> = Task::named("process_shard");
 
-/// The number of shards when a request names none (the tutorial's).
-pub const DEFAULT_NUM_SHARDS: u32 = 10;
+pub use crate::shard::DEFAULT_NUM_SHARDS;
 
 /// Fault injection for crash tests: set to a shard id, the first attempt of
 /// that shard's `process_shard` aborts its process half-way through writing
@@ -60,7 +60,8 @@ pub struct MergeRequest {
     /// Output directory or `s3://` prefix (default: `$OUT_DIR`, else `out`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_dir: Option<Location>,
-    /// Number of shards (default 10).
+    /// Number of shards (default: 10, or one per 96 MiB of input when
+    /// that is more; see [`default_num_shards`](crate::shard::default_num_shards)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_shards: Option<u32>,
     /// The `as_of` date, `YYYY-MM-DD` (default: the contract's, 2026-10-01).
@@ -83,8 +84,8 @@ pub struct ResolvedRequest {
     pub data_dir: Location,
     /// Output directory.
     pub out_dir: Location,
-    /// Shards.
-    pub num_shards: u32,
+    /// Shards; `None`: chosen from the input's size once it is planned.
+    pub num_shards: Option<u32>,
     /// The `as_of` date.
     pub as_of: Date,
     /// Profile format.
@@ -108,8 +109,8 @@ impl MergeRequest {
             Some(dir) => dir.clone(),
             None => env_dir("OUT_DIR", "out")?,
         };
-        let num_shards = self.num_shards.unwrap_or(DEFAULT_NUM_SHARDS);
-        if num_shards == 0 {
+        let num_shards = self.num_shards;
+        if num_shards == Some(0) {
             return Err("num_shards must be at least 1".into());
         }
         let as_of_text = self.as_of.as_deref().unwrap_or(DEFAULT_AS_OF);
@@ -209,6 +210,9 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
         .await?
     };
     let plan_ms = started.elapsed().as_millis() as u64;
+    let num_shards = run
+        .num_shards
+        .unwrap_or_else(|| default_num_shards(plans.iter().map(SourcePlan::data_bytes).sum()));
 
     let partition_started = Instant::now();
     let jobs: Vec<PartitionJob> = plans
@@ -217,7 +221,7 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
             (0..plan.chunks.len()).map(|chunk| PartitionJob {
                 plan: plan.clone(),
                 chunk,
-                num_shards: run.num_shards,
+                num_shards,
                 work_dir: work_dir.clone(),
             })
         })
@@ -232,7 +236,7 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
         list.sort_by_key(|c| c.chunk);
     }
     let manifest = PartitionManifest {
-        num_shards: run.num_shards,
+        num_shards,
         plans,
         chunks,
     };
@@ -243,7 +247,7 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
     let partition_ms = partition_started.elapsed().as_millis() as u64;
 
     let shards_started = Instant::now();
-    let shard_jobs = (0..run.num_shards).map(|shard_id| ShardJob {
+    let shard_jobs = (0..num_shards).map(|shard_id| ShardJob {
         shard_id,
         work_dir: work_dir.clone(),
         out_dir: run.out_dir.clone(),
@@ -256,7 +260,7 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
     let params = RunParams::new(
         &run.data_dir,
         &run.out_dir,
-        run.num_shards,
+        num_shards,
         run.as_of,
         run.format,
     );
@@ -383,7 +387,7 @@ mod tests {
         .unwrap();
         assert_eq!(run.data_dir, Location::parse("/data").unwrap());
         assert_eq!(run.out_dir.to_string(), "s3://bucket/out");
-        assert_eq!(run.num_shards, 10);
+        assert_eq!(run.num_shards, None, "chosen once the input is planned");
         assert_eq!(run.as_of.to_string(), DEFAULT_AS_OF);
         assert_eq!(run.format, Format::Csv);
         let bad = MergeRequest {

@@ -159,6 +159,71 @@ fn run_writes_what_run_local_writes_and_the_manifest_reconciles() {
     );
 }
 
+/// With no `--shards`, a run takes the tutorial's ten for a small input
+/// and one shard per slice of input for a larger one (here the slice is
+/// made small through its variable, so a small input is "larger"), in
+/// `run` and `local` alike, with the output of that many shards.
+#[test]
+fn without_a_shard_count_a_large_input_gets_a_shard_per_slice() {
+    let data = generated(2_000);
+    let work = tempfile::tempdir().unwrap();
+    let location = customer_etl::Location::Local(data.path().to_path_buf());
+    let input: u64 = customer_etl::Source::ALL
+        .iter()
+        .map(|&s| {
+            customer_etl::plan_source(&location, s, 1)
+                .unwrap()
+                .data_bytes()
+        })
+        .sum();
+    let slice = 100_000;
+    let want = customer_etl::shard::shards_for(input, slice);
+    assert!(want > 10, "{input} bytes make {want} shards");
+    let slice_env = [(customer_etl::shard::SHARD_INPUT_BYTES_ENV, "100000")];
+
+    let out = work.path().join("out");
+    let dirs = [
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    run_cli(work.path(), &dirs, &slice_env);
+    let reference = common::local_reference(data.path(), want, Format::Csv);
+    common::assert_same_outputs(&out, reference.path());
+    assert_manifest_reconciles(&out, want);
+
+    let local_out = work.path().join("local");
+    let local = Command::new(BIN)
+        .args([
+            "local",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--out",
+        ])
+        .arg(&local_out)
+        .envs(slice_env)
+        .output()
+        .unwrap();
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    assert_eq!(Manifest::load(&local_out).unwrap().shards_processed, want);
+
+    // Without the variable, the same input keeps the default ten.
+    let small = work.path().join("small");
+    let dirs = [
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--out",
+        small.to_str().unwrap(),
+    ];
+    run_cli(work.path(), &dirs, &[]);
+    assert_eq!(Manifest::load(&small).unwrap().shards_processed, 10);
+}
+
 #[test]
 fn a_shard_whose_process_crashes_mid_write_is_retried_with_no_duplicate_or_missing_customer() {
     let data = generated(1_500);
