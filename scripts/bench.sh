@@ -16,13 +16,15 @@
 #             local run, alternating; requests by kind and loopback bytes
 #             (not in the default set: it holds the data in moto's memory)
 #
-# Environment: CUSTOMERS (1000000), SHARDS (10), ROUNDS (2), FANOUT (1000),
+# Environment: CUSTOMERS (1000000), SHARDS (auto: the pipeline's default,
+# 10 or one per 96 MiB of input), ROUNDS (2), FANOUT (1000),
 # PY_CHILDREN (100), BENCH_DATA (generated inputs are kept there:
 # ~/.cache/weft/bench-data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft/target}"
-CUSTOMERS="${CUSTOMERS:-1000000}"; SHARDS="${SHARDS:-10}"; ROUNDS="${ROUNDS:-2}"
+CUSTOMERS="${CUSTOMERS:-1000000}"; SHARDS="${SHARDS:-auto}"; ROUNDS="${ROUNDS:-2}"
+shard_args=(); [ "$SHARDS" = auto ] || shard_args=(--shards "$SHARDS")
 FANOUT="${FANOUT:-1000}"; PY_CHILDREN="${PY_CHILDREN:-100}"
 BENCH_DATA="${BENCH_DATA:-$HOME/.cache/weft/bench-data}"
 sections=("$@"); [ ${#sections[@]} -gt 0 ] || sections=(etl fanout python dispatch)
@@ -41,12 +43,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(date -u +%Y-%m-%d), duckdb $($py -c 'import duckdb; print(duckdb.__version__)')"
 
 # timed OUT CMD...: runs CMD, prints "wall_s peak_MB" into OUT (peak: the
-# largest process of its tree, as getrusage reports children).
+# largest process of its tree, from each one's VmHWM; see bench/peak_rss.py).
 timed() {
   local out=$1; shift
-  /usr/bin/time -f "%e %M" -o "$out" "$@" >"$work/stdout" 2>"$work/stderr" ||
+  python3 bench/peak_rss.py "$out" "$@" >"$work/stdout" 2>"$work/stderr" ||
     { echo "failed: $*"; tail -20 "$work/stderr"; exit 1; }
-  awk '{printf "%s %.0f\n", $1, $2 / 1024}' "$out" >"$out.mb" && mv "$out.mb" "$out"
 }
 median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
@@ -82,16 +83,17 @@ etl() {
   : >"$work/weft.walls"; : >"$work/duck.walls"
   for round in $(seq "$ROUNDS"); do
     rm -rf "$work/out"
-    timed "$work/t" "$R/customer-etl" run --data-dir "$data" --out "$work/out" --shards "$SHARDS"
+    timed "$work/t" "$R/customer-etl" run --data-dir "$data" --out "$work/out" "${shard_args[@]}"
     read -r wall mb <"$work/t"; echo "$wall" >>"$work/weft.walls"
-    echo "| weft \`customer-etl run\` | $round | $wall | $mb |"
+    local shards; shards=$($py -c 'import json, sys; print(json.load(open(sys.argv[1]))["shards_processed"])' "$work/out/manifest.json")
+    echo "| weft \`customer-etl run\` ($shards shards) | $round | $wall | $mb |"
     timed "$work/t" $py bench/duckdb_etl.py "$data" "$work/duck.csv"
     read -r wall mb <"$work/t"; echo "$wall" >>"$work/duck.walls"
     echo "| DuckDB (bench/customer_etl.sql) | $round | $wall | $mb |"
   done
   if [ "${NAIVE:-0}" = 1 ]; then
     rm -rf "$work/naive"
-    timed "$work/t" "$R/customer-etl" local --naive --data-dir "$data" --out "$work/naive" --shards "$SHARDS"
+    timed "$work/t" "$R/customer-etl" local --naive --data-dir "$data" --out "$work/naive" "${shard_args[@]}"
     read -r wall mb <"$work/t"
     echo "| \`customer-etl local --naive\` (the tutorial's design) | 1 | $wall | $mb |"
     awk -v n="$wall" -v w="$(median <"$work/weft.walls")" 'BEGIN {printf "naive / weft: %.2f\n", n / w}'
@@ -188,13 +190,13 @@ s3() {
   steps() { $py -c 'import json, sys; t = json.load(sys.stdin)["timings"]; print(" / ".join(f"{t[k] / 1000:.1f}" for k in ("plan_ms", "partition_ms", "shards_ms", "aggregate_ms")))'; }
   for round in $(seq "$ROUNDS"); do
     rm -rf "$work/out"
-    timed "$work/t" "$R/customer-etl" run --data-dir "$data" --out "$work/out" --shards "$SHARDS"
+    timed "$work/t" "$R/customer-etl" run --data-dir "$data" --out "$work/out" "${shard_args[@]}"
     read -r wall mb <"$work/t"; echo "$wall" >>"$work/local.walls"
     echo "| \`customer-etl run\`, local disk | $round | $wall | $(steps <"$work/out/manifest.json") | $mb | | | |"
     local lines bytes cpu
     lines=$(wc -l <"$work/moto.log"); bytes=$(cat /sys/class/net/lo/statistics/rx_bytes); cpu=$(moto_cpu)
     timed "$work/t" "$R/customer-etl" run --data-dir s3://bench/in --out "s3://bench/out" \
-      --shards "$SHARDS" --state-dir "$work/state"
+      "${shard_args[@]}" --state-dir "$work/state"
     read -r wall mb <"$work/t"; echo "$wall" >>"$work/s3.walls"
     local requests
     requests=$(tail -n +"$((lines + 1))" "$work/moto.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -o '"[A-Z][A-Z]* /' | tr -d '" /' |
