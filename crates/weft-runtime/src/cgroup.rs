@@ -6,15 +6,26 @@
 //! The attempts' cgroups live under `weft-<pid>` beside weft's own cgroup.
 //! Without a writable cgroup v2 hierarchy (not Linux, no permission, an
 //! old kernel) weft kills process groups only, and says so at start.
+//!
+//! A cgroup whose processes are all gone is kept for the next attempt:
+//! making and removing one per attempt (the kernel builds and tears down
+//! its files each time) was a twentieth of the runtime's CPU per child in
+//! a wide fan-out (BENCHMARKS.md, "The runtime, per Rust child").
 
 use std::ffi::CString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The cgroups of one runtime's attempts.
 pub struct Cgroups {
     root: PathBuf,
+    /// Emptied cgroups, for the next attempts.
+    idle: Arc<Mutex<Vec<PathBuf>>>,
+    /// Names new cgroups.
+    made: AtomicU64,
 }
 
 /// Where cgroup v2 is mounted and where this process sits in it.
@@ -56,32 +67,56 @@ impl Cgroups {
                 root.display()
             ));
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            idle: Arc::default(),
+            made: AtomicU64::new(0),
+        })
     }
 
-    /// A new cgroup for one attempt.
-    pub fn attempt(&self, name: &str) -> Option<AttemptCgroup> {
-        let dir = self.root.join(name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                tracing::warn!("cannot create the cgroup {}: {e}", dir.display());
-                return None;
+    /// An empty cgroup for one attempt: an idle one, or a new one.
+    pub fn attempt(&self) -> Option<AttemptCgroup> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let dir = match idle {
+            Some(dir) => dir,
+            None => {
+                let n = self.made.fetch_add(1, Ordering::Relaxed);
+                let dir = self.root.join(format!("attempt-{n}"));
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        tracing::warn!("cannot create the cgroup {}: {e}", dir.display());
+                        return None;
+                    }
+                }
+                dir
             }
-        }
+        };
         let procs = CString::new(
             dir.join("cgroup.procs")
                 .into_os_string()
                 .into_encoded_bytes(),
         )
         .ok()?;
-        Some(AttemptCgroup { dir, procs })
+        Some(AttemptCgroup {
+            dir,
+            procs,
+            idle: self.idle.clone(),
+        })
     }
 }
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
+        for dir in self
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
         let _ = std::fs::remove_dir(&self.root);
     }
 }
@@ -92,6 +127,8 @@ pub struct AttemptCgroup {
     /// `cgroup.procs`, ready for a child about to exec, where nothing may
     /// be allocated.
     procs: CString,
+    /// Where it goes once empty again.
+    idle: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl AttemptCgroup {
@@ -116,20 +153,40 @@ impl AttemptCgroup {
         }
     }
 
-    /// Kills what is left and removes the cgroup once it is empty (its
-    /// processes take a moment to die).
-    pub async fn remove(self) {
-        self.kill();
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
+    /// Kills what is left and, once the cgroup is empty (killed processes
+    /// take a moment to die), keeps it for the next attempt. One that does
+    /// not empty is left out of use.
+    pub async fn release(self) {
+        for round in 0..100 {
+            match self.populated() {
+                Some(false) => {
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(self.dir);
+                    return;
+                }
+                // Gone (removed from outside): nothing to keep.
+                None => return,
+                Some(true) if round == 0 => self.kill(),
+                Some(true) => {}
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::warn!(
-            "the cgroup {} is not empty yet; left in place",
+            "the cgroup {} is not empty yet; left out of use",
             self.dir.display()
         );
+    }
+
+    /// Whether a process is still in it (`cgroup.events`); `None` when it
+    /// cannot be read.
+    fn populated(&self) -> Option<bool> {
+        let events = std::fs::read_to_string(self.dir.join("cgroup.events")).ok()?;
+        events
+            .lines()
+            .find_map(|l| l.strip_prefix("populated "))
+            .map(|v| v.trim() != "0")
     }
 }
 
@@ -179,5 +236,49 @@ fn sweep_stale(own: &Path) {
         }
         let _ = std::fs::write(dir.join("cgroup.kill"), "1");
         let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt as _;
+
+    #[tokio::test]
+    async fn an_emptied_cgroup_serves_again_once_its_stragglers_are_killed() {
+        let cgroups = match Cgroups::create() {
+            Ok(c) => c,
+            Err(why) => {
+                eprintln!("SKIPPED: no cgroup per attempt here ({why})");
+                return;
+            }
+        };
+        let first = cgroups.attempt().unwrap();
+        let dir = first.dir.clone();
+        let enter = first.enter_fn();
+        let mut straggler = std::process::Command::new("sleep");
+        straggler.arg("600");
+        // SAFETY: `enter` makes only async-signal-safe calls.
+        unsafe {
+            straggler.pre_exec(move || enter());
+        }
+        let mut straggler = straggler.spawn().unwrap();
+        assert_eq!(first.populated(), Some(true));
+        first.release().await;
+        let status = straggler.wait().unwrap();
+        assert!(!status.success(), "the straggler was killed: {status}");
+        let second = cgroups.attempt().unwrap();
+        assert_eq!(second.dir, dir, "the emptied cgroup serves again");
+        assert_eq!(second.populated(), Some(false));
+        let third = cgroups.attempt().unwrap();
+        assert_ne!(third.dir, dir, "one in use is not handed out twice");
+        second.release().await;
+        third.release().await;
+        let root = cgroups.root.clone();
+        drop(cgroups);
+        assert!(
+            !root.exists(),
+            "idle cgroups are removed with the runtime's"
+        );
     }
 }

@@ -216,12 +216,7 @@ impl Executor {
                 socket.display()
             )));
         }
-        let cgroup = self.cgroups.as_ref().and_then(|c| {
-            let name = socket
-                .file_stem()
-                .map_or("attempt".into(), |n| n.to_string_lossy().into_owned());
-            c.attempt(&name)
-        });
+        let cgroup = self.cgroups.as_ref().and_then(Cgroups::attempt);
         if let Some(prefork) = &self.prefork {
             return self
                 .spawn_forked(prefork, mode, socket, logs, source, cgroup)
@@ -411,10 +406,10 @@ impl TaskProcess {
         }
     }
 
-    /// Removes its cgroup, killing whatever is left in it.
+    /// Gives back its cgroup, killing whatever is left in it.
     async fn release(&mut self) {
         if let Some(cgroup) = self.cgroup.take() {
-            cgroup.remove().await;
+            cgroup.release().await;
         }
     }
 
