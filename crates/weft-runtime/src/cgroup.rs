@@ -260,7 +260,7 @@ mod tests {
         straggler.arg("600");
         // SAFETY: `enter` makes only async-signal-safe calls.
         unsafe {
-            straggler.pre_exec(move || enter());
+            straggler.pre_exec(enter);
         }
         let mut straggler = straggler.spawn().unwrap();
         assert_eq!(first.populated(), Some(true));
