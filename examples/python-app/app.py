@@ -15,6 +15,10 @@ from render.workflows import Retry, Workflows
 
 app = Workflows()
 
+# Tests ask every task process to say when it starts, before it knows its run.
+if os.environ.get("WEFT_TEST_SAY_START") and os.environ.get("RENDER_SDK_MODE") == "run":
+    print(f"process {os.getpid()} started", flush=True)
+
 
 @app.task
 def square(ctx, x: int) -> int:
@@ -251,6 +255,17 @@ def fail_then_hang(ctx, pid_file: str, linger: float) -> None:
         raise RuntimeError("the first attempt fails on purpose")
     Path(pid_file).write_text(str(os.getpid()))
     time.sleep(600)
+
+
+@app.task
+def whoami(ctx) -> dict:
+    """The process running this attempt, and the socket it was given."""
+    return {"pid": os.getpid(), "socket": os.environ.get("RENDER_SDK_SOCKET_PATH")}
+
+
+@app.task
+async def whoami_fan_out(ctx, n: int) -> list:
+    return await asyncio.gather(*[ctx.run(whoami) for _ in range(n)])
 
 
 @app.task

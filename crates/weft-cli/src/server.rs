@@ -73,6 +73,12 @@ pub struct ServerOptions {
     /// default: the Render SDK). Name your heavy imports (pandas, say).
     #[arg(long, value_name = "MODULE", requires = "prefork")]
     pub preload: Vec<String>,
+    /// Start no task process ahead of its attempt. By default, while runs
+    /// wait for a slot, up to one process per slot is started ahead and
+    /// waits for its attempt (stopped after a second unused); see the
+    /// README's "Standbys".
+    #[arg(long)]
+    pub no_standby: bool,
     /// How long a client may take to send a request's headers.
     #[arg(long, default_value = "30s", value_parser = parse_duration, hide = true)]
     pub header_read_timeout: Duration,
@@ -214,6 +220,7 @@ impl ServerOptions {
         }
         config.max_depth = self.max_depth;
         config.prefork = self.prefork.then(|| self.preload.clone());
+        config.standby = !self.no_standby;
         // Sweep often enough that nothing outlives its retention by much.
         if let Some(keep) = self.retention {
             config.retention_sweep =

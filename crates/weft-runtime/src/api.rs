@@ -399,6 +399,7 @@ async fn metrics(State(c): State<Shared>) -> Result<Response, ApiError> {
         running_here,
         holding_slots,
         max_concurrent: c.config().max_concurrent,
+        standby_attempts: c.standby_attempts(),
     });
     Ok((
         [(

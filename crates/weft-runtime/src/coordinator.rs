@@ -188,6 +188,11 @@ impl Coordinator {
     }
 
     /// Wakes the scheduler: there may be work to claim or a slot free.
+    /// Attempts this node ran on a standby process (see [`supervisor`]).
+    pub fn standby_attempts(&self) -> u64 {
+        self.supervisor.standby_attempts()
+    }
+
     pub(crate) fn kick(&self) {
         self.kick.notify_one();
     }
@@ -438,6 +443,10 @@ impl Coordinator {
                 match self.store.claim(free as u32, Utc::now()).await {
                     Ok(claimed) => {
                         let filled = claimed.runs.len() == free;
+                        // Runs wait for a slot: start their processes ahead.
+                        if claimed.next_due.is_some_and(|due| due <= Utc::now()) {
+                            self.prewarm();
+                        }
                         for run in claimed.runs {
                             self.launch(run);
                         }
@@ -463,6 +472,35 @@ impl Coordinator {
                 _ = self.shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// Starts task processes ahead of the attempts waiting for a slot, one
+    /// per slot at most, and stops them once idle (see [`supervisor`]).
+    fn prewarm(self: &Arc<Self>) {
+        if !self.config.standby {
+            return;
+        }
+        let this = self.clone();
+        self.background.spawn(async move {
+            let host: Arc<dyn AttemptHost> = this.clone();
+            let waiting = this
+                .supervisor
+                .prewarm(this.config.max_concurrent, &host)
+                .await;
+            if !waiting || !this.supervisor.claim_keeper() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::supervisor::STANDBY_IDLE / 4) => {}
+                    _ = this.shutdown.cancelled() => break,
+                }
+                if !this.supervisor.stop_idle().await {
+                    return;
+                }
+            }
+            this.supervisor.stop_standbys().await;
+        });
     }
 
     /// Runs a claimed run's new attempt.
@@ -642,6 +680,7 @@ impl Coordinator {
     pub async fn stop(&self) {
         self.slots().close();
         self.shutdown.cancel();
+        self.supervisor.stop_standbys().await;
         self.background.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.background.wait()).await;
         self.logs.flush().await;

@@ -203,12 +203,13 @@ impl Executor {
         env.into_iter().collect()
     }
 
+    /// Starts a task process; its output waits in its pipes until
+    /// [`TaskProcess::capture`].
     async fn spawn(
         &self,
         mode: Mode,
         socket: &Path,
         logs: &LogSink,
-        source: Option<Source>,
     ) -> std::io::Result<TaskProcess> {
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(std::io::Error::other(format!(
@@ -218,23 +219,22 @@ impl Executor {
         }
         let cgroup = self.cgroups.as_ref().and_then(Cgroups::attempt);
         if let Some(prefork) = &self.prefork {
-            return self
-                .spawn_forked(prefork, mode, socket, logs, source, cgroup)
-                .await;
+            return self.spawn_forked(prefork, mode, socket, logs, cgroup).await;
         }
         let mut child = self.command(mode, socket, cgroup.as_ref()).spawn()?;
         let pid = child.id().map(|p| p as i32);
-        let mut pumps = Vec::new();
+        let mut output: Vec<(Output, &'static str)> = Vec::new();
         if let Some(out) = child.stdout.take() {
-            pumps.push(logs.capture(out, source.clone(), "stdout"));
+            output.push((Box::new(out), "stdout"));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(logs.capture(err, source, "stderr"));
+            output.push((Box::new(err), "stderr"));
         }
         Ok(TaskProcess {
             process: Process::Child(child),
             pid,
-            pumps,
+            output,
+            pumps: Vec::new(),
             cgroup,
         })
     }
@@ -246,7 +246,6 @@ impl Executor {
         mode: Mode,
         socket: &Path,
         logs: &LogSink,
-        source: Option<Source>,
         cgroup: Option<AttemptCgroup>,
     ) -> std::io::Result<TaskProcess> {
         let (out_r, out_w) = std::io::pipe()?;
@@ -264,14 +263,11 @@ impl Executor {
             .await?;
         let out = tokio::net::unix::pipe::Receiver::from_owned_fd(out_r.into())?;
         let err = tokio::net::unix::pipe::Receiver::from_owned_fd(err_r.into())?;
-        let pumps = vec![
-            logs.capture(out, source.clone(), "stdout"),
-            logs.capture(err, source, "stderr"),
-        ];
         Ok(TaskProcess {
             pid: Some(forked.pid),
             process: Process::Forked(forked),
-            pumps,
+            output: vec![(Box::new(out), "stdout"), (Box::new(err), "stderr")],
+            pumps: Vec::new(),
             cgroup,
         })
     }
@@ -287,9 +283,10 @@ impl Executor {
         let server = task_socket::serve_register(&socket, tx, config.max_payload_bytes)?;
         let cmd = shell_words::join(&self.start_command);
         let mut process = self
-            .spawn(Mode::Register, &socket, logs, None)
+            .spawn(Mode::Register, &socket, logs)
             .await
             .map_err(|e| RuntimeError::Registration(format!("could not start `{cmd}`: {e}")))?;
+        process.capture(logs, None);
         // Biased: the registration is handed over before the app is answered,
         // so it is always there by the time the app exits; an unbiased select
         // could see a fast app's exit first and call it a failure.
@@ -315,6 +312,17 @@ impl Executor {
         outcome
     }
 
+    /// Starts a task process in run mode on `socket`, ahead of the
+    /// attempt it will run (see [`TaskProcess::capture`] and
+    /// [`Executor::supervise`]).
+    pub async fn start_process(
+        &self,
+        socket: &Path,
+        logs: &LogSink,
+    ) -> std::io::Result<TaskProcess> {
+        self.spawn(Mode::Run, socket, logs).await
+    }
+
     /// Runs one attempt's process until it reports, exits, times out or is
     /// canceled; every process of the attempt is dead when this returns.
     pub async fn run_attempt(
@@ -326,10 +334,23 @@ impl Executor {
         timeout: Option<Duration>,
         exit_grace: Duration,
     ) -> ExitReason {
-        let mut process = match self.spawn(Mode::Run, socket, logs, Some(source)).await {
+        let mut process = match self.spawn(Mode::Run, socket, logs).await {
             Ok(p) => p,
             Err(e) => return ExitReason::SpawnFailed(e),
         };
+        process.capture(logs, Some(source));
+        Self::supervise(attempt, process, timeout, exit_grace).await
+    }
+
+    /// Watches `attempt`'s process (its output captured) until it reports,
+    /// exits, times out or is canceled; every process of the attempt is
+    /// dead when this returns.
+    pub async fn supervise(
+        attempt: &Attempt,
+        mut process: TaskProcess,
+        timeout: Option<Duration>,
+        exit_grace: Duration,
+    ) -> ExitReason {
         let deadline = async {
             match timeout {
                 Some(t) => tokio::time::sleep(t).await,
@@ -357,10 +378,17 @@ impl Executor {
     }
 }
 
+/// A stream of a task process's output, not read yet.
+type Output = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
 /// A running task process, leader of its own process group.
-struct TaskProcess {
+pub struct TaskProcess {
     process: Process,
     pid: Option<i32>,
+    /// Its stdout and stderr until they are captured: a process started
+    /// ahead of its attempt writes into its pipes until the attempt is
+    /// known, so its lines are that attempt's.
+    output: Vec<(Output, &'static str)>,
     /// Readers of its stdout and stderr.
     pumps: Vec<tokio::task::JoinHandle<()>>,
     /// Its cgroup, holding every process it started.
@@ -385,6 +413,30 @@ impl Drop for TaskProcess {
 }
 
 impl TaskProcess {
+    /// Starts reading its output, as `source`'s (or, without one, echoed
+    /// only).
+    pub fn capture(&mut self, logs: &LogSink, source: Option<Source>) {
+        for (stream, name) in self.output.drain(..) {
+            self.pumps.push(logs.capture(stream, source.clone(), name));
+        }
+    }
+
+    /// Whether it has exited (it is reaped then).
+    pub fn has_exited(&mut self) -> bool {
+        match &mut self.process {
+            Process::Child(child) => !matches!(child.try_wait(), Ok(None)),
+            Process::Forked(forked) => forked.poll_ended(),
+        }
+    }
+
+    /// Kills it and everything it started, and gives back its cgroup.
+    pub async fn discard(mut self) {
+        self.kill_tree();
+        let _ = self.wait().await;
+        self.drain_output().await;
+        self.release().await;
+    }
+
     /// Waits for the process to exit (cancel-safe).
     async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         match &mut self.process {

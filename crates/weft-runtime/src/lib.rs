@@ -99,6 +99,9 @@ pub struct RuntimeConfig {
     /// that imported these modules once (empty: the SDKs); `None` starts
     /// each one afresh. See [`prefork`].
     pub prefork: Option<Vec<String>>,
+    /// While runs wait for a slot, start task processes ahead of their
+    /// attempts (see [`supervisor`]).
+    pub standby: bool,
 }
 
 impl RuntimeConfig {
@@ -124,6 +127,7 @@ impl RuntimeConfig {
             header_read_timeout: Duration::from_secs(30),
             max_depth: 64,
             prefork: None,
+            standby: true,
         }
     }
 }

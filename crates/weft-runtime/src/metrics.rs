@@ -34,6 +34,8 @@ pub struct Snapshot<'a> {
     pub running_here: usize,
     pub holding_slots: usize,
     pub max_concurrent: usize,
+    /// Attempts this node ran on a process started ahead of them.
+    pub standby_attempts: u64,
 }
 
 impl Metrics {
@@ -131,6 +133,12 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        let name = "weft_standby_attempts_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Attempts this node ran on a task process started ahead of them (a standby).\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {}",
+            now.standby_attempts
+        );
         let name = "weft_claim_latency_seconds";
         let _ = writeln!(
             out,
@@ -179,6 +187,7 @@ mod tests {
             running_here: 2,
             holding_slots: 1,
             max_concurrent: 8,
+            standby_attempts: 5,
         });
         for line in [
             "weft_runs{state=\"pending\"} 4",
@@ -188,6 +197,7 @@ mod tests {
             "weft_node_running_attempts{node=\"n\\\"1\"} 2",
             "weft_attempts_started_total{node=\"n\\\"1\"} 2",
             "weft_attempts_failed_total{node=\"n\\\"1\"} 1",
+            "weft_standby_attempts_total{node=\"n\\\"1\"} 5",
             "weft_claim_latency_seconds_bucket{node=\"n\\\"1\",le=\"0.0025\"} 0",
             "weft_claim_latency_seconds_bucket{node=\"n\\\"1\",le=\"0.005\"} 1",
             "weft_claim_latency_seconds_bucket{node=\"n\\\"1\",le=\"10\"} 1",

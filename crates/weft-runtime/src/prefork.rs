@@ -172,6 +172,18 @@ impl Forked {
     pub fn ended(&self) -> bool {
         self.ended.is_some()
     }
+
+    /// Whether it has ended, without waiting.
+    pub fn poll_ended(&mut self) -> bool {
+        if self.ended.is_none() {
+            match self.exit.try_recv() {
+                Ok(status) => self.ended = Some(Some(ExitStatus::from_raw(status))),
+                Err(oneshot::error::TryRecvError::Closed) => self.ended = Some(None),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
+        self.ended.is_some()
+    }
 }
 
 /// The launcher's answer to a spawn: the child's pid and where its end

@@ -2,14 +2,40 @@
 //! task socket, starts its process with the executor, and waits for the
 //! process to report, exit, time out or be killed; it decides nothing about
 //! the run, which is the coordinator's part.
+//!
+//! **Standbys.** While runs wait for a slot (a fan-out wider than
+//! `--max-concurrent`), the supervisor starts task processes ahead of
+//! their attempts, up to one per slot: each on its own socket, in its own
+//! cgroup, with its own environment, exactly as an attempt's process is
+//! started, and its `GET /input` waits until an attempt is bound to it.
+//! When a slot frees, the next attempt takes a standby instead of waiting
+//! for a process to start: starting one (fork, exec, the program's own
+//! start-up) is then done while other attempts run, on CPU that was idle
+//! between them. Each standby runs one attempt, as any task process does,
+//! and a standby that nothing took within [`STANDBY_IDLE`] is stopped, so
+//! an idle runtime keeps none and a program rebuilt or edited between runs
+//! is started afresh. A standby holds no slot until it has an attempt.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
 
 use crate::attempt::{Attempt, AttemptHost};
-use crate::executor::{Executor, ExitReason};
+use crate::executor::{Executor, ExitReason, TaskProcess};
 use crate::logs::{LogBudget, LogSink, Source};
+use crate::task_socket::SocketAttempt;
 use crate::{RuntimeConfig, RuntimeError, task_socket};
+
+/// How long a standby waits for an attempt before it is stopped.
+pub const STANDBY_IDLE: Duration = Duration::from_secs(1);
+
+/// How long no standby is started after one exited before it had an
+/// attempt (an app that fails at start would otherwise be started over
+/// and over for nothing; its attempts start as usual and say why).
+const STANDBY_PAUSE: Duration = Duration::from_secs(10);
 
 /// Runs attempts' processes. One per runtime.
 pub struct Supervisor {
@@ -18,6 +44,36 @@ pub struct Supervisor {
     exit_grace: Duration,
     max_log_bytes: u64,
     routes: task_socket::AttemptRoutes,
+    /// Task processes started ahead of their attempts, oldest first.
+    standbys: Mutex<Vec<Standby>>,
+    /// Standbys being started.
+    starting: AtomicUsize,
+    /// Names standby sockets.
+    next_standby: AtomicU64,
+    /// No standby is started before this (see [`STANDBY_PAUSE`]).
+    paused_until: Mutex<Option<Instant>>,
+    /// A task stops idle standbys.
+    keeper: AtomicBool,
+    /// Attempts that ran on a standby.
+    standby_attempts: AtomicU64,
+}
+
+/// A task process started ahead of its attempt, waiting on its socket.
+struct Standby {
+    socket: PathBuf,
+    server: JoinHandle<()>,
+    slot: Arc<SocketAttempt>,
+    process: TaskProcess,
+    started: Instant,
+}
+
+impl Standby {
+    /// Stops its process and closes its socket.
+    async fn stop(self) {
+        self.server.abort();
+        let _ = std::fs::remove_file(&self.socket);
+        self.process.discard().await;
+    }
 }
 
 /// How an attempt's process ended, from the supervisor's side.
@@ -40,12 +96,27 @@ impl Supervisor {
             exit_grace: config.exit_grace,
             max_log_bytes: config.max_log_bytes,
             routes: task_socket::AttemptRoutes::new(config.max_payload_bytes),
+            standbys: Mutex::default(),
+            starting: AtomicUsize::new(0),
+            next_standby: AtomicU64::new(1),
+            paused_until: Mutex::default(),
+            keeper: AtomicBool::new(false),
+            standby_attempts: AtomicU64::new(0),
         })
     }
 
     /// The executor, for registration runs.
     pub fn executor(&self) -> &Executor {
         &self.executor
+    }
+
+    fn standbys(&self) -> std::sync::MutexGuard<'_, Vec<Standby>> {
+        self.standbys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Attempts that ran on a standby so far.
+    pub fn standby_attempts(&self) -> u64 {
+        self.standby_attempts.load(Ordering::Relaxed)
     }
 
     /// Runs `attempt` until its process is gone. `stored_log_bytes` is what
@@ -57,8 +128,27 @@ impl Supervisor {
         timeout: Option<Duration>,
         stored_log_bytes: u64,
     ) -> AttemptExit {
+        let source = Source {
+            run_id: attempt.run.id.clone(),
+            task_name: attempt.run.task_name.clone(),
+            attempt: attempt.number,
+            budget: LogBudget::new(self.max_log_bytes, stored_log_bytes),
+        };
+        if let Some(mut standby) = self.take_standby().await {
+            standby.slot.bind(attempt.clone());
+            self.standby_attempts.fetch_add(1, Ordering::Relaxed);
+            // What it wrote while it waited is this attempt's too.
+            standby.process.capture(&self.logs, Some(source));
+            let exit =
+                Executor::supervise(attempt, standby.process, timeout, self.exit_grace).await;
+            attempt.close();
+            standby.server.abort();
+            let _ = std::fs::remove_file(&standby.socket);
+            return self.exit(attempt, exit);
+        }
         let socket_path = self.executor.socket_path(&attempt.socket_name());
-        let server = match self.routes.serve(&socket_path, host, attempt.clone()) {
+        let slot = SocketAttempt::bound(attempt.clone());
+        let server = match self.routes.serve(&socket_path, host, slot) {
             Ok(server) => server,
             Err(e) => {
                 attempt.close();
@@ -67,12 +157,6 @@ impl Supervisor {
                     socket_path.display()
                 ));
             }
-        };
-        let source = Source {
-            run_id: attempt.run.id.clone(),
-            task_name: attempt.run.task_name.clone(),
-            attempt: attempt.number,
-            budget: LogBudget::new(self.max_log_bytes, stored_log_bytes),
         };
         let exit = self
             .executor
@@ -88,6 +172,10 @@ impl Supervisor {
         attempt.close();
         server.abort();
         let _ = std::fs::remove_file(&socket_path);
+        self.exit(attempt, exit)
+    }
+
+    fn exit(&self, attempt: &Attempt, exit: ExitReason) -> AttemptExit {
         if attempt.was_reported() {
             return AttemptExit::Reported;
         }
@@ -108,6 +196,122 @@ impl Supervisor {
             ExitReason::Exited(status) => AttemptExit::Failed(format!(
                 "the task process exited ({status}) before reporting a result"
             )),
+        }
+    }
+
+    /// The oldest standby still alive. One that exited while it waited is
+    /// stopped, and standbys pause (see [`STANDBY_PAUSE`]).
+    async fn take_standby(&self) -> Option<Standby> {
+        loop {
+            let mut standby = {
+                let mut standbys = self.standbys();
+                if standbys.is_empty() {
+                    return None;
+                }
+                standbys.remove(0)
+            };
+            if !standby.process.has_exited() {
+                return Some(standby);
+            }
+            tracing::info!(
+                "a task process started ahead of its attempt exited before it had one; \
+                 attempts start their processes when they run for the next {} s",
+                STANDBY_PAUSE.as_secs()
+            );
+            *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + STANDBY_PAUSE);
+            standby.stop().await;
+        }
+    }
+
+    /// Starts standbys until `target` are ready or starting (none while
+    /// paused). Returns whether any is waiting, to be stopped when idle.
+    pub async fn prewarm(&self, target: usize, host: &Arc<dyn AttemptHost>) -> bool {
+        loop {
+            {
+                let standbys = self.standbys();
+                let paused = self
+                    .paused_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some_and(|until| Instant::now() < until);
+                if paused || standbys.len() + self.starting.load(Ordering::Relaxed) >= target {
+                    return !standbys.is_empty();
+                }
+                // Counted under the lock, so two callers do not both start
+                // the last one.
+                self.starting.fetch_add(1, Ordering::Relaxed);
+            }
+            let started = self.start_standby(host.clone()).await;
+            self.starting.fetch_sub(1, Ordering::Relaxed);
+            match started {
+                Ok(standby) => self.standbys().push(standby),
+                Err(e) => {
+                    tracing::debug!("no standby: {e}");
+                    *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now() + STANDBY_PAUSE);
+                    return !self.standbys().is_empty();
+                }
+            }
+        }
+    }
+
+    async fn start_standby(&self, host: Arc<dyn AttemptHost>) -> std::io::Result<Standby> {
+        let n = self.next_standby.fetch_add(1, Ordering::Relaxed);
+        let socket = self.executor.socket_path(&format!("standby-{n}"));
+        let slot = Arc::new(SocketAttempt::default());
+        let server = self.routes.serve(&socket, host, slot.clone())?;
+        match self.executor.start_process(&socket, &self.logs).await {
+            Ok(process) => Ok(Standby {
+                socket,
+                server,
+                slot,
+                process,
+                started: Instant::now(),
+            }),
+            Err(e) => {
+                server.abort();
+                let _ = std::fs::remove_file(&socket);
+                Err(e)
+            }
+        }
+    }
+
+    /// Claims the job of stopping idle standbys; `false` if a task has it.
+    pub fn claim_keeper(&self) -> bool {
+        !self.keeper.swap(true, Ordering::AcqRel)
+    }
+
+    /// Stops the standbys that waited [`STANDBY_IDLE`] for an attempt;
+    /// returns whether any is left to watch (else the keeper's job ends).
+    pub async fn stop_idle(&self) -> bool {
+        let idle: Vec<Standby> = {
+            let mut standbys = self.standbys();
+            let (idle, fresh) = std::mem::take(&mut *standbys)
+                .into_iter()
+                .partition(|s| s.started.elapsed() >= STANDBY_IDLE);
+            *standbys = fresh;
+            idle
+        };
+        for standby in idle {
+            standby.stop().await;
+        }
+        let more = !self.standbys().is_empty() || self.starting.load(Ordering::Relaxed) > 0;
+        if !more {
+            self.keeper.store(false, Ordering::Release);
+            // A standby added just now would find no keeper: take the job back.
+            if !self.standbys().is_empty() && self.claim_keeper() {
+                return true;
+            }
+        }
+        more
+    }
+
+    /// Stops every standby (the runtime stops).
+    pub async fn stop_standbys(&self) {
+        let all = std::mem::take(&mut *self.standbys());
+        for standby in all {
+            standby.stop().await;
         }
     }
 }

@@ -46,7 +46,64 @@ fn serve(listener: UnixListener, app: Router) -> JoinHandle<()> {
 #[derive(Clone)]
 struct AttemptState {
     host: Arc<dyn AttemptHost>,
-    attempt: Arc<Attempt>,
+    slot: Arc<SocketAttempt>,
+}
+
+impl AttemptState {
+    /// The attempt this socket serves, for calls that only a process
+    /// running one may make.
+    fn attempt(&self) -> Result<Arc<Attempt>, ApiError> {
+        self.slot.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "this process has no attempt yet: ask for its input first (GET /input)",
+            )
+        })
+    }
+}
+
+/// The attempt a socket serves: known when the socket opens, or, for a
+/// process started ahead of its attempt (a standby, see `supervisor`),
+/// bound later; its `GET /input` waits until then.
+#[derive(Default)]
+pub struct SocketAttempt {
+    attempt: std::sync::OnceLock<Arc<Attempt>>,
+    bound: tokio::sync::Notify,
+}
+
+impl SocketAttempt {
+    /// Serving `attempt` from the start.
+    pub fn bound(attempt: Arc<Attempt>) -> Arc<Self> {
+        let slot = Self::default();
+        let _ = slot.attempt.set(attempt);
+        Arc::new(slot)
+    }
+
+    /// Serves `attempt` from now on; `false` if it serves one already.
+    pub fn bind(&self, attempt: Arc<Attempt>) -> bool {
+        let bound = self.attempt.set(attempt).is_ok();
+        self.bound.notify_waiters();
+        bound
+    }
+
+    /// The attempt, once bound.
+    pub fn get(&self) -> Option<Arc<Attempt>> {
+        self.attempt.get().cloned()
+    }
+
+    /// Waits until an attempt is bound.
+    async fn wait(&self) -> Arc<Attempt> {
+        loop {
+            // Registered before the check, so a bind in between wakes it.
+            let bound = self.bound.notified();
+            tokio::pin!(bound);
+            bound.as_mut().enable();
+            if let Some(attempt) = self.get() {
+                return attempt;
+            }
+            bound.await;
+        }
+    }
 }
 
 /// The routes of an attempt's socket, made once per runtime: building a
@@ -78,10 +135,10 @@ impl AttemptRoutes {
         &self,
         path: &Path,
         host: Arc<dyn AttemptHost>,
-        attempt: Arc<Attempt>,
+        slot: Arc<SocketAttempt>,
     ) -> std::io::Result<JoinHandle<()>> {
         let listener = bind(path)?;
-        let app = self.0.clone().with_state(AttemptState { host, attempt });
+        let app = self.0.clone().with_state(AttemptState { host, slot });
         Ok(serve(listener, app))
     }
 }
@@ -117,8 +174,10 @@ pub fn serve_register(
 }
 
 /// The query of `GET /input` carries the SDK's start-up timings; ignored.
+/// A process started ahead of its attempt waits here for it.
 async fn input(State(s): State<AttemptState>) -> Json<InputResponse> {
-    let run = &s.attempt.run;
+    let attempt = s.slot.wait().await;
+    let run = &attempt.run;
     let input = &run.input;
     Json(InputResponse {
         task_name: run.task_name.clone(),
@@ -222,7 +281,7 @@ async fn callback(
     let result = result.map_err(|e| e.message().to_string());
     match s
         .host
-        .report(&s.attempt, result, Reporter::Callback)
+        .report(&s.attempt()?, result, Reporter::Callback)
         .await?
     {
         // The attempt failed with the reason; the process hears it too.
@@ -253,7 +312,7 @@ async fn run_subtask(
         idempotency_key: req.idempotency_key,
         created_at: req.created_at,
     };
-    let run = s.host.start_subtask(&s.attempt, start).await?;
+    let run = s.host.start_subtask(&*s.attempt()?, start).await?;
     Ok(Json(RunSubtaskResponse {
         task_run_id: run.id,
     }))
@@ -266,7 +325,7 @@ async fn subtask_result(
     let hold = s.host.config().subtask_result_hold;
     let run = s
         .host
-        .wait_for_child(&s.attempt, &req.task_run_id, hold)
+        .wait_for_child(&*s.attempt()?, &req.task_run_id, hold)
         .await?;
     let response = match run.status {
         RunState::Completed => SubtaskResultResponse {
