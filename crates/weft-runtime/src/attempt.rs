@@ -202,30 +202,35 @@ pub trait AttemptHost: Send + Sync + 'static {
     ) -> Result<ReportOutcome, RunError>;
 }
 
+/// Attempt `number` of a running run `id`, for tests.
+#[cfg(test)]
+pub(crate) fn running(id: &str, number: u32) -> Attempt {
+    use weft_store::RunState;
+    let now = chrono::Utc::now();
+    let run = RunRecord {
+        status: RunState::Running,
+        started_at: Some(now),
+        attempts: vec![weft_store::AttemptRecord {
+            node_id: None,
+            number,
+            status: RunState::Running,
+            started_at: now,
+            completed_at: None,
+            error: None,
+            output: None,
+            interrupted: false,
+        }],
+        ..RunRecord::new(id, "t", serde_json::json!([]), now)
+    };
+    Attempt::new(run, CancellationToken::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use weft_store::RunState;
 
     fn attempt() -> Attempt {
-        let now = Utc::now();
-        let run = RunRecord {
-            status: RunState::Running,
-            started_at: Some(now),
-            attempts: vec![weft_store::AttemptRecord {
-                node_id: None,
-                number: 3,
-                status: RunState::Running,
-                started_at: now,
-                completed_at: None,
-                error: None,
-                output: None,
-                interrupted: false,
-            }],
-            ..RunRecord::new("trn-1", "t", serde_json::json!([]), now)
-        };
-        Attempt::new(run, CancellationToken::new())
+        running("trn-1", 3)
     }
 
     #[test]

@@ -176,34 +176,13 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use tokio_util::sync::CancellationToken;
-    use weft_store::{RunRecord, RunState};
 
     fn attempt(id: &str) -> Arc<Attempt> {
         attempt_number(id, 1)
     }
 
     fn attempt_number(id: &str, number: u32) -> Arc<Attempt> {
-        let now = Utc::now();
-        Arc::new(Attempt::new(
-            RunRecord {
-                status: RunState::Running,
-                started_at: Some(now),
-                attempts: vec![weft_store::AttemptRecord {
-                    node_id: None,
-                    number,
-                    status: RunState::Running,
-                    started_at: now,
-                    completed_at: None,
-                    error: None,
-                    output: None,
-                    interrupted: false,
-                }],
-                ..RunRecord::new(id, "t", serde_json::json!([]), now)
-            },
-            CancellationToken::new(),
-        ))
+        Arc::new(crate::attempt::running(id, number))
     }
 
     #[test]
