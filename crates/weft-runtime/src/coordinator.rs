@@ -187,12 +187,13 @@ impl Coordinator {
         (slots.len(), slots.counted())
     }
 
-    /// Wakes the scheduler: there may be work to claim or a slot free.
-    /// Attempts this node ran on a standby process (see [`supervisor`]).
+    /// Attempts this node ran on a standby process: one started ahead,
+    /// while runs waited for a slot.
     pub fn standby_attempts(&self) -> u64 {
         self.supervisor.standby_attempts()
     }
 
+    /// Wakes the scheduler: there may be work to claim or a slot free.
     pub(crate) fn kick(&self) {
         self.kick.notify_one();
     }

@@ -61,7 +61,7 @@ pub struct MergeRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_dir: Option<Location>,
     /// Number of shards (default: 10, or one per 96 MiB of input when
-    /// that is more; see [`default_num_shards`](crate::shard::default_num_shards)).
+    /// that is more; see [`default_num_shards`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_shards: Option<u32>,
     /// The `as_of` date, `YYYY-MM-DD` (default: the contract's, 2026-10-01).
