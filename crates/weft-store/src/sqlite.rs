@@ -1,13 +1,17 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
-//! One connection behind a mutex, used from tokio's blocking pool: SQLite
+//! One connection writes, on a thread of its own (`writer`): SQLite
 //! serialises writers anyway, and a single connection makes every method a
-//! plain transaction with no busy-retry logic. Commits are durable against a
+//! plain transaction with no busy-retry logic; calls that queue up together
+//! share a commit. Reads run on their own connections, on tokio's blocking
+//! pool. Commits are durable against a
 //! crash of the process (WAL, `synchronous = NORMAL`); `synchronous = FULL`
 //! (see [`SqliteStore::open_with`]) also survives power loss.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+mod writer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -164,9 +168,11 @@ pub struct SqliteStore {
     /// close first: the last connection to close folds the WAL back into
     /// the file, and only the writer may.
     readers: Arc<Readers>,
-    /// The one connection that writes: SQLite has one writer at a time
-    /// anyway, and one connection makes every write a plain transaction.
-    conn: Arc<Mutex<Connection>>,
+    /// The one connection that writes, on its thread: SQLite has one
+    /// writer at a time anyway, and one connection makes every write a
+    /// plain transaction. Dropped before the lock below is released: the
+    /// writer closes the database before another process may open it.
+    writer: Arc<writer::Writer>,
     /// The database file, as messages name it.
     location: Arc<str>,
     /// The one node a SQLite database serves.
@@ -287,10 +293,16 @@ impl SqliteStore {
         migrate(&conn, &location)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let readers = Readers::open(&real, READERS).map_err(|e| classify(e, &location))?;
+        let location: Arc<str> = location.into();
+        let writer =
+            writer::Writer::start(conn, location.clone()).map_err(|e| StoreError::Open {
+                location: location.to_string(),
+                detail: format!("cannot start the writer thread: {e}"),
+            })?;
         Ok(Self {
             readers: Arc::new(readers),
-            conn: Arc::new(Mutex::new(conn)),
-            location: location.into(),
+            writer: Arc::new(writer),
+            location,
             node: NodeId::new(crate::local_host_name()),
             _lock: Arc::new(lock),
         })
@@ -301,22 +313,42 @@ impl SqliteStore {
     /// `None`. Writes that would grow it further fail with
     /// [`StoreError::Full`], as on a full disk, until the cap is raised.
     pub async fn set_size_limit(&self, bytes: Option<u64>) -> Result<()> {
-        let conn = self.conn.clone();
         let location = self.location.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let pages = match bytes {
-                Some(bytes) => {
-                    let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-                    (bytes / page_size).max(1)
-                }
-                // SQLite's own default and largest value.
-                None => 4_294_967_294,
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self.writer.alone(Box::new(move |conn: &Connection| {
+            let set = || -> rusqlite::Result<()> {
+                let pages = match bytes {
+                    Some(bytes) => {
+                        let page_size: u64 =
+                            conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                        (bytes / page_size).max(1)
+                    }
+                    // SQLite's own default and largest value.
+                    None => 4_294_967_294,
+                };
+                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
             };
-            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
-        })
-        .await?
-        .map_err(|e| classify(e, &location))
+            let _ = reply.send(set().map_err(|e| classify(e, &location)));
+        }));
+        if !sent {
+            return Err(self.writer_stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(self.writer_stopped()))
+    }
+
+    /// Commits made since the store opened: fewer than its write calls
+    /// when calls that queued up together shared a commit.
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
+    /// The error of a call the writer dropped: it panicked, or the store is
+    /// closing.
+    fn writer_stopped(&self) -> StoreError {
+        StoreError::Unavailable {
+            location: self.location.to_string(),
+            detail: "the store's writer dropped the call".into(),
+        }
     }
 
     /// Runs `f` in one read transaction (a consistent snapshot) on a
@@ -335,21 +367,60 @@ impl SqliteStore {
         .await?
     }
 
-    /// Runs `f` in one transaction on the blocking pool.
+    /// Runs `f` in a transaction on the writer, perhaps beside other
+    /// calls in one commit (see `writer`); its result once that commit is
+    /// durable.
     async fn tx<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> TxResult<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        let location = self.location.clone();
-        tokio::task::spawn_blocking(move || {
-            // A poisoned lock only means another call panicked mid-way; its
-            // transaction was rolled back when unwound, so the data is sound.
-            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            in_transaction(&conn, "BEGIN IMMEDIATE", f).map_err(|e| e.into_store(&location))
-        })
-        .await?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let call = TxCall {
+            f: Some(f),
+            out: None,
+            reply,
+            location: self.location.clone(),
+        };
+        if !self.writer.transaction(Box::new(call)) {
+            return Err(self.writer_stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(self.writer_stopped()))
+    }
+}
+
+/// One caller's transaction on the writer.
+struct TxCall<T, F> {
+    f: Option<F>,
+    out: Option<Result<T>>,
+    reply: tokio::sync::oneshot::Sender<Result<T>>,
+    location: Arc<str>,
+}
+
+impl<T, F> writer::Call for TxCall<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> TxResult<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(f) = self.f.take() else { return false };
+        let out = f(conn).map_err(|e| e.into_store(&self.location));
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn deliver(self: Box<Self>, lost: Option<StoreError>) {
+        let result = match (lost, self.out) {
+            (Some(e), _) => Err(e),
+            (None, Some(out)) => out,
+            (None, None) => Err(StoreError::Unavailable {
+                location: self.location.to_string(),
+                detail: "the store call did not run".into(),
+            }),
+        };
+        // A caller that stopped waiting has nobody to tell.
+        let _ = self.reply.send(result);
     }
 }
 
@@ -1477,7 +1548,7 @@ mod tests {
     fn plan(sql: &str) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("weft.db")).unwrap();
-        let conn = store.conn.lock().unwrap();
+        let conn = store.readers.get();
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let n = stmt.parameter_count();
         let nulls = vec![rusqlite::types::Null; n];
@@ -1515,11 +1586,49 @@ mod tests {
         );
     }
 
+    /// A fan-out's burst: every start is durable before its caller hears of
+    /// it, starts that queued together shared commits, and two starts with
+    /// one idempotency key in one commit are still one run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_starts_shares_commits_and_keeps_every_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let new = |i: usize| NewRun {
+            task_name: "square".into(),
+            input: serde_json::json!([i]).into(),
+            parent: None,
+            idempotency_key: i.is_multiple_of(100).then(|| "once".to_string()),
+            idempotency_created_at: None,
+            at: Utc::now(),
+        };
+        let before = store.commits();
+        let created = futures::future::join_all((0..500).map(|i| {
+            let store = store.clone();
+            async move { store.create_run(new(i)).await.unwrap() }
+        }))
+        .await;
+        let commits = store.commits() - before;
+        let ids: std::collections::BTreeSet<_> = created.iter().map(|c| c.run.id.clone()).collect();
+        assert_eq!(ids.len(), 496, "500 starts, five of them with one key");
+        assert!(
+            commits < 500,
+            "{commits} commits for 500 starts queued together"
+        );
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        for id in &ids {
+            assert!(
+                store.get_run(id).await.unwrap().is_some(),
+                "{id} was acknowledged"
+            );
+        }
+    }
+
     #[test]
     fn a_transaction_that_fails_or_panics_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("weft.db")).unwrap();
-        let conn = store.conn.lock().unwrap();
+        let conn = Connection::open(dir.path().join("t.db")).unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
         let insert = |conn: &Connection| conn.execute("INSERT INTO t VALUES (1)", []);
         let failed = in_transaction(&conn, "BEGIN IMMEDIATE", |c| -> TxResult<()> {
