@@ -356,10 +356,11 @@ impl Child<'_> {
     /// spawner's memory until it execs, while the spawner waits (glibc's
     /// `posix_spawn` works the same way). A `fork()` copied the spawner's
     /// page tables, took a copy-on-write fault for every page either side
-    /// wrote before the exec, and tore the copy down again at the exec: a
-    /// twentieth of the machine's CPU in a fan-out of no-op Rust children
-    /// (BENCHMARKS.md, "Spawning without a copy"). `posix_spawn` itself
-    /// cannot set the parent-death signal or enter a cgroup.
+    /// wrote before the exec, and tore the copy down again at the exec: 6 to
+    /// 7% of the machine's CPU in a fan-out of no-op Rust children
+    /// (BENCHMARKS.md, "Spawning without a copy, group commit").
+    /// `posix_spawn` itself cannot set the parent-death signal or enter a
+    /// cgroup.
     fn start(&self, stack: &mut ChildStack) -> Result<libc::pid_t, String> {
         let to_c = |s: &OsStr| CString::new(s.as_bytes()).map_err(|_| format!("{s:?} holds a NUL"));
         let env_path = self

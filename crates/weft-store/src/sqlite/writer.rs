@@ -3,14 +3,15 @@
 //! (group commit).
 //!
 //! A fan-out's parent asks for a thousand children at once: each was its
-//! own transaction on tokio's blocking pool, so a thousand pool threads
-//! queued on one mutex and the store committed a thousand times (see
-//! BENCHMARKS.md, "Group commit"). Here the calls wait in a queue instead,
-//! and the writer takes what has queued, up to [`MAX_BATCH`], into one
-//! transaction: each call inside a savepoint of its own, so one that fails
-//! undoes only its own writes, and no caller hears its result before the
-//! commit that holds it (or its failure) is known. A call alone in the queue
-//! runs as it always did: `BEGIN IMMEDIATE`, its statements, `COMMIT`.
+//! own transaction on tokio's blocking pool, so hundreds of pool threads
+//! queued on one mutex and the store committed a thousand times
+//! (BENCHMARKS.md, "Spawning without a copy, group commit"). Here the calls
+//! wait in a queue instead, and the writer takes what has queued, up to
+//! [`MAX_BATCH`], into one transaction: each call inside a savepoint of its
+//! own, so one that fails undoes only its own writes, and no caller hears
+//! its result before the commit that holds it (or its failure) is known. A
+//! call alone in the queue runs as it always did: `BEGIN IMMEDIATE`, its
+//! statements, `COMMIT`.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
