@@ -92,7 +92,11 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.queue.take();
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.thread.take()
+            // The last handle may be dropped by a call running on the writer
+            // itself: it cannot wait for itself, and ends when this returns.
+            && thread.thread().id() != std::thread::current().id()
+        {
             let _ = thread.join();
         }
     }
@@ -196,7 +200,11 @@ fn commit(
                         )));
                     }
                 }
-                call.deliver(failed.is_err().then(|| lost("the store call panicked")));
+                // A panic is a bug, not a fault to wait out: not transient.
+                call.deliver(failed.is_err().then(|| StoreError::Query {
+                    location: location.to_string(),
+                    detail: "the store call panicked".into(),
+                }));
             }
         }
     }
