@@ -334,6 +334,9 @@ impl ChildStack {
 struct Prepared<'a> {
     program: CString,
     argv: Vec<*const libc::c_char>,
+    /// `/bin/sh PROGRAM ARGS...`: a file without a `#!` line is a shell
+    /// script, as `execvp` (and so `Command`) takes it.
+    sh_argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     stdio: [RawFd; 3],
     cgroup_procs: Option<&'a std::ffi::CStr>,
@@ -393,9 +396,16 @@ impl Child<'_> {
         // CLOEXEC: a successful exec closes the child's end, so an empty
         // read below means the start command is running.
         let (mut report_r, report_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+        // The pointers stay good as `program` moves: they point into its heap.
+        let sh_argv = [SH.as_ptr(), program.as_ptr()]
+            .into_iter()
+            .chain(argv_c[1..].iter().map(|a| a.as_ptr()))
+            .chain([std::ptr::null()])
+            .collect();
         let prepared = Prepared {
             program,
             argv: pointers(&argv_c),
+            sh_argv,
             envp: pointers(&envp_c),
             stdio: self.stdio,
             cgroup_procs: self.cgroup_procs,
@@ -447,6 +457,9 @@ impl Child<'_> {
         }
     }
 }
+
+/// The shell that runs a start command without a `#!` line.
+const SH: &std::ffi::CStr = c"/bin/sh";
 
 /// The program to exec: as named when the name holds a `/`, else the first
 /// executable of that name on the child's `PATH` (as `Command` does: the
@@ -522,7 +535,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(p.program.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
-        fail(Stage::Exec, *libc::__errno_location())
+        let errno = *libc::__errno_location();
+        if errno == libc::ENOEXEC {
+            libc::execve(SH.as_ptr(), p.sh_argv.as_ptr(), p.envp.as_ptr());
+        }
+        fail(Stage::Exec, errno)
     }
 }
 
@@ -563,11 +580,20 @@ mod tests {
         script: &str,
         env: &[(&str, &str)],
     ) -> Result<(libc::pid_t, String), String> {
+        start_with_args(program, &["-c", script], env)
+    }
+
+    /// Starts `program ARGS...` as the spawner does.
+    fn start_with_args(
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(libc::pid_t, String), String> {
         let (mut out_r, out_w) = std::io::pipe().unwrap();
         let devnull = std::fs::File::open("/dev/null").unwrap();
         let env: Vec<(OsString, OsString)> =
             env.iter().map(|(n, v)| (n.into(), v.into())).collect();
-        let args = [OsString::from("-c"), OsString::from(script)];
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         let child = Child {
             program: OsStr::new(program),
             args: &args,
@@ -588,19 +614,21 @@ mod tests {
 
     #[test]
     fn a_child_gets_its_environment_descriptors_group_and_default_signals() {
-        let script = r#"echo "$GREETING ${HOME-unset}"; cut -d' ' -f5 /proc/$$/stat; grep -E '^Sig(Blk|Ign)' /proc/$$/status"#;
+        let script = r#"echo "$GREETING ${HOME-unset}"; cut -d' ' -f5 /proc/$$/stat"#;
         let (pid, printed) = start("/bin/sh", script, &[("GREETING", "hello")]).unwrap();
-        let lines: Vec<&str> = printed.lines().collect();
-        assert_eq!(lines[0], "hello unset", "{printed}");
         assert_eq!(
-            lines[1],
-            pid.to_string(),
-            "its own process group: {printed}"
+            printed,
+            format!("hello unset\n{pid}\n"),
+            "its own process group"
         );
-        // Nothing blocked; SIGPIPE (bit 13), which this test process ignores
-        // as Rust programs do, back to its default.
+        // The signal state is read by the start command itself, with no shell
+        // in between (a shell sets its own mask). Nothing blocked; SIGPIPE
+        // (bit 13), which this test process ignores as Rust programs do, back
+        // to its default.
+        let (_, printed) =
+            start_with_args("grep", &["-E", "^Sig(Blk|Ign)", "/proc/self/status"], &[]).unwrap();
         let mask = |name: &str| {
-            let line = lines.iter().find(|l| l.starts_with(name)).unwrap();
+            let line = printed.lines().find(|l| l.starts_with(name)).unwrap();
             u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
         };
         assert_eq!(mask("SigBlk:"), 0, "{printed}");
