@@ -155,7 +155,7 @@ struct Spawner<'a> {
     program: &'a OsStr,
     args: &'a [OsString],
     me: libc::pid_t,
-    stack: std::cell::RefCell<ChildStack>,
+    stack: ChildStack,
 }
 
 impl<'a> Spawner<'a> {
@@ -183,7 +183,7 @@ impl<'a> Spawner<'a> {
             program,
             args,
             me: std::process::id() as libc::pid_t,
-            stack: std::cell::RefCell::new(ChildStack::new()),
+            stack: ChildStack::new(),
         })
     }
 
@@ -275,7 +275,7 @@ impl<'a> Spawner<'a> {
 
     /// Starts one child; its pid once it runs the start command, or why it
     /// could not.
-    fn spawn(&self, request: Request, fds: Vec<OwnedFd>) -> serde_json::Value {
+    fn spawn(&mut self, request: Request, fds: Vec<OwnedFd>) -> serde_json::Value {
         let id = request.id;
         let Ok(stdio) = <[OwnedFd; 3]>::try_from(fds) else {
             return serde_json::json!({ "id": id, "error": "expected 3 descriptors" });
@@ -290,7 +290,7 @@ impl<'a> Spawner<'a> {
         };
         // The descriptors are closed when `stdio` drops: the child has its
         // own copies by the time `start` returns.
-        match child.start(&mut self.stack.borrow_mut()) {
+        match child.start(&mut self.stack) {
             Ok(pid) => serde_json::json!({ "id": id, "pid": pid }),
             // Reaped with the others; nobody waits for its end.
             Err(why) => serde_json::json!({ "id": id, "error": why }),

@@ -16,6 +16,7 @@
 //! an idle runtime keeps none and a program rebuilt or edited between runs
 //! is started afresh. A standby holds no slot until it has an attempt.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,7 +46,7 @@ pub struct Supervisor {
     max_log_bytes: u64,
     routes: task_socket::AttemptRoutes,
     /// Task processes started ahead of their attempts, oldest first.
-    standbys: Mutex<Vec<Standby>>,
+    standbys: Mutex<VecDeque<Standby>>,
     /// Standbys being started.
     starting: AtomicUsize,
     /// Names standby sockets.
@@ -60,18 +61,31 @@ pub struct Supervisor {
 
 /// A task process started ahead of its attempt, waiting on its socket.
 struct Standby {
-    socket: PathBuf,
-    server: JoinHandle<()>,
+    socket: StandbySocket,
     slot: Arc<SocketAttempt>,
     process: TaskProcess,
     started: Instant,
 }
 
+/// A standby's socket and the server answering on it.
+struct StandbySocket {
+    path: PathBuf,
+    server: JoinHandle<()>,
+}
+
+impl StandbySocket {
+    /// Stops serving and removes the socket file: its attempt has ended,
+    /// or its process is stopped or could not start.
+    fn close(&self) {
+        self.server.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 impl Standby {
     /// Stops its process and closes its socket.
     async fn stop(self) {
-        self.server.abort();
-        let _ = std::fs::remove_file(&self.socket);
+        self.socket.close();
         self.process.discard().await;
     }
 }
@@ -110,8 +124,21 @@ impl Supervisor {
         &self.executor
     }
 
-    fn standbys(&self) -> std::sync::MutexGuard<'_, Vec<Standby>> {
+    fn standbys(&self) -> std::sync::MutexGuard<'_, VecDeque<Standby>> {
         self.standbys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// No standby is started for the next [`STANDBY_PAUSE`].
+    fn pause(&self) {
+        *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + STANDBY_PAUSE);
+    }
+
+    fn paused(&self) -> bool {
+        self.paused_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// Attempts that ran on a standby so far.
@@ -142,8 +169,7 @@ impl Supervisor {
             let exit =
                 Executor::supervise(attempt, standby.process, timeout, self.exit_grace).await;
             attempt.close();
-            standby.server.abort();
-            let _ = std::fs::remove_file(&standby.socket);
+            standby.socket.close();
             return self.exit(attempt, exit);
         }
         let socket_path = self.executor.socket_path(&attempt.socket_name());
@@ -203,13 +229,7 @@ impl Supervisor {
     /// stopped, and standbys pause (see [`STANDBY_PAUSE`]).
     async fn take_standby(&self) -> Option<Standby> {
         loop {
-            let mut standby = {
-                let mut standbys = self.standbys();
-                if standbys.is_empty() {
-                    return None;
-                }
-                standbys.remove(0)
-            };
+            let mut standby = self.standbys().pop_front()?;
             if !standby.process.has_exited() {
                 return Some(standby);
             }
@@ -218,8 +238,7 @@ impl Supervisor {
                  attempts start their processes when they run for the next {} s",
                 STANDBY_PAUSE.as_secs()
             );
-            *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(Instant::now() + STANDBY_PAUSE);
+            self.pause();
             standby.stop().await;
         }
     }
@@ -230,12 +249,8 @@ impl Supervisor {
         loop {
             {
                 let standbys = self.standbys();
-                let paused = self
-                    .paused_until
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_some_and(|until| Instant::now() < until);
-                if paused || standbys.len() + self.starting.load(Ordering::Relaxed) >= target {
+                if self.paused() || standbys.len() + self.starting.load(Ordering::Relaxed) >= target
+                {
                     return !standbys.is_empty();
                 }
                 // Counted under the lock, so two callers do not both start
@@ -245,11 +260,10 @@ impl Supervisor {
             let started = self.start_standby(host.clone()).await;
             self.starting.fetch_sub(1, Ordering::Relaxed);
             match started {
-                Ok(standby) => self.standbys().push(standby),
+                Ok(standby) => self.standbys().push_back(standby),
                 Err(e) => {
                     tracing::debug!("no standby: {e}");
-                    *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(Instant::now() + STANDBY_PAUSE);
+                    self.pause();
                     return !self.standbys().is_empty();
                 }
             }
@@ -258,20 +272,19 @@ impl Supervisor {
 
     async fn start_standby(&self, host: Arc<dyn AttemptHost>) -> std::io::Result<Standby> {
         let n = self.next_standby.fetch_add(1, Ordering::Relaxed);
-        let socket = self.executor.socket_path(&format!("standby-{n}"));
+        let path = self.executor.socket_path(&format!("standby-{n}"));
         let slot = Arc::new(SocketAttempt::default());
-        let server = self.routes.serve(&socket, host, slot.clone())?;
-        match self.executor.start_process(&socket, &self.logs).await {
+        let server = self.routes.serve(&path, host, slot.clone())?;
+        let socket = StandbySocket { path, server };
+        match self.executor.start_process(&socket.path, &self.logs).await {
             Ok(process) => Ok(Standby {
                 socket,
-                server,
                 slot,
                 process,
                 started: Instant::now(),
             }),
             Err(e) => {
-                server.abort();
-                let _ = std::fs::remove_file(&socket);
+                socket.close();
                 Err(e)
             }
         }
@@ -285,7 +298,7 @@ impl Supervisor {
     /// Stops the standbys that waited [`STANDBY_IDLE`] for an attempt;
     /// returns whether any is left to watch (else the keeper's job ends).
     pub async fn stop_idle(&self) -> bool {
-        let idle: Vec<Standby> = {
+        let idle: VecDeque<Standby> = {
             let mut standbys = self.standbys();
             let (idle, fresh) = std::mem::take(&mut *standbys)
                 .into_iter()

@@ -342,7 +342,7 @@ impl SqliteStore {
         self.writer.commits()
     }
 
-    /// The error of a call the writer dropped: it panicked, or the store is
+    /// The error of a call the writer dropped unanswered: the store is
     /// closing.
     fn writer_stopped(&self) -> StoreError {
         StoreError::Unavailable {
