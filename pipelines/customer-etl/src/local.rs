@@ -9,8 +9,8 @@ use crate::location::Location;
 use crate::manifest::{MANIFEST_FILE, RunParams, RunSummary, Timings, aggregate};
 use crate::parallel::run_parallel;
 use crate::partition::{
-    PartitionManifest, SourcePlan, partition_chunk, plan_source, plan_source_sized,
-    write_partition_manifest,
+    PartitionManifest, SourcePlan, default_num_shards_for, partition_chunk, plan_source,
+    plan_source_sized, write_partition_manifest,
 };
 use crate::shard::default_num_shards;
 use crate::shard_step::process_shard;
@@ -115,8 +115,7 @@ pub fn run_local_with(
             .unwrap_or_else(|| len.div_ceil(options.chunk_bytes.max(1)) as usize)
     })?;
     let plan_ms = started.elapsed().as_millis() as u64;
-    let num_shards = num_shards
-        .unwrap_or_else(|| default_num_shards(plans.iter().map(SourcePlan::data_bytes).sum()));
+    let num_shards = num_shards.unwrap_or_else(|| default_num_shards_for(&plans));
     prepare_out_dir(&out_dir)?;
     work_dir.reset_dir()?;
 

@@ -57,6 +57,12 @@ impl SourcePlan {
     }
 }
 
+/// The shard count for a run that names none, from its planned inputs'
+/// size (see [`crate::shard::default_num_shards`]).
+pub fn default_num_shards_for(plans: &[SourcePlan]) -> u32 {
+    crate::shard::default_num_shards(plans.iter().map(SourcePlan::data_bytes).sum())
+}
+
 /// What partitioning one chunk found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkStats {

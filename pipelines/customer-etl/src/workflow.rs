@@ -19,9 +19,9 @@ use crate::local::{DEFAULT_CHUNK_BYTES, default_work_dir, plan_inputs, prepare_o
 use crate::location::Location;
 use crate::manifest::{RunParams, RunSummary, Timings, aggregate};
 use crate::partition::{
-    ChunkStats, PartitionManifest, SourcePlan, partition_chunk, write_partition_manifest,
+    ChunkStats, PartitionManifest, SourcePlan, default_num_shards_for, partition_chunk,
+    write_partition_manifest,
 };
-use crate::shard::default_num_shards;
 use crate::shard_step::{ShardOptions, ShardStats, process_shard_with};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
@@ -61,7 +61,7 @@ pub struct MergeRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_dir: Option<Location>,
     /// Number of shards (default: 10, or one per 96 MiB of input when
-    /// that is more; see [`default_num_shards`]).
+    /// that is more; see [`crate::shard::default_num_shards`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_shards: Option<u32>,
     /// The `as_of` date, `YYYY-MM-DD` (default: the contract's, 2026-10-01).
@@ -212,7 +212,7 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
     let plan_ms = started.elapsed().as_millis() as u64;
     let num_shards = run
         .num_shards
-        .unwrap_or_else(|| default_num_shards(plans.iter().map(SourcePlan::data_bytes).sum()));
+        .unwrap_or_else(|| default_num_shards_for(&plans));
 
     let partition_started = Instant::now();
     let jobs: Vec<PartitionJob> = plans
