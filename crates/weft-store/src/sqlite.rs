@@ -425,10 +425,8 @@ where
 }
 
 /// Runs `f` between `begin` and `COMMIT`, rolling back if it fails or
-/// panics. Both statements come from the statement cache: rusqlite's
-/// `Transaction` runs them through `execute_batch`, which parses them
-/// anew each time, and that was a tenth of the runtime's CPU per child in
-/// a wide fan-out (BENCHMARKS.md, "The runtime, per Rust child").
+/// panics; both statements through the statement cache (see
+/// `writer::run`: rusqlite's `Transaction` parses them anew each time).
 fn in_transaction<T>(
     conn: &Connection,
     begin: &'static str,
@@ -445,10 +443,10 @@ fn in_transaction<T>(
             }
         }
     }
-    conn.prepare_cached(begin)?.execute([])?;
+    writer::run(conn, begin)?;
     let mut open = Open(Some(conn));
     let out = f(conn)?;
-    conn.prepare_cached("COMMIT")?.execute([])?;
+    writer::run(conn, "COMMIT")?;
     open.0 = None;
     Ok(out)
 }

@@ -231,7 +231,7 @@ fn commit(
 /// A statement through the connection's cache: parsing `BEGIN` and `COMMIT`
 /// anew each time was a tenth of the runtime's CPU per child in a wide
 /// fan-out (BENCHMARKS.md, "The runtime, per Rust child").
-fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+pub(super) fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
