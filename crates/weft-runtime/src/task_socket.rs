@@ -75,15 +75,16 @@ impl SocketAttempt {
     /// Serving `attempt` from the start.
     pub fn bound(attempt: Arc<Attempt>) -> Arc<Self> {
         let slot = Self::default();
-        let _ = slot.attempt.set(attempt);
+        slot.bind(attempt);
         Arc::new(slot)
     }
 
-    /// Serves `attempt` from now on; `false` if it serves one already.
-    pub fn bind(&self, attempt: Arc<Attempt>) -> bool {
-        let bound = self.attempt.set(attempt).is_ok();
+    /// Serves `attempt` from now on. A socket serves one attempt: a standby
+    /// leaves the queue when it is bound, so it is bound once.
+    pub fn bind(&self, attempt: Arc<Attempt>) {
+        let first = self.attempt.set(attempt).is_ok();
+        debug_assert!(first, "a task socket is bound to one attempt");
         self.bound.notify_waiters();
-        bound
     }
 
     /// The attempt, once bound.
