@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 use weft_store::{Durability, NodeId, PgStore, SqliteStore, Store};
 
+use crate::serve::LeaseArgs;
 use crate::server::{self, OnSignal, ServerOptions};
 
 #[derive(Args)]
@@ -17,27 +18,33 @@ pub struct DevArgs {
     db: PathBuf,
     /// Keep runs in PostgreSQL instead (`postgres://user@host/db`), as one
     /// node of a cluster that `weft serve` nodes share.
-    #[arg(long, env = "WEFT_DATABASE_URL")]
+    #[arg(long, env = "WEFT_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Fsync every commit (SQLite `synchronous = FULL`): accepted runs then
     /// survive power loss too, not only a crash of weft. Slower.
     #[arg(long)]
     power_loss_safe: bool,
+    /// With --database-url: the node's lease, as `weft serve` has it.
+    #[command(flatten)]
+    lease: LeaseArgs,
     #[command(flatten)]
     server: ServerOptions,
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<std::process::ExitCode> {
     server::init_logging();
-    let config = args.server.config()?;
+    let mut config = args.server.config()?;
+    args.lease.apply(&mut config);
+    config.check_lease().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let (store, kept_in): (Arc<dyn Store>, String) = match &args.database_url {
             Some(url) => {
-                let store =
-                    PgStore::connect(url, NodeId::new(weft_store::local_host_name())).await?;
+                let node = NodeId::new(weft_store::local_host_name())
+                    .with_timeout(args.lease.node_timeout);
+                let store = PgStore::connect(url, node).await?;
                 (Arc::new(store), "PostgreSQL".to_string())
             }
             None => {

@@ -22,18 +22,40 @@ pub struct ServeArgs {
     /// are handed back to other nodes.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
-    /// How long a node may be silent before the others take over its
-    /// attempts.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    node_timeout: Duration,
+    #[command(flatten)]
+    lease: LeaseArgs,
     #[command(flatten)]
     server: ServerOptions,
+}
+
+/// A node's lease on its work, on a shared database (README, "Run on
+/// several machines").
+#[derive(Args)]
+pub struct LeaseArgs {
+    /// How long a node may be silent before the others take over its
+    /// attempts (by the database's clock).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub node_timeout: Duration,
+    /// How long before that a node that cannot reach the database fences
+    /// itself: it kills its task processes and claims nothing until it
+    /// has rejoined (default: a third of --node-timeout; at most half).
+    #[arg(long, value_parser = parse_duration)]
+    pub fence_margin: Option<Duration>,
+}
+
+impl LeaseArgs {
+    /// Into the runtime's settings.
+    pub fn apply(&self, config: &mut weft_runtime::RuntimeConfig) {
+        config.node_timeout = self.node_timeout;
+        config.fence_margin = self.fence_margin;
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     server::init_logging();
     let mut config = args.server.config()?;
-    config.node_timeout = args.node_timeout;
+    args.lease.apply(&mut config);
+    config.check_lease().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -42,7 +64,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             args.node_id
                 .clone()
                 .unwrap_or_else(weft_store::local_host_name),
-        );
+        )
+        .with_timeout(args.lease.node_timeout);
         let store = PgStore::connect(&args.database_url, node).await?;
         server::serve(
             "weft serve",

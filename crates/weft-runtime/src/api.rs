@@ -43,10 +43,21 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/weft/v1/tasks/refresh", post(refresh_tasks))
         .route("/weft/v1/nodes", get(list_nodes))
         .route("/metrics", get(metrics))
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        .route("/healthz", get(healthz))
+}
+
+/// `GET /healthz`: 200 while the node serves; 503, saying why, while it
+/// is fenced (it runs nothing until it has rejoined), so that a load
+/// balancer or an orchestrator's readiness check can see it.
+async fn healthz(State(c): State<Shared>) -> Response {
+    match c.fenced() {
+        None => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "fenced", "message": why})),
         )
+            .into_response(),
+    }
 }
 
 /// A run as lists show it.
@@ -389,17 +400,20 @@ async fn list_nodes(State(c): State<Shared>) -> Result<Json<Vec<Node>>, ApiError
     ))
 }
 
-/// `GET /metrics`: the Prometheus text format.
+/// `GET /metrics`: the Prometheus text format. The node's own metrics
+/// are served even when the database cannot say how many runs it holds
+/// (a fenced node is exactly when they matter).
 async fn metrics(State(c): State<Shared>) -> Result<Response, ApiError> {
-    let runs = c.store().count_by_state().await?;
+    let runs = c.store().count_by_state().await;
     let (running_here, holding_slots) = c.load();
     let text = c.metrics().render(&crate::metrics::Snapshot {
         node: &c.store().node().id,
-        runs: &runs,
+        runs: runs.as_deref().map_err(|e| e.to_string()),
         running_here,
         holding_slots,
         max_concurrent: c.config().max_concurrent,
         standby_attempts: c.standby_attempts(),
+        fenced: c.fenced().is_some(),
     });
     Ok((
         [(

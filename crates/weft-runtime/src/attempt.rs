@@ -165,6 +165,10 @@ pub enum ReportOutcome {
     Held,
     /// Another report came first (see [`Attempt::claim_report`]).
     Late(Option<Reporter>),
+    /// Not taken: this node fenced itself (it could not renew its lease
+    /// on the database) and is killing the attempt's processes; the
+    /// attempt runs again.
+    Fenced,
 }
 
 /// What a task process may ask of the runtime through its socket; the

@@ -209,6 +209,20 @@ pub(crate) fn enter(procs: &std::ffi::CStr) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Kills every process in the cgroup whose `cgroup.procs` is `procs` (the
+/// spawner knows a child's cgroup by that path only).
+pub(crate) fn kill_by_procs(procs: &std::ffi::CStr) {
+    use std::os::unix::ffi::OsStrExt;
+    let procs = Path::new(std::ffi::OsStr::from_bytes(procs.to_bytes()));
+    if let Some(dir) = procs.parent()
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.kill"))
+    {
+        let _ = f.write_all(b"1");
+    }
+}
+
 /// Kills what runtimes that died left in their cgroups, and removes them:
 /// `weft-<pid>` of a pid that no longer exists.
 fn sweep_stale(own: &Path) {

@@ -1,6 +1,7 @@
-//! What a node does for the cluster when its store is shared: says it is
-//! alive, takes over the attempts of nodes that fell silent, and acts on
-//! what other nodes did (work pending, runs ended or canceled). Also the
+//! What a node does for the cluster when its store is shared: renews its
+//! lease on its work and fences itself when it cannot (see `lease`),
+//! takes over the attempts of nodes that fell silent, and acts on what
+//! other nodes did (work pending, runs ended or canceled). Also the
 //! retention sweep, which any node may run.
 //!
 //! Every step is a statement on the shared database; nodes never talk to
@@ -11,27 +12,112 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use weft_store::StoreEvent;
 
 use crate::Coordinator;
+use crate::lease::FenceCause;
 
-/// How often a node says it is alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(2);
-
-/// Starts the heartbeat and the listener of a node on a shared store.
+/// Starts the heartbeat, the lease's watch, the rescue of silent nodes and
+/// the listener of a node on a shared store.
 pub(crate) fn start(coordinator: &Arc<Coordinator>) {
     let c = coordinator.clone();
-    tokio::spawn(async move { heartbeat(c).await });
+    tokio::spawn(async move { keep_lease(c).await });
+    let c = coordinator.clone();
+    tokio::spawn(async move { watch_lease(c).await });
+    let c = coordinator.clone();
+    tokio::spawn(async move { rescue(c).await });
     let c = coordinator.clone();
     tokio::spawn(async move { hear(c).await });
 }
 
-/// Every [`HEARTBEAT`]: the heartbeat, and the rescue of nodes silent for
-/// longer than the node timeout (any node may do it; it is one
-/// compare-and-set statement, so two doing it at once do no harm).
-async fn heartbeat(c: Arc<Coordinator>) {
-    let silence = c.config().node_timeout;
-    let mut tick = tokio::time::interval(HEARTBEAT);
+/// Renews the node's lease with a heartbeat several times per node
+/// timeout, each within a deadline (on a connection of its own: a hung
+/// pool cannot hold it up); while the node is fenced, tries to rejoin
+/// instead. A heartbeat that fails is only said once per outage: the
+/// fence, if it comes, says the rest.
+async fn keep_lease(c: Arc<Coordinator>) {
+    let config = c.config();
+    let (every, within) = (config.heartbeat_every(), config.heartbeat_within());
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stopping = c.shutdown_token();
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopping.cancelled() => return,
+        }
+        if c.lease().fenced().is_some() {
+            c.rejoin().await;
+            continue;
+        }
+        let sent = Instant::now();
+        match c.store().heartbeat(within).await {
+            Ok(true) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(
+                        "the database answers this node's heartbeats again, after {:.1} s",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+                c.renewed(sent).await;
+            }
+            Ok(false) => c.fence(FenceCause::DeclaredDead).await,
+            Err(e) => {
+                if failing_since.is_none() {
+                    let left = c
+                        .lease()
+                        .until()
+                        .map(|u| u.saturating_duration_since(Instant::now()));
+                    tracing::warn!(
+                        "could not renew this node's lease: {e}; {}",
+                        match left {
+                            Some(left) => format!(
+                                "it fences itself in {:.1} s (kills its task processes) unless a heartbeat gets through",
+                                left.as_secs_f64()
+                            ),
+                            None => "trying again".to_string(),
+                        }
+                    );
+                    failing_since = Some(sent);
+                }
+                c.lease().failed(e.to_string());
+            }
+        }
+    }
+}
+
+/// Fences the node the moment its lease runs out: on this machine's
+/// monotonic clock, whatever the heartbeat is waiting for.
+async fn watch_lease(c: Arc<Coordinator>) {
+    let stopping = c.shutdown_token();
+    let idle = c.config().heartbeat_every();
+    loop {
+        let wake = c.lease().until().unwrap_or_else(|| Instant::now() + idle);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = stopping.cancelled() => return,
+        }
+        if c.lease().expired() {
+            c.fence(FenceCause::Expired).await;
+        }
+        // Fenced: nothing to watch until the node has rejoined.
+        while c.lease().fenced().is_some() {
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                _ = stopping.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Every heartbeat period: the rescue of nodes silent for longer than
+/// their own timeout (any node may do it; it is one compare-and-set
+/// statement, so two doing it at once do no harm). On a task of its own,
+/// so that a slow rescue never delays a heartbeat.
+async fn rescue(c: Arc<Coordinator>) {
+    let mut tick = tokio::time::interval(c.config().heartbeat_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stopping = c.shutdown_token();
     loop {
@@ -39,21 +125,19 @@ async fn heartbeat(c: Arc<Coordinator>) {
             _ = tick.tick() => {}
             _ = stopping.cancelled() => return,
         }
-        match c.store().heartbeat().await {
-            Ok(true) => {}
-            Ok(false) => c.declared_dead().await,
-            Err(e) => tracing::warn!("could not say this node is alive: {e}"),
+        if c.lease().fenced().is_some() {
+            continue;
         }
-        match c.store().rescue(silence).await {
+        match c.store().rescue().await {
             Ok(runs) if !runs.is_empty() => {
                 tracing::info!(
-                    "took over {} attempts of nodes silent for over {silence:?}: they run again",
+                    "took over {} attempts of nodes silent past their timeout: they run again",
                     runs.len()
                 );
                 c.rescued(runs.len());
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!("could not check for silent nodes: {e}"),
+            Err(e) => tracing::debug!("could not check for silent nodes: {e}"),
         }
     }
 }

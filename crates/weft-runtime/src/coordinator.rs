@@ -26,6 +26,7 @@ use weft_store::{
 
 use crate::attempt::{Attempt, AttemptHost, ReportOutcome, Reporter, SubtaskStart};
 pub use crate::error::RunError;
+use crate::lease::{FenceCause, Lease};
 use crate::logs::LogSink;
 use crate::metrics::Metrics;
 use crate::slots::Slots;
@@ -67,6 +68,8 @@ pub struct Coordinator {
     /// Told whenever an attempt of this node is over (a drain waits on it).
     finished: Notify,
     metrics: Metrics,
+    /// The node's lease on its work, on a shared store (see `lease`).
+    lease: Lease,
     /// Every run that ends, for whoever follows them all.
     ended: broadcast::Sender<EndedRun>,
     /// Who waits for which run to end.
@@ -89,7 +92,13 @@ impl Coordinator {
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RuntimeError> {
+        let lease = Lease::new(config.lease_hold());
+        let joined = tokio::time::Instant::now();
         store.join().await?;
+        if store.events().is_some() {
+            // Joining stamped the node alive: its first lease.
+            lease.renewed(joined, Utc::now());
+        }
         let logs = LogSink::start(store.clone(), config.echo_logs);
         let supervisor = Supervisor::new(&config, logs.clone())?;
         let interrupted = store.recover(Utc::now()).await?;
@@ -120,6 +129,7 @@ impl Coordinator {
             kick: Notify::new(),
             finished: Notify::new(),
             metrics,
+            lease,
             ended,
             ends: Arc::default(),
             changes: tokio::sync::watch::Sender::new(0),
@@ -179,6 +189,19 @@ impl Coordinator {
     /// This node's counters, for `GET /metrics`.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The node's lease on its work.
+    pub(crate) fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Why this node is fenced (it killed its task processes and claims
+    /// nothing until it has rejoined), or `None` while it serves.
+    pub fn fenced(&self) -> Option<String> {
+        self.lease
+            .fenced()
+            .map(|f| f.describe(&self.store.node().id))
     }
 
     /// Attempts running on this node, and how many hold a slot.
@@ -514,6 +537,15 @@ impl Coordinator {
             .and_then(|previous| previous.completed_at)
             .unwrap_or(run.created_at);
         let attempt = Arc::new(Attempt::new(run, self.shutdown.child_token()));
+        let alive = {
+            let mut slots = self.slots();
+            // Claimed as the node fenced itself: left to the rejoin (or
+            // the cluster's rescue) to close as interrupted.
+            if !slots.start(attempt.clone()) {
+                return;
+            }
+            (slots.len(), slots.len() - slots.counted())
+        };
         self.changed();
         let started = attempt.run.current_attempt().map(|a| a.started_at);
         self.metrics.attempt_started(
@@ -521,11 +553,6 @@ impl Coordinator {
                 .and_then(|s| (s - waited).to_std().ok())
                 .unwrap_or_default(),
         );
-        let alive = {
-            let mut slots = self.slots();
-            slots.start(attempt.clone());
-            (slots.len(), slots.len() - slots.counted())
-        };
         // Parents waiting on children hold no slot, so processes can pile
         // up under deep or wide nesting: say so as they do.
         if alive.0 >= 32 && alive.0.is_power_of_two() {
@@ -616,6 +643,16 @@ impl Coordinator {
         let mut wait = Duration::from_millis(50);
         let mut held = false;
         loop {
+            if self.lease.fenced().is_some() {
+                // The fenced incarnation's reports are never taken: the
+                // attempt is closed as interrupted and runs again.
+                tracing::warn!(
+                    "the end of {} attempt {} is dropped: this node fenced itself, and the attempt runs again",
+                    end.run_id,
+                    end.attempt
+                );
+                return Ok(false);
+            }
             match self.store.finish_attempt(end.clone()).await {
                 Ok(Some(run)) => {
                     if held {
@@ -783,20 +820,89 @@ impl Coordinator {
         self.kick.notify_one();
     }
 
-    /// This node was declared dead while it could not say otherwise (a
-    /// long pause): its attempts were taken over elsewhere, so their
-    /// processes are killed here, and it joins again.
-    pub(crate) async fn declared_dead(&self) {
-        let attempts = self.slots().attempts();
-        tracing::error!(
-            "this node was silent too long and the cluster took over its work; stopping its {} attempts here and joining again",
-            attempts.len()
-        );
-        for attempt in attempts {
+    /// A heartbeat sent at `sent` got through: the lease holds longer,
+    /// here and in the spawner.
+    pub(crate) async fn renewed(&self, sent: tokio::time::Instant) {
+        let wall = Utc::now() - (tokio::time::Instant::now() - sent);
+        if let Some(until) = self.lease.renewed(sent, wall) {
+            self.supervisor.renew_lease(until).await;
+        }
+    }
+
+    /// Fences this node: it may no longer act on its attempts (its lease
+    /// ran out, or the cluster declared it dead). Every task process and
+    /// standby it runs is killed, it claims nothing, and it takes no
+    /// report until it has rejoined (see `lease`).
+    pub(crate) async fn fence(&self, cause: FenceCause) {
+        let Some(fence) = self.lease.fence(cause) else {
+            return;
+        };
+        let attempts = {
+            let mut slots = self.slots();
+            slots.fence();
+            slots.attempts()
+        };
+        for attempt in &attempts {
             attempt.cancel();
         }
-        if let Err(e) = self.store.join().await {
-            tracing::error!("could not join the cluster again: {e}");
+        let standbys = self.supervisor.fence().await;
+        self.metrics.node_fenced();
+        let node = self.store.node().id;
+        tracing::error!(
+            "{}. It killed its {} task processes{}, claims nothing and takes no report until the database answers; then it rejoins as a new incarnation and its attempts run again",
+            fence.describe(&node),
+            attempts.len(),
+            match standbys {
+                0 => String::new(),
+                n => format!(" and {n} standbys"),
+            }
+        );
+    }
+
+    /// Rejoins the cluster after a fence, once every process the node ran
+    /// is gone: the store closes the attempts of the fenced incarnation as
+    /// interrupted (saying what happened on each) and the node serves again
+    /// under a new incarnation. `false` while it cannot yet.
+    pub(crate) async fn rejoin(&self) -> bool {
+        let Some(fence) = self.lease.fenced() else {
+            return true;
+        };
+        let running = self.slots().len();
+        if running > 0 {
+            tracing::debug!(
+                "fenced: waiting for {running} killed attempts to be gone before rejoining"
+            );
+            return false;
+        }
+        let node = self.store.node().id;
+        let note = format!(
+            "interrupted: {}; it killed this attempt's processes, and the attempt runs again without counting against retries",
+            fence.describe(&node)
+        );
+        let sent = tokio::time::Instant::now();
+        match self.store.rejoin(&note).await {
+            Ok(runs) => {
+                let wall = Utc::now() - (tokio::time::Instant::now() - sent);
+                let (_, until) = self.lease.unfence(sent, wall);
+                self.supervisor.renew_lease(until).await;
+                self.supervisor.unfence();
+                self.slots().unfence();
+                if !runs.is_empty() {
+                    self.metrics.attempts_interrupted(runs.len());
+                }
+                tracing::warn!(
+                    "node {node} rejoined the cluster as a new incarnation after {:.1} s fenced; {} of its attempts were still its own and run again",
+                    fence.since.elapsed().as_secs_f64(),
+                    runs.len()
+                );
+                self.changed();
+                self.resync().await;
+                true
+            }
+            Err(e) => {
+                tracing::debug!("fenced: cannot rejoin yet: {e}");
+                false
+            }
         }
     }
 
@@ -840,6 +946,9 @@ impl AttemptHost for Coordinator {
     ) -> Result<RunRecord, RunError> {
         if !parent.is_running() {
             return Err(RunError::AttemptEnded);
+        }
+        if !self.lease.holds() {
+            return Err(RunError::Fenced);
         }
         let lineage = parent
             .lineage
@@ -899,6 +1008,12 @@ impl AttemptHost for Coordinator {
         result: Result<Json, String>,
         by: Reporter,
     ) -> Result<ReportOutcome, RunError> {
+        // Only while the node holds its work: past its lease, another
+        // node may have taken the attempt over.
+        if !self.lease.holds() {
+            self.fence(FenceCause::Expired).await;
+            return Ok(ReportOutcome::Fenced);
+        }
         if let Err(first) = attempt.claim_report(by) {
             return Ok(ReportOutcome::Late(first));
         }

@@ -36,6 +36,10 @@ pub enum RunError {
     #[error("the attempt that asked has already ended")]
     AttemptEnded,
     #[error(
+        "this weft node fenced itself (it could not renew its lease on the database): its attempts are stopped and run again"
+    )]
+    Fenced,
+    #[error(
         "subtask {task:?} would be nested {depth} deep, past the limit of {limit} (--max-depth): {chain}"
     )]
     TooDeep {

@@ -118,6 +118,18 @@ impl Executor {
         })
     }
 
+    /// Hands the node's lease deadline to the spawner (or the pre-fork
+    /// launcher), which kills every task process it started once the
+    /// deadline passes unrenewed. Processes the runtime starts itself
+    /// (`WEFT_SPAWNER=off`) are killed by the runtime's fence only.
+    pub async fn renew_lease(&self, until: tokio::time::Instant) {
+        if let Some(prefork) = &self.prefork {
+            prefork
+                .renew_lease(crate::lease::monotonic_deadline(until))
+                .await;
+        }
+    }
+
     /// The start command, program and arguments.
     pub fn start_command(&self) -> &[String] {
         &self.start_command

@@ -66,6 +66,7 @@ impl From<RunError> for ApiError {
             RunError::AlreadyEnded { .. } | RunError::AttemptEnded => StatusCode::CONFLICT,
             RunError::BadInput(_) | RunError::TooDeep { .. } => StatusCode::BAD_REQUEST,
             RunError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RunError::Fenced => StatusCode::SERVICE_UNAVAILABLE,
             RunError::Store(e) => store_status(e),
         };
         Self::new(status, e.to_string())

@@ -40,6 +40,7 @@ mod error;
 pub mod guard;
 mod http;
 pub mod launcher;
+mod lease;
 mod lifeline;
 pub mod listener;
 mod process;
@@ -86,6 +87,11 @@ pub struct RuntimeConfig {
     /// On a shared store: how long a node may be silent before the others
     /// take over its attempts.
     pub node_timeout: Duration,
+    /// On a shared store: how long before the others may take its work
+    /// over the node fences itself when it cannot renew its lease (the
+    /// README's "Run on several machines"); `None`, a third of the node
+    /// timeout.
+    pub fence_margin: Option<Duration>,
     /// Ended root runs older than this are pruned, with their subtree and
     /// logs; `None` keeps everything.
     pub retention: Option<Duration>,
@@ -121,7 +127,8 @@ impl RuntimeConfig {
             exit_grace: Duration::from_secs(5),
             register_timeout: Duration::from_secs(120),
             max_log_bytes: 64 * 1024 * 1024,
-            node_timeout: Duration::from_secs(10),
+            node_timeout: weft_store::NodeId::DEFAULT_TIMEOUT,
+            fence_margin: None,
             retention: None,
             retention_sweep: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
@@ -129,6 +136,49 @@ impl RuntimeConfig {
             prefork: None,
             standby: true,
         }
+    }
+}
+
+impl RuntimeConfig {
+    /// The fence margin in force: as set, or a third of the node timeout.
+    pub fn fence_margin(&self) -> Duration {
+        self.fence_margin.unwrap_or(self.node_timeout / 3)
+    }
+
+    /// How long a renewal of the node's lease holds.
+    pub fn lease_hold(&self) -> Duration {
+        self.node_timeout.saturating_sub(self.fence_margin())
+    }
+
+    /// How often the node heartbeats: five times per node timeout, so a
+    /// lease outlives a lost heartbeat or two.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.node_timeout / 5
+    }
+
+    /// How long one heartbeat may take before it is given up (and its
+    /// connection closed): a third of the lease, so that two more tries
+    /// fit before it runs out.
+    pub fn heartbeat_within(&self) -> Duration {
+        self.lease_hold() / 3
+    }
+
+    /// Checks the node timeout and the fence margin together.
+    pub fn check_lease(&self) -> Result<(), String> {
+        if self.node_timeout < Duration::from_secs(1) {
+            return Err(format!(
+                "--node-timeout must be at least 1s ({:?} given)",
+                self.node_timeout
+            ));
+        }
+        let margin = self.fence_margin();
+        if margin.is_zero() || margin > self.node_timeout / 2 {
+            return Err(format!(
+                "--fence-margin must be positive and at most half of --node-timeout ({:?}): {margin:?} given",
+                self.node_timeout
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -153,6 +203,7 @@ impl Runtime {
     /// unfinished, registers the app's tasks, starts scheduling and serves
     /// the API.
     pub async fn start(config: RuntimeConfig, store: Arc<dyn Store>) -> Result<Self, RuntimeError> {
+        config.check_lease().map_err(RuntimeError::Config)?;
         if !config.listen.ip().is_loopback() && config.api_key.is_none() {
             return Err(RuntimeError::Config(format!(
                 "refusing to listen on {} without a bearer token: set RENDER_API_KEY (or --api-key), or listen on 127.0.0.1",

@@ -25,17 +25,21 @@ pub struct Metrics {
     claim_count: AtomicU64,
     /// In microseconds.
     claim_sum_us: AtomicU64,
+    fences: AtomicU64,
 }
 
 /// What the cluster and the node look like now, for one scrape.
 pub struct Snapshot<'a> {
     pub node: &'a str,
-    pub runs: &'a [(RunState, u64)],
+    /// Runs by state, or why the store could not say.
+    pub runs: Result<&'a [(RunState, u64)], String>,
     pub running_here: usize,
     pub holding_slots: usize,
     pub max_concurrent: usize,
     /// Attempts this node ran on a process started ahead of them.
     pub standby_attempts: u64,
+    /// The node is fenced (it runs nothing until it has rejoined).
+    pub fenced: bool,
 }
 
 impl Metrics {
@@ -64,29 +68,47 @@ impl Metrics {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// The node fenced itself.
+    pub fn node_fenced(&self) {
+        self.fences.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The exposition text.
     pub fn render(&self, now: &Snapshot<'_>) -> String {
         let node = escape(now.node);
-        let mut out = String::from(
-            "# HELP weft_runs Task runs in the store, by state (the whole cluster).\n# TYPE weft_runs gauge\n",
-        );
-        for state in RunState::ALL {
-            let n = now
-                .runs
-                .iter()
-                .find(|(s, _)| *s == state)
-                .map_or(0, |(_, n)| *n);
-            let _ = writeln!(out, "weft_runs{{state=\"{state}\"}} {n}");
-        }
-        let gauges = [
-            (
-                "weft_pending_runs",
-                "Runs waiting for a slot anywhere in the cluster (the queue's depth).",
-                now.runs
+        let mut out = String::new();
+        match &now.runs {
+            Ok(runs) => {
+                out.push_str(
+                    "# HELP weft_runs Task runs in the store, by state (the whole cluster).\n# TYPE weft_runs gauge\n",
+                );
+                for state in RunState::ALL {
+                    let n = runs
+                        .iter()
+                        .find(|(s, _)| *s == state)
+                        .map_or(0, |(_, n)| *n);
+                    let _ = writeln!(out, "weft_runs{{state=\"{state}\"}} {n}");
+                }
+                let name = "weft_pending_runs";
+                let pending = runs
                     .iter()
                     .find(|(s, _)| *s == RunState::Pending)
-                    .map_or(0, |(_, n)| *n) as f64,
-            ),
+                    .map_or(0, |(_, n)| *n);
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} Runs waiting for a slot anywhere in the cluster (the queue's depth).\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {pending}"
+                );
+            }
+            // A comment: the scrape still has this node's own metrics.
+            Err(why) => {
+                let _ = writeln!(
+                    out,
+                    "# weft_runs and weft_pending_runs are left out: {}",
+                    why.replace('\n', " ")
+                );
+            }
+        }
+        let gauges = [
             (
                 "weft_node_running_attempts",
                 "Attempts running on this node.",
@@ -101,6 +123,11 @@ impl Metrics {
                 "weft_node_max_concurrent",
                 "This node's --max-concurrent.",
                 now.max_concurrent as f64,
+            ),
+            (
+                "weft_node_fenced",
+                "1 while this node is fenced: it lost its lease on the database, killed its task processes and runs nothing until it has rejoined.",
+                f64::from(u8::from(now.fenced)),
             ),
         ];
         for (name, help, value) in gauges {
@@ -124,6 +151,11 @@ impl Metrics {
                 "weft_attempts_interrupted_total",
                 "Attempts this node closed as interrupted (its own restart, or nodes it took over).",
                 &self.attempts_interrupted,
+            ),
+            (
+                "weft_node_fenced_total",
+                "Times this node fenced itself (it could not renew its lease on the database in time).",
+                &self.fences,
             ),
         ];
         for (name, help, value) in counters {
@@ -183,11 +215,12 @@ mod tests {
         m.attempt_failed();
         let text = m.render(&Snapshot {
             node: "n\"1",
-            runs: &[(RunState::Pending, 4), (RunState::Completed, 7)],
+            runs: Ok(&[(RunState::Pending, 4), (RunState::Completed, 7)]),
             running_here: 2,
             holding_slots: 1,
             max_concurrent: 8,
             standby_attempts: 5,
+            fenced: false,
         });
         for line in [
             "weft_runs{state=\"pending\"} 4",
@@ -207,5 +240,33 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
         assert!(text.contains("# TYPE weft_claim_latency_seconds histogram"));
+        assert!(
+            text.lines()
+                .any(|l| l == "weft_node_fenced{node=\"n\\\"1\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_fenced_node_says_so_without_its_database() {
+        let m = Metrics::default();
+        m.node_fenced();
+        let text = m.render(&Snapshot {
+            node: "n2",
+            runs: Err("the database at postgres://weft@db/weft is unavailable:\nno answer".into()),
+            running_here: 0,
+            holding_slots: 0,
+            max_concurrent: 2,
+            standby_attempts: 0,
+            fenced: true,
+        });
+        for line in [
+            "# weft_runs and weft_pending_runs are left out: the database at postgres://weft@db/weft is unavailable: no answer",
+            "weft_node_fenced{node=\"n2\"} 1",
+            "weft_node_fenced_total{node=\"n2\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        assert!(!text.contains("weft_runs{"), "{text}");
     }
 }

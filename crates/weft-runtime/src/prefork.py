@@ -41,6 +41,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 PR_SET_PDEATHSIG = 1
 
@@ -119,6 +120,38 @@ def main():
     def send(message):
         control.sendall(json.dumps(message).encode())
 
+    # The node's lease (weft serve): a CLOCK_MONOTONIC deadline in ns. Past
+    # it, unrenewed, every child is killed and none is forked until a new
+    # lease comes: the runtime fences itself at the same moment, but it
+    # cannot when it is paused, and another node may then run these
+    # attempts again.
+    lease = {"deadline": None, "lapsed": False}
+    live = {}  # pid -> its cgroup's cgroup.procs, or None
+
+    def enforce_lease():
+        deadline = lease["deadline"]
+        if deadline is None or lease["lapsed"] or time.clock_gettime_ns(time.CLOCK_MONOTONIC) < deadline:
+            return
+        lease["lapsed"] = True
+        for pid, cgroup in live.items():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            if cgroup:
+                try:
+                    with open(os.path.join(os.path.dirname(cgroup), "cgroup.kill"), "w") as f:
+                        f.write("1")
+                except OSError:
+                    pass
+
+    def select_timeout():
+        deadline = lease["deadline"]
+        if deadline is None or lease["lapsed"]:
+            return None
+        left = deadline - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return max(left, 0) / 1e9 + 0.001
+
     def reap():
         while True:
             try:
@@ -127,10 +160,13 @@ def main():
                 return
             if pid == 0:
                 return
+            live.pop(pid, None)
             send({"exited": pid, "status": status})
 
     while True:
-        for key, _ in events.select():
+        ready = events.select(select_timeout())
+        enforce_lease()
+        for key, _ in ready:
             if key.fileobj == wake_r:
                 os.read(wake_r, 512)
                 reap()
@@ -140,6 +176,16 @@ def main():
                 # The runtime closed the socket: it is gone or shutting down.
                 os._exit(0)
             request = json.loads(data)
+            if "lease_ns" in request:
+                lease["deadline"], lease["lapsed"] = int(request["lease_ns"]), False
+                enforce_lease()
+                continue
+            if lease["lapsed"]:
+                for fd in fds:
+                    os.close(fd)
+                send({"id": request.get("id"), "error": "this weft node's lease on the database ran out: "
+                      "it starts no task process until it has rejoined"})
+                continue
             if len(fds) != 3:
                 for fd in fds:
                     os.close(fd)
@@ -171,6 +217,7 @@ def main():
                 os.setpgid(pid, pid)
             except OSError:
                 pass
+            live[pid] = request.get("cgroup_procs")
             send({"id": request["id"], "pid": pid})
 
 

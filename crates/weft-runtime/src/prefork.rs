@@ -222,6 +222,9 @@ pub struct Prefork {
     /// How long a launcher may take to be ready.
     start_timeout: Duration,
     current: tokio::sync::Mutex<Option<Arc<Launcher>>>,
+    /// The node's lease deadline (`CLOCK_MONOTONIC` ns), handed to every
+    /// launcher: past it, the launcher kills every child it forked.
+    lease: Mutex<Option<u64>>,
 }
 
 impl Prefork {
@@ -241,7 +244,30 @@ impl Prefork {
             dir: dir.to_path_buf(),
             start_timeout,
             current: tokio::sync::Mutex::new(None),
+            lease: Mutex::new(None),
         }
+    }
+
+    /// The node's lease holds until `deadline`: tells the running
+    /// launcher, and every one started later.
+    pub async fn renew_lease(&self, deadline: u64) {
+        *self.lease.lock().unwrap() = Some(deadline);
+        let launcher = self.current.lock().await.clone();
+        if let Some(launcher) = launcher
+            && let Err(e) = self.send_lease(&launcher, deadline).await
+        {
+            tracing::debug!("could not renew the lease in {}: {e}", self.kind.name());
+        }
+    }
+
+    async fn send_lease(&self, launcher: &Launcher, deadline: u64) -> std::io::Result<()> {
+        let message = match &self.kind {
+            Kind::Python(_) => serde_json::json!({ "lease_ns": deadline })
+                .to_string()
+                .into_bytes(),
+            Kind::Native(_) => crate::spawner::lease_message(deadline),
+        };
+        send(&launcher.control, &message, &[]).await
     }
 
     /// Forks a child with this environment, entering this cgroup, with
@@ -322,6 +348,11 @@ impl Prefork {
         }
         *current = None;
         let launcher = Arc::new(self.start(starter, logs).await?);
+        // Its first word: the lease in force, if the node holds one.
+        let lease = *self.lease.lock().unwrap();
+        if let Some(deadline) = lease {
+            self.send_lease(&launcher, deadline).await?;
+        }
         *current = Some(launcher.clone());
         Ok(launcher)
     }
@@ -445,12 +476,14 @@ async fn read_reports(control: AsyncFd<OwnedFd>, waiting: Arc<Mutex<Waiting>>, b
 async fn send(control: &AsyncFd<OwnedFd>, data: &[u8], fds: &[i32]) -> std::io::Result<()> {
     let iov = [IoSlice::new(data)];
     let rights = [ControlMessage::ScmRights(fds)];
+    // No descriptors: no control message at all.
+    let rights: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     control
         .async_io(tokio::io::Interest::WRITABLE, |fd| {
             nix::sys::socket::sendmsg::<UnixAddr>(
                 fd.as_raw_fd(),
                 &iov,
-                &rights,
+                rights,
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
                 None,
             )

@@ -31,6 +31,8 @@ pub struct Slots {
     counted: usize,
     /// No new attempts: the node is draining or stopping.
     closed: bool,
+    /// No new attempts until the node has rejoined: it fenced itself.
+    fenced: bool,
 }
 
 struct Active {
@@ -48,9 +50,9 @@ impl Active {
 }
 
 impl Slots {
-    /// Free slots under `max`; none once closed.
+    /// Free slots under `max`; none once closed, or while fenced.
     pub fn free(&self, max: usize) -> usize {
-        if self.closed {
+        if self.closed || self.fenced {
             0
         } else {
             max.saturating_sub(self.counted)
@@ -62,9 +64,22 @@ impl Slots {
         self.closed = true;
     }
 
+    /// No new attempts until [`Slots::unfence`]: the node fenced itself.
+    pub fn fence(&mut self) {
+        self.fenced = true;
+    }
+
+    /// The node rejoined: attempts start again.
+    pub fn unfence(&mut self) {
+        self.fenced = false;
+    }
+
     /// An attempt starts here (it counts until it has open children or
-    /// reports).
-    pub fn start(&mut self, attempt: Arc<Attempt>) {
+    /// reports); `false`, and nothing changes, while the node is fenced.
+    pub fn start(&mut self, attempt: Arc<Attempt>) -> bool {
+        if self.fenced {
+            return false;
+        }
         let id = attempt.run.id.clone();
         let new = Active {
             attempt,
@@ -78,6 +93,7 @@ impl Slots {
             self.superseded.push(old.attempt);
         }
         self.counted += 1;
+        true
     }
 
     /// Attempt `number` of `run_id` reported its outcome: it holds no slot
@@ -209,6 +225,20 @@ mod tests {
         assert_eq!(slots.counted(), 0, "unknown runs change nothing");
         slots.close();
         assert_eq!(slots.free(2), 0);
+    }
+
+    #[test]
+    fn a_fenced_node_starts_nothing_until_it_rejoins() {
+        let mut slots = Slots::default();
+        assert!(slots.start(attempt("p")));
+        slots.fence();
+        assert_eq!(slots.free(4), 0);
+        assert!(!slots.start(attempt("q")), "refused while fenced");
+        assert_eq!(slots.attempts().len(), 1, "only p is there to kill");
+        slots.finish("p", 1);
+        slots.unfence();
+        assert_eq!(slots.free(4), 4);
+        assert!(slots.start(attempt("q")));
     }
 
     #[test]

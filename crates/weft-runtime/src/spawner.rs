@@ -23,6 +23,16 @@
 //! Its children die with it (`PR_SET_PDEATHSIG`), and it dies with the
 //! runtime, so no task process outlives the runtime. `WEFT_SPAWNER=off`
 //! starts each task process through the launcher instead.
+//!
+//! On a shared store it also holds the node's lease (`lease`): the
+//! runtime sends `lease \0 DEADLINE` (`CLOCK_MONOTONIC` nanoseconds) with
+//! each renewal, and when the deadline passes unrenewed the spawner kills
+//! every child it started (its process group, and its cgroup where it has
+//! one) and starts no more until a new lease comes. The runtime fences
+//! itself at the same moment; the spawner does it too because it is
+//! another process: a runtime that is paused (SIGSTOP, a debugger) or
+//! starved cannot, and its task processes would otherwise run on while
+//! another node runs their attempts again.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{IoSliceMut, Read as _};
@@ -37,6 +47,17 @@ use nix::sys::socket::{
 
 /// The spawner's first argument.
 pub const ARG: &str = "__weft-spawner";
+
+/// What a lease message starts with (a request starts with its id).
+const LEASE: &[u8] = b"lease\0";
+
+/// The message that renews the lease until `deadline` (`CLOCK_MONOTONIC`
+/// nanoseconds).
+pub(crate) fn lease_message(deadline: u64) -> Vec<u8> {
+    let mut out = LEASE.to_vec();
+    out.extend_from_slice(deadline.to_string().as_bytes());
+    out
+}
 
 /// Whether the spawner is wanted (unless `WEFT_SPAWNER=off`); it runs
 /// where the launcher can (this binary, as `launcher::run_if_asked` starts
@@ -156,6 +177,13 @@ struct Spawner<'a> {
     args: &'a [OsString],
     me: libc::pid_t,
     stack: ChildStack,
+    /// The node's lease: its deadline, once the runtime sent one.
+    lease: Option<u64>,
+    /// The lease ran out: every child was killed, and none starts until
+    /// a new lease comes.
+    lapsed: bool,
+    /// The children alive, with their cgroups.
+    live: Vec<(libc::pid_t, Option<CString>)>,
 }
 
 impl<'a> Spawner<'a> {
@@ -184,26 +212,70 @@ impl<'a> Spawner<'a> {
             args,
             me: std::process::id() as libc::pid_t,
             stack: ChildStack::new(),
+            lease: None,
+            lapsed: false,
+            live: Vec::new(),
         })
+    }
+
+    /// How long `poll` may wait: until the lease runs out, if one holds.
+    fn poll_timeout(&self) -> nix::poll::PollTimeout {
+        use nix::poll::PollTimeout;
+        match self.lease.filter(|_| !self.lapsed) {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let left = deadline.saturating_sub(crate::lease::monotonic_ns());
+                // Rounded up: waking a little late is fine, spinning is not.
+                let ms = left.div_ceil(1_000_000).min(60_000) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        }
+    }
+
+    /// Kills every child once the lease has run out unrenewed.
+    fn enforce_lease(&mut self) {
+        let Some(deadline) = self.lease else { return };
+        if self.lapsed || crate::lease::monotonic_ns() < deadline {
+            return;
+        }
+        self.lapsed = true;
+        for (pid, cgroup) in &self.live {
+            // SAFETY: plain syscall; a group already gone is ESRCH.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            if let Some(procs) = cgroup {
+                crate::cgroup::kill_by_procs(procs);
+            }
+        }
+        if !self.live.is_empty() {
+            eprintln!(
+                "weft spawner: the node's lease ran out unrenewed; killed its {} task processes",
+                self.live.len()
+            );
+        }
     }
 
     /// Serves requests until the runtime closes the socket.
     fn run(&mut self) -> std::io::Result<()> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::poll::{PollFd, PollFlags, poll};
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let (requests, ended) = {
+            let timeout = self.poll_timeout();
+            let polled = {
                 let mut fds = [
                     PollFd::new(self.control.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.children.as_fd(), PollFlags::POLLIN),
                 ];
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Ok(_) => {}
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(e.into()),
-                }
                 let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), ready(&fds[1]))
+                poll(&mut fds, timeout).map(|_| (ready(&fds[0]), ready(&fds[1])))
+            };
+            // Before anything else: a child must not outlive the lease.
+            self.enforce_lease();
+            let (requests, ended) = match polled {
+                Ok(ready) => ready,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             };
             if ended {
                 while let Ok(Some(_)) = self.children.read_signal() {}
@@ -214,6 +286,17 @@ impl<'a> Spawner<'a> {
                     // The runtime closed the socket: it is gone or stopping.
                     return Ok(());
                 };
+                if let Some(deadline) = buf[..len].strip_prefix(LEASE) {
+                    let deadline = std::str::from_utf8(deadline)
+                        .ok()
+                        .and_then(|d| d.parse().ok());
+                    if deadline.is_some() {
+                        self.lease = deadline;
+                        self.lapsed = false;
+                        self.enforce_lease();
+                    }
+                    continue;
+                }
                 let answer = match parse_request(&buf[..len]) {
                     Ok(request) => self.spawn(request, fds),
                     Err(e) => serde_json::json!({ "id": null, "error": e }),
@@ -261,7 +344,7 @@ impl<'a> Spawner<'a> {
     }
 
     /// Tells the runtime of every child that has ended.
-    fn reap(&self) -> std::io::Result<()> {
+    fn reap(&mut self) -> std::io::Result<()> {
         loop {
             let mut status = 0;
             // SAFETY: waitpid writes the status into a local.
@@ -269,6 +352,7 @@ impl<'a> Spawner<'a> {
             if pid <= 0 {
                 return Ok(());
             }
+            self.live.retain(|(child, _)| *child != pid);
             self.send(&serde_json::json!({ "exited": pid, "status": status }))?;
         }
     }
@@ -280,6 +364,12 @@ impl<'a> Spawner<'a> {
         let Ok(stdio) = <[OwnedFd; 3]>::try_from(fds) else {
             return serde_json::json!({ "id": id, "error": "expected 3 descriptors" });
         };
+        if self.lapsed {
+            return serde_json::json!({
+                "id": id,
+                "error": "this weft node's lease on the database ran out: it starts no task process until it has rejoined"
+            });
+        }
         let child = Child {
             program: self.program,
             args: self.args,
@@ -291,7 +381,10 @@ impl<'a> Spawner<'a> {
         // The descriptors are closed when `stdio` drops: the child has its
         // own copies by the time `start` returns.
         match child.start(&mut self.stack) {
-            Ok(pid) => serde_json::json!({ "id": id, "pid": pid }),
+            Ok(pid) => {
+                self.live.push((pid, request.cgroup_procs.clone()));
+                serde_json::json!({ "id": id, "pid": pid })
+            }
             // Reaped with the others; nobody waits for its end.
             Err(why) => serde_json::json!({ "id": id, "error": why }),
         }
@@ -633,6 +726,113 @@ mod tests {
         };
         assert_eq!(mask("SigBlk:"), 0, "{printed}");
         assert_eq!(mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{printed}");
+    }
+
+    /// A spawner on one end of a socket pair, as `serve` makes it.
+    fn spawner() -> (Spawner<'static>, OwnedFd) {
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let spawner = Spawner {
+            control: ours,
+            children: SignalFd::with_flags(&SigSet::empty(), SfdFlags::SFD_CLOEXEC).unwrap(),
+            program: OsStr::new("/bin/sh"),
+            args: &[],
+            me: std::process::id() as libc::pid_t,
+            stack: ChildStack::new(),
+            lease: None,
+            lapsed: false,
+            live: Vec::new(),
+        };
+        (spawner, theirs)
+    }
+
+    /// Starts `sleep 30` in a group of its own, as the spawner starts a
+    /// child, and counts it live.
+    fn sleeper(spawner: &mut Spawner<'_>) -> libc::pid_t {
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let fd = devnull.as_raw_fd();
+        let args = [OsString::from("30")];
+        let child = Child {
+            program: OsStr::new("sleep"),
+            args: &args,
+            env: &[(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))],
+            stdio: [fd, fd, fd],
+            cgroup_procs: None,
+            spawner: spawner.me,
+        };
+        let pid = child.start(&mut spawner.stack).unwrap();
+        spawner.live.push((pid, None));
+        pid
+    }
+
+    fn wait_status(pid: libc::pid_t) -> i32 {
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        status
+    }
+
+    #[test]
+    fn past_the_lease_every_child_is_killed_and_none_starts_until_renewed() {
+        let (mut spawner, _runtime) = spawner();
+        // No lease yet (a store of one node): nothing is ever killed.
+        let first = sleeper(&mut spawner);
+        spawner.enforce_lease();
+        assert_eq!(spawner.poll_timeout(), nix::poll::PollTimeout::NONE);
+        assert!(crate::process::exists(first));
+
+        let now = crate::lease::monotonic_ns();
+        spawner.lease = Some(now + 60_000_000_000);
+        spawner.enforce_lease();
+        assert!(crate::process::exists(first), "the lease holds");
+        let wait: i32 = spawner.poll_timeout().into();
+        assert!(
+            (59_000..=60_000).contains(&wait),
+            "poll wakes at the deadline: {wait} ms"
+        );
+
+        let second = sleeper(&mut spawner);
+        spawner.lease = Some(now);
+        spawner.enforce_lease();
+        for pid in [first, second] {
+            let status = wait_status(pid);
+            assert!(
+                libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+                "{pid} was killed: {status:#x}"
+            );
+        }
+        assert!(spawner.lapsed);
+        let devnull = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let request = |id| Request {
+            id,
+            cgroup_procs: None,
+            env: vec![],
+        };
+        let refused = spawner.spawn(request(1), vec![devnull(), devnull(), devnull()]);
+        assert!(
+            refused["error"].as_str().unwrap().contains("lease"),
+            "{refused}"
+        );
+        // A new lease: children start again.
+        spawner.lease = Some(crate::lease::monotonic_ns() + 60_000_000_000);
+        spawner.lapsed = false;
+        let started = spawner.spawn(request(2), vec![devnull(), devnull(), devnull()]);
+        assert!(started["pid"].is_i64(), "{started}");
+    }
+
+    #[test]
+    fn lease_messages_carry_their_deadline() {
+        let message = lease_message(1_234_567_890_123);
+        assert_eq!(message, b"lease\x001234567890123");
+        assert!(
+            parse_request(&message).is_err(),
+            "never taken for a request"
+        );
     }
 
     #[test]

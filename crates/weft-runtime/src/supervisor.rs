@@ -57,6 +57,8 @@ pub struct Supervisor {
     keeper: AtomicBool,
     /// Attempts that ran on a standby.
     standby_attempts: AtomicU64,
+    /// The node fenced itself: no standby is started until it rejoins.
+    fenced: AtomicBool,
 }
 
 /// A task process started ahead of its attempt, waiting on its socket.
@@ -116,6 +118,7 @@ impl Supervisor {
             paused_until: Mutex::default(),
             keeper: AtomicBool::new(false),
             standby_attempts: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
         })
     }
 
@@ -144,6 +147,25 @@ impl Supervisor {
     /// Attempts that ran on a standby so far.
     pub fn standby_attempts(&self) -> u64 {
         self.standby_attempts.load(Ordering::Relaxed)
+    }
+
+    /// The node's lease holds until `until`: so does the spawner's (or the
+    /// pre-fork launcher's), which kills every task process it started
+    /// if the lease runs out unrenewed.
+    pub async fn renew_lease(&self, until: tokio::time::Instant) {
+        self.executor.renew_lease(until).await;
+    }
+
+    /// The node fenced itself: stops every standby and starts none until
+    /// [`Supervisor::unfence`]. Returns how many were stopped.
+    pub async fn fence(&self) -> usize {
+        self.fenced.store(true, Ordering::Release);
+        self.stop_standbys().await
+    }
+
+    /// The node rejoined: standbys may start again.
+    pub fn unfence(&self) {
+        self.fenced.store(false, Ordering::Release);
     }
 
     /// Runs `attempt` until its process is gone. `stored_log_bytes` is what
@@ -249,7 +271,9 @@ impl Supervisor {
         loop {
             {
                 let standbys = self.standbys();
-                if self.paused() || standbys.len() + self.starting.load(Ordering::Relaxed) >= target
+                if self.paused()
+                    || self.fenced.load(Ordering::Acquire)
+                    || standbys.len() + self.starting.load(Ordering::Relaxed) >= target
                 {
                     return !standbys.is_empty();
                 }
@@ -277,6 +301,12 @@ impl Supervisor {
         let server = self.routes.serve(&path, host, slot.clone())?;
         let socket = StandbySocket { path, server };
         match self.executor.start_process(&socket.path, &self.logs).await {
+            // Fenced while it started: stopped at once.
+            Ok(process) if self.fenced.load(Ordering::Acquire) => {
+                socket.close();
+                process.discard().await;
+                Err(std::io::Error::other("the node fenced itself"))
+            }
             Ok(process) => Ok(Standby {
                 socket,
                 slot,
@@ -320,11 +350,14 @@ impl Supervisor {
         more
     }
 
-    /// Stops every standby (the runtime stops).
-    pub async fn stop_standbys(&self) {
+    /// Stops every standby (the runtime stops, or the node fenced
+    /// itself); returns how many.
+    pub async fn stop_standbys(&self) -> usize {
         let all = std::mem::take(&mut *self.standbys());
+        let n = all.len();
         for standby in all {
             standby.stop().await;
         }
+        n
     }
 }

@@ -21,6 +21,7 @@ use weft_protocol::socket::{
 use weft_store::RunState;
 
 use crate::attempt::{Attempt, AttemptHost, ReportOutcome, Reporter, SubtaskStart};
+use crate::error::RunError;
 use crate::http::{ApiError, JsonBody, method_not_allowed, not_found};
 
 /// Base64 grows a payload by a third. The socket takes bodies well over
@@ -297,6 +298,10 @@ async fn callback(
         ReportOutcome::Late(_) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "this attempt has already ended (timed out, canceled or reported)",
+        )),
+        ReportOutcome::Fenced => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RunError::Fenced.to_string(),
         )),
     }
 }

@@ -41,8 +41,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// presumed dead that comes back is refused: fencing).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The node this handle acts for.
-    fn node(&self) -> &NodeId;
+    /// The node this handle acts for, in its current incarnation (a node
+    /// that fenced itself rejoins with a new one: [`Store::rejoin`]).
+    fn node(&self) -> NodeId;
 
     /// Replaces the registered task set; tasks no longer listed are kept
     /// (old runs refer to them) but marked unregistered.
@@ -116,15 +117,27 @@ pub trait Store: Send + Sync + 'static {
     /// while another process with the same node id is alive.
     async fn join(&self) -> Result<()>;
 
-    /// Says this node is alive (by the database's clock). `false` when the
-    /// cluster has declared it dead meanwhile: its attempts were taken
-    /// over, and it must stop them and join again.
-    async fn heartbeat(&self) -> Result<bool>;
+    /// Says this node is alive (by the database's clock), within `within`
+    /// or not at all: the caller's lease on its work is measured from
+    /// before the call, so a heartbeat that cannot get through must fail
+    /// in time rather than hang. `false` when the cluster has declared the
+    /// node dead meanwhile: its attempts were taken over, and it must
+    /// stop them and rejoin.
+    async fn heartbeat(&self, within: std::time::Duration) -> Result<bool>;
 
-    /// Takes over the attempts of nodes silent for longer than `after`:
-    /// they are closed as interrupted, their runs pending again, and the
-    /// nodes declared dead. Returns the runs put back.
-    async fn rescue(&self, after: std::time::Duration) -> Result<Vec<String>>;
+    /// Takes over the attempts of nodes silent for longer than their own
+    /// timeout ([`NodeId::timeout`], kept with each node): they are closed
+    /// as interrupted, their runs pending again, and the nodes declared
+    /// dead. Returns the runs put back.
+    async fn rescue(&self) -> Result<Vec<String>>;
+
+    /// After this node fenced itself (it could not renew its lease and
+    /// killed every process it ran): closes the attempts its incarnation
+    /// still holds as interrupted, writes `note` (what happened, for
+    /// people) on each of them and on those the cluster took over
+    /// meanwhile, and joins again under a new incarnation, so that no
+    /// late report of the old one is taken. Returns the runs it put back.
+    async fn rejoin(&self, note: &str) -> Result<Vec<String>>;
 
     /// This node leaves the cluster (a clean stop).
     async fn leave(&self) -> Result<()>;

@@ -258,16 +258,34 @@ pub struct NodeId {
     pub incarnation: String,
     /// Where it runs, for people.
     pub host: String,
+    /// How long it may be silent before other nodes take its attempts
+    /// over. Kept with the node in the store, so every node judges it by
+    /// the timeout it runs with itself (and fences itself by).
+    pub timeout: std::time::Duration,
 }
 
 impl NodeId {
-    /// A node of this id, started now, on this host.
+    /// How long a node may be silent by default.
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// A node of this id, started now, on this host, with the default timeout.
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
-            incarnation: uuid::Uuid::new_v4().simple().to_string(),
+            incarnation: Self::new_incarnation(),
             host: local_host_name(),
+            timeout: Self::DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The same node with this timeout.
+    pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// A fresh incarnation: this run of the node, told from every other.
+    pub fn new_incarnation() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
     }
 }
 

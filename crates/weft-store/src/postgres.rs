@@ -13,7 +13,7 @@
 //! it holds under concurrent starts from many nodes.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,6 +38,14 @@ const ROOT_IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 /// The error an interrupted attempt is closed with.
 const INTERRUPTED: &str = "interrupted: the weft node running this attempt stopped or fell silent; relaunched without counting against retries";
 
+/// How long one transaction may take, the wait for a connection included,
+/// before the database is called unavailable. A connection can hang
+/// without end when the network drops it silently (nothing in the driver
+/// bounds a statement's wait, and it sets no TCP keepalive): with this,
+/// a request fails with a message naming the database instead of
+/// hanging, and a connection that took too long is closed, never reused.
+const TX_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The schema's history, applied by sqlx's migrator (which records each
 /// version in `_sqlx_migrations` and refuses a database with versions it
 /// does not know).
@@ -58,6 +66,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             3,
             "pending_due",
             include_str!("../migrations/postgres/0003_pending_due.sql"),
+        ),
+        (
+            4,
+            "node_timeout",
+            include_str!("../migrations/postgres/0004_node_timeout.sql"),
         ),
     ];
     Migrator {
@@ -85,14 +98,21 @@ fn migrator() -> sqlx::migrate::Migrator {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-    node: NodeId,
+    /// This node; its incarnation changes when it rejoins.
+    node: Arc<RwLock<NodeId>>,
     /// The database, as messages name it (no password).
     location: Arc<str>,
     /// The `NOTIFY` channel of this schema.
     channel: Arc<str>,
     events: broadcast::Sender<StoreEvent>,
-    /// Stops the listener when the last clone goes.
-    _listener: Arc<AbortOnDrop>,
+    /// The heartbeat's own connection (see [`Store::heartbeat`]), made
+    /// with these options: never one of the pool's, so a pool busy with
+    /// claims or stuck on a dead connection cannot hold a heartbeat up.
+    heartbeat: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
+    heartbeat_options: PgConnectOptions,
+    /// The listener; stopped when the last clone goes, started anew when
+    /// the node rejoins.
+    listener: Arc<std::sync::Mutex<AbortOnDrop>>,
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -220,8 +240,8 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .acquire_timeout(TX_DEADLINE)
+            .connect_with(options.clone())
             .await
             .map_err(open_err)?;
         migrate(&pool, &location).await?;
@@ -241,24 +261,29 @@ impl PgStore {
             .take(63)
             .collect();
         let (events, _) = broadcast::channel(1024);
+        let node = Arc::new(RwLock::new(node));
         let listener = tokio::spawn(listen(
             pool.clone(),
             channel.clone(),
-            format!("{} {}", node.id, node.incarnation),
+            node.clone(),
             events.clone(),
         ));
+        let heartbeat_options = options.clone().application_name("weft heartbeat");
         Ok(Self {
             pool,
             node,
             location: location.into(),
             channel: channel.into(),
             events,
-            _listener: Arc::new(AbortOnDrop(listener.abort_handle())),
+            heartbeat: Arc::default(),
+            heartbeat_options,
+            listener: Arc::new(std::sync::Mutex::new(AbortOnDrop(listener.abort_handle()))),
         })
     }
 
     /// Runs `f` in one transaction (READ COMMITTED), once more if the
-    /// database broke a deadlock by aborting it.
+    /// database broke a deadlock by aborting it; each try within
+    /// [`TX_DEADLINE`].
     async fn tx<T, F>(&self, f: F) -> Result<T>
     where
         T: Send,
@@ -267,22 +292,7 @@ impl PgStore {
         let mut tries = 0;
         loop {
             tries += 1;
-            let outcome: PgResult<T> = async {
-                let mut tx = self.pool.begin().await?;
-                match f(&mut tx).await {
-                    Ok(out) => {
-                        tx.commit().await?;
-                        Ok(out)
-                    }
-                    // Rolled back here, not left to the pool: the connection
-                    // must not sit idle in a transaction, holding locks.
-                    Err(e) => {
-                        let _ = tx.rollback().await;
-                        Err(e)
-                    }
-                }
-            }
-            .await;
+            let outcome = self.tx_once(&f).await;
             match outcome {
                 Err(PgErr::Sql(sqlx::Error::Database(db)))
                     if tries < 3 && matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
@@ -294,8 +304,55 @@ impl PgStore {
         }
     }
 
+    /// One try of [`PgStore::tx`].
+    async fn tx_once<T, F>(&self, f: &F) -> PgResult<T>
+    where
+        T: Send,
+        F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, PgResult<T>> + Send + Sync,
+    {
+        let deadline = tokio::time::Instant::now() + TX_DEADLINE;
+        let no_answer = || {
+            PgErr::Store(StoreError::Unavailable {
+                location: self.location.to_string(),
+                detail: format!("no answer within {} s", TX_DEADLINE.as_secs()),
+            })
+        };
+        let mut conn = tokio::time::timeout_at(deadline, self.pool.acquire())
+            .await
+            .map_err(|_| no_answer())??;
+        let work = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            match f(&mut tx).await {
+                Ok(out) => {
+                    tx.commit().await?;
+                    Ok(out)
+                }
+                // Rolled back here, not left to the pool: the connection
+                // must not sit idle in a transaction, holding locks.
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // Taken out of the pool and closed: it may never answer.
+                drop(conn.detach());
+                Err(no_answer())
+            }
+        }
+    }
+
+    /// This node as it is now.
+    fn current(&self) -> NodeId {
+        self.node.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn me(&self) -> String {
-        format!("{} {}", self.node.id, self.node.incarnation)
+        let node = self.current();
+        format!("{} {}", node.id, node.incarnation)
     }
 }
 
@@ -319,7 +376,16 @@ async fn migrate(pool: &PgPool, location: &str) -> Result<()> {
 /// Hears the other nodes: one connection that `LISTEN`s, reconnecting when
 /// it drops. Notifications sent while it was down are lost, so a
 /// reconnect is told as [`StoreEvent::Resync`].
-async fn listen(pool: PgPool, channel: String, me: String, events: broadcast::Sender<StoreEvent>) {
+async fn listen(
+    pool: PgPool,
+    channel: String,
+    node: Arc<RwLock<NodeId>>,
+    events: broadcast::Sender<StoreEvent>,
+) {
+    let me = || {
+        let node = node.read().unwrap_or_else(|p| p.into_inner());
+        format!("{} {}", node.id, node.incarnation)
+    };
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -338,7 +404,7 @@ async fn listen(pool: PgPool, channel: String, me: String, events: broadcast::Se
         loop {
             match listener.try_recv().await {
                 Ok(Some(n)) => {
-                    if let Some(event) = parse_event(n.payload(), &me) {
+                    if let Some(event) = parse_event(n.payload(), &me()) {
                         let _ = events.send(event);
                     }
                 }
@@ -691,6 +757,8 @@ async fn open_attempts(
 enum Holders<'a> {
     /// This node's, whatever its incarnation (it is starting again).
     Node(&'a str),
+    /// Those of this incarnation of this node (it fenced itself).
+    Incarnation(&'a str, &'a str),
     /// Those of nodes that are gone, or of an incarnation that is no
     /// longer its node's (rescue).
     Orphaned,
@@ -712,6 +780,16 @@ async fn interrupt(
                 .bind(node)
                 .fetch_all(&mut *conn)
                 .await?
+        }
+        Holders::Incarnation(node, incarnation) => {
+            sqlx::query_scalar(&format!(
+                "{CLOSE} node_id = $2 AND node_incarnation = $3 RETURNING run_id"
+            ))
+            .bind(INTERRUPTED)
+            .bind(node)
+            .bind(incarnation)
+            .fetch_all(&mut *conn)
+            .await?
         }
         Holders::Orphaned => {
             sqlx::query_scalar(&format!(
@@ -736,8 +814,8 @@ async fn interrupt(
 
 #[async_trait]
 impl Store for PgStore {
-    fn node(&self) -> &NodeId {
-        &self.node
+    fn node(&self) -> NodeId {
+        self.current()
     }
 
     async fn register_tasks(
@@ -856,7 +934,7 @@ impl Store for PgStore {
 
     async fn start_attempt(&self, run_id: &str, at: DateTime<Utc>) -> Result<Option<RunRecord>> {
         let run_id = run_id.to_string();
-        let node = self.node.clone();
+        let node = self.current();
         self.tx(move |conn| {
             let (run_id, node) = (run_id.clone(), node.clone());
             Box::pin(async move {
@@ -880,14 +958,18 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, limit: u32, at: DateTime<Utc>) -> Result<Claimed> {
-        let node = self.node.clone();
+        let node = self.current();
         self.tx(move |conn| {
             let node = node.clone();
             Box::pin(async move {
+                // Not by an incarnation declared dead or replaced: its
+                // attempts would be taken over at once, while it started
+                // them.
                 let ids: Vec<String> = sqlx::query_scalar(
                     "WITH due AS (
                          SELECT seq FROM runs
                          WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
+                           AND NOT EXISTS (SELECT 1 FROM nodes WHERE id = $3 AND (incarnation <> $4 OR gone_at IS NOT NULL))
                          ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
                      UPDATE runs r SET status = 'running', started_at = coalesce(r.started_at, $1), not_before = NULL
                      FROM due WHERE r.seq = due.seq
@@ -895,6 +977,8 @@ impl Store for PgStore {
                 )
                 .bind(at)
                 .bind(i64::from(limit))
+                .bind(&node.id)
+                .bind(&node.incarnation)
                 .fetch_all(&mut *conn)
                 .await?;
                 if !ids.is_empty() {
@@ -917,7 +1001,7 @@ impl Store for PgStore {
     }
 
     async fn finish_attempt(&self, end: AttemptEnd) -> Result<Option<RunRecord>> {
-        let node = self.node.clone();
+        let node = self.current();
         let channel = self.channel.clone();
         let me = self.me();
         self.tx(move |conn| {
@@ -1041,7 +1125,7 @@ impl Store for PgStore {
     }
 
     async fn recover(&self, _at: DateTime<Utc>) -> Result<Vec<RunRecord>> {
-        let (node, channel) = (self.node.id.clone(), self.channel.clone());
+        let (node, channel) = (self.current().id, self.channel.clone());
         self.tx(move |conn| {
             let (node, channel) = (node.clone(), channel.clone());
             Box::pin(async move {
@@ -1227,26 +1311,29 @@ impl Store for PgStore {
     }
 
     async fn join(&self) -> Result<()> {
-        let node = self.node.clone();
+        let node = self.current();
         let pid = std::process::id() as i32;
         self.tx(move |conn| {
             let node = node.clone();
             Box::pin(async move {
-                // Taken when free: never seen, gone, silent past the
+                // Taken when free: never seen, gone, silent past its own
                 // timeout, or this very incarnation.
                 let joined = sqlx::query(
-                    "INSERT INTO nodes (id, incarnation, host, pid, started_at, heartbeat_at, gone_at)
-                     VALUES ($1, $2, $3, $4, now(), now(), NULL)
+                    "INSERT INTO nodes (id, incarnation, host, pid, started_at, heartbeat_at, gone_at, timeout_ms)
+                     VALUES ($1, $2, $3, $4, now(), now(), NULL, $5)
                      ON CONFLICT (id) DO UPDATE SET incarnation = EXCLUDED.incarnation, host = EXCLUDED.host,
-                         pid = EXCLUDED.pid, started_at = now(), heartbeat_at = now(), gone_at = NULL
-                     WHERE nodes.gone_at IS NOT NULL OR nodes.heartbeat_at < now() - make_interval(secs => $5)
-                        OR nodes.incarnation = EXCLUDED.incarnation",
+                         pid = EXCLUDED.pid, started_at = now(), heartbeat_at = now(), gone_at = NULL,
+                         timeout_ms = EXCLUDED.timeout_ms
+                     WHERE nodes.gone_at IS NOT NULL OR nodes.heartbeat_at < now() - {SILENT}
+                        OR nodes.incarnation = EXCLUDED.incarnation"
+                        .replace("{SILENT}", &silence("nodes"))
+                        .as_str(),
                 )
                 .bind(&node.id)
                 .bind(&node.incarnation)
                 .bind(&node.host)
                 .bind(pid)
-                .bind(NODE_SILENCE.as_secs_f64())
+                .bind(timeout_ms(&node))
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
@@ -1265,12 +1352,14 @@ impl Store for PgStore {
                 // crash just now): this is its restart.
                 if host == node.host && !process_exists(holder) {
                     sqlx::query(
-                        "UPDATE nodes SET incarnation = $2, pid = $3, started_at = now(), heartbeat_at = now(), gone_at = NULL
+                        "UPDATE nodes SET incarnation = $2, pid = $3, started_at = now(), heartbeat_at = now(), gone_at = NULL,
+                             timeout_ms = $4
                          WHERE id = $1",
                     )
                     .bind(&node.id)
                     .bind(&node.incarnation)
                     .bind(pid)
+                    .bind(timeout_ms(&node))
                     .execute(&mut *conn)
                     .await?;
                     return Ok(());
@@ -1281,35 +1370,61 @@ impl Store for PgStore {
         .await
     }
 
-    async fn heartbeat(&self) -> Result<bool> {
-        let node = self.node.clone();
-        self.tx(move |conn| {
-            let node = node.clone();
-            Box::pin(async move {
-                let n = sqlx::query(
-                    "UPDATE nodes SET heartbeat_at = now() WHERE id = $1 AND incarnation = $2 AND gone_at IS NULL",
-                )
-                .bind(&node.id)
-                .bind(&node.incarnation)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                Ok(n == 1)
-            })
-        })
-        .await
+    /// One statement on the heartbeat's own connection (made anew when
+    /// there is none), all within `within`: a connection that took too
+    /// long is closed with the call, never used again.
+    async fn heartbeat(&self, within: Duration) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + within;
+        let node = self.current();
+        let unavailable = |detail: String| StoreError::Unavailable {
+            location: self.location.to_string(),
+            detail,
+        };
+        let Ok(mut slot) = tokio::time::timeout_at(deadline, self.heartbeat.lock()).await else {
+            return Err(unavailable(format!(
+                "the last heartbeat is still waiting for an answer after {within:?}"
+            )));
+        };
+        // Taken out: if this call ends before the answer, the connection
+        // goes with it.
+        let held = slot.take();
+        let options = &self.heartbeat_options;
+        let beat = async move {
+            let mut conn = match held {
+                Some(conn) => conn,
+                None => <PgConnection as sqlx::Connection>::connect_with(options).await?,
+            };
+            let n = sqlx::query(
+                "UPDATE nodes SET heartbeat_at = now() WHERE id = $1 AND incarnation = $2 AND gone_at IS NULL",
+            )
+            .bind(&node.id)
+            .bind(&node.incarnation)
+            .execute(&mut conn)
+            .await?
+            .rows_affected();
+            Ok::<_, sqlx::Error>((conn, n == 1))
+        };
+        match tokio::time::timeout_at(deadline, beat).await {
+            Ok(Ok((conn, alive))) => {
+                *slot = Some(conn);
+                Ok(alive)
+            }
+            Ok(Err(e)) => Err(classify(e, &self.location)),
+            Err(_) => Err(unavailable(format!(
+                "the heartbeat had no answer within {within:?}"
+            ))),
+        }
     }
 
-    async fn rescue(&self, after: Duration) -> Result<Vec<String>> {
+    async fn rescue(&self) -> Result<Vec<String>> {
         let channel = self.channel.clone();
         self.tx(move |conn| {
             let channel = channel.clone();
             Box::pin(async move {
-                sqlx::query(
-                    "UPDATE nodes SET gone_at = now()
-                     WHERE gone_at IS NULL AND heartbeat_at < now() - make_interval(secs => $1)",
-                )
-                .bind(after.as_secs_f64())
+                sqlx::query(&format!(
+                    "UPDATE nodes SET gone_at = now() WHERE gone_at IS NULL AND heartbeat_at < now() - {}",
+                    silence("nodes")
+                ))
                 .execute(&mut *conn)
                 .await?;
                 interrupt(conn, Holders::Orphaned, &channel).await
@@ -1318,8 +1433,83 @@ impl Store for PgStore {
         .await
     }
 
+    async fn rejoin(&self, note: &str) -> Result<Vec<String>> {
+        let old = self.current();
+        let fresh = NodeId {
+            incarnation: NodeId::new_incarnation(),
+            ..old.clone()
+        };
+        let pid = std::process::id() as i32;
+        let (channel, note) = (self.channel.clone(), note.to_string());
+        let (o, f) = (old.clone(), fresh.clone());
+        let runs = self
+            .tx(move |conn| {
+                let (old, fresh, channel, note) = (o.clone(), f.clone(), channel.clone(), note.clone());
+                Box::pin(async move {
+                    // The id is still this node's: its old incarnation's,
+                    // declared dead, or silent past its timeout (not taken
+                    // by another process meanwhile).
+                    let taken = sqlx::query(&format!(
+                        "UPDATE nodes SET incarnation = $2, pid = $3, heartbeat_at = now(), gone_at = NULL, timeout_ms = $4
+                         WHERE id = $1 AND (incarnation = $5 OR gone_at IS NOT NULL OR heartbeat_at < now() - {})",
+                        silence("nodes")
+                    ))
+                    .bind(&fresh.id)
+                    .bind(&fresh.incarnation)
+                    .bind(pid)
+                    .bind(timeout_ms(&fresh))
+                    .bind(&old.incarnation)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    if taken == 0 {
+                        let row = sqlx::query(
+                            "SELECT host, extract(epoch FROM now() - heartbeat_at)::bigint AS ago FROM nodes WHERE id = $1",
+                        )
+                        .bind(&old.id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        return Err(StoreError::NodeAlive {
+                            node: old.id.clone(),
+                            host: row.try_get("host")?,
+                            seconds_ago: row.try_get("ago")?,
+                        }
+                        .into());
+                    }
+                    let ids =
+                        interrupt(conn, Holders::Incarnation(&old.id, &old.incarnation), &channel).await?;
+                    // What happened, on every attempt the old incarnation
+                    // lost: those closed just now and those the cluster
+                    // took over while it was fenced.
+                    sqlx::query(
+                        "UPDATE attempts SET error = $3
+                         WHERE node_id = $1 AND node_incarnation = $2 AND interrupted",
+                    )
+                    .bind(&old.id)
+                    .bind(&old.incarnation)
+                    .bind(&note)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(ids)
+                })
+            })
+            .await?;
+        *self.node.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        // The connection that hears other nodes may be one the outage left
+        // hanging: a new one, which starts with a resync.
+        let listener = tokio::spawn(listen(
+            self.pool.clone(),
+            self.channel.to_string(),
+            self.node.clone(),
+            self.events.clone(),
+        ));
+        *self.listener.lock().unwrap_or_else(|p| p.into_inner()) =
+            AbortOnDrop(listener.abort_handle());
+        Ok(runs)
+    }
+
     async fn leave(&self) -> Result<()> {
-        let node = self.node.clone();
+        let node = self.current();
         self.tx(move |conn| {
             let node = node.clone();
             Box::pin(async move {
@@ -1435,8 +1625,19 @@ impl Store for PgStore {
     }
 }
 
-/// How long a node may be silent before another joins under its id.
-const NODE_SILENCE: Duration = Duration::from_secs(10);
+/// The interval after which the node of this row (`table` names it) is
+/// silent: its own timeout, or the default for a node of an older weft.
+fn silence(table: &str) -> String {
+    format!(
+        "make_interval(secs => coalesce({table}.timeout_ms, {}) / 1000.0)",
+        NodeId::DEFAULT_TIMEOUT.as_millis()
+    )
+}
+
+/// A node's timeout as stored.
+fn timeout_ms(node: &NodeId) -> i32 {
+    node.timeout.as_millis().min(i32::MAX as u128) as i32
+}
 
 fn process_exists(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.

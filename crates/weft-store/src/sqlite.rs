@@ -1423,21 +1423,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    fn node(&self) -> &NodeId {
-        &self.node
+    fn node(&self) -> NodeId {
+        self.node.clone()
     }
 
     async fn join(&self) -> Result<()> {
         Ok(())
     }
 
-    async fn heartbeat(&self) -> Result<bool> {
+    async fn heartbeat(&self, _within: std::time::Duration) -> Result<bool> {
         Ok(true)
     }
 
-    async fn rescue(&self, _after: std::time::Duration) -> Result<Vec<String>> {
+    async fn rescue(&self) -> Result<Vec<String>> {
         // No other node can have died holding attempts of this file.
         Ok(Vec::new())
+    }
+
+    async fn rejoin(&self, _note: &str) -> Result<Vec<String>> {
+        // One process holds the file (its lock): never fenced, but
+        // rejoining is recovering.
+        let runs = self.recover(Utc::now()).await?;
+        Ok(runs.into_iter().map(|r| r.id).collect())
     }
 
     async fn leave(&self) -> Result<()> {

@@ -29,9 +29,9 @@ impl Postgres {
             .options([("search_path", self.schema.as_str())])
     }
 
-    async fn connect(&self, node: &str) -> Arc<dyn Store> {
+    async fn connect(&self, node: NodeId) -> Arc<dyn Store> {
         Arc::new(
-            PgStore::connect_with(self.options(), NodeId::new(node), 4)
+            PgStore::connect_with(self.options(), node, 4)
                 .await
                 .unwrap_or_else(|e| panic!("{e} (is PostgreSQL running? `.ci/run` starts it)")),
         )
@@ -52,10 +52,11 @@ impl Backend for Postgres {
     }
 
     async fn open(&self) -> Arc<dyn Store> {
-        self.connect("conformance").await
+        self.connect(NodeId::new("conformance")).await
     }
 
     async fn open_as(&self, node: &str) -> Option<Arc<dyn Store>> {
+        let node = NodeId::new(node).with_timeout(std::time::Duration::from_secs(1));
         Some(self.connect(node).await)
     }
 }
@@ -138,7 +139,10 @@ async fn a_database_of_a_newer_schema_is_refused() {
 async fn two_nodes_starting_200_runs_under_50_keys_at_once_make_50_runs() {
     use weft_store::{NewRun, RunFilter};
     let pg = Postgres::fresh().await;
-    let (a, b) = (pg.connect("a").await, pg.connect("b").await);
+    let (a, b) = (
+        pg.connect(NodeId::new("a")).await,
+        pg.connect(NodeId::new("b")).await,
+    );
     let starts = (0..200).map(|i| {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tokio::spawn(async move {
@@ -177,7 +181,10 @@ async fn two_nodes_starting_200_runs_under_50_keys_at_once_make_50_runs() {
 async fn another_node_hears_of_pending_work_and_of_runs_that_end() {
     use weft_store::{AttemptEnd, AttemptOutcome, NewRun, StoreEvent};
     let pg = Postgres::fresh().await;
-    let (a, b) = (pg.connect("a").await, pg.connect("b").await);
+    let (a, b) = (
+        pg.connect(NodeId::new("a")).await,
+        pg.connect(NodeId::new("b")).await,
+    );
     let mut heard = b.events().expect("a shared store tells its events");
     // The listener says it is listening (a resync) before it hears.
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv())
@@ -240,4 +247,122 @@ async fn recv_skipping_resync(
             return e;
         }
     }
+}
+
+fn new_root(task: &str) -> weft_store::NewRun {
+    weft_store::NewRun {
+        task_name: task.into(),
+        input: serde_json::json!([1]).into(),
+        parent: None,
+        idempotency_key: None,
+        idempotency_created_at: None,
+        at: chrono::Utc::now(),
+    }
+}
+
+/// A node that fenced itself before anyone took its work over rejoins: its
+/// attempt is closed as interrupted with what happened, under a new
+/// incarnation, and a report of the old one is refused.
+#[tokio::test]
+async fn a_fenced_node_rejoins_under_a_new_incarnation_and_says_what_happened() {
+    use weft_store::{AttemptEnd, AttemptOutcome, RunState};
+    let pg = Postgres::fresh().await;
+    let node = NodeId::new("fenced");
+    let first = node.incarnation.clone();
+    let a = pg.connect(node).await;
+    a.join().await.unwrap();
+    let run = a.create_run(new_root("t")).await.unwrap().run;
+    assert_eq!(a.claim(1, chrono::Utc::now()).await.unwrap().runs.len(), 1);
+    // A sibling handle of the old incarnation, as a late report would use.
+    let note = "interrupted: node fenced fenced itself at 12:00:00";
+    let back = a.rejoin(note).await.unwrap();
+    assert_eq!(back, vec![run.id.clone()]);
+    assert_ne!(a.node().incarnation, first, "a new incarnation");
+    let stored = a.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, RunState::Pending);
+    assert!(stored.attempts[0].interrupted);
+    assert_eq!(stored.attempts[0].error.as_deref(), Some(note));
+    assert_eq!(stored.failed_attempts(), 0, "not counted against retries");
+    // The old incarnation's report is refused: its attempt is closed.
+    let late = a
+        .finish_attempt(AttemptEnd {
+            run_id: run.id.clone(),
+            attempt: 1,
+            at: chrono::Utc::now(),
+            outcome: AttemptOutcome::Completed {
+                output: serde_json::json!([1]).into(),
+            },
+        })
+        .await
+        .unwrap();
+    assert!(late.is_none());
+    // It serves again: it heartbeats, claims the run and finishes it.
+    assert!(
+        a.heartbeat(std::time::Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    let claimed = a.claim(1, chrono::Utc::now()).await.unwrap().runs;
+    assert_eq!(claimed[0].attempts.len(), 2);
+    let nodes = a.nodes().await.unwrap();
+    let me = nodes.iter().find(|n| n.id == "fenced").unwrap();
+    assert_eq!(me.incarnation, a.node().incarnation);
+    assert!(me.gone_at.is_none());
+    assert_eq!(me.running, 1);
+}
+
+/// Taken over while fenced: the attempts the cluster closed say, once the
+/// node rejoins, that it fenced itself; a node declared dead claims nothing
+/// until it rejoins; another process that took the id meanwhile keeps it.
+#[tokio::test]
+async fn what_the_cluster_took_over_says_the_node_fenced_itself() {
+    let pg = Postgres::fresh().await;
+    let a = pg
+        .connect(NodeId::new("lost").with_timeout(std::time::Duration::from_secs(1)))
+        .await;
+    let b = pg.connect(NodeId::new("b")).await;
+    a.join().await.unwrap();
+    b.join().await.unwrap();
+    let run = b.create_run(new_root("t")).await.unwrap().run;
+    assert_eq!(a.claim(1, chrono::Utc::now()).await.unwrap().runs.len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(b.rescue().await.unwrap(), vec![run.id.clone()]);
+    let generic = b.get_run(&run.id).await.unwrap().unwrap();
+    assert!(
+        generic.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("fell silent")
+    );
+    // Declared dead: no claim until it rejoins.
+    assert!(
+        a.claim(1, chrono::Utc::now())
+            .await
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+    assert!(
+        !a.heartbeat(std::time::Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    let note = "interrupted: node lost fenced itself";
+    assert!(
+        a.rejoin(note).await.unwrap().is_empty(),
+        "nothing left to close"
+    );
+    let told = b.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(told.attempts[0].error.as_deref(), Some(note));
+    assert_eq!(a.claim(1, chrono::Utc::now()).await.unwrap().runs.len(), 1);
+
+    // A twin took the id while this one was away: the rejoin is refused.
+    let twin_old = pg.connect(NodeId::new("twin")).await;
+    twin_old.join().await.unwrap();
+    twin_old.leave().await.unwrap();
+    let twin_new = pg.connect(NodeId::new("twin")).await;
+    twin_new.join().await.unwrap();
+    let err = twin_old.rejoin("note").await.unwrap_err();
+    assert!(matches!(err, StoreError::NodeAlive { .. }), "{err:?}");
 }
