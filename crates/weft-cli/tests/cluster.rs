@@ -292,6 +292,34 @@ fn bad_cluster_settings_are_refused_by_name() {
     );
     assert!(!err.contains("password"), "{err}");
 
+    // A fence margin that leaves no lease, or one that is none, is refused
+    // before anything is written.
+    for (margin, timeout) in [("0s", "10s"), ("6s", "10s"), ("1s", "500ms")] {
+        let out = weft(&[
+            "serve",
+            "--port",
+            "0",
+            "--database-url",
+            "postgres://weft@127.0.0.1:9/nowhere",
+            "--fence-margin",
+            margin,
+            "--node-timeout",
+            timeout,
+            "--",
+            "true",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--fence-margin {margin} was taken");
+        assert!(
+            err.contains("--fence-margin") || err.contains("--node-timeout must be at least"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("127.0.0.1:9"),
+            "refused before connecting: {err}"
+        );
+    }
+
     let db = PgSchema::new();
     let app = example("hello");
     let _a = node(&db, "twin", &["--quiet"], &[&app]);
@@ -497,8 +525,8 @@ fn a_lost_node_loses_nothing_the_etl_on_three_nodes() {
 }
 
 /// A node paused past the node timeout (SIGSTOP) is taken over; when it
-/// wakes (SIGCONT), its late report is refused, it stops the attempt it
-/// had and joins again, and the run counts once.
+/// wakes (SIGCONT), it fences itself (its task was killed on time by its
+/// spawner), takes no late report, rejoins, and the run counts once.
 #[test]
 fn a_paused_node_is_fenced_off_when_it_wakes() {
     let db = PgSchema::new();
@@ -550,7 +578,11 @@ fn a_paused_node_is_fenced_off_when_it_wakes() {
         .block_on(client_a.run_task("square", [6]).send())
         .unwrap();
     assert_eq!(again.results, serde_json::json!([36]));
-    assert!(a.output().contains("took over its work"), "{}", a.output());
+    assert!(
+        a.output().contains("fenced itself") && a.output().contains("rejoined"),
+        "{}",
+        a.output()
+    );
 }
 
 /// The logs of a run on one node, read and followed live through another.

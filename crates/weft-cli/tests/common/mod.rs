@@ -671,3 +671,153 @@ pub fn serve_node(db: &PgSchema, id: &str, args: &[&str], command: &[&Path]) -> 
         ..Default::default()
     })
 }
+
+pub mod proxy;
+
+/// A PostgreSQL server of the test's own (`initdb` and `pg_ctl` of the
+/// installed server, in a temporary folder, on a free port): one that a
+/// test may stop, restart or break, never the machine's shared one. As
+/// root, the server runs as the `postgres` user (PostgreSQL refuses root).
+pub struct OwnPostgres {
+    dir: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl OwnPostgres {
+    /// `None`, with the reason, where no PostgreSQL server is installed.
+    pub fn installed() -> Option<PathBuf> {
+        let out = Command::new("pg_config").arg("--bindir").output().ok()?;
+        let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        bin.join("pg_ctl").is_file().then_some(bin)
+    }
+
+    pub fn start() -> Self {
+        let bin = Self::installed().expect("a PostgreSQL server (pg_config --bindir)");
+        let dir = std::env::temp_dir().join(format!("weft-own-pg-{}", uuid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown {}", dir.display());
+        }
+        let pg = OwnPostgres { dir, port, bin };
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+            ],
+        );
+        pg.start_again();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").to_string_lossy().into_owned()
+    }
+
+    /// Runs one of the server's programs, as `postgres` when root.
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        // SAFETY: geteuid has no preconditions.
+        let mut cmd = if unsafe { libc::geteuid() } == 0 {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(&program);
+            cmd
+        } else {
+            Command::new(&program)
+        };
+        let out = cmd.args(args).current_dir(&self.dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log").to_string_lossy().into_owned();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server: `fast` (connections closed, as a restart does)
+    /// or `immediate`.
+    pub fn stop(&self, mode: &str) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", mode, "-w", "stop"]);
+    }
+
+    /// Its URL (database `postgres`, trust).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let program = self.bin.join("pg_ctl");
+        // SAFETY: geteuid has no preconditions.
+        let mut cmd = if unsafe { libc::geteuid() } == 0 {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(&program);
+            cmd
+        } else {
+            Command::new(&program)
+        };
+        let _ = cmd
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The address of the test database's server (`$WEFT_TEST_DATABASE_URL`
+/// or 127.0.0.1:5432).
+pub fn test_database_addr() -> std::net::SocketAddr {
+    let url = test_database_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let host_port = rest.split('/').next().unwrap();
+    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
+    let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, "5432"));
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    format!("{host}:{port}").parse().unwrap()
+}
