@@ -387,7 +387,7 @@ fn start_fan_out(
     .to_string()
 }
 
-/// Scenario 1: A node cut off from the database for longer than the node timeout
+/// Scenario 1: a node cut off from the database for longer than the node timeout
 /// while it runs a parent and children: it fences itself before the
 /// others take them over, says so (terminal, `/healthz`, `/metrics`), its
 /// API answers meanwhile (reads with a clear 503), and it rejoins.
@@ -482,7 +482,7 @@ fn a_partitioned_node_fences_itself_before_its_work_is_taken_over() {
     drop(n3);
 }
 
-/// Scenario 2: A blip shorter than the fence time re-runs nothing.
+/// Scenario 2: a blip shorter than the fence time re-runs nothing.
 #[test]
 fn a_blip_shorter_than_the_fence_time_re_runs_nothing() {
     let _one = serial();
@@ -514,7 +514,7 @@ fn a_blip_shorter_than_the_fence_time_re_runs_nothing() {
     }
 }
 
-/// Scenario 3: A slow database (every byte towards it 500 ms late, for 30 s) causes
+/// Scenario 3: a slow database (every byte towards it 500 ms late, for 30 s) causes
 /// no takeover and no fence.
 #[test]
 fn a_slow_database_causes_no_takeover() {
@@ -557,7 +557,7 @@ fn a_slow_database_causes_no_takeover() {
     }
 }
 
-/// Scenario 4: A node paused (SIGSTOP) past the node timeout: its task processes
+/// Scenario 4: a node paused (SIGSTOP) past the node timeout: its task processes
 /// are killed on time by its spawner (the runtime itself cannot act), the
 /// others take its work over, and when it resumes it fences itself,
 /// takes no report and rejoins.
@@ -604,7 +604,7 @@ fn a_paused_node_s_processes_die_before_its_work_is_taken_over() {
     );
 }
 
-/// Scenario 5: The database itself restarted mid fan-out, quickly and for longer
+/// Scenario 5: the database itself restarted mid fan-out, quickly and for longer
 /// than the node timeout (a PostgreSQL of the test's own): the nodes
 /// reconnect (fencing themselves if it takes too long), nothing is lost
 /// or run twice at once, every run ends right.
