@@ -93,14 +93,7 @@ impl Node {
 
     /// What `GET /healthz` answers: the status code and the body.
     fn health(&self) -> (u16, String) {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
-            .arg(format!("{}/healthz", self.weft.url))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        health(&self.weft.url)
     }
 
     fn metric(&self, name: &str) -> Option<f64> {
@@ -114,6 +107,18 @@ impl Node {
             .find(|l| l.starts_with(name) && !l.starts_with('#'))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
+}
+
+/// What `GET /healthz` at `url` answers: the status code and the body.
+fn health(url: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
+        .arg(format!("{url}/healthz"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// What the task processes logged, and when the test saw each of them
@@ -408,27 +413,29 @@ fn a_partitioned_node_fences_itself_before_its_work_is_taken_over() {
 
     let cut = Instant::now();
     n2.fault(Fault::Freeze);
-    // Fenced before the takeover: /healthz says so while cut off.
-    let fenced = common::wait_for(20, "n2 to fence itself", || {
-        let (code, body) = n2.health();
-        (code == 503).then_some(body)
-    });
-    let fenced_after = cut.elapsed();
-    assert!(fenced.contains("fenced itself"), "{fenced}");
-    // Its API answers: a read fails with a 503 naming the database, in time.
+    // /healthz, watched all along: when it first says the node is fenced.
+    let fenced: Arc<Mutex<Option<(Duration, String)>>> = Arc::default();
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (url, fenced, watching) = (n2.weft.url.clone(), fenced.clone(), watching.clone());
+        std::thread::spawn(move || {
+            while watching.load(Ordering::Relaxed) && fenced.lock().unwrap().is_none() {
+                let (code, body) = health(&url);
+                if code == 503 {
+                    *fenced.lock().unwrap() = Some((cut.elapsed(), body));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    // Its API answers meanwhile: a read fails in time, with a 503 naming
+    // the database.
     let asked = Instant::now();
     let read = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(20), n2.client.get_task_run(&root)).await
     });
-    let read = read.expect("a read on a cut-off node answers, it does not hang");
-    let err = read.expect_err("n2 cannot read its database");
-    assert!(err.to_string().contains("127.0.0.1"), "{err}");
-    eprintln!(
-        "fenced {:.1} s after the cut; a read answered in {:.1} s: {err}",
-        fenced_after.as_secs_f64(),
-        asked.elapsed().as_secs_f64()
-    );
-    assert_eq!(n2.metric("weft_node_fenced{"), Some(1.0));
+    let read_took = asked.elapsed();
+    let fenced_gauge = n2.metric("weft_node_fenced{");
     // Taken over by the others, past the node timeout.
     common::wait_for(30, "n1 or n3 to take over n2's attempts", || {
         let tree = rt
@@ -439,15 +446,30 @@ fn a_partitioned_node_fences_itself_before_its_work_is_taken_over() {
             .ok()?;
         (interrupted_on(&tree, "n2") >= 2).then_some(())
     });
-    eprintln!(
-        "taken over {:.1} s after the cut",
-        cut.elapsed().as_secs_f64()
-    );
     std::thread::sleep(Duration::from_secs(2));
     n2.fault(Fault::None);
+    watching.store(false, Ordering::Relaxed);
+    watcher.join().unwrap();
 
+    // What matters most first: nothing ran twice at once, the records
+    // are true (this is what fails without the fence).
     let tree =
         check_side_effects_and_records(&rt, &n1.client, &root, &mut effects, seconds.iter().sum());
+    let (fenced_after, said) = fenced
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("n2's /healthz said it was fenced while it was cut off");
+    assert!(said.contains("fenced itself"), "{said}");
+    let read = read.expect("a read on a cut-off node answers, it does not hang");
+    let err = read.expect_err("n2 cannot read its database");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    eprintln!(
+        "fenced {:.1} s after the cut; a read answered in {:.1} s: {err}",
+        fenced_after.as_secs_f64(),
+        read_took.as_secs_f64()
+    );
+    assert_eq!(fenced_gauge, Some(1.0));
     let parent = tree.iter().find(|r| r.id == root).unwrap();
     assert_eq!(parent.attempts[0].node_id.as_deref(), Some("n2"));
     assert!(parent.attempts.len() >= 2, "the parent ran again elsewhere");
