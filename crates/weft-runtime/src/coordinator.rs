@@ -824,8 +824,11 @@ impl Coordinator {
     /// here and in the spawner.
     pub(crate) async fn renewed(&self, sent: tokio::time::Instant) {
         let wall = Utc::now() - (tokio::time::Instant::now() - sent);
-        if let Some(until) = self.lease.renewed(sent, wall) {
-            self.supervisor.renew_lease(until).await;
+        match self.lease.renewed(sent, wall) {
+            Some(until) => self.supervisor.renew_lease(until).await,
+            // Too late: the lease ran out before this heartbeat came back.
+            None if self.lease.expired() => self.fence(FenceCause::Expired).await,
+            None => {}
         }
     }
 
@@ -898,6 +901,12 @@ impl Coordinator {
                 self.changed();
                 self.resync().await;
                 true
+            }
+            // Another process took this node's id meanwhile: say so, it
+            // will not pass by itself.
+            Err(e @ StoreError::NodeAlive { .. }) => {
+                tracing::error!("fenced, and cannot rejoin: {e}");
+                false
             }
             Err(e) => {
                 tracing::debug!("fenced: cannot rejoin yet: {e}");

@@ -123,10 +123,13 @@ impl Executor {
     /// deadline passes unrenewed. Processes the runtime starts itself
     /// (`WEFT_SPAWNER=off`) are killed by the runtime's fence only.
     pub async fn renew_lease(&self, until: tokio::time::Instant) {
+        // A hair later than the runtime's own: a process the spawner
+        // killed is then always seen to end after the runtime knows its
+        // lease ran out, and its end is never taken for a failure.
+        const AFTER_THE_RUNTIME: u64 = 5_000_000;
         if let Some(prefork) = &self.prefork {
-            prefork
-                .renew_lease(crate::lease::monotonic_deadline(until))
-                .await;
+            let deadline = crate::lease::monotonic_deadline(until) + AFTER_THE_RUNTIME;
+            prefork.renew_lease(deadline).await;
         }
     }
 
@@ -348,6 +351,8 @@ impl Executor {
     ) -> ExitReason {
         let mut process = match self.spawn(Mode::Run, socket, logs).await {
             Ok(p) => p,
+            // Canceled meanwhile (a fenced spawner refuses, say): no failure.
+            Err(_) if attempt.cancellation().is_cancelled() => return ExitReason::Canceled,
             Err(e) => return ExitReason::SpawnFailed(e),
         };
         process.capture(logs, Some(source));

@@ -116,10 +116,13 @@ impl Lease {
 
     /// A heartbeat sent at `sent` got through: the lease holds until
     /// `sent + hold` (never shortened). Returns that deadline; `None`
-    /// while fenced (only [`Lease::unfence`] ends a fence).
+    /// while fenced (only [`Lease::unfence`] ends a fence), and `None`
+    /// too once the lease has run out, even unfenced yet: the spawner may
+    /// have killed the task processes at that moment already, so the node
+    /// must fence itself, not carry on as if nothing happened.
     pub fn renewed(&self, sent: Instant, sent_wall: DateTime<Utc>) -> Option<Instant> {
         let mut state = self.state();
-        if state.fence.is_some() {
+        if state.fence.is_some() || state.until.is_some_and(|u| Instant::now() >= u) {
             return None;
         }
         let until = sent + self.hold;
@@ -226,6 +229,9 @@ mod tests {
         assert_eq!(lease.until(), Some(sent + Duration::from_secs(6)));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(!lease.holds() && lease.expired(), "run out at sent + hold");
+        // A heartbeat that got through late does not revive it.
+        assert_eq!(lease.renewed(Instant::now(), Utc::now()), None);
+        assert!(lease.expired());
     }
 
     #[tokio::test(start_paused = true)]

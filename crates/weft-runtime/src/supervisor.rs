@@ -177,6 +177,12 @@ impl Supervisor {
         timeout: Option<Duration>,
         stored_log_bytes: u64,
     ) -> AttemptExit {
+        // Canceled before it started (the node fenced itself, the run was
+        // canceled): no process at all.
+        if attempt.cancellation().is_cancelled() {
+            attempt.close();
+            return AttemptExit::Canceled;
+        }
         let source = Source {
             run_id: attempt.run.id.clone(),
             task_name: attempt.run.task_name.clone(),
