@@ -585,15 +585,27 @@ fn a_slow_database_causes_no_takeover() {
 /// takes no report and rejoins.
 #[test]
 fn a_paused_node_s_processes_die_before_its_work_is_taken_over() {
+    paused_node(&[]);
+}
+
+/// Scenario 4 with `--prefork`: the Python launcher holds the lease.
+#[test]
+fn a_paused_prefork_node_s_processes_die_before_its_work_is_taken_over() {
+    paused_node(&["--prefork"]);
+}
+
+fn paused_node(args: &[&str]) {
     let _one = serial();
     let db = PgSchema::new();
     let rt = common::runtime();
     let mut effects = Effects::watch();
-    let n2 = Node::start(&db.url, "n2", false, &[]);
-    let seconds = [8.0; 6];
+    let n2 = Node::start(&db.url, "n2", false, args);
+    // Long enough that a child not killed on time would still be running
+    // when the other node starts it again.
+    let seconds = [14.0; 6];
     let root = start_fan_out(&rt, &n2, &effects, &seconds);
     wait_running_on(&rt, &n2.client, &root, "n2", 3);
-    let n1 = Node::start(&db.url, "n1", false, &[]);
+    let n1 = Node::start(&db.url, "n1", false, args);
     n2.weft.signal(libc::SIGSTOP);
     common::wait_for(30, "n1 to take over n2's attempts", || {
         let tree = rt
