@@ -882,37 +882,48 @@ impl Coordinator {
             "interrupted: {}; it killed this attempt's processes, and the attempt runs again without counting against retries",
             fence.describe(&node)
         );
-        let sent = tokio::time::Instant::now();
-        match self.store.rejoin(&note).await {
-            Ok(runs) => {
-                let wall = Utc::now() - (tokio::time::Instant::now() - sent);
-                let (_, until) = self.lease.unfence(sent, wall);
-                self.supervisor.renew_lease(until).await;
-                self.supervisor.unfence();
-                self.slots().unfence();
-                if !runs.is_empty() {
-                    self.metrics.attempts_interrupted(runs.len());
-                }
-                tracing::warn!(
-                    "node {node} rejoined the cluster as a new incarnation after {:.1} s fenced; {} of its attempts were still its own and run again",
-                    fence.since.elapsed().as_secs_f64(),
-                    runs.len()
-                );
-                self.changed();
-                self.resync().await;
-                true
-            }
+        let runs = match self.store.rejoin(&note).await {
+            Ok(runs) => runs,
             // Another process took this node's id meanwhile: say so, it
             // will not pass by itself.
             Err(e @ StoreError::NodeAlive { .. }) => {
                 tracing::error!("fenced, and cannot rejoin: {e}");
-                false
+                return false;
             }
             Err(e) => {
                 tracing::debug!("fenced: cannot rejoin yet: {e}");
-                false
+                return false;
+            }
+        };
+        if !runs.is_empty() {
+            self.metrics.attempts_interrupted(runs.len());
+        }
+        // The new lease comes from a heartbeat sent now, not from the
+        // rejoin, which may have waited long for the database: a lease
+        // counted from its start could have run out already.
+        let sent = tokio::time::Instant::now();
+        match self.store.heartbeat(self.config.heartbeat_within()).await {
+            Ok(true) => {}
+            other => {
+                tracing::debug!(
+                    "fenced: rejoined, but no heartbeat got through in time ({other:?}); trying again"
+                );
+                return false;
             }
         }
+        let wall = Utc::now() - (tokio::time::Instant::now() - sent);
+        let (_, until) = self.lease.unfence(sent, wall);
+        self.supervisor.renew_lease(until).await;
+        self.supervisor.unfence();
+        self.slots().unfence();
+        tracing::warn!(
+            "node {node} rejoined the cluster as a new incarnation after {:.1} s fenced; {} of its attempts were still its own and run again",
+            fence.since.elapsed().as_secs_f64(),
+            runs.len()
+        );
+        self.changed();
+        self.resync().await;
+        true
     }
 
     /// The task names from the root down to `run`, read up its parents.

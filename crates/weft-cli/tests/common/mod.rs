@@ -730,8 +730,8 @@ impl OwnPostgres {
         self.dir.join("data").to_string_lossy().into_owned()
     }
 
-    /// Runs one of the server's programs, as `postgres` when root.
-    fn run(&self, program: &str, args: &[&str]) {
+    /// One of the server's programs, to run as `postgres` when root.
+    fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
         // SAFETY: geteuid has no preconditions.
         let mut cmd = if unsafe { libc::geteuid() } == 0 {
@@ -741,11 +741,16 @@ impl OwnPostgres {
         } else {
             Command::new(&program)
         };
-        let out = cmd.args(args).current_dir(&self.dir).output().unwrap();
+        cmd.current_dir(&self.dir);
+        cmd
+    }
+
+    /// Runs one of the server's programs, which must succeed.
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self.command(program).args(args).output().unwrap();
         assert!(
             out.status.success(),
-            "{} {args:?}: {}{}",
-            program.display(),
+            "{program} {args:?}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -788,16 +793,8 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        let program = self.bin.join("pg_ctl");
-        // SAFETY: geteuid has no preconditions.
-        let mut cmd = if unsafe { libc::geteuid() } == 0 {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(&program);
-            cmd
-        } else {
-            Command::new(&program)
-        };
-        let _ = cmd
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
             .output();
         if !std::thread::panicking() {
