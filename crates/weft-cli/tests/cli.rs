@@ -317,6 +317,25 @@ fn a_second_weft_dev_on_one_database_is_refused() {
     // The first one goes on serving.
     let out = weft(&server, &["run", "square", "[4]"]);
     assert_eq!(stdout(&out).trim(), "16", "{}", stderr(&out));
+
+    // A hard link is the same file under another name, in another folder:
+    // refused too, naming the first one's pid.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let link = elsewhere.path().join("h2.db");
+    std::fs::hard_link(&server.db, &link).unwrap();
+    let refused = Weft::try_start(common::Options {
+        db: Some(link),
+        ..Default::default()
+    })
+    .err()
+    .expect("a second weft dev on a hard link to the database was refused");
+    let pid = server.pid().unwrap();
+    assert!(
+        refused.contains(&format!("is in use by another weft (pid {pid})")),
+        "{refused}"
+    );
+    let out = weft(&server, &["run", "square", "[5]"]);
+    assert_eq!(stdout(&out).trim(), "25", "{}", stderr(&out));
 }
 
 #[test]

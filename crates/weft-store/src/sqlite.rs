@@ -178,7 +178,7 @@ pub struct SqliteStore {
     /// The one node a SQLite database serves.
     node: NodeId,
     /// Held while any clone lives: one process owns a database at a time.
-    _lock: Arc<std::fs::File>,
+    _lock: Arc<(std::fs::File, std::fs::File)>,
 }
 
 /// An error inside a transaction: SQLite's own, or the store's. SQLite's
@@ -278,8 +278,11 @@ impl SqliteStore {
         };
         let real = prepare_file(path).map_err(open_err)?;
         // Locked by its real path, so two paths (symlinks) to one file are
-        // one database, refused while in use.
+        // one database, refused while in use...
         let lock = lock_exclusively(&real, &location)?;
+        // ...and by the file itself, so that every other name of it (a hard
+        // link, in any folder) is refused too.
+        let inode = lock_inode(&real, &location)?;
         let conn = Connection::open(&real).map_err(|e| open_err(e.to_string()))?;
         check_integrity(&conn, &real, &location)?;
         let sync = match durability {
@@ -304,7 +307,7 @@ impl SqliteStore {
             writer: Arc::new(writer),
             location,
             node: NodeId::new(crate::local_host_name()),
-            _lock: Arc::new(lock),
+            _lock: Arc::new((lock, inode)),
         })
     }
 
@@ -689,6 +692,72 @@ fn lock_exclusively(path: &Path, location: &str) -> Result<std::fs::File> {
             Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
         }
     }
+}
+
+/// Takes an exclusive lock on the database file itself: a `flock`, which
+/// belongs to the file (its inode), not to a name, so a hard link to it
+/// under another name or in another folder finds it taken. (SQLite's own
+/// locks are `fcntl` byte ranges, which on Linux are independent of a
+/// `flock`, so the two never meet.) The holder's pid comes from
+/// `/proc/locks` where there is one; a holder that is gone (a child of a
+/// killed runtime between fork and exec) is waited for briefly, as for the
+/// lock file.
+fn lock_inode(path: &Path, location: &str) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let lock_err = |source| StoreError::Lock {
+        location: location.to_string(),
+        lock_file: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(lock_err)?;
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = flock_holder(&file);
+                let gone = holder.is_some_and(|pid| !process_exists(pid as libc::pid_t));
+                if (gone || holder.is_none()) && waited < LOCK_WAIT {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    waited += std::time::Duration::from_millis(50);
+                    continue;
+                }
+                return Err(StoreError::InUse {
+                    location: location.to_string(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+    }
+}
+
+/// Who holds a `flock` on this file, from `/proc/locks` (Linux); `None`
+/// where it cannot be told.
+fn flock_holder(file: &std::fs::File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    // As the kernel prints it: major and minor in hex, the inode in decimal.
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    std::fs::read_to_string("/proc/locks")
+        .ok()?
+        .lines()
+        .filter(|l| l.contains("FLOCK") && !l.contains("->"))
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let at = fields.iter().position(|f| *f == id)?;
+            fields.get(at.checked_sub(1)?)?.parse().ok()
+        })
 }
 
 /// How long a lock left by a process that is gone is waited for.

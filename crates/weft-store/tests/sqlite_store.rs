@@ -265,6 +265,30 @@ fn two_paths_to_one_database_are_one_database() {
     SqliteStore::open(&link).unwrap();
 }
 
+/// A hard link is the same file under another name, maybe in another
+/// folder: while one weft has it open, every other name is refused, and
+/// the runs the first one holds are never shared with a second writer.
+#[test]
+fn a_hard_link_to_a_database_is_the_same_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("real").join("h1.db");
+    let first = SqliteStore::open(&path).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = elsewhere.join("h2.db");
+    std::fs::hard_link(&path, &link).unwrap();
+    let err = SqliteStore::open(&link)
+        .err()
+        .expect("a second name of an open database is refused");
+    assert!(
+        matches!(err, StoreError::InUse { holder: Some(pid), .. } if pid == std::process::id()),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("in use by another weft"), "{err}");
+    drop(first);
+    SqliteStore::open(&link).unwrap();
+}
+
 #[test]
 fn a_device_is_not_a_database() {
     let err = SqliteStore::open(std::path::Path::new("/dev/null"))
