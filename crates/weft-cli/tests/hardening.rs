@@ -205,6 +205,48 @@ fn task_processes_do_not_see_the_api_key() {
     assert_eq!(run.results, serde_json::json!([null]));
 }
 
+/// `weft serve` takes its database URL, password and all, from
+/// `WEFT_DATABASE_URL`: no task process sees it, nor any other of weft's
+/// own settings, whether it is started by the spawner or pre-forked.
+#[test]
+fn task_processes_do_not_see_the_database_url_or_weft_s_settings() {
+    let db = common::PgSchema::new();
+    let url = db.url.clone();
+    for extra in [&[][..], &["--prefork"][..]] {
+        let mut args = vec!["--quiet"];
+        args.extend_from_slice(extra);
+        let weft = Weft::start_with(Options {
+            args: &args,
+            env: &[
+                ("WEFT_DATABASE_URL", url.as_str()),
+                ("WEFT_LOG", "weft_runtime=info"),
+            ],
+            serve: Some(common::Serve {
+                database_url: &url,
+                node_id: "n",
+            }),
+            ..Default::default()
+        });
+        let rt = common::runtime();
+        let client = weft::client::Client::new(&weft.url).unwrap();
+        for name in ["WEFT_DATABASE_URL", "WEFT_LOG"] {
+            let run = rt
+                .block_on(client.run_task("env_value", [name]).send())
+                .unwrap();
+            assert_eq!(
+                run.results,
+                serde_json::json!([null]),
+                "{name} with {extra:?}"
+            );
+        }
+        // What the user's own environment gives is still there.
+        let run = rt
+            .block_on(client.run_task("env_value", ["WEFT_TEST_TAG"]).send())
+            .unwrap();
+        assert_eq!(run.results, serde_json::json!([weft.tag]));
+    }
+}
+
 /// `weft dev` on the example app with its stdout on a pipe nobody reads,
 /// and its stderr (the banner) in a file: (child, url, log file, pipe).
 fn dev_on_an_unread_pipe(

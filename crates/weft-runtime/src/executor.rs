@@ -18,6 +18,18 @@ use crate::logs::{LogSink, Source};
 use crate::prefork::{Forked, Prefork, PreforkPlan};
 use crate::{RuntimeConfig, RuntimeError, task_socket};
 
+/// Variables of weft's own that no task process gets, whatever it
+/// inherits: the API key and the database URL are secrets (a URL may hold
+/// a password), the others settings of the runtime. An env file the user
+/// names may still give a task one of them.
+const RUNTIME_ONLY: &[&str] = &[
+    "RENDER_API_KEY",
+    "WEFT_DATABASE_URL",
+    "WEFT_LOG",
+    "WEFT_SPAWNER",
+    "WEFT_LAUNCHER",
+];
+
 /// Longest Unix socket path the kernel accepts (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -176,10 +188,11 @@ impl Executor {
             cmd.args(&argv[1..]);
             cmd
         };
-        // The runtime's API key is not the tasks' business (the SDKs do not
-        // need it on the task side); an env file may still give one.
-        cmd.env_remove("RENDER_API_KEY")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+        // weft's own settings are not the tasks' business (see RUNTIME_ONLY).
+        for name in RUNTIME_ONLY {
+            cmd.env_remove(name);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -210,7 +223,7 @@ impl Executor {
     /// pre-forked one, which inherits nothing).
     fn task_env(&self, mode: Mode, socket: &Path) -> Vec<(OsString, OsString)> {
         let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os()
-            .filter(|(k, _)| k != "RENDER_API_KEY")
+            .filter(|(k, _)| !RUNTIME_ONLY.iter().any(|own| k == own))
             .collect();
         env.extend(self.env.iter().map(|(k, v)| (k.into(), v.into())));
         env.insert(ENV_MODE.into(), mode.as_str().into());
