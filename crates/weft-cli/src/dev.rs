@@ -18,8 +18,14 @@ pub struct DevArgs {
     db: PathBuf,
     /// Keep runs in PostgreSQL instead (`postgres://user@host/db`), as one
     /// node of a cluster that `weft serve` nodes share.
+    /// A password here is visible in `ps`: prefer the variable or
+    /// --database-url-file.
     #[arg(long, env = "WEFT_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// A file whose first line is the PostgreSQL URL (keeps its password
+    /// out of `ps` and the environment).
+    #[arg(long, value_name = "FILE")]
+    database_url_file: Option<PathBuf>,
     /// Fsync every commit (SQLite `synchronous = FULL`): accepted runs then
     /// survive power loss too, not only a crash of weft. Slower.
     #[arg(long)]
@@ -40,7 +46,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let (store, kept_in): (Arc<dyn Store>, String) = match &args.database_url {
+        let url =
+            server::database_url(args.database_url.clone(), args.database_url_file.as_deref())?;
+        let (store, kept_in): (Arc<dyn Store>, String) = match &url {
             Some(url) => {
                 let node = NodeId::new(weft_store::local_host_name())
                     .with_timeout(args.lease.node_timeout);

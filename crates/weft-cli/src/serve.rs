@@ -13,8 +13,19 @@ use crate::server::{self, OnSignal, ServerOptions, parse_duration};
 #[derive(Args)]
 pub struct ServeArgs {
     /// The PostgreSQL database the nodes share (`postgres://user@host/db`).
-    #[arg(long, env = "WEFT_DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    /// A password here is visible in `ps`: prefer the variable or
+    /// --database-url-file.
+    #[arg(
+        long,
+        env = "WEFT_DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "database_url_file"
+    )]
+    database_url: Option<String>,
+    /// A file whose first line is the database URL (keeps its password
+    /// out of `ps` and the environment).
+    #[arg(long, value_name = "FILE")]
+    database_url_file: Option<std::path::PathBuf>,
     /// This node's name, unique in the cluster (default: the host name).
     #[arg(long)]
     node_id: Option<String>,
@@ -66,7 +77,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
                 .unwrap_or_else(weft_store::local_host_name),
         )
         .with_timeout(args.lease.node_timeout);
-        let store = PgStore::connect(&args.database_url, node).await?;
+        let url =
+            server::database_url(args.database_url.clone(), args.database_url_file.as_deref())?
+                .expect("clap requires one");
+        let store = PgStore::connect(&url, node).await?;
         server::serve(
             "weft serve",
             config,

@@ -154,13 +154,54 @@ fn start_command(words: &[String]) -> anyhow::Result<Vec<String>> {
 
 /// The token in the first line of a file.
 fn read_key_file(path: &Path) -> anyhow::Result<String> {
+    read_secret_file(path, "API key")
+}
+
+/// The first line of a file that holds a secret (`what` names it). A
+/// file other users of the machine can read is used, with a warning.
+fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the API key file {}", path.display()))?;
-    let key = text.lines().next().unwrap_or_default().trim().to_string();
-    if key.is_empty() {
-        bail!("the API key file {} is empty", path.display());
+        .with_context(|| format!("cannot read the {what} file {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default().trim().to_string();
+    if secret.is_empty() {
+        bail!("the {what} file {} is empty", path.display());
     }
-    Ok(key)
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            "the {what} file {} can be read by other users of this machine (mode {:o}); `chmod 600 {}` keeps it yours",
+            path.display(),
+            meta.permissions().mode() & 0o777,
+            path.display()
+        );
+    }
+    Ok(secret)
+}
+
+/// The database URL: from `--database-url-file` when given (its first
+/// line), else from `--database-url` or `WEFT_DATABASE_URL`. A password
+/// typed on the command line is visible to every user of the machine in
+/// `ps`: said, with the two ways around it.
+pub fn database_url(given: Option<String>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let on_command_line = std::env::args_os()
+        .any(|a| a == "--database-url" || a.to_string_lossy().starts_with("--database-url="));
+    if let Some(file) = file {
+        if on_command_line {
+            bail!("give the database URL once: --database-url or --database-url-file, not both");
+        }
+        return read_secret_file(file, "database URL").map(Some);
+    }
+    if let Some(url) = &given
+        && on_command_line
+        && weft_store::redacted_url(url) != *url
+    {
+        tracing::warn!(
+            "the password in --database-url is visible to every user of this machine (`ps`); set WEFT_DATABASE_URL or use --database-url-file instead"
+        );
+    }
+    Ok(given)
 }
 
 /// An IP address, or a name resolved to one (IPv4 first, as most clients
@@ -238,7 +279,7 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-                .unwrap_or_else(|_| "weft_runtime=info,weft_store=info".into()),
+                .unwrap_or_else(|_| "weft=info,weft_runtime=info,weft_store=info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -678,3 +678,102 @@ fn descendants_that_leave_the_process_group_die_with_the_attempt() {
         weft.output()
     );
 }
+
+/// Where a secret could leak on the way in: `--help` (from the
+/// environment), an error about a URL that does not parse, `ps` (a
+/// password typed on the command line: said, with the ways around it),
+/// and key or URL files other users can read (said).
+#[test]
+fn secrets_stay_out_of_help_and_errors_and_files_open_to_others_are_named() {
+    let weft = |args: &[&str], env: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("RENDER_API_KEY")
+            .output()
+            .unwrap()
+    };
+    let secret_url = "postgres://weft:SECRET@127.0.0.1:9/nowhere";
+    for command in ["dev", "serve"] {
+        let out = weft(&[command, "--help"], &[("WEFT_DATABASE_URL", secret_url)]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("--database-url-file"), "{help}");
+        assert!(
+            !help.contains("SECRET"),
+            "{command} --help shows the password:\n{help}"
+        );
+    }
+    for url in [
+        "postgres://127.0.0.1:99999/db?user=u&password=SECRET",
+        "postgres://u:SECRET@127.0.0.1:99999/db",
+        secret_url,
+    ] {
+        let out = weft(
+            &["serve", "--port", "0", "--database-url", url, "--", "true"],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            !err.contains("SECRET"),
+            "the password is in the error: {err}"
+        );
+        assert!(err.contains("127.0.0.1"), "the database is named: {err}");
+    }
+
+    // A password on the command line works, and is said to be visible.
+    let db = common::PgSchema::new();
+    let with_password = db.url.replacen("postgres@", "postgres:pw@", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("db-url");
+    let key_file = dir.path().join("key");
+    std::fs::write(&url_file, format!("{with_password}\n")).unwrap();
+    std::fs::write(&key_file, "a-long-enough-key-for-this\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for file in [&url_file, &key_file] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let node = Weft::start_with(Options {
+        args: &["--quiet", "--database-url", &with_password],
+        serve: None,
+        ..Default::default()
+    });
+    let said = node.output();
+    assert!(
+        said.contains("the password in --database-url is visible to every user of this machine"),
+        "{said}"
+    );
+    assert!(!said.contains("pw@"), "{said}");
+    drop(node);
+    // From a file: no word about `ps`, one about the file's mode.
+    let url_file_arg = url_file.to_string_lossy().into_owned();
+    let key_file_arg = key_file.to_string_lossy().into_owned();
+    let node = Weft::start_with(Options {
+        args: &[
+            "--quiet",
+            "--database-url-file",
+            &url_file_arg,
+            "--api-key-file",
+            &key_file_arg,
+        ],
+        ..Default::default()
+    });
+    let said = node.output();
+    assert!(!said.contains("visible to every user"), "{said}");
+    for file in [&url_file, &key_file] {
+        assert!(
+            said.contains(&format!(
+                "{} can be read by other users of this machine (mode 644)",
+                file.display()
+            )),
+            "{said}"
+        );
+    }
+    let rt = common::runtime();
+    let client = weft::client::Client::builder(&node.url)
+        .token("a-long-enough-key-for-this")
+        .build()
+        .unwrap();
+    let run = rt.block_on(client.run_task("square", [7]).send()).unwrap();
+    assert_eq!(run.results, serde_json::json!([49]));
+}

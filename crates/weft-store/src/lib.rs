@@ -16,7 +16,7 @@ mod state;
 
 pub use error::StoreError;
 pub use model::*;
-pub use postgres::PgStore;
+pub use postgres::{PgStore, redacted_url};
 pub use sqlite::{Durability, SqliteStore};
 pub use state::{RunEvent, RunState, TRANSITIONS};
 

@@ -181,6 +181,41 @@ impl PgErr {
     }
 }
 
+/// A database URL as messages and logs may show it: the password left out
+/// wherever it is (`user:password@`, a `password=` parameter), even in a
+/// URL that does not parse.
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(user, _)| user);
+            format!("{user}@{host}")
+        }
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
 /// `postgres://user@host:port/db`, for messages: never the password.
 fn describe(options: &PgConnectOptions) -> String {
     format!(
@@ -198,8 +233,7 @@ impl PgStore {
     /// not answer (within 10 s) or was written by a newer weft.
     pub async fn connect(url: &str, node: NodeId) -> Result<Self> {
         let refuse = |detail: String| StoreError::Open {
-            // Never the password: what follows the `@`, if there is one.
-            location: url.rsplit('@').next().unwrap_or(url).to_string(),
+            location: redacted_url(url),
             detail,
         };
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -1648,6 +1682,28 @@ fn process_exists(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_password_survives_wherever_it_is() {
+        for (url, shown) in [
+            (
+                "postgres://weft:s3cret@db.internal:5432/weft",
+                "postgres://weft@db.internal:5432/weft",
+            ),
+            (
+                "postgres://127.0.0.1:99999/db?user=u&password=SECRET&sslmode=require",
+                "postgres://127.0.0.1:99999/db?user=u&password=***&sslmode=require",
+            ),
+            (
+                "postgresql://u:p@h?PASSWORD=x",
+                "postgresql://u@h?PASSWORD=***",
+            ),
+            ("postgres://weft@h/db", "postgres://weft@h/db"),
+            ("not a url:secret@x", "not a url@x"),
+        ] {
+            assert_eq!(redacted_url(url), shown);
+        }
+    }
 
     #[test]
     fn events_from_other_nodes_are_heard_and_our_own_skipped() {
