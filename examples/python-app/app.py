@@ -280,5 +280,26 @@ def env_value(ctx, name: str):
     return os.environ.get(name)
 
 
+@app.task
+def signal_parent(ctx, name: str) -> int:
+    """Sends a signal to this process's parent (weft's spawner, or the
+    pre-fork launcher), as a careless or hostile task could."""
+    import signal
+
+    parent = os.getppid()
+    os.kill(parent, getattr(signal, name))
+    return parent
+
+
+@app.task
+def ignored_signals(ctx) -> list:
+    """The signals this task process ignores, by name."""
+    import signal
+
+    with open("/proc/self/status") as status:
+        mask = next(int(l.split()[1], 16) for l in status if l.startswith("SigIgn:"))
+    return sorted(signal.Signals(n).name for n in range(1, 32) if mask & (1 << (n - 1)))
+
+
 if __name__ == "__main__":
     app.start()

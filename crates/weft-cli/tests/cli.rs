@@ -291,7 +291,7 @@ fn tasks_list_and_refresh() {
     let out = weft(&server, &["tasks", "refresh", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let tasks: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(tasks.as_array().unwrap().len(), 33);
+    assert_eq!(tasks.as_array().unwrap().len(), 35);
 }
 
 #[test]

@@ -777,3 +777,65 @@ fn secrets_stay_out_of_help_and_errors_and_files_open_to_others_are_named() {
     let run = rt.block_on(client.run_task("square", [7]).send()).unwrap();
     assert_eq!(run.results, serde_json::json!([49]));
 }
+
+/// A task process can signal its parent, weft's spawner (or the
+/// `--prefork` launcher): it runs as the same user. Signals that can be
+/// ignored are; SIGSTOP, which cannot, is undone at once (and said), so
+/// later runs start and end as ever, and the stopped parent's children
+/// are reaped again.
+#[test]
+fn a_task_cannot_freeze_or_end_the_process_that_starts_the_others() {
+    for extra in [&[][..], &["--prefork"][..]] {
+        let mut args = vec!["--quiet", "--no-standby"];
+        args.extend_from_slice(extra);
+        let weft = Weft::start_with(Options {
+            args: &args,
+            ..Default::default()
+        });
+        let rt = common::runtime();
+        let client = weft::client::Client::new(&weft.url).unwrap();
+        let run = |task: &str, input: serde_json::Value| {
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(20), client.run_task(task, input).send())
+                    .await
+            })
+            .unwrap_or_else(|_| panic!("{task} did not end within 20 s ({extra:?})"))
+            .unwrap()
+        };
+        // What the parent ignores, its children do not (Python ignores
+        // SIGPIPE and SIGXFSZ itself, as it always does).
+        let ignored = run("ignored_signals", serde_json::json!([]));
+        assert_eq!(
+            ignored.results,
+            serde_json::json!(["SIGPIPE", "SIGXFSZ"]),
+            "{extra:?}"
+        );
+        let mut parents = Vec::new();
+        for signal in [
+            "SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGTSTP", "SIGSTOP",
+        ] {
+            let sent = run("signal_parent", serde_json::json!([signal]));
+            parents.push(sent.results.to_value()[0].as_i64().unwrap());
+            // Every later run starts and ends, one after the other.
+            for x in 0..3 {
+                let done = run("square", serde_json::json!([x]));
+                assert_eq!(done.results, serde_json::json!([x * x]), "after {signal}");
+            }
+        }
+        parents.dedup();
+        assert_eq!(
+            parents.len(),
+            1,
+            "the same parent lived through every signal: {parents:?}"
+        );
+        assert!(
+            weft.output().contains("was stopped by a signal"),
+            "{}",
+            weft.output()
+        );
+        // Its children's ends are heard again: nothing is left running.
+        common::wait_for(10, "no task process left", || {
+            (weft.task_processes() == 0).then_some(())
+        });
+    }
+}

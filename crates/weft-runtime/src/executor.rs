@@ -362,28 +362,40 @@ impl Executor {
         timeout: Option<Duration>,
         exit_grace: Duration,
     ) -> ExitReason {
-        let mut process = match self.spawn(Mode::Run, socket, logs).await {
+        // The timeout counts from the attempt's start, its process's start
+        // included: a spawner that is slow (or stopped) does not stretch it.
+        let started = tokio::time::Instant::now();
+        let spawn = self.spawn(Mode::Run, socket, logs);
+        let spawned = match timeout {
+            Some(t) => match tokio::time::timeout(t, spawn).await {
+                Ok(spawned) => spawned,
+                Err(_) => return ExitReason::TimedOut(t),
+            },
+            None => spawn.await,
+        };
+        let mut process = match spawned {
             Ok(p) => p,
             // Canceled meanwhile (a fenced spawner refuses, say): no failure.
             Err(_) if attempt.cancellation().is_cancelled() => return ExitReason::Canceled,
             Err(e) => return ExitReason::SpawnFailed(e),
         };
         process.capture(logs, Some(source));
-        Self::supervise(attempt, process, timeout, exit_grace).await
+        Self::supervise(attempt, process, timeout, started, exit_grace).await
     }
 
     /// Watches `attempt`'s process (its output captured) until it reports,
-    /// exits, times out or is canceled; every process of the attempt is
-    /// dead when this returns.
+    /// exits, times out (`timeout` after `started`, the attempt's start) or
+    /// is canceled; every process of the attempt is dead when this returns.
     pub async fn supervise(
         attempt: &Attempt,
         mut process: TaskProcess,
         timeout: Option<Duration>,
+        started: tokio::time::Instant,
         exit_grace: Duration,
     ) -> ExitReason {
         let deadline = async {
             match timeout {
-                Some(t) => tokio::time::sleep(t).await,
+                Some(t) => tokio::time::sleep_until(started + t).await,
                 None => std::future::pending().await,
             }
         };

@@ -45,6 +45,12 @@ import time
 
 PR_SET_PDEATHSIG = 1
 
+# Signals the launcher ignores (see main); SIGSTOP and SIGKILL it cannot.
+IGNORED = (
+    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU,
+)
+
 
 class Script:
     """The app's script compiled once, again when the file changes (every
@@ -104,6 +110,11 @@ def main():
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     launcher = os.getpid()
+    # A task process (a child) runs as the same user and could signal the
+    # launcher: every signal it can ignore, it ignores (the runtime resumes
+    # it from SIGSTOP and restarts it after SIGKILL). Children get them back.
+    for sig in IGNORED:
+        signal.signal(sig, signal.SIG_IGN)
 
     script = None if target[0] == "-m" else Script(target[0])
     control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -223,9 +234,11 @@ def main():
 
 def become(request, fds, libc, launcher):
     """Turns a fresh child into the attempt's process."""
-    # The only handler the launcher changed (SIGPIPE stays ignored and
-    # SIGINT raises KeyboardInterrupt, as in any Python).
+    # The handlers the launcher changed, back as in any Python (SIGPIPE
+    # stays ignored and SIGINT raises KeyboardInterrupt).
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for sig in IGNORED:
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     try:
         os.setpgid(0, 0)
     except OSError:

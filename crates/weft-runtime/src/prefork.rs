@@ -204,13 +204,72 @@ struct Launcher {
     waiting: Arc<Mutex<Waiting>>,
     next_id: AtomicU64,
     _process: tokio::process::Child,
+    pid: i32,
     reader: tokio::task::JoinHandle<()>,
+    /// Resumes the launcher when something stops it (see [`watch`]).
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Launcher {
     fn drop(&mut self) {
         self.reader.abort();
+        self.watcher.abort();
     }
+}
+
+impl Launcher {
+    /// Kills it (its children die with it) and marks it gone, so that the
+    /// next spawn starts a new one at once.
+    fn kill(&self) {
+        // SAFETY: plain syscall on a child of ours.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+        }
+        let mut waiting = self.waiting.lock().unwrap();
+        waiting.closed = true;
+        waiting.spawns.clear();
+    }
+}
+
+/// How long a launcher may take to answer a request for a child: it
+/// answers in milliseconds; one that does not is stuck (stopped by a
+/// signal the watch could not undo, or hung).
+const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How often a launcher is looked at for having been stopped.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// A task process can signal its parent, the launcher: it runs as the
+/// same user, and nothing in Linux keeps a process from signalling another
+/// of its user's. The launcher ignores every signal it can ignore; SIGSTOP
+/// it cannot, and a stopped launcher starts nothing and reports no child's
+/// end. So the runtime looks at it several times a second and resumes it
+/// (SIGCONT), saying so; what it cannot resume, the spawn deadline kills.
+async fn watch(pid: i32, by: &'static str, waiting: Arc<Mutex<Waiting>>) {
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        if waiting.lock().unwrap().closed {
+            return;
+        }
+        if process_state(pid) == Some('T') {
+            // SAFETY: plain syscall on a child of ours.
+            unsafe {
+                libc::kill(pid, libc::SIGCONT);
+            }
+            tracing::warn!(
+                "{by} (pid {pid}) was stopped by a signal, most likely from a task process (its parent); resumed it"
+            );
+        }
+    }
+}
+
+/// A process's state letter from `/proc/PID/stat` (`T`: stopped by a
+/// signal); `None` once it is gone.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command, in parentheses, may hold spaces: the state follows the
+    // last closing parenthesis.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// Starts launchers and asks them for children.
@@ -271,7 +330,9 @@ impl Prefork {
     }
 
     /// Forks a child with this environment, entering this cgroup, with
-    /// these stdin, stdout and stderr.
+    /// these stdin, stdout and stderr. A launcher that does not answer
+    /// within [`SPAWN_DEADLINE`] (stopped by a signal a watch could not
+    /// undo, hung) is killed, and the child is asked of a new one, once.
     pub async fn spawn(
         &self,
         starter: &Starter<'_>,
@@ -280,21 +341,11 @@ impl Prefork {
         cgroup_procs: Option<&std::ffi::CStr>,
         stdio: [OwnedFd; 3],
     ) -> std::io::Result<Forked> {
-        let launcher = self.launcher(starter, logs).await?;
-        let id = launcher.next_id.fetch_add(1, Ordering::Relaxed);
         let by = self.kind.name();
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut waiting = launcher.waiting.lock().unwrap();
-            if waiting.closed {
-                return Err(std::io::Error::other(format!("{by} exited")));
-            }
-            waiting.spawns.insert(id, tx);
-        }
-        let request = match &self.kind {
+        let request = |id: u64| match &self.kind {
             Kind::Python(_) => {
                 let env: serde_json::Map<String, serde_json::Value> = env
-                    .into_iter()
+                    .iter()
                     .map(|(k, v)| {
                         (
                             k.to_string_lossy().into_owned(),
@@ -313,24 +364,61 @@ impl Prefork {
             Kind::Native(_) => crate::spawner::request(id, cgroup_procs, &env),
         };
         let fds = stdio.each_ref().map(|fd| fd.as_raw_fd());
-        send(&launcher.control, &request, &fds).await?;
-        // The launcher holds its own copies now.
-        drop(stdio);
-        match rx.await {
-            Ok(Ok((pid, exit))) => Ok(Forked {
-                pid,
-                by,
-                exit,
-                ended: None,
-            }),
-            Ok(Err(message)) => Err(std::io::Error::other(match &self.kind {
-                Kind::Python(_) => format!("{by} could not start the task: {message}"),
-                // The spawner's reason is the exec's, as a plain spawn's is.
-                Kind::Native(_) => message,
-            })),
-            Err(_) => Err(std::io::Error::other(format!(
-                "{by} exited before starting the task"
-            ))),
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let launcher = self.launcher(starter, logs).await?;
+            let id = launcher.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut waiting = launcher.waiting.lock().unwrap();
+                if waiting.closed {
+                    return Err(std::io::Error::other(format!("{by} exited")));
+                }
+                waiting.spawns.insert(id, tx);
+            }
+            // The launcher gets its own copies of the descriptors.
+            send(&launcher.control, &request(id), &fds).await?;
+            let reply = match tokio::time::timeout(SPAWN_DEADLINE, rx).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    let state = process_state(launcher.pid).unwrap_or('?');
+                    tracing::warn!(
+                        "{by} (pid {}, state {state}) did not answer a request to start a task process within {} s: killed; {}",
+                        launcher.pid,
+                        SPAWN_DEADLINE.as_secs(),
+                        if tries == 1 {
+                            "asking a new one"
+                        } else {
+                            "giving up"
+                        }
+                    );
+                    launcher.kill();
+                    if tries == 1 {
+                        continue;
+                    }
+                    return Err(std::io::Error::other(format!(
+                        "{by} did not answer within {} s, twice (each was killed)",
+                        SPAWN_DEADLINE.as_secs()
+                    )));
+                }
+            };
+            return match reply {
+                Ok(Ok((pid, exit))) => Ok(Forked {
+                    pid,
+                    by,
+                    exit,
+                    ended: None,
+                }),
+                Ok(Err(message)) => Err(std::io::Error::other(match &self.kind {
+                    Kind::Python(_) => format!("{by} could not start the task: {message}"),
+                    // The spawner's reason is the exec's, as a plain spawn's is.
+                    Kind::Native(_) => message,
+                })),
+                Err(_) => Err(std::io::Error::other(format!(
+                    "{by} exited before starting the task"
+                ))),
+            };
         }
     }
 
@@ -410,13 +498,17 @@ impl Prefork {
             waiting.clone(),
             by,
         ));
-        tracing::debug!("{by} ready (pid {:?})", process.id());
+        let pid = process.id().map_or(0, |p| p as i32);
+        tracing::debug!("{by} ready (pid {pid})");
+        let watcher = tokio::spawn(watch(pid, by, waiting.clone()));
         Ok(Launcher {
             control,
             waiting,
             next_id: AtomicU64::new(1),
             _process: process,
+            pid,
             reader,
+            watcher,
         })
     }
 }

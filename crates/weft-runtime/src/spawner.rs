@@ -48,6 +48,26 @@ use nix::sys::socket::{
 /// The spawner's first argument.
 pub const ARG: &str = "__weft-spawner";
 
+/// Signals the spawner ignores: a task process, its child, runs as the
+/// same user and could send it any of them (so could a terminal's Ctrl-C
+/// or Ctrl-Z to the whole group, or a `kill` of the group during a drain:
+/// the runtime decides when the spawner goes, by closing its socket).
+/// SIGSTOP and SIGKILL cannot be ignored: the runtime resumes a stopped
+/// spawner (`prefork`), and a dead one is started again. Its children
+/// get them back at their default before exec.
+const IGNORED: [libc::c_int; 10] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
 /// What a lease message starts with (a request starts with its id).
 const LEASE: &[u8] = b"lease\0";
 
@@ -146,6 +166,9 @@ pub(crate) fn serve(args: Vec<OsString>) -> i32 {
     // SAFETY: plain system calls on this process.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        for signal in IGNORED {
+            libc::signal(signal, libc::SIG_IGN);
+        }
     }
     // A runtime that died before the request above sends no signal.
     // SAFETY: getppid has no preconditions.
@@ -619,9 +642,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         libc::setpgid(0, 0);
-        // Rust's runtime ignores SIGPIPE and handles SIGSEGV and SIGBUS;
-        // an exec keeps an ignored signal ignored, so SIGPIPE is reset.
-        for signal in [libc::SIGPIPE, libc::SIGSEGV, libc::SIGBUS] {
+        // Rust's runtime ignores SIGPIPE and handles SIGSEGV and SIGBUS,
+        // and the spawner ignores more (IGNORED); an exec keeps an ignored
+        // signal ignored, so each is reset.
+        for signal in [libc::SIGPIPE, libc::SIGSEGV, libc::SIGBUS]
+            .into_iter()
+            .chain(IGNORED)
+        {
             libc::signal(signal, libc::SIG_DFL);
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
@@ -725,7 +752,12 @@ mod tests {
             u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
         };
         assert_eq!(mask("SigBlk:"), 0, "{printed}");
-        assert_eq!(mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{printed}");
+        // Nothing the spawner ignores is ignored by its child.
+        let spawners = IGNORED
+            .into_iter()
+            .chain([libc::SIGPIPE])
+            .fold(0u64, |m, s| m | 1 << (s - 1));
+        assert_eq!(mask("SigIgn:") & spawners, 0, "{printed}");
     }
 
     /// A spawner on one end of a socket pair, as `serve` makes it.

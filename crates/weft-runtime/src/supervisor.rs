@@ -194,8 +194,10 @@ impl Supervisor {
             self.standby_attempts.fetch_add(1, Ordering::Relaxed);
             // What it wrote while it waited is this attempt's too.
             standby.process.capture(&self.logs, Some(source));
+            let started = tokio::time::Instant::now();
             let exit =
-                Executor::supervise(attempt, standby.process, timeout, self.exit_grace).await;
+                Executor::supervise(attempt, standby.process, timeout, started, self.exit_grace)
+                    .await;
             attempt.close();
             standby.socket.close();
             return self.exit(attempt, exit);
