@@ -839,3 +839,48 @@ fn a_task_cannot_freeze_or_end_the_process_that_starts_the_others() {
         });
     }
 }
+
+/// Runs, inputs, results and logs stay out of caches: every API answer
+/// and page says `no-store` (the static assets only ask to be revalidated).
+#[test]
+fn answers_and_pages_are_never_cached() {
+    let weft = Weft::start();
+    let rt = common::runtime();
+    let cache_control = |path: &str, accept: &str| {
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .get(format!("{}{path}", weft.url))
+                .header("Accept", accept)
+                .send()
+                .await
+                .unwrap();
+            r.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap().to_string())
+        })
+    };
+    for path in [
+        "/v1/tasks",
+        "/v1/task-runs",
+        "/weft/v1/nodes",
+        "/metrics",
+        "/nowhere",
+    ] {
+        assert_eq!(
+            cache_control(path, "application/json").as_deref(),
+            Some("no-store"),
+            "{path}"
+        );
+    }
+    for page in ["/", "/tasks", "/runs/trn-none"] {
+        assert_eq!(
+            cache_control(page, "text/html").as_deref(),
+            Some("no-store"),
+            "{page}"
+        );
+    }
+    assert_eq!(
+        cache_control("/assets/app.js", "*/*").as_deref(),
+        Some("no-cache")
+    );
+}

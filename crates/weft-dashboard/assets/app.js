@@ -775,8 +775,14 @@ function startForm(task) {
 
 function signinPage() {
   const params = new URLSearchParams(location.search);
-  let next = params.get("next") || "/";
-  if (!next.startsWith("/") || next.startsWith("//")) next = "/"; // only this server's pages
+  // Only this server's pages, resolved as the browser will resolve them
+  // (it reads `/\\host` and `/<tab>/host` as another site).
+  let next = "/";
+  try {
+    const to = new URL(params.get("next") || "/", location.origin);
+    // The whole URL, not its path: a path such as `//host` is one more way out.
+    if (to.origin === location.origin) next = to.href;
+  } catch {}
   const token = h("input", { type: "password", name: "token", autocomplete: "current-password", required: true, "aria-label": "API key" });
   const message = h("p", { class: "form-message", role: "status" });
   put(main, 

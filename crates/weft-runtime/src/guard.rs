@@ -343,7 +343,14 @@ pub async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Resp
         )
         .into_response();
     }
-    next.run(req).await
+    let mut answer = next.run(req).await;
+    // Runs, inputs, results and logs are nobody else's: no browser or
+    // proxy keeps a copy (the static assets say `no-cache` themselves).
+    answer
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    answer
 }
 
 #[cfg(test)]

@@ -198,6 +198,28 @@ try {
     assert.equal(status, 403);
     expectMissing = false;
     await other.close();
+
+    step("the sign-in leads only to this server's own pages, as the browser resolves them");
+    const origin = new URL(secure).origin;
+    expectMissing = true; // a same-origin page that does not exist answers 404
+    for (const evil of [
+      "/\\example.invalid/x",
+      "/\t/example.invalid/x",
+      "//example.invalid/x",
+      "http://example.invalid/x",
+      `${secure}//example.invalid/x`,
+    ]) {
+      const ctx = await browser.newContext();
+      const p = watch(await ctx.newPage());
+      const signin = `${secure}/signin?next=${encodeURIComponent(evil)}`;
+      await p.goto(signin);
+      await p.fill('input[name="token"]', process.env.WEFT_KEY);
+      await p.click('button[type="submit"]');
+      await p.waitForURL((u) => u.href !== signin, { timeout: WAIT });
+      assert.equal(new URL(p.url()).origin, origin, `next=${JSON.stringify(evil)} led to ${p.url()}`);
+      await ctx.close();
+    }
+    expectMissing = false;
   }
 
   assert.deepEqual(problems, [], "no script errors");
