@@ -88,6 +88,9 @@ pub struct ServerOptions {
     pub command: Vec<String>,
 }
 
+/// Below this many characters an API key is said to be short.
+const MIN_KEY_CHARS: usize = 16;
+
 /// How the server stops on SIGTERM or Ctrl-C.
 #[derive(Clone, Copy)]
 pub enum OnSignal {
@@ -249,6 +252,14 @@ impl ServerOptions {
             } else {
                 config.api_key = Some(key);
             }
+        }
+        if let Some(key) = &config.api_key
+            && key.chars().count() < MIN_KEY_CHARS
+        {
+            tracing::warn!(
+                "the API key has {} characters: a short key can be guessed; use {MIN_KEY_CHARS} random characters or more (`openssl rand -hex 16` makes 32)",
+                key.chars().count()
+            );
         }
         config.max_payload_bytes = usize::try_from(self.max_payload_bytes)
             .context("--max-payload-bytes is larger than this machine can address")?;

@@ -884,3 +884,86 @@ fn answers_and_pages_are_never_cached() {
         Some("no-cache")
     );
 }
+
+/// Guessing the key: an address that tried ten keys without a right one
+/// has its keys refused, unseen, for a minute (however many it sends at
+/// once), every wrong one is logged with the address, and a short key is
+/// said to be short.
+#[test]
+fn key_guesses_are_counted_logged_and_locked_out() {
+    let key = "x";
+    let weft = Weft::start_with(Options {
+        args: &["--quiet", "--host", "0.0.0.0", "--api-key", key],
+        ..Default::default()
+    });
+    assert!(
+        weft.output()
+            .contains("the API key has 1 characters: a short key can be guessed"),
+        "{}",
+        weft.output()
+    );
+    let port = weft.url.rsplit(':').next().unwrap().to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = common::runtime();
+    let http = reqwest::Client::new();
+    let guesses: Vec<_> = (0..100)
+        .map(|i| sign_in(&http, &url, &format!("guess-{i}")))
+        .collect();
+    let statuses: Vec<StatusCode> = rt.block_on(async {
+        futures::future::join_all(guesses)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().status())
+            .collect()
+    });
+    let looked_at = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((looked_at, refused), (10, 90), "{statuses:?}");
+    // Now even the right key is not looked at from this address, by
+    // sign-in or as a bearer token, and the answer says when to try again.
+    let right = rt.block_on(sign_in(&http, &url, key)).unwrap();
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = right.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let bearer = rt
+        .block_on(http.get(format!("{url}/v1/tasks")).bearer_auth(key).send())
+        .unwrap();
+    assert_eq!(bearer.status(), StatusCode::TOO_MANY_REQUESTS);
+    let said = weft.output();
+    assert!(
+        said.contains("refused a sign-in to the dashboard from 127.0.0.1:"),
+        "{said}"
+    );
+    assert!(
+        said.contains("(try 10 in a row from this address)"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "127.0.0.1 tried 10 API keys without a right one: its keys are refused for 60 s"
+        ),
+        "{said}"
+    );
+}
+
+/// A sign-in to the dashboard with `token`.
+fn sign_in(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    http.post(format!("{url}/weft/v1/session"))
+        .header("Content-Type", "application/json")
+        .body(serde_json::json!({ "token": token }).to_string())
+        .send()
+}

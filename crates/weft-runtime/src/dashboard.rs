@@ -17,7 +17,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::Extension;
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -351,10 +352,20 @@ struct SignIn {
 
 async fn sign_in(
     State(guard): State<Guard>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<SignIn>,
 ) -> Response {
-    match guard.session_for(body.token.trim()) {
+    let peer = peer.map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |p| (p.0).0);
+    let try_number = match guard.admit(peer.ip()) {
+        Ok(n) => n,
+        Err(locked) => return locked.into_response(),
+    };
+    let session = guard.session_for(body.token.trim());
+    if session.is_some() {
+        guard.right(peer.ip());
+    }
+    match session {
         Some(cookie) => {
             let secure = headers
                 .get("x-forwarded-proto")
@@ -374,6 +385,9 @@ async fn sign_in(
             answer
         }
         None => {
+            tracing::warn!(
+                "refused a sign-in to the dashboard from {peer}: wrong API key (try {try_number} in a row from this address)"
+            );
             tokio::time::sleep(crate::guard::REFUSAL_PAUSE).await;
             ApiError::new(
                 StatusCode::UNAUTHORIZED,

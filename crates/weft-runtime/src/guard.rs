@@ -41,6 +41,13 @@ use crate::http::ApiError;
 /// guessing is slow.
 pub(crate) const REFUSAL_PAUSE: Duration = Duration::from_millis(250);
 
+/// Keys tried from one address without one right, before it is locked
+/// out: a person mistypes a few times; a guesser tries thousands.
+const TRIES: u32 = 10;
+
+/// How long an address that tried [`TRIES`] wrong keys is refused.
+const LOCKOUT: Duration = Duration::from_secs(60);
+
 /// The dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "weft_session";
 
@@ -64,6 +71,38 @@ struct Inner {
     /// The session cookie's value: a digest of the key, so the cookie
     /// (which a browser keeps on disk) is not the key itself.
     session: Option<String>,
+    /// Keys tried per address (see [`Guard::admit`]).
+    tries: std::sync::Mutex<std::collections::HashMap<IpAddr, Tries>>,
+}
+
+/// The keys one address tried since its last right one.
+#[derive(Default)]
+struct Tries {
+    /// Tried, right or wrong, since the last right one (counted as they
+    /// arrive, so that many at once count as many).
+    since_right: u32,
+    locked_until: Option<std::time::Instant>,
+}
+
+/// Why a key was not even looked at.
+pub struct LockedOut {
+    pub retry_after: Duration,
+}
+
+impl IntoResponse for LockedOut {
+    fn into_response(self) -> Response {
+        let secs = self.retry_after.as_secs().max(1);
+        let mut answer = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many wrong API keys from this address: try again in {secs} s"),
+        )
+        .into_response();
+        answer.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&secs.to_string()).expect("digits"),
+        );
+        answer
+    }
 }
 
 impl Guard {
@@ -86,6 +125,7 @@ impl Guard {
                 port: addr.port(),
                 key_digest: api_key.map(digest),
                 session: api_key.map(session_value),
+                tries: Default::default(),
             }),
         }
     }
@@ -120,6 +160,51 @@ impl Guard {
     /// Whether a key guards this server.
     pub fn has_key(&self) -> bool {
         self.inner.key_digest.is_some()
+    }
+
+    /// A key (a bearer token, a sign-in) from `peer` is about to be
+    /// looked at: counted as it arrives. An address that tried [`TRIES`]
+    /// keys without a right one is refused for [`LOCKOUT`] without its
+    /// key being looked at, so guessing runs at [`TRIES`] a minute however
+    /// many requests it sends at once. (Every address is its own: behind a
+    /// proxy that all clients share, a guesser locks the others out too;
+    /// `X-Forwarded-For` is not believed, anyone can send it.)
+    /// Returns which try this is since the last right one.
+    pub fn admit(&self, peer: IpAddr) -> Result<u32, LockedOut> {
+        let mut all = self.inner.tries.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: addresses that stopped trying are forgotten.
+        if all.len() > 10_000 {
+            let now = std::time::Instant::now();
+            all.retain(|_, t| t.locked_until.is_some_and(|u| u > now));
+        }
+        let tries = all.entry(peer).or_default();
+        let now = std::time::Instant::now();
+        if let Some(until) = tries.locked_until {
+            if now < until {
+                return Err(LockedOut {
+                    retry_after: until - now,
+                });
+            }
+            *tries = Tries::default();
+        }
+        tries.since_right += 1;
+        if tries.since_right > TRIES {
+            tries.locked_until = Some(now + LOCKOUT);
+            tracing::warn!(
+                "{peer} tried {TRIES} API keys without a right one: its keys are refused for {} s",
+                LOCKOUT.as_secs()
+            );
+            return Err(LockedOut {
+                retry_after: LOCKOUT,
+            });
+        }
+        Ok(tries.since_right)
+    }
+
+    /// The key `peer` gave was right: its count starts again.
+    pub fn right(&self, peer: IpAddr) {
+        let mut all = self.inner.tries.lock().unwrap_or_else(|p| p.into_inner());
+        all.remove(&peer);
     }
 
     /// The session cookie's value for a sign-in with `token`, when it is
@@ -258,7 +343,27 @@ pub async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Resp
         )
         .into_response();
     }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    // A bearer token is a key to look at: counted, and refused unseen
+    // from an address locked out for guessing.
+    let presented = guard.has_key() && req.headers().contains_key(header::AUTHORIZATION);
+    let mut try_number = 0;
+    if presented && let Some(peer) = peer {
+        match guard.admit(peer.ip()) {
+            Ok(n) => try_number = n,
+            Err(locked) => return locked.into_response(),
+        }
+    }
     let bearer = guard.token_ok(req.headers());
+    if presented
+        && bearer
+        && let Some(peer) = peer
+    {
+        guard.right(peer.ip());
+    }
     let session = !bearer && guard.session_ok(req.headers());
     if !bearer && !session && wants_page(&req) && !is_public(&req) {
         let next = req
@@ -278,14 +383,16 @@ pub async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Resp
         return answer;
     }
     if !bearer && !session && !is_public(&req) {
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or("an unknown peer".to_string(), |c| c.0.to_string());
+        let peer = peer.map_or("an unknown peer".to_string(), |p| p.to_string());
         tracing::warn!(
-            "refused {} {} from {peer}: missing or wrong bearer token",
+            "refused {} {} from {peer}: {}",
             req.method(),
-            req.uri().path()
+            req.uri().path(),
+            if presented {
+                format!("wrong bearer token (try {try_number} in a row from this address)")
+            } else {
+                "no bearer token".to_string()
+            }
         );
         tokio::time::sleep(REFUSAL_PAUSE).await;
         let mut refused = ApiError::new(
