@@ -967,3 +967,93 @@ fn sign_in(
         .body(serde_json::json!({ "token": token }).to_string())
         .send()
 }
+
+/// Dashboard sessions: each sign-in gets a random id of its own (not the
+/// key, not a digest of it), kept by the server, so that a sign-out ends
+/// that session (and no other), a restart keeps the others, and a server
+/// started with another key knows none of them.
+#[test]
+fn dashboard_sessions_are_random_revocable_and_belong_to_their_key() {
+    let key = "a-dashboard-key-long-enough-1";
+    let dir = tempfile::tempdir().unwrap();
+    let start = |key: &str| {
+        Weft::start_with(Options {
+            args: &["--quiet", "--host", "0.0.0.0", "--api-key", key],
+            dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })
+    };
+    let rt = common::runtime();
+    let http = reqwest::Client::new();
+    let local = |weft: &Weft| format!("http://127.0.0.1:{}", weft.url.rsplit(':').next().unwrap());
+    let status_with = |url: &str, cookie: &str| {
+        rt.block_on(
+            http.get(format!("{url}/v1/tasks"))
+                .header("Cookie", format!("weft_session={cookie}"))
+                .send(),
+        )
+        .unwrap()
+        .status()
+    };
+    let mut weft = start(key);
+    let url = local(&weft);
+    let cookie = || {
+        let answer = rt.block_on(sign_in(&http, &url, key)).unwrap();
+        assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+        let set = answer.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        set.split(';')
+            .next()
+            .unwrap()
+            .strip_prefix("weft_session=")
+            .unwrap()
+            .to_string()
+    };
+    let (first, second) = (cookie(), cookie());
+    assert_ne!(first, second, "each sign-in its own session");
+    for c in [&first, &second] {
+        assert!(c.len() >= 32 && !c.contains(key), "{c}");
+        assert_eq!(status_with(&url, c), StatusCode::OK);
+    }
+    assert_eq!(
+        status_with(&url, "0123456789abcdef"),
+        StatusCode::UNAUTHORIZED
+    );
+    // Signing out (as the dashboard's page does) ends that session only.
+    let out = rt
+        .block_on(
+            http.delete(format!("{url}/weft/v1/session"))
+                .header("Cookie", format!("weft_session={first}"))
+                .header("Origin", &url)
+                .header("X-Weft-Csrf", "1")
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        status_with(&url, &first),
+        StatusCode::UNAUTHORIZED,
+        "signed out"
+    );
+    assert_eq!(status_with(&url, &second), StatusCode::OK);
+    // A restart keeps the session; another key ends it.
+    weft.stop();
+    drop(weft);
+    weft = start(key);
+    assert_eq!(
+        status_with(&local(&weft), &second),
+        StatusCode::OK,
+        "kept across a restart"
+    );
+    weft.stop();
+    drop(weft);
+    let weft = start("another-dashboard-key-long-2");
+    assert_eq!(
+        status_with(&local(&weft), &second),
+        StatusCode::UNAUTHORIZED,
+        "another key"
+    );
+}

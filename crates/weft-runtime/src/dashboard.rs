@@ -361,44 +361,47 @@ async fn sign_in(
         Ok(n) => n,
         Err(locked) => return locked.into_response(),
     };
-    let session = guard.session_for(body.token.trim());
-    if session.is_some() {
-        guard.right(peer.ip());
+    if !guard.key_ok(body.token.trim()) {
+        tracing::warn!(
+            "refused a sign-in to the dashboard from {peer}: wrong API key (try {try_number} in a row from this address)"
+        );
+        tokio::time::sleep(crate::guard::REFUSAL_PAUSE).await;
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "that is not this server's API key (RENDER_API_KEY, --api-key or --api-key-file)",
+        )
+        .into_response();
     }
-    match session {
-        Some(cookie) => {
-            let secure = headers
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-            let mut value = format!(
-                "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000",
-                crate::guard::SESSION_COOKIE
-            );
-            if secure {
-                value.push_str("; Secure");
-            }
-            let mut answer = StatusCode::NO_CONTENT.into_response();
-            answer.headers_mut().insert(
-                header::SET_COOKIE,
-                HeaderValue::from_str(&value).expect("a cookie of hex digits"),
-            );
-            answer
-        }
-        None => {
-            tracing::warn!(
-                "refused a sign-in to the dashboard from {peer}: wrong API key (try {try_number} in a row from this address)"
-            );
-            tokio::time::sleep(crate::guard::REFUSAL_PAUSE).await;
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "that is not this server's API key (RENDER_API_KEY, --api-key or --api-key-file)",
-            )
-            .into_response()
-        }
+    guard.right(peer.ip());
+    let cookie = match guard.start_session().await {
+        Ok(cookie) => cookie,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let mut value = format!(
+        "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        crate::guard::SESSION_COOKIE,
+        crate::guard::SESSION_TTL.as_secs()
+    );
+    if secure {
+        value.push_str("; Secure");
     }
+    let mut answer = StatusCode::NO_CONTENT.into_response();
+    answer.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&value).expect("a cookie of hex digits"),
+    );
+    answer
 }
 
-async fn sign_out() -> Response {
+/// Ends the session (it is refused from now on, on every node) and
+/// clears the cookie.
+async fn sign_out(State(guard): State<Guard>, headers: HeaderMap) -> Response {
+    if let Err(e) = guard.end_session(&headers).await {
+        return ApiError::from(e).into_response();
+    }
     let mut answer = StatusCode::NO_CONTENT.into_response();
     answer.headers_mut().insert(
         header::SET_COOKIE,

@@ -18,7 +18,9 @@
 //!   is logged with the peer's address and answered after a pause.
 //! - **The dashboard's session**: a browser signs in once with the key
 //!   (`POST /weft/v1/session`) and then carries a cookie (HttpOnly,
-//!   SameSite=Strict) holding a digest of the key, not the key. A request
+//!   SameSite=Strict) holding a random session id, kept in the store (as
+//!   its digest) for a week, for that key: signing out ends it, a new key
+//!   ends them all, and any node of a cluster knows it. A request
 //!   that changes something on the strength of that cookie alone must also
 //!   name this server as its `Origin` and carry `X-Weft-Csrf`, which no
 //!   other site can make a browser send. A page asked for without a
@@ -35,6 +37,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use weft_store::{Store, StoreError};
+
 use crate::http::ApiError;
 
 /// How long a request with a wrong token waits for its refusal, so
@@ -50,6 +54,9 @@ const LOCKOUT: Duration = Duration::from_secs(60);
 
 /// The dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "weft_session";
+
+/// How long a dashboard session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The header a page's state-changing request carries with a session
 /// cookie (any value): a cross-site page cannot add it without CORS.
@@ -68,9 +75,11 @@ struct Inner {
     /// SHA-256 of the API key: compared digest to digest, so neither the
     /// key's bytes nor its length shape the comparison's time.
     key_digest: Option<[u8; 32]>,
-    /// The session cookie's value: a digest of the key, so the cookie
-    /// (which a browser keeps on disk) is not the key itself.
-    session: Option<String>,
+    /// Where sessions are kept; none, no sessions.
+    sessions: Option<Arc<dyn Store>>,
+    /// Names the key sessions are made for (a digest of it): a server
+    /// started with another key knows none of the old sessions.
+    key_tag: Option<String>,
     /// Keys tried per address (see [`Guard::admit`]).
     tries: std::sync::Mutex<std::collections::HashMap<IpAddr, Tries>>,
 }
@@ -124,7 +133,8 @@ impl Guard {
                 hosts,
                 port: addr.port(),
                 key_digest: api_key.map(digest),
-                session: api_key.map(session_value),
+                sessions: None,
+                key_tag: api_key.map(key_tag),
                 tries: Default::default(),
             }),
         }
@@ -207,27 +217,68 @@ impl Guard {
         all.remove(&peer);
     }
 
-    /// The session cookie's value for a sign-in with `token`, when it is
-    /// the key.
-    pub fn session_for(&self, token: &str) -> Option<String> {
-        let key = self.inner.key_digest.as_ref()?;
-        bool::from(digest(token).ct_eq(key)).then(|| self.inner.session.clone())?
+    /// The same rules, with dashboard sessions kept in `store`.
+    pub fn with_sessions(self, store: Arc<dyn Store>) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| unreachable!("a new guard"));
+        Self {
+            inner: Arc::new(Inner {
+                sessions: Some(store),
+                ..inner
+            }),
+        }
     }
 
-    /// Whether the request carries this server's session cookie.
-    fn session_ok(&self, headers: &HeaderMap) -> bool {
-        let Some(session) = &self.inner.session else {
-            return false;
+    /// Whether `token` is the key.
+    pub fn key_ok(&self, token: &str) -> bool {
+        self.inner
+            .key_digest
+            .as_ref()
+            .is_some_and(|key| bool::from(digest(token).ct_eq(key)))
+    }
+
+    /// A new session (after a right key): the cookie's value, a random id
+    /// only the browser keeps (the store keeps its digest).
+    pub async fn start_session(&self) -> Result<String, StoreError> {
+        let (Some(store), Some(tag)) = (&self.inner.sessions, &self.inner.key_tag) else {
+            return Err(StoreError::Query {
+                location: "the dashboard".into(),
+                detail: "this server keeps no sessions".into(),
+            });
         };
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .any(|(name, value)| {
-                name == SESSION_COOKIE && bool::from(value.as_bytes().ct_eq(session.as_bytes()))
-            })
+        // 244 random bits (two version-4 UUIDs, from the system's CSPRNG).
+        let id = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let expires =
+            chrono::Utc::now() + chrono::Duration::from_std(SESSION_TTL).expect("a week fits");
+        store
+            .create_session(&hex(&digest(&id)), tag, expires)
+            .await?;
+        Ok(id)
+    }
+
+    /// Ends the session the request's cookie names, if any.
+    pub async fn end_session(&self, headers: &HeaderMap) -> Result<(), StoreError> {
+        if let (Some(store), Some(id)) = (&self.inner.sessions, session_cookie(headers)) {
+            store.end_session(&hex(&digest(id))).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the request's cookie names a live session for this key.
+    async fn session_ok(&self, headers: &HeaderMap) -> Result<bool, StoreError> {
+        let (Some(store), Some(tag), Some(id)) = (
+            &self.inner.sessions,
+            &self.inner.key_tag,
+            session_cookie(headers),
+        ) else {
+            return Ok(false);
+        };
+        store
+            .session_alive(&hex(&digest(id)), tag, chrono::Utc::now())
+            .await
     }
 
     fn token_ok(&self, headers: &HeaderMap) -> bool {
@@ -248,9 +299,25 @@ fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
-fn session_value(key: &str) -> String {
-    let d = Sha256::digest(format!("weft dashboard session\0{key}").as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+/// The session id a request's cookie carries.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+/// What names a key among sessions: a digest of it, never the key.
+fn key_tag(key: &str) -> String {
+    hex(&Sha256::digest(format!("weft dashboard sessions\0{key}").as_bytes()).into())
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What anyone may fetch: the sign-in page, the assets it needs, and the
@@ -364,7 +431,14 @@ pub async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Resp
     {
         guard.right(peer.ip());
     }
-    let session = !bearer && guard.session_ok(req.headers());
+    let session = if bearer {
+        false
+    } else {
+        match guard.session_ok(req.headers()).await {
+            Ok(alive) => alive,
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    };
     if !bearer && !session && wants_page(&req) && !is_public(&req) {
         let next = req
             .uri()

@@ -15,7 +15,8 @@ use crate::http::{method_not_allowed, not_found};
 /// The router for a server listening on `addr`.
 pub fn router(coordinator: Arc<Coordinator>, addr: std::net::SocketAddr) -> Router {
     let limit = coordinator.config().max_payload_bytes + 64 * 1024;
-    let guard = Guard::new(addr, coordinator.config().api_key.as_deref());
+    let guard = Guard::new(addr, coordinator.config().api_key.as_deref())
+        .with_sessions(coordinator.store().clone());
     Router::new()
         .merge(crate::api::routes())
         .merge(crate::dashboard::routes(guard.clone()))

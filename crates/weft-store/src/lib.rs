@@ -113,6 +113,23 @@ pub trait Store: Send + Sync + 'static {
     /// Sets a setting.
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
 
+    /// Keeps a dashboard session: `id` (a digest of the cookie, never the
+    /// cookie), made for the API key tagged `key_tag`, until `expires_at`.
+    /// Sessions that expired are forgotten on the way.
+    async fn create_session(
+        &self,
+        id: &str,
+        key_tag: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Whether session `id` exists, was made for the key tagged `key_tag`,
+    /// and has not expired at `now`.
+    async fn session_alive(&self, id: &str, key_tag: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Ends session `id` (a sign-out); nothing if there is none.
+    async fn end_session(&self, id: &str) -> Result<()>;
+
     /// Joins the cluster as this node: refused ([`StoreError::NodeAlive`])
     /// while another process with the same node id is alive.
     async fn join(&self) -> Result<()>;

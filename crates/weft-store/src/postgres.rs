@@ -72,6 +72,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "node_timeout",
             include_str!("../migrations/postgres/0004_node_timeout.sql"),
         ),
+        (
+            5,
+            "sessions",
+            include_str!("../migrations/postgres/0005_sessions.sql"),
+        ),
     ];
     Migrator {
         migrations: Cow::Owned(
@@ -1336,6 +1341,67 @@ impl Store for PgStore {
                 sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
                     .bind(&key)
                     .bind(&value)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        id: &str,
+        key_tag: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let (id, key_tag) = (id.to_string(), key_tag.to_string());
+        self.tx(move |conn| {
+            let (id, key_tag) = (id.clone(), key_tag.clone());
+            Box::pin(async move {
+                sqlx::query("DELETE FROM sessions WHERE expires_at <= now()")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO sessions (id, key_tag, created_at, expires_at) VALUES ($1, $2, now(), $3)",
+                )
+                .bind(&id)
+                .bind(&key_tag)
+                .bind(expires_at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn session_alive(&self, id: &str, key_tag: &str, now: DateTime<Utc>) -> Result<bool> {
+        let (id, key_tag) = (id.to_string(), key_tag.to_string());
+        self.tx(move |conn| {
+            let (id, key_tag) = (id.clone(), key_tag.clone());
+            Box::pin(async move {
+                let found: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM sessions WHERE id = $1 AND key_tag = $2 AND expires_at > $3",
+                )
+                .bind(&id)
+                .bind(&key_tag)
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?;
+                Ok(found.is_some())
+            })
+        })
+        .await
+    }
+
+    async fn end_session(&self, id: &str) -> Result<()> {
+        let id = id.to_string();
+        self.tx(move |conn| {
+            let id = id.clone();
+            Box::pin(async move {
+                sqlx::query("DELETE FROM sessions WHERE id = $1")
+                    .bind(&id)
                     .execute(&mut *conn)
                     .await?;
                 Ok(())

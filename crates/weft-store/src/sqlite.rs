@@ -59,6 +59,11 @@ const MIGRATIONS: &[Migration] = &[
     ),
     // When the next pending run is due (`NEXT_DUE`), without reading them all.
     Migration::Sql("CREATE INDEX runs_pending_due ON runs (not_before) WHERE status = 'pending';"),
+    // The dashboard's sessions (see `Store::create_session`).
+    Migration::Sql(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, key_tag TEXT NOT NULL,
+                                created_at TEXT NOT NULL, expires_at TEXT NOT NULL);",
+    ),
 ];
 
 /// The earliest pending run's `not_before` (NULL first: due now), read
@@ -1487,6 +1492,49 @@ impl Store for SqliteStore {
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
                 params![key, value],
             )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        id: &str,
+        key_tag: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let (id, key_tag) = (id.to_string(), key_tag.to_string());
+        self.tx(move |tx| {
+            let now = ts(Utc::now());
+            tx.execute_cached("DELETE FROM sessions WHERE expires_at <= ?1", [&now])?;
+            tx.execute_cached(
+                "INSERT INTO sessions (id, key_tag, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, key_tag, now, ts(expires_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_alive(&self, id: &str, key_tag: &str, now: DateTime<Utc>) -> Result<bool> {
+        let (id, key_tag) = (id.to_string(), key_tag.to_string());
+        self.read(move |tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT 1 FROM sessions WHERE id = ?1 AND key_tag = ?2 AND expires_at > ?3",
+                    params![id, key_tag, ts(now)],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
+    async fn end_session(&self, id: &str) -> Result<()> {
+        let id = id.to_string();
+        self.tx(move |tx| {
+            tx.execute_cached("DELETE FROM sessions WHERE id = ?1", [&id])?;
             Ok(())
         })
         .await

@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             root_runs_are_listed_with_their_subtasks_counted,
             reports_are_fenced_to_the_node_that_runs_the_attempt,
             a_silent_node_is_rescued_and_its_late_report_refused,
+            sessions_expire_belong_to_their_key_and_end_on_sign_out,
             a_node_id_runs_once_at_a_time,
             listing_pages_newest_first_with_filters,
             logs_filter_by_run_tree_time_and_text,
@@ -1141,6 +1142,54 @@ pub async fn a_silent_node_is_rescued_and_its_late_report_refused<B: Backend>() 
     // The run goes on elsewhere.
     let again = store.claim(1, Utc::now()).await.unwrap().runs;
     assert_eq!(again[0].attempts.len(), 2);
+}
+
+pub async fn sessions_expire_belong_to_their_key_and_end_on_sign_out<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let now = Utc::now();
+    store
+        .create_session("s1", "k1", now + Duration::days(7))
+        .await
+        .unwrap();
+    store
+        .create_session("s2", "k1", now + Duration::days(7))
+        .await
+        .unwrap();
+    store
+        .create_session("old", "k1", now - Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(store.session_alive("s1", "k1", now).await.unwrap());
+    assert!(
+        !store.session_alive("s1", "k2", now).await.unwrap(),
+        "made for another key"
+    );
+    assert!(
+        !store.session_alive("old", "k1", now).await.unwrap(),
+        "expired"
+    );
+    assert!(
+        !store
+            .session_alive("s1", "k1", now + Duration::days(8))
+            .await
+            .unwrap()
+    );
+    assert!(!store.session_alive("nobody", "k1", now).await.unwrap());
+    store.end_session("s1").await.unwrap();
+    assert!(
+        !store.session_alive("s1", "k1", now).await.unwrap(),
+        "signed out"
+    );
+    assert!(
+        store.session_alive("s2", "k1", now).await.unwrap(),
+        "the other session stays"
+    );
+    store.end_session("s1").await.unwrap();
+    // Kept across a restart (another handle on the same data).
+    drop(store);
+    let again = backend.open().await;
+    assert!(again.session_alive("s2", "k1", now).await.unwrap());
 }
 
 pub async fn a_node_id_runs_once_at_a_time<B: Backend>() {
