@@ -331,7 +331,7 @@ impl Prefork {
 
     /// Forks a child with this environment, entering this cgroup, with
     /// these stdin, stdout and stderr. A launcher that does not answer
-    /// within [`SPAWN_DEADLINE`] (stopped by a signal a watch could not
+    /// within 10 s (stopped by a signal the watch could not
     /// undo, hung) is killed, and the child is asked of a new one, once.
     pub async fn spawn(
         &self,
