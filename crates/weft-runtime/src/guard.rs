@@ -49,7 +49,7 @@ pub(crate) const REFUSAL_PAUSE: Duration = Duration::from_millis(250);
 /// out: a person mistypes a few times; a guesser tries thousands.
 const TRIES: u32 = 10;
 
-/// How long an address that tried [`TRIES`] wrong keys is refused.
+/// How long an address that tried `TRIES` wrong keys is refused.
 const LOCKOUT: Duration = Duration::from_secs(60);
 
 /// The dashboard's session cookie.
@@ -173,9 +173,9 @@ impl Guard {
     }
 
     /// A key (a bearer token, a sign-in) from `peer` is about to be
-    /// looked at: counted as it arrives. An address that tried [`TRIES`]
-    /// keys without a right one is refused for [`LOCKOUT`] without its
-    /// key being looked at, so guessing runs at [`TRIES`] a minute however
+    /// looked at: counted as it arrives. An address that tried `TRIES`
+    /// keys without a right one is refused for `LOCKOUT` without its
+    /// key being looked at, so guessing runs at `TRIES` a minute however
     /// many requests it sends at once. (Every address is its own: behind a
     /// proxy that all clients share, a guesser locks the others out too;
     /// `X-Forwarded-For` is not believed, anyone can send it.)
