@@ -1057,3 +1057,93 @@ fn dashboard_sessions_are_random_revocable_and_belong_to_their_key() {
         "another key"
     );
 }
+
+/// Another user of the machine reaches the loopback port too: it is
+/// refused (it would list every run and start runs that execute as the
+/// owner), unless it presents the key; the owner needs none, as Render's
+/// clients expect of a local dev server.
+#[test]
+fn other_users_of_the_machine_are_refused_on_loopback_without_the_key() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs a client as another user (nobody), which needs root (CI runs as root)"
+    );
+    let as_nobody = |args: &[&str]| {
+        let out = std::process::Command::new("runuser")
+            .args([
+                "-u",
+                "nobody",
+                "--",
+                "curl",
+                "-s",
+                "-m",
+                "10",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().to_string(), body.to_string())
+    };
+    for key in [None, Some("a-key-for-the-other-user-test")] {
+        let mut args = vec!["--quiet"];
+        if let Some(key) = key {
+            args.extend(["--api-key", key]);
+        }
+        let weft = Weft::start_with(Options {
+            args: &args,
+            ..Default::default()
+        });
+        let (code, body) = as_nobody(&[&format!("{}/v1/task-runs", weft.url)]);
+        assert_eq!(code, "403", "{body}");
+        assert!(
+            body.contains("belongs to another user of this machine"),
+            "{body}"
+        );
+        let (code, _) = as_nobody(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"task":"square","input":[3]}"#,
+            &format!("{}/v1/task-runs", weft.url),
+        ]);
+        assert_eq!(code, "403");
+        let rt = common::runtime();
+        let owner = match key {
+            Some(key) => weft::client::Client::builder(&weft.url).token(key).build(),
+            None => weft::client::Client::builder(&weft.url).build(),
+        }
+        .unwrap();
+        let runs = rt
+            .block_on(owner.list_task_runs(&Default::default()))
+            .unwrap();
+        assert!(runs.is_empty(), "the other user started nothing");
+        // The owner's own clients need no set-up.
+        if key.is_none() {
+            let done = rt.block_on(owner.run_task("square", [4]).send()).unwrap();
+            assert_eq!(done.results, serde_json::json!([16]));
+            weft.scenario(&["run_task_shapes"]);
+        }
+        // With the key, another user may use it.
+        if let Some(key) = key {
+            let (code, body) = as_nobody(&[
+                "-H",
+                &format!("Authorization: Bearer {key}"),
+                &format!("{}/v1/tasks", weft.url),
+            ]);
+            assert_eq!(code, "200", "{body}");
+        }
+        assert!(
+            weft.output().contains("from uid 65534 on this machine"),
+            "{}",
+            weft.output()
+        );
+    }
+}

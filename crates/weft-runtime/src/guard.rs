@@ -40,6 +40,7 @@ use subtle::ConstantTimeEq;
 use weft_store::{Store, StoreError};
 
 use crate::http::ApiError;
+use crate::listener::PeerUser;
 
 /// How long a request with a wrong token waits for its refusal, so
 /// guessing is slow.
@@ -71,6 +72,9 @@ pub struct Guard {
 struct Inner {
     /// Host names answered on loopback; `None` beyond loopback.
     hosts: Option<Vec<String>>,
+    /// On loopback, the user this server runs as: other users of the
+    /// machine need the key (see `peer`).
+    owner: Option<u32>,
     port: u16,
     /// SHA-256 of the API key: compared digest to digest, so neither the
     /// key's bytes nor its length shape the comparison's time.
@@ -128,9 +132,12 @@ impl Guard {
             });
             hosts
         });
+        // SAFETY: geteuid has no preconditions.
+        let owner = addr.ip().is_loopback().then(|| unsafe { libc::geteuid() });
         Self {
             inner: Arc::new(Inner {
                 hosts,
+                owner,
                 port: addr.port(),
                 key_digest: api_key.map(digest),
                 sessions: None,
@@ -430,6 +437,37 @@ pub async fn check(State(guard): State<Guard>, req: Request, next: Next) -> Resp
         && let Some(peer) = peer
     {
         guard.right(peer.ip());
+    }
+    // On loopback without a key everyone is let in: everyone, that is,
+    // who is this server's own user. Another user of the machine (or one
+    // the kernel does not name) must present the key, or is refused.
+    if let (Some(owner), Some(PeerUser(user))) = (
+        guard.inner.owner,
+        req.extensions().get::<PeerUser>().copied(),
+    ) && user != Some(owner)
+        && user != Some(0)
+        && !(presented && bearer)
+    {
+        let who = user.map_or("a user the kernel does not name".to_string(), |u| {
+            format!("uid {u}")
+        });
+        tracing::warn!(
+            "refused {} {} from {who} on this machine: this server belongs to uid {owner}",
+            req.method(),
+            req.uri().path()
+        );
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this weft belongs to another user of this machine (uid {owner}); {}",
+                if guard.has_key() {
+                    "present its API key (Authorization: Bearer) to use it"
+                } else {
+                    "it was started without an API key, so only that user may use it"
+                }
+            ),
+        )
+        .into_response();
     }
     let session = if bearer {
         false

@@ -43,6 +43,7 @@ pub mod launcher;
 mod lease;
 mod lifeline;
 pub mod listener;
+mod peer;
 mod process;
 pub mod router;
 

@@ -22,6 +22,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+/// The user owning the client's socket of a loopback connection, as the
+/// kernel says (`None`: not listed). Only on loopback, where the kernel
+/// can tell.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerUser(pub Option<u32>);
+
 /// Largest request head (request line and headers), in bytes.
 const MAX_HEAD: usize = 32 * 1024;
 
@@ -69,6 +75,15 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(max_connections()));
     let mut refused = 0u64;
+    // On loopback, who is on the other end (see `peer`): the guard lets
+    // only the server's own user in without the key.
+    let mut local = listener.local_addr().ok().filter(|a| a.ip().is_loopback());
+    if local.is_some() && !crate::peer::can_tell_users() {
+        tracing::warn!(
+            "this system does not say which user owns a connection (no /proc/net/tcp): every local user can use this server; give it an API key to keep them out"
+        );
+        local = None;
+    }
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -97,10 +112,14 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let user = local.map(|local| PeerUser(crate::peer::socket_owner(local, peer)));
         let service = app
             .clone()
             .map_request(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                if let Some(user) = user {
+                    req.extensions_mut().insert(user);
+                }
                 req
             });
         let conn = hyper::server::conn::http1::Builder::new()
