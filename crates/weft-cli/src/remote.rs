@@ -10,7 +10,7 @@ use serde_json::Value;
 use weft::client::{Client, ListTaskRunsParams, LogsQuery};
 use weft_protocol::api::{TaskRun, TaskRunDetails, TaskRunStatus};
 
-use crate::table::{self, shown};
+use crate::table::{self, shown, shown_err};
 
 /// Where the server is.
 #[derive(Args, Clone)]
@@ -328,8 +328,10 @@ fn duration(run: &TaskRun) -> String {
     }
 }
 
-fn task_name(task_id: &str) -> &str {
-    task_id.strip_prefix("tsk-").unwrap_or(task_id)
+/// A task's name from its id, as the terminal may show it (an app
+/// chooses its task names).
+fn task_name(task_id: &str) -> std::borrow::Cow<'_, str> {
+    shown(task_id.strip_prefix("tsk-").unwrap_or(task_id))
 }
 
 /// The input argument's text: itself, a file's (`@FILE`) or standard input's (`-`).
@@ -378,7 +380,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if args.server.json {
             print_json(&details)?;
         } else if let Some(error) = &details.error {
-            eprintln!("Run {} {}: {error}", details.run.id, details.run.status);
+            eprintln!(
+                "Run {} {}: {}",
+                details.run.id,
+                details.run.status,
+                shown_err(error)
+            );
         } else {
             println!(
                 "{}",
@@ -542,7 +549,7 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                     print_json(&run)?;
                 } else {
                     println!("{}", run.id);
-                    eprintln!("Started {} again as {}", shown(&id), run.id);
+                    eprintln!("Started {} again as {}", shown_err(&id), run.id);
                 }
                 Ok(())
             }

@@ -314,7 +314,9 @@ pub async fn serve(
         .coordinator()
         .tasks()
         .into_iter()
-        .map(|t| t.name)
+        // Escaped wherever the banner goes (a log file is read on a
+        // terminal too), as the log lines are.
+        .map(|t| weft_runtime::terminal::escape_controls(&t.name).into_owned())
         .collect();
     eprintln!(
         "{name}: serving the Render Workflows API on {} ({} tasks: {}; up to {max} task processes; node {node}; runs kept in {kept_in})",

@@ -1,5 +1,7 @@
 //! Plain aligned tables for people; scripts use `--json`.
 
+use std::io::IsTerminal as _;
+
 /// Prints rows under a header, each column as wide as its widest cell.
 pub fn print(header: &[&str], rows: &[Vec<String>]) {
     // Cells hold what tasks wrote (names, errors): escaped on a terminal.
@@ -35,9 +37,21 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
 /// escaped (a task's output could otherwise set the title, write the
 /// clipboard or fake a line). Left as it is when not printing to a
 /// terminal, and in `--json`.
+///
+/// Everything the CLI prints that a task or an app chose (task names,
+/// inputs, results, errors, output) goes through this or [`shown_err`]:
+/// one way for all of it.
 pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
-    use std::io::IsTerminal as _;
-    if std::io::stdout().is_terminal() {
+    shown_on(text, std::io::stdout().is_terminal())
+}
+
+/// [`shown`], for standard error.
+pub fn shown_err(text: &str) -> std::borrow::Cow<'_, str> {
+    shown_on(text, std::io::stderr().is_terminal())
+}
+
+fn shown_on(text: &str, terminal: bool) -> std::borrow::Cow<'_, str> {
+    if terminal {
         weft_runtime::terminal::escape_controls(text)
     } else {
         std::borrow::Cow::Borrowed(text)

@@ -1147,3 +1147,104 @@ fn other_users_of_the_machine_are_refused_on_loopback_without_the_key() {
         );
     }
 }
+
+/// Runs `weft ARGS` with its stdout and stderr on a pseudo-terminal, as a
+/// person runs it; what the terminal got.
+fn weft_on_a_terminal(args: &[&str]) -> String {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut leader, mut follower) = (0, 0);
+    // SAFETY: openpty writes two new descriptors into the integers given.
+    let opened = unsafe {
+        libc::openpty(
+            &mut leader,
+            &mut follower,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty");
+    // SAFETY: both descriptors are ours; each Stdio owns a copy.
+    let (out, err) = unsafe {
+        (
+            std::process::Stdio::from_raw_fd(libc::dup(follower)),
+            std::process::Stdio::from_raw_fd(follower),
+        )
+    };
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .unwrap();
+    assert!(status.success(), "weft {args:?}: {status}");
+    // SAFETY: the leader descriptor is ours.
+    let mut screen = unsafe { std::fs::File::from_raw_fd(leader) };
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The child is gone: read what is buffered until the terminal is empty.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(leader, libc::F_SETFL, libc::O_NONBLOCK) };
+    while let Ok(n) = screen.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// A task's name is the app's to choose: escape sequences in it are shown
+/// escaped in the banner and in `weft runs show` and `weft runs tree` on a
+/// terminal, as in every other listing.
+#[test]
+fn task_names_cannot_drive_the_terminal_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.py");
+    std::fs::write(
+        &app,
+        "from render.workflows import Workflows\n\
+         app = Workflows()\n\
+         @app.task(name='evil\\x1b]0;pwned\\x07')\n\
+         def evil(ctx):\n    return 1\n\
+         if __name__ == '__main__':\n    app.start()\n",
+    )
+    .unwrap();
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        app: Some(app),
+        ..Default::default()
+    });
+    let said = weft.output();
+    let banner = said
+        .lines()
+        .find(|l| l.contains("serving the Render Workflows API"))
+        .unwrap();
+    assert!(banner.contains("evil\\x1b]0;pwned\\x07"), "{banner:?}");
+    assert!(
+        !said.contains('\x07') && !said.contains("\x1b]"),
+        "{said:?}"
+    );
+    let rt = common::runtime();
+    let client = weft::client::Client::new(&weft.url).unwrap();
+    let run = rt
+        .block_on(
+            client
+                .run_task("evil\x1b]0;pwned\x07", serde_json::json!([]))
+                .send(),
+        )
+        .unwrap();
+    for args in [["runs", "show"], ["runs", "tree"]] {
+        let seen = weft_on_a_terminal(&[args[0], args[1], &run.run.id, "--url", &weft.url]);
+        assert!(
+            seen.contains("evil\\x1b]0;pwned\\x07"),
+            "{args:?}: {seen:?}"
+        );
+        assert!(
+            !seen.contains('\x07') && !seen.contains("\x1b]"),
+            "{args:?}: {seen:?}"
+        );
+    }
+}
