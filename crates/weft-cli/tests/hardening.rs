@@ -1248,3 +1248,88 @@ fn task_names_cannot_drive_the_terminal_anywhere() {
         );
     }
 }
+
+/// A NUL byte in an id, a filter or an idempotency key is refused with a
+/// 400 naming where it was, on SQLite and on PostgreSQL alike (PostgreSQL
+/// text cannot hold one: it was a 500 there), and nothing else changes.
+#[test]
+fn nul_bytes_are_refused_by_name_on_both_stores() {
+    let db = common::PgSchema::new();
+    for on_postgres in [false, true] {
+        let mut args = vec!["--quiet"];
+        if on_postgres {
+            args.extend(["--database-url", db.url.as_str()]);
+        }
+        let weft = Weft::start_with(Options {
+            args: &args,
+            ..Default::default()
+        });
+        let rt = common::runtime();
+        let http = reqwest::Client::new();
+        let ask = |method: reqwest::Method, path: &str, body: Option<&str>| {
+            rt.block_on(async {
+                let mut req = http.request(method, format!("{}{path}", weft.url));
+                if let Some(body) = body {
+                    req = req
+                        .header("Content-Type", "application/json")
+                        .body(body.to_string());
+                }
+                let r = req.send().await.unwrap();
+                (r.status(), r.text().await.unwrap())
+            })
+        };
+        for (method, path, body, names) in [
+            (reqwest::Method::GET, "/v1/task-runs/trn-%00x", None, "id"),
+            (reqwest::Method::DELETE, "/v1/task-runs/%00", None, "id"),
+            (
+                reqwest::Method::GET,
+                "/v1/task-runs?rootTaskRunId=a%00b",
+                None,
+                "rootTaskRunId",
+            ),
+            (
+                reqwest::Method::GET,
+                "/v1/task-runs?taskSlug=%00",
+                None,
+                "taskSlug",
+            ),
+            (
+                reqwest::Method::GET,
+                "/v1/logs?taskRunId=x%00",
+                None,
+                "taskRunId",
+            ),
+            (reqwest::Method::GET, "/weft/v1/runs?task=%00", None, "task"),
+            (
+                reqwest::Method::POST,
+                "/v1/task-runs",
+                Some(r#"{"task":"square","input":[2],"idempotencyKey":"k\u0000"}"#),
+                "idempotencyKey",
+            ),
+            (
+                reqwest::Method::POST,
+                "/v1/task-runs",
+                Some(r#"{"task":"squ\u0000are","input":[2]}"#),
+                "task",
+            ),
+        ] {
+            let (status, text) = ask(method.clone(), path, body);
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{method} {path} (postgres: {on_postgres}): {text}"
+            );
+            assert!(
+                text.contains("NUL") && text.contains(names),
+                "{method} {path}: {text}"
+            );
+        }
+        let client = weft::client::Client::new(&weft.url).unwrap();
+        let done = rt.block_on(client.run_task("square", [9]).send()).unwrap();
+        assert_eq!(done.results, serde_json::json!([81]));
+        let runs = rt
+            .block_on(client.list_task_runs(&Default::default()))
+            .unwrap();
+        assert_eq!(runs.len(), 1, "nothing else was started");
+    }
+}

@@ -135,12 +135,24 @@ fn task(t: &TaskRecord) -> Task {
 pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    pub(crate) fn parse(raw: Option<String>) -> Self {
-        Self(
+    /// The parameters of a query string. A NUL byte (`%00`) in any of
+    /// them is refused, naming the parameter: no name, id or filter holds
+    /// one, and PostgreSQL text cannot.
+    pub(crate) fn parse(raw: Option<String>) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> =
             form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
                 .into_owned()
-                .collect(),
-        )
+                .collect();
+        if let Some((key, _)) = pairs
+            .iter()
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(ApiError::bad_request(format!(
+                "the query parameter {:?} holds a NUL byte (%00), which no value may",
+                key.replace('\0', "\\0")
+            )));
+        }
+        Ok(Self(pairs))
     }
 
     pub(crate) fn list(&self, keys: &[&str]) -> Vec<String> {
@@ -250,7 +262,7 @@ async fn list_runs(
     State(c): State<Shared>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Vec<TaskRunWithCursor>>, ApiError> {
-    let params = Params::parse(q);
+    let params = Params::parse(q)?;
     let limit = params.number("limit", 20, 100)?;
     let before_seq = params.cursor()?;
     let status = params.status()?;
@@ -319,7 +331,7 @@ async fn run_events(
     headers: axum::http::HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let ids = Params::parse(q).list(&["taskRunIds", "taskRunId"]);
+    let ids = Params::parse(q)?.list(&["taskRunIds", "taskRunId"]);
     if ids.is_empty() {
         return Err(ApiError::bad_request(
             "taskRunIds is required: the runs whose end to stream",
@@ -573,7 +585,7 @@ async fn list_logs(
     State(c): State<Shared>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<LogsResponse>, ApiError> {
-    let params = Params::parse(q);
+    let params = Params::parse(q)?;
     let mut query = log_query(&params)?;
     let limit = query.limit;
     query.limit += 1;
@@ -622,7 +634,7 @@ async fn subscribe_logs(
     RawQuery(q): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let query = log_query(&Params::parse(q))?;
+    let query = log_query(&Params::parse(q)?)?;
     // Lines are followed in the store (read every quarter second) when the
     // store is shared (other nodes' lines are only there), when the stream
     // starts in the past (`startTime`: those lines first, then the new

@@ -338,6 +338,17 @@ impl Coordinator {
         idempotency_key: Option<String>,
         idempotency_created_at: Option<String>,
     ) -> Result<RunRecord, RunError> {
+        for (field, value) in [
+            ("task", Some(task)),
+            ("idempotencyKey", idempotency_key.as_deref()),
+            ("idempotency created_at", idempotency_created_at.as_deref()),
+        ] {
+            if value.is_some_and(|v| v.contains('\0')) {
+                return Err(RunError::BadInput(format!(
+                    "{field} holds a NUL byte, which it may not"
+                )));
+            }
+        }
         let task = self.find_or_register(task).await?;
         self.check_input(&input)?;
         let parent_id = parent.as_ref().map(|p| p.run_id.clone());

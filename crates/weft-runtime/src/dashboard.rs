@@ -106,7 +106,7 @@ async fn list_roots(
     State(c): State<Shared>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<RootPage>, ApiError> {
-    let params = Params::parse(q);
+    let params = Params::parse(q)?;
     let limit = params.number("limit", 50, 500)?;
     let before_seq = params.cursor()?;
     let status = params.status()?;

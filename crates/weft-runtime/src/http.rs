@@ -155,11 +155,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, ApiError> {
-        axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(id)| PathId(id))
-            .map_err(|e| {
-                ApiError::bad_request(format!("the id in {} is not valid: {e}", parts.uri.path()))
-            })
+        let axum::extract::Path(id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "the id in {} is not valid: {e}",
+                        parts.uri.path()
+                    ))
+                })?;
+        if id.contains('\0') {
+            return Err(ApiError::bad_request(
+                "the id in the path holds a NUL byte (%00), which no id does",
+            ));
+        }
+        Ok(PathId(id))
     }
 }
