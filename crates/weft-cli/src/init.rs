@@ -159,8 +159,13 @@ pub fn run(args: InitArgs) -> Result<std::process::ExitCode> {
         std::fs::write(&path, fill(file.text))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    // A new folder gets the usual 0755 (a temporary one is 0700).
-    set_mode(staging.path(), 0o755)?;
+    // The folder's mode: an existing (empty) folder's own, or what a new
+    // folder gets under the user's umask (a temporary one is 0700).
+    let mode = match std::fs::metadata(dir) {
+        Ok(meta) => std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+        Err(_) => 0o777 & !umask(),
+    };
+    set_mode(staging.path(), mode)?;
     // rename(2) replaces an empty directory, so an existing empty --dir works too.
     std::fs::rename(staging.path(), dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -190,6 +195,17 @@ pub fn run(args: InitArgs) -> Result<std::process::ExitCode> {
     )?;
     writeln!(out, "  {:width$}  # in another terminal", template.trigger)?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// This process's umask (read by setting it, then putting it back: the
+/// only way to read it; `weft init` runs no other thread then).
+fn umask() -> u32 {
+    // SAFETY: umask cannot fail; the old mask is put back at once.
+    unsafe {
+        let mask = libc::umask(0o022);
+        libc::umask(mask);
+        mask as u32
+    }
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {

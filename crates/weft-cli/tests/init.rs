@@ -240,3 +240,42 @@ fn a_folder_that_is_not_empty_is_refused_and_left_as_it_was() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'cobol'"));
     assert!(!tmp.path().join("workflows-demo").exists());
 }
+
+/// The new folder's mode follows the user's umask (a private `umask 077`
+/// makes a private project), and an existing empty folder keeps its own.
+#[test]
+fn the_project_folder_keeps_the_users_umask_and_an_existing_folders_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 077 && exec {} init --language python --dir private",
+            env!("CARGO_BIN_EXE_weft")
+        ))
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    ok(out, "weft init under umask 077");
+    assert_eq!(mode(&tmp.path().join("private")), 0o700);
+    assert_eq!(
+        mode(&tmp.path().join("private/main.py")) & 0o077,
+        0,
+        "its files too"
+    );
+    let existing = tmp.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o710)).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 022 && exec {} init --language python --dir existing",
+            env!("CARGO_BIN_EXE_weft")
+        ))
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    ok(out, "weft init into an existing empty folder");
+    assert_eq!(mode(&existing), 0o710, "kept as it was");
+}
