@@ -693,17 +693,18 @@ async function tasksPage() {
     .map((t) => t.task)
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((t) => {
+      // Options and parameters as the SDK registered them: snake_case.
       const o = t.options || {};
       const retry = o.retry || {};
-      const params = (t.parameters || []).map((p) => (p.hasDefault ? `${p.name}=${p.defaultValue ?? "…"}` : p.name));
+      const params = (t.parameters || []).map((p) => (p.has_default ? `${p.name}=${p.default_value ?? "…"}` : p.name));
       const form = startForm(t);
       return [
         h(
           "tr",
           { "data-task": t.name },
           h("td", {}, h("strong", {}, t.name)),
-          h("td", { class: "num" }, retry.maxRetries ?? 0, retry.waitDurationMs ? ` (${retry.waitDurationMs} ms, ×${retry.factor ?? retry.backoffScaling ?? 1.5})` : ""),
-          h("td", { class: "num" }, o.timeoutSeconds ? `${o.timeoutSeconds} s` : "none"),
+          h("td", { class: "num" }, retry.max_retries ?? 0, retry.wait_duration_ms ? ` (${retry.wait_duration_ms} ms, ×${retry.factor ?? 1.5})` : ""),
+          h("td", { class: "num" }, o.timeout_seconds ? `${o.timeout_seconds} s` : "none"),
           h("td", {}, h("code", {}, params.join(", "))),
           h("td", {}, h("a", { href: `/?task=${encodeURIComponent(t.name)}` }, "runs"), " ", h("button", { onclick: () => form.toggle() }, "Start…")),
         ),

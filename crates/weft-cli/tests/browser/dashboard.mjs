@@ -130,10 +130,15 @@ try {
   assert.deepEqual(again.input, original.input);
   assert.equal(again.parentTaskRunId, "");
 
-  step("tasks: the form refuses bad JSON, starts a run with good JSON");
+  step("tasks: each task's retries, timeout and parameters with their defaults");
   await page.goto(`${url}/tasks`);
   const row = page.locator('tr[data-task="greet"]');
   await row.waitFor({ timeout: WAIT });
+  assert.match(await row.innerText(), /name, greeting="Hello"/);
+  assert.match(await page.locator('tr[data-task="flaky"]').innerText(), /2 \(300 ms, ×2\)/);
+  assert.match(await page.locator('tr[data-task="slow"]').innerText(), /1 s/);
+
+  step("tasks: the form refuses bad JSON, starts a run with good JSON");
   await row.locator("button", { hasText: "Start" }).click();
   const form = page.locator("tr.start-row:not([hidden]) form");
   await form.locator("textarea").fill('{"name": "Ada",');
