@@ -1333,3 +1333,59 @@ fn nul_bytes_are_refused_by_name_on_both_stores() {
         assert_eq!(runs.len(), 1, "nothing else was started");
     }
 }
+
+/// Inputs are bounded per run, not in sum: what the store takes is said in
+/// `/metrics` and on the dashboard's runs page (by what it serves), on
+/// SQLite and PostgreSQL, and grows with what runs carry.
+#[test]
+fn what_the_store_takes_is_said() {
+    let db = common::PgSchema::new();
+    for on_postgres in [false, true] {
+        let mut args = vec!["--quiet"];
+        if on_postgres {
+            args.extend(["--database-url", db.url.as_str()]);
+        }
+        let weft = Weft::start_with(Options {
+            args: &args,
+            ..Default::default()
+        });
+        let rt = common::runtime();
+        let stored = || -> (u64, u64) {
+            rt.block_on(async {
+                let metrics = reqwest::get(format!("{}/metrics", weft.url))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let from_metrics = metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix("weft_store_bytes "))
+                    .unwrap_or_else(|| panic!("no weft_store_bytes in {metrics}"))
+                    .parse()
+                    .unwrap();
+                let page: serde_json::Value = reqwest::get(format!("{}/weft/v1/runs", weft.url))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                (from_metrics, page["storedBytes"].as_u64().unwrap())
+            })
+        };
+        let (before, _) = stored();
+        let client = weft::client::Client::new(&weft.url).unwrap();
+        // Random letters: a database that compresses (PostgreSQL's TOAST
+        // does) cannot make them small.
+        let big: String = (0..1024 * 1024).map(|_| fastrand::alphanumeric()).collect();
+        for _ in 0..4 {
+            rt.block_on(client.run_task("echo", [&big]).send()).unwrap();
+        }
+        let (after, on_page) = stored();
+        assert!(
+            after >= before + 4 * 1024 * 1024,
+            "4 MiB of inputs (and as much of results) stored: {before} -> {after} (postgres: {on_postgres})"
+        );
+        assert!(on_page >= after / 2, "the dashboard says it too: {on_page}");
+    }
+}

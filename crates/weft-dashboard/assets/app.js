@@ -173,6 +173,14 @@ function setNav(name) {
 
 // ---- the runs ------------------------------------------------------------
 
+// A size for people: 245 MB, 12 kB.
+function bytes(n) {
+  const units = ["bytes", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) (n /= 1000), i++;
+  return `${i ? n.toFixed(n < 10 ? 1 : 0) : n} ${units[i]}`;
+}
+
 async function runsPage() {
   setNav("runs");
   const params = new URLSearchParams(location.search);
@@ -204,7 +212,8 @@ async function runsPage() {
   );
   const pager = h("div", { class: "pager" });
   const note = h("p", { class: "note" });
-  put(main, h("h1", {}, "Runs"), filters, note, table, pager);
+  const stored = h("p", { class: "note stored" });
+  put(main, h("h1", {}, "Runs"), filters, note, table, pager, stored);
 
   try {
     const tasks = await api("/v1/tasks");
@@ -256,6 +265,7 @@ async function runsPage() {
     if (answer.runs.length === 0) {
       body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No runs yet. Start one from Tasks, `weft run`, or an SDK client.")));
     }
+    put(stored, answer.storedBytes != null && `The database holds ${bytes(answer.storedBytes)}: every run's input, result and output, until --retention prunes it.`);
     put(pager, 
       now.get("cursor") && h("a", { href: "#", onclick: (e) => (e.preventDefault(), go({ cursor: "" })) }, "← Newest"),
       answer.nextCursor &&

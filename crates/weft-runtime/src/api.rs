@@ -426,6 +426,7 @@ async fn metrics(State(c): State<Shared>) -> Result<Response, ApiError> {
         max_concurrent: c.config().max_concurrent,
         standby_attempts: c.standby_attempts(),
         fenced: c.fenced().is_some(),
+        stored_bytes: c.store().stored_bytes().await.ok(),
     });
     Ok((
         [(

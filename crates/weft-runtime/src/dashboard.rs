@@ -84,6 +84,9 @@ struct RootPage {
     runs: Vec<RootRun>,
     /// Pass as `cursor` for the next (older) page; absent on the last.
     next_cursor: Option<String>,
+    /// What the store takes (inputs, results and output of every run
+    /// kept), when it could say.
+    stored_bytes: Option<u64>,
 }
 
 /// A state as the API spells it.
@@ -151,6 +154,7 @@ async fn list_roots(
             })
             .collect(),
         next_cursor,
+        stored_bytes: c.store().stored_bytes().await.ok(),
     }))
 }
 

@@ -40,6 +40,8 @@ pub struct Snapshot<'a> {
     pub standby_attempts: u64,
     /// The node is fenced (it runs nothing until it has rejoined).
     pub fenced: bool,
+    /// What the store takes, when it could say.
+    pub stored_bytes: Option<u64>,
 }
 
 impl Metrics {
@@ -98,6 +100,13 @@ impl Metrics {
                     out,
                     "# HELP {name} Runs waiting for a slot anywhere in the cluster (the queue's depth).\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {pending}"
                 );
+                if let Some(bytes) = now.stored_bytes {
+                    let name = "weft_store_bytes";
+                    let _ = writeln!(
+                        out,
+                        "# HELP {name} Bytes the store takes: every run's input, result and output until --retention prunes it (the whole cluster).\n# TYPE {name} gauge\n{name} {bytes}"
+                    );
+                }
             }
             // A comment: the scrape still has this node's own metrics.
             Err(why) => {
@@ -221,11 +230,13 @@ mod tests {
             max_concurrent: 8,
             standby_attempts: 5,
             fenced: false,
+            stored_bytes: Some(4096),
         });
         for line in [
             "weft_runs{state=\"pending\"} 4",
             "weft_runs{state=\"completed\"} 7",
             "weft_runs{state=\"failed\"} 0",
+            "weft_store_bytes 4096",
             "weft_pending_runs{node=\"n\\\"1\"} 4",
             "weft_node_running_attempts{node=\"n\\\"1\"} 2",
             "weft_attempts_started_total{node=\"n\\\"1\"} 2",
@@ -259,6 +270,7 @@ mod tests {
             max_concurrent: 2,
             standby_attempts: 0,
             fenced: true,
+            stored_bytes: None,
         });
         for line in [
             "# weft_runs and weft_pending_runs are left out: the database at postgres://weft@db/weft is unavailable: no answer",

@@ -169,6 +169,12 @@ pub trait Store: Send + Sync + 'static {
     /// How many runs are in each state.
     async fn count_by_state(&self) -> Result<Vec<(RunState, u64)>>;
 
+    /// How many bytes the data takes where it is kept (the database file
+    /// and its write-ahead log; on PostgreSQL, weft's tables with their
+    /// indexes). Every input, result and log line is in it until
+    /// retention prunes its root run.
+    async fn stored_bytes(&self) -> Result<u64>;
+
     /// How many subtasks (every run under the root but the root itself)
     /// each of these roots has in each state: `(root id, state, count)`,
     /// nothing for a root without subtasks.

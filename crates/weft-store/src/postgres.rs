@@ -1410,6 +1410,22 @@ impl Store for PgStore {
         .await
     }
 
+    async fn stored_bytes(&self) -> Result<u64> {
+        self.tx(|conn| {
+            Box::pin(async move {
+                let bytes: Option<i64> = sqlx::query_scalar(
+                    "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(bytes.unwrap_or(0).max(0) as u64)
+            })
+        })
+        .await
+    }
+
     async fn join(&self) -> Result<()> {
         let node = self.current();
         let pid = std::process::id() as i32;

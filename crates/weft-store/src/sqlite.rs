@@ -180,6 +180,8 @@ pub struct SqliteStore {
     writer: Arc<writer::Writer>,
     /// The database file, as messages name it.
     location: Arc<str>,
+    /// The write-ahead log beside the database file (its real path).
+    wal: Arc<Path>,
     /// The one node a SQLite database serves.
     node: NodeId,
     /// Held while any clone lives: one process owns a database at a time.
@@ -311,6 +313,11 @@ impl SqliteStore {
             readers: Arc::new(readers),
             writer: Arc::new(writer),
             location,
+            wal: {
+                let mut wal = real.clone().into_os_string();
+                wal.push("-wal");
+                Path::new(&wal).into()
+            },
             node: NodeId::new(crate::local_host_name()),
             _lock: Arc::new((lock, inode)),
         })
@@ -1538,6 +1545,20 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn stored_bytes(&self) -> Result<u64> {
+        let wal = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        let pages = self
+            .read(|tx| {
+                Ok(tx.query_row(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .await?;
+        Ok(pages.max(0) as u64 + wal)
     }
 
     fn node(&self) -> NodeId {

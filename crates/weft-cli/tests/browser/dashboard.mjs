@@ -61,6 +61,8 @@ try {
   assert.equal(await failedRow.getAttribute("data-status"), "failed");
   const canceledRow = page.locator(`tr[data-run="${runs.canceled}"]`);
   assert.equal(await canceledRow.getAttribute("data-status"), "canceled");
+  // What the database holds, in a size for people.
+  assert.match(await page.locator("p.stored").innerText(), /^The database holds [\d.]+ (kB|MB): every run's input/);
   const order = await page.locator("tbody tr[data-run]").evaluateAll((rows) => rows.map((r) => r.dataset.run));
   assert.ok(order.indexOf(runs.canceled) < order.indexOf(runs.fanOut), "newest first");
   // Filtering by status narrows the list and lands in the URL.
