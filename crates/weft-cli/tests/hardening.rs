@@ -1254,16 +1254,7 @@ fn task_names_cannot_drive_the_terminal_anywhere() {
 /// text cannot hold one: it was a 500 there), and nothing else changes.
 #[test]
 fn nul_bytes_are_refused_by_name_on_both_stores() {
-    let db = common::PgSchema::new();
-    for on_postgres in [false, true] {
-        let mut args = vec!["--quiet"];
-        if on_postgres {
-            args.extend(["--database-url", db.url.as_str()]);
-        }
-        let weft = Weft::start_with(Options {
-            args: &args,
-            ..Default::default()
-        });
+    on_both_stores(|weft, on_postgres| {
         let rt = common::runtime();
         let http = reqwest::Client::new();
         let ask = |method: reqwest::Method, path: &str, body: Option<&str>| {
@@ -1331,14 +1322,12 @@ fn nul_bytes_are_refused_by_name_on_both_stores() {
             .block_on(client.list_task_runs(&Default::default()))
             .unwrap();
         assert_eq!(runs.len(), 1, "nothing else was started");
-    }
+    });
 }
 
-/// Inputs are bounded per run, not in sum: what the store takes is said in
-/// `/metrics` and on the dashboard's runs page (by what it serves), on
-/// SQLite and PostgreSQL, and grows with what runs carry.
-#[test]
-fn what_the_store_takes_is_said() {
+/// Runs `check` on a `weft dev` on SQLite, then on one on PostgreSQL (a
+/// schema of its own): `(server, on PostgreSQL)`.
+fn on_both_stores(mut check: impl FnMut(&Weft, bool)) {
     let db = common::PgSchema::new();
     for on_postgres in [false, true] {
         let mut args = vec!["--quiet"];
@@ -1349,6 +1338,16 @@ fn what_the_store_takes_is_said() {
             args: &args,
             ..Default::default()
         });
+        check(&weft, on_postgres);
+    }
+}
+
+/// Inputs are bounded per run, not in sum: what the store takes is said in
+/// `/metrics` and on the dashboard's runs page (by what it serves), on
+/// SQLite and PostgreSQL, and grows with what runs carry.
+#[test]
+fn what_the_store_takes_is_said() {
+    on_both_stores(|weft, on_postgres| {
         let rt = common::runtime();
         let stored = || -> (u64, u64) {
             rt.block_on(async {
@@ -1387,5 +1386,5 @@ fn what_the_store_takes_is_said() {
             "4 MiB of inputs (and as much of results) stored: {before} -> {after} (postgres: {on_postgres})"
         );
         assert!(on_page >= after / 2, "the dashboard says it too: {on_page}");
-    }
+    });
 }

@@ -112,24 +112,34 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let user = local.map(|local| PeerUser(crate::peer::socket_owner(local, peer)));
-        let service = app
-            .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
+        let app = app.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            // Who is on the other end: read on a thread of the blocking
+            // pool, for this connection alone, so that accepting others
+            // never waits on it.
+            let user = match local {
+                Some(local) => Some(PeerUser(
+                    tokio::task::spawn_blocking(move || crate::peer::socket_owner(local, peer))
+                        .await
+                        .ok()
+                        .flatten(),
+                )),
+                None => None,
+            };
+            let service = app.map_request(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 if let Some(user) = user {
                     req.extensions_mut().insert(user);
                 }
                 req
             });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .max_buf_size(MAX_HEAD)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .with_upgrades();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}

@@ -31,12 +31,14 @@ pub fn can_tell_users() -> bool {
 fn owner_in(table: &str, local: SocketAddr, peer: SocketAddr) -> Option<u32> {
     let (want_local, want_remote) = (kernel_form(peer), kernel_form(local));
     table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
         // sl local_address rem_address st tx:rx tr:when retrnsmt uid ...
-        let (own, remote, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
-        (own.eq_ignore_ascii_case(&want_local) && remote.eq_ignore_ascii_case(&want_remote))
-            .then(|| uid.parse().ok())
-            .flatten()
+        let mut fields = line.split_whitespace().skip(1);
+        if !fields.next()?.eq_ignore_ascii_case(&want_local)
+            || !fields.next()?.eq_ignore_ascii_case(&want_remote)
+        {
+            return None;
+        }
+        fields.nth(4)?.parse().ok()
     })
 }
 

@@ -676,22 +676,39 @@ fn lock_exclusively(path: &Path, location: &str) -> Result<std::fs::File> {
     // goes at exec, or when the child dies of its parent's death). So a
     // lock held in the name of a process that is gone is waited for,
     // briefly; one held by a live process is refused at once.
+    lock_or_wait_for_the_gone(&file, location, false, &lock_err, |file| {
+        let mut holder = String::new();
+        let mut reader: &std::fs::File = file;
+        reader.rewind().ok()?;
+        reader.read_to_string(&mut holder).ok()?;
+        holder.trim().parse().ok()
+    })?;
+    file.set_len(0).map_err(lock_err)?;
+    file.rewind().map_err(lock_err)?;
+    write!(file, "{}", std::process::id()).map_err(lock_err)?;
+    Ok(file)
+}
+
+/// Takes `file`'s `flock`. When another holds it, `holder` says who (as
+/// it can): a holder that is gone, or (with `wait_for_unknown`) one that
+/// cannot be told, is waited for up to [`LOCK_WAIT`]; a live one is
+/// refused at once with [`StoreError::InUse`]; an I/O error is named by
+/// `lock_err`.
+fn lock_or_wait_for_the_gone(
+    file: &std::fs::File,
+    location: &str,
+    wait_for_unknown: bool,
+    lock_err: &dyn Fn(std::io::Error) -> StoreError,
+    holder: impl Fn(&std::fs::File) -> Option<u32>,
+) -> Result<()> {
     let mut waited = std::time::Duration::ZERO;
     loop {
         match file.try_lock() {
-            Ok(()) => {
-                file.set_len(0).map_err(lock_err)?;
-                file.rewind().map_err(lock_err)?;
-                write!(file, "{}", std::process::id()).map_err(lock_err)?;
-                return Ok(file);
-            }
+            Ok(()) => return Ok(()),
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                file.rewind().map_err(lock_err)?;
-                let _ = file.read_to_string(&mut holder);
-                let holder: Option<u32> = holder.trim().parse().ok();
+                let holder = holder(file);
                 let gone = holder.is_some_and(|pid| !process_exists(pid as libc::pid_t));
-                if gone && waited < LOCK_WAIT {
+                if (gone || (wait_for_unknown && holder.is_none())) && waited < LOCK_WAIT {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                     waited += std::time::Duration::from_millis(50);
                     continue;
@@ -726,26 +743,8 @@ fn lock_inode(path: &Path, location: &str) -> Result<std::fs::File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(lock_err)?;
-    let mut waited = std::time::Duration::ZERO;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = flock_holder(&file);
-                let gone = holder.is_some_and(|pid| !process_exists(pid as libc::pid_t));
-                if (gone || holder.is_none()) && waited < LOCK_WAIT {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                    waited += std::time::Duration::from_millis(50);
-                    continue;
-                }
-                return Err(StoreError::InUse {
-                    location: location.to_string(),
-                    holder,
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
-        }
-    }
+    lock_or_wait_for_the_gone(&file, location, true, &lock_err, flock_holder)?;
+    Ok(file)
 }
 
 /// Who holds a `flock` on this file, from `/proc/locks` (Linux); `None`
