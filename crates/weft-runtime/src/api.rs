@@ -416,17 +416,35 @@ async fn list_nodes(State(c): State<Shared>) -> Result<Json<Vec<Node>>, ApiError
 /// are served even when the database cannot say how many runs it holds
 /// (a fenced node is exactly when they matter).
 async fn metrics(State(c): State<Shared>) -> Result<Response, ApiError> {
-    let runs = c.store().count_by_state().await;
+    // What the database says, asked at once and waited for briefly: a
+    // scrape must answer in time, the node's own metrics most of all when
+    // the database does not (a fenced node).
+    const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+    let (runs, stored_bytes) = match tokio::time::timeout(
+        STORE_WAIT,
+        futures::future::join(c.store().count_by_state(), c.store().stored_bytes()),
+    )
+    .await
+    {
+        Ok((runs, bytes)) => (runs.map_err(|e| e.to_string()), bytes.ok()),
+        Err(_) => (
+            Err(format!(
+                "the database did not answer within {} s",
+                STORE_WAIT.as_secs()
+            )),
+            None,
+        ),
+    };
     let (running_here, holding_slots) = c.load();
     let text = c.metrics().render(&crate::metrics::Snapshot {
         node: &c.store().node().id,
-        runs: runs.as_deref().map_err(|e| e.to_string()),
+        runs: runs.as_deref().map_err(Clone::clone),
         running_here,
         holding_slots,
         max_concurrent: c.config().max_concurrent,
         standby_attempts: c.standby_attempts(),
         fenced: c.fenced().is_some(),
-        stored_bytes: c.store().stored_bytes().await.ok(),
+        stored_bytes,
     });
     Ok((
         [(
