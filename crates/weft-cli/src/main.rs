@@ -54,7 +54,7 @@ fn quit_quietly_on_a_closed_pipe() {
 
 fn main() -> std::process::ExitCode {
     // First: this binary also starts task processes for its runtime.
-    weft_runtime::launcher::run_if_asked();
+    weft_runtime::run_if_asked();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Dev(_) | Command::Serve(_)) {
         quit_quietly_on_a_closed_pipe();

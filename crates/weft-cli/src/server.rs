@@ -306,7 +306,7 @@ pub async fn serve(
     kept_in: &str,
     on_signal: OnSignal,
 ) -> anyhow::Result<std::process::ExitCode> {
-    weft_runtime::listener::raise_open_files_limit();
+    weft_runtime::raise_open_files_limit();
     let max = config.max_concurrent;
     let node = store.node().id.clone();
     let rt = Runtime::start(config, store).await?;
@@ -316,7 +316,7 @@ pub async fn serve(
         .into_iter()
         // Escaped wherever the banner goes (a log file is read on a
         // terminal too), as the log lines are.
-        .map(|t| weft_runtime::terminal::escape_controls(&t.name).into_owned())
+        .map(|t| weft_runtime::escape_controls(&t.name).into_owned())
         .collect();
     eprintln!(
         "{name}: serving the Render Workflows API on {} ({} tasks: {}; up to {max} task processes; node {node}; runs kept in {kept_in})",

@@ -52,7 +52,7 @@ pub fn shown_err(text: &str) -> std::borrow::Cow<'_, str> {
 
 fn shown_on(text: &str, terminal: bool) -> std::borrow::Cow<'_, str> {
     if terminal {
-        weft_runtime::terminal::escape_controls(text)
+        weft_runtime::escape_controls(text)
     } else {
         std::borrow::Cow::Borrowed(text)
     }

@@ -135,7 +135,7 @@ struct LocalArgs {
 fn main() -> ExitCode {
     // First: when it runs the workflow embedded, this binary also starts
     // the task processes (the runtime's launcher), with ENV_MODE set.
-    weft_runtime::launcher::run_if_asked();
+    weft_runtime::run_if_asked();
     if std::env::var_os(weft::protocol::socket::ENV_MODE).is_some() {
         // Started by a runtime: serve the workflow's tasks (exits on failure).
         customer_etl::workflow::app().main();

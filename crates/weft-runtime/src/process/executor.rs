@@ -12,11 +12,12 @@ use tokio::sync::oneshot;
 use weft_protocol::socket::{ENV_MODE, ENV_SOCKET_PATH, Mode, TaskDefinition};
 
 use crate::attempt::Attempt;
-use crate::cgroup::{AttemptCgroup, Cgroups};
-use crate::lifeline::Lifeline;
+use crate::attempt::task_socket;
 use crate::logs::{LogSink, Source};
-use crate::prefork::{Forked, Prefork, PreforkPlan};
-use crate::{RuntimeConfig, RuntimeError, task_socket};
+use crate::process::cgroup::{AttemptCgroup, Cgroups};
+use crate::process::lifeline::Lifeline;
+use crate::process::prefork::{Forked, Prefork, PreforkPlan};
+use crate::{RuntimeConfig, RuntimeError};
 
 /// Variables of weft's own that no task process gets, whatever it
 /// inherits: the API key and the database URL are secrets (a URL may hold
@@ -114,9 +115,13 @@ impl Executor {
             )),
             // Any other start command through the spawner where it can run
             // (see `spawner`): a fork of a small process, then one exec.
-            None if crate::launcher::enabled() && crate::spawner::wanted() => Some(
-                Prefork::native(&config.start_command, &socket_dir, config.register_timeout),
-            ),
+            None if crate::process::launcher::enabled() && crate::process::spawner::wanted() => {
+                Some(Prefork::native(
+                    &config.start_command,
+                    &socket_dir,
+                    config.register_timeout,
+                ))
+            }
             None => None,
         };
         Ok(Self {
@@ -177,11 +182,13 @@ impl Executor {
     ) -> tokio::process::Command {
         // Through the launcher where this binary is one (see `launcher`):
         // spawned, not forked.
-        let launched = crate::launcher::enabled();
+        let launched = crate::process::launcher::enabled();
         let mut cmd = if launched {
             let mut cmd = tokio::process::Command::new("/proc/self/exe");
-            cmd.args(crate::launcher::prefix(cgroup.map(AttemptCgroup::procs)))
-                .args(argv);
+            cmd.args(crate::process::launcher::prefix(
+                cgroup.map(AttemptCgroup::procs),
+            ))
+            .args(argv);
             cmd
         } else {
             let mut cmd = tokio::process::Command::new(&argv[0]);

@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use crate::attempt::task_socket;
+use crate::attempt::task_socket::SocketAttempt;
 use crate::attempt::{Attempt, AttemptHost};
-use crate::executor::{Executor, ExitReason, TaskProcess};
 use crate::logs::{LogBudget, LogSink, Source};
-use crate::task_socket::SocketAttempt;
-use crate::{RuntimeConfig, RuntimeError, task_socket};
+use crate::process::executor::{Executor, ExitReason, TaskProcess};
+use crate::{RuntimeConfig, RuntimeError};
 
 /// How long a standby waits for an attempt before it is stopped.
 pub const STANDBY_IDLE: Duration = Duration::from_secs(1);

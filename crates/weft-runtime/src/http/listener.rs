@@ -78,7 +78,7 @@ pub async fn serve(
     // On loopback, who is on the other end (see `peer`): the guard lets
     // only the server's own user in without the key.
     let mut local = listener.local_addr().ok().filter(|a| a.ip().is_loopback());
-    if local.is_some() && !crate::peer::can_tell_users() {
+    if local.is_some() && !crate::http::peer::can_tell_users() {
         tracing::warn!(
             "this system does not say which user owns a connection (no /proc/net/tcp): every local user can use this server; give it an API key to keep them out"
         );
@@ -120,10 +120,12 @@ pub async fn serve(
             // never waits on it.
             let user = match local {
                 Some(local) => Some(PeerUser(
-                    tokio::task::spawn_blocking(move || crate::peer::socket_owner(local, peer))
-                        .await
-                        .ok()
-                        .flatten(),
+                    tokio::task::spawn_blocking(move || {
+                        crate::http::peer::socket_owner(local, peer)
+                    })
+                    .await
+                    .ok()
+                    .flatten(),
                 )),
                 None => None,
             };

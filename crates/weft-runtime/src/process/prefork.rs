@@ -324,7 +324,7 @@ impl Prefork {
             Kind::Python(_) => serde_json::json!({ "lease_ns": deadline })
                 .to_string()
                 .into_bytes(),
-            Kind::Native(_) => crate::spawner::lease_message(deadline),
+            Kind::Native(_) => crate::process::spawner::lease_message(deadline),
         };
         send(&launcher.control, &message, &[]).await
     }
@@ -361,7 +361,7 @@ impl Prefork {
                 .to_string()
                 .into_bytes()
             }
-            Kind::Native(_) => crate::spawner::request(id, cgroup_procs, &env),
+            Kind::Native(_) => crate::process::spawner::request(id, cgroup_procs, &env),
         };
         let fds = stdio.each_ref().map(|fd| fd.as_raw_fd());
         let mut tries = 0;
@@ -466,7 +466,7 @@ impl Prefork {
                 argv
             }
             Kind::Native(start_command) => {
-                let mut argv = crate::spawner::prefix(&control_path);
+                let mut argv = crate::process::spawner::prefix(&control_path);
                 argv.extend(start_command.iter().cloned());
                 argv
             }

@@ -40,7 +40,7 @@ use subtle::ConstantTimeEq;
 use weft_store::{Store, StoreError};
 
 use crate::http::ApiError;
-use crate::listener::PeerUser;
+use crate::http::listener::PeerUser;
 
 /// How long a request with a wrong token waits for its refusal, so
 /// guessing is slow.

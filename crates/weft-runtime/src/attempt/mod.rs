@@ -14,6 +14,15 @@
 //! does to the run is the coordinator's decision; committing it to the
 //! store may take a while when the disk is full, and does not hold the
 //! attempt's process or its concurrency slot.
+//!
+//! Beside it: `task_socket`, the Unix-socket API its process calls;
+//! `supervisor`, which starts its process (or takes one started ahead) and
+//! waits for its end; `slots`, which attempts hold a slot of
+//! `--max-concurrent`.
+
+pub(crate) mod slots;
+pub(crate) mod supervisor;
+pub(crate) mod task_socket;
 
 use std::sync::Mutex;
 

@@ -10,7 +10,7 @@
 //! - `GET /weft/v1/changes`: Server-Sent Events saying that runs changed
 //!   (coalesced), so a page can read again what it shows;
 //! - `POST`/`DELETE /weft/v1/session`: sign in with the API key (a cookie
-//!   for the pages, see [`crate::guard`]) and out.
+//!   for the pages, see [`crate::http::guard`]) and out.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -29,9 +29,9 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use weft_store::{RunFilter, RunRecord, RunState};
 
-use crate::api::{Params, task_run};
 use crate::coordinator::Coordinator;
-use crate::guard::Guard;
+use crate::http::api::{Params, task_run};
+use crate::http::guard::Guard;
 use crate::http::{ApiError, JsonBody, PathId};
 
 type Shared = Arc<Coordinator>;
@@ -369,7 +369,7 @@ async fn sign_in(
         tracing::warn!(
             "refused a sign-in to the dashboard from {peer}: wrong API key (try {try_number} in a row from this address)"
         );
-        tokio::time::sleep(crate::guard::REFUSAL_PAUSE).await;
+        tokio::time::sleep(crate::http::guard::REFUSAL_PAUSE).await;
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "that is not this server's API key (RENDER_API_KEY, --api-key or --api-key-file)",
@@ -386,8 +386,8 @@ async fn sign_in(
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let mut value = format!(
         "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        crate::guard::SESSION_COOKIE,
-        crate::guard::SESSION_TTL.as_secs()
+        crate::http::guard::SESSION_COOKIE,
+        crate::http::guard::SESSION_TTL.as_secs()
     );
     if secure {
         value.push_str("; Secure");
@@ -411,7 +411,7 @@ async fn sign_out(State(guard): State<Guard>, headers: HeaderMap) -> Response {
         header::SET_COOKIE,
         HeaderValue::from_str(&format!(
             "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-            crate::guard::SESSION_COOKIE
+            crate::http::guard::SESSION_COOKIE
         ))
         .expect("a plain cookie"),
     );

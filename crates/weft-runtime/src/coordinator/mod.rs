@@ -24,13 +24,13 @@ use weft_store::{
     TaskRecord,
 };
 
+use crate::attempt::slots::Slots;
+use crate::attempt::supervisor::{AttemptExit, Supervisor};
 use crate::attempt::{Attempt, AttemptHost, ReportOutcome, Reporter, SubtaskStart};
 pub use crate::error::RunError;
 use crate::lease::{FenceCause, Lease};
 use crate::logs::LogSink;
 use crate::metrics::Metrics;
-use crate::slots::Slots;
-use crate::supervisor::{AttemptExit, Supervisor};
 use crate::{RuntimeConfig, RuntimeError, lifecycle};
 
 /// How long a callback waits for its outcome to be committed before it is
@@ -450,15 +450,8 @@ impl Coordinator {
         self.kick.notify_one();
     }
 
-    /// Starts the scheduling loop (and, on a shared store, the node's
-    /// heartbeat and what it hears from other nodes).
-    pub fn start_scheduler(self: Arc<Self>) {
-        if self.store.events().is_some() {
-            crate::cluster::start(&self);
-        }
-        if let Some(keep) = self.config.retention {
-            crate::cluster::start_retention(&self, keep);
-        }
+    /// Starts the scheduling loop.
+    pub(crate) fn start_scheduler(self: Arc<Self>) {
         tokio::spawn(async move { self.schedule_loop().await });
     }
 
@@ -527,7 +520,7 @@ impl Coordinator {
             }
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(crate::supervisor::STANDBY_IDLE / 4) => {}
+                    _ = tokio::time::sleep(crate::attempt::supervisor::STANDBY_IDLE / 4) => {}
                     _ = this.shutdown.cancelled() => break,
                 }
                 if !this.supervisor.stop_idle().await {

@@ -35,7 +35,9 @@ pub fn run_if_asked() {
     let mut args = std::env::args_os();
     let code = match args.nth(1) {
         Some(arg) if arg == ARG => launch(args.collect()),
-        Some(arg) if arg == crate::spawner::ARG => crate::spawner::serve(args.collect()),
+        Some(arg) if arg == crate::process::spawner::ARG => {
+            crate::process::spawner::serve(args.collect())
+        }
         _ => {
             READY.store(true, Ordering::Relaxed);
             return;
@@ -86,7 +88,7 @@ fn launch(args: Vec<OsString>) -> i32 {
     }
     if procs.as_bytes() != b"-" {
         let path = CString::new(procs.as_bytes()).unwrap_or_default();
-        if let Err(e) = crate::cgroup::enter(&path) {
+        if let Err(e) = crate::process::cgroup::enter(&path) {
             eprintln!(
                 "weft: could not enter the attempt's cgroup {}: {e}",
                 procs.to_string_lossy()

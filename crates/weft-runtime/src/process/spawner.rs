@@ -268,7 +268,7 @@ impl<'a> Spawner<'a> {
                 libc::kill(-pid, libc::SIGKILL);
             }
             if let Some(procs) = cgroup {
-                crate::cgroup::kill_by_procs(procs);
+                crate::process::cgroup::kill_by_procs(procs);
             }
         }
         if !self.live.is_empty() {
@@ -628,7 +628,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::_exit(1);
         }
         if let Some(procs) = p.cgroup_procs
-            && let Err(e) = crate::cgroup::enter(procs)
+            && let Err(e) = crate::process::cgroup::enter(procs)
         {
             fail(Stage::Cgroup, e.raw_os_error().unwrap_or(0));
         }
