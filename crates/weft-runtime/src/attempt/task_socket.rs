@@ -22,7 +22,7 @@ use weft_store::RunState;
 
 use crate::attempt::{Attempt, AttemptHost, ReportOutcome, Reporter, SubtaskStart};
 use crate::error::RunError;
-use crate::http::{ApiError, JsonBody, method_not_allowed, not_found};
+use crate::http::json::{ApiError, JsonBody, method_not_allowed, not_found};
 
 /// Base64 grows a payload by a third. The socket takes bodies well over
 /// the payload limit, so an oversized result reaches `callback_result` and

@@ -25,7 +25,7 @@ use weft_store::{LogLine, LogQuery, NewLogLine, RunFilter, RunRecord, RunState, 
 
 use crate::coordinator::Coordinator;
 use crate::ends::EndWatch;
-use crate::http::{ApiError, JsonBody, PathId};
+use crate::http::json::{ApiError, JsonBody, PathId};
 
 type Shared = Arc<Coordinator>;
 

@@ -32,7 +32,7 @@ use weft_store::{RunFilter, RunRecord, RunState};
 use crate::coordinator::Coordinator;
 use crate::http::api::{Params, task_run};
 use crate::http::guard::Guard;
-use crate::http::{ApiError, JsonBody, PathId};
+use crate::http::json::{ApiError, JsonBody, PathId};
 
 type Shared = Arc<Coordinator>;
 

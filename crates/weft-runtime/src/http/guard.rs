@@ -39,7 +39,7 @@ use subtle::ConstantTimeEq;
 
 use weft_store::{Store, StoreError};
 
-use crate::http::ApiError;
+use crate::http::json::ApiError;
 use crate::http::listener::PeerUser;
 
 /// How long a request with a wrong token waits for its refusal, so

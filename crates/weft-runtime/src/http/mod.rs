@@ -7,11 +7,9 @@
 pub(crate) mod api;
 mod dashboard;
 pub(crate) mod guard;
-mod json;
+pub(crate) mod json;
 pub(crate) mod listener;
 mod peer;
-
-pub(crate) use json::{ApiError, JsonBody, PathId, method_not_allowed, not_found};
 
 use std::sync::Arc;
 
@@ -21,6 +19,7 @@ use axum::middleware;
 
 use crate::coordinator::Coordinator;
 use guard::Guard;
+use json::{method_not_allowed, not_found};
 
 /// The router for a server listening on `addr`.
 pub(crate) fn router(coordinator: Arc<Coordinator>, addr: std::net::SocketAddr) -> Router {
