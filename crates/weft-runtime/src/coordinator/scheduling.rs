@@ -1,0 +1,212 @@
+//! Scheduling: claiming pending runs for this node's free slots,
+//! starting task processes ahead of them (standbys), and running each
+//! claimed run's attempt to its end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use weft_store::RunRecord;
+
+use super::Coordinator;
+use crate::attempt::supervisor::AttemptExit;
+use crate::attempt::{Attempt, AttemptHost, Reporter};
+
+/// How long the scheduler waits before claiming again when the store could
+/// not be asked (a full disk, a lost connection).
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+/// How often a node sharing its store claims even when nothing woke it
+/// (a notification lost with a connection): a safety net, not the mechanism.
+const FALLBACK_POLL: Duration = Duration::from_secs(5);
+
+impl Coordinator {
+    /// Starts the scheduling loop.
+    pub(crate) fn start_scheduler(self: Arc<Self>) {
+        tokio::spawn(async move { self.schedule_loop().await });
+    }
+
+    /// Claims pending runs for the free slots, whenever something may have
+    /// changed: a run created or ended, a slot freed, another node's news,
+    /// or a retry's backoff running out.
+    pub(super) async fn schedule_loop(self: Arc<Self>) {
+        let shared = self.store.events().is_some();
+        loop {
+            let free = self.slots().free(self.config.max_concurrent);
+            let mut wait = if shared {
+                FALLBACK_POLL
+            } else {
+                Duration::from_secs(3600)
+            };
+            if free > 0 {
+                match self.store.claim(free as u32, Utc::now()).await {
+                    Ok(claimed) => {
+                        let filled = claimed.runs.len() == free;
+                        // Runs wait for a slot: start their processes ahead.
+                        if claimed.next_due.is_some_and(|due| due <= Utc::now()) {
+                            self.prewarm();
+                        }
+                        for run in claimed.runs {
+                            self.launch(run);
+                        }
+                        // More is due than there were slots: a slot freeing
+                        // up wakes us. Otherwise sleep until the next due.
+                        if let Some(due) = claimed.next_due.filter(|_| !filled) {
+                            let until = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                            wait = wait.min(until.max(Duration::from_millis(1)));
+                        }
+                    }
+                    Err(e) => {
+                        // A full disk is a fault to wait out, not a crash.
+                        tracing::warn!(
+                            "could not claim pending runs, trying again in {CLAIM_RETRY:?}: {e}"
+                        );
+                        wait = CLAIM_RETRY;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.kick.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Starts task processes ahead of the attempts waiting for a slot, one
+    /// per slot at most, and stops them once idle (see [`supervisor`]).
+    pub(super) fn prewarm(self: &Arc<Self>) {
+        if !self.config.standby {
+            return;
+        }
+        let this = self.clone();
+        self.background.spawn(async move {
+            let host: Arc<dyn AttemptHost> = this.clone();
+            let waiting = this
+                .supervisor
+                .prewarm(this.config.max_concurrent, &host)
+                .await;
+            if !waiting || !this.supervisor.claim_keeper() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::attempt::supervisor::STANDBY_IDLE / 4) => {}
+                    _ = this.shutdown.cancelled() => break,
+                }
+                if !this.supervisor.stop_idle().await {
+                    return;
+                }
+            }
+            this.supervisor.stop_standbys().await;
+        });
+    }
+
+    /// Runs a claimed run's new attempt.
+    pub(super) fn launch(self: &Arc<Self>, run: RunRecord) {
+        let waited = run
+            .attempts
+            .iter()
+            .rev()
+            .nth(1)
+            .and_then(|previous| previous.completed_at)
+            .unwrap_or(run.created_at);
+        let attempt = Arc::new(Attempt::new(run, self.shutdown.child_token()));
+        let alive = {
+            let mut slots = self.slots();
+            // Claimed as the node fenced itself: left to the rejoin (or
+            // the cluster's rescue) to close as interrupted.
+            if !slots.start(attempt.clone()) {
+                return;
+            }
+            (slots.len(), slots.len() - slots.counted())
+        };
+        self.changed();
+        let started = attempt.run.current_attempt().map(|a| a.started_at);
+        self.metrics.attempt_started(
+            started
+                .and_then(|s| (s - waited).to_std().ok())
+                .unwrap_or_default(),
+        );
+        // Parents waiting on children hold no slot, so processes can pile
+        // up under deep or wide nesting: say so as they do.
+        if alive.0 >= 32 && alive.0.is_power_of_two() {
+            self.logs.announce(
+                "weft",
+                &self.store.node().id,
+                &format!(
+                    "{} task processes are alive ({} of them waiting on subtasks)",
+                    alive.0, alive.1
+                ),
+            );
+        }
+        let this = self.clone();
+        self.background.spawn(async move {
+            let id = attempt.run.id.clone();
+            // A run that ran before may have children still open.
+            if attempt.number > 1
+                && let Ok(open) = this.store.open_children(std::slice::from_ref(&id)).await
+            {
+                for (parent, n) in open {
+                    this.slots().set_open_children(&parent, n);
+                }
+            }
+            let number = attempt.number;
+            // Its slot is free once it reports; its process exits meanwhile.
+            let release = async {
+                attempt.reported().await;
+                this.slots().reported(&id, number);
+                this.kick.notify_one();
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                () = this.run_attempt(&attempt) => {}
+                () = release => {}
+            }
+            this.slots().finish(&id, number);
+            this.finished.notify_waiters();
+            this.kick.notify_one();
+        });
+    }
+
+    /// Runs one attempt's process to its end and decides what its end
+    /// means when the task did not say.
+    pub(super) async fn run_attempt(self: &Arc<Self>, attempt: &Arc<Attempt>) {
+        let run = &attempt.run;
+        let Some(task) = self.task(&run.task_name) else {
+            attempt.close();
+            let error = format!(
+                "task {} is no longer registered by the start command",
+                run.task_name
+            );
+            self.report_or_log(attempt, error).await;
+            return;
+        };
+        let timeout = task.options.timeout();
+        let stored_log_bytes = if attempt.number > 1 {
+            self.store.log_bytes(&run.id).await.unwrap_or(0)
+        } else {
+            0
+        };
+        let host: Arc<dyn AttemptHost> = self.clone();
+        match self
+            .supervisor
+            .run(attempt, host, timeout, stored_log_bytes)
+            .await
+        {
+            // Killed by a cancel (already recorded) or by the runtime
+            // stopping (recovery relaunches it).
+            AttemptExit::Reported | AttemptExit::Canceled => {}
+            AttemptExit::Failed(error) => self.report_or_log(attempt, error).await,
+        }
+    }
+
+    pub(super) async fn report_or_log(&self, attempt: &Arc<Attempt>, error: String) {
+        if let Err(e) = self.report(attempt, Err(error), Reporter::Runtime).await {
+            tracing::error!(
+                "could not record the end of {} attempt {}: {e}",
+                attempt.run.id,
+                attempt.number
+            );
+        }
+    }
+}
