@@ -168,9 +168,7 @@ fn a_crash_loop_loses_nothing_and_repeats_nothing() {
 /// returns, everything goes on without a restart.
 #[test]
 fn a_full_disk_refuses_new_runs_keeps_outcomes_and_recovers_without_a_restart() {
-    let Some(disk) = common::SmallDisk::mount(8 * 1024 * 1024) else {
-        return;
-    };
+    let disk = common::SmallDisk::mount(8 * 1024 * 1024);
     let rt = common::runtime();
     let weft = Weft::start_with(Options {
         db: Some(disk.dir.join("weft.db")),

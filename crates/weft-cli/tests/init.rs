@@ -165,10 +165,9 @@ fn a_rust_project_builds_on_the_workspace_sdk_and_runs() {
 /// folder as its README says, named by `WEFT_TS_SDK_DIR`: it is not on the
 /// npm registry this machine reaches. TypeScript itself comes from there.
 #[test]
+#[ignore = "needs WEFT_TS_SDK_DIR: @renderinc/sdk 1.x built from render-oss/sdk's typescript/ folder (it is not on the npm registry); run with --ignored"]
 fn a_typescript_project_runs_on_the_sdk_built_from_source() {
-    let Some(sdk) = common::ts_sdk_dir("the TypeScript scaffold") else {
-        return;
-    };
+    let sdk = common::ts_sdk_dir();
     let (_tmp, project) = scaffold("typescript");
     let package = project.join("package.json");
     let text = std::fs::read_to_string(&package).unwrap();

@@ -6,7 +6,8 @@
 //!
 //! The SDK is not on the npm registry this machine reaches: build
 //! render-oss/sdk's `typescript/` folder as its README says and name it in
-//! `WEFT_TS_SDK_DIR`. Without it the test says so and skips.
+//! `WEFT_TS_SDK_DIR`, and run the test with `--ignored` (it is ignored
+//! by default, so the runner counts it as not run).
 
 mod common;
 
@@ -16,10 +17,9 @@ use std::process::Command;
 use common::{Options, Weft};
 
 #[test]
+#[ignore = "needs WEFT_TS_SDK_DIR: @renderinc/sdk 1.x built from render-oss/sdk's typescript/ folder (it is not on the npm registry); run with --ignored"]
 fn the_typescript_sdk_1_x_runs_as_app_and_client() {
-    let Some(sdk) = common::ts_sdk_dir("the TypeScript SDK checks") else {
-        return;
-    };
+    let sdk = common::ts_sdk_dir();
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/typescript");
     let app = scripts.join("app.js");
     let weft = Weft::start_with(Options {

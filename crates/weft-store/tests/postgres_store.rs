@@ -54,10 +54,12 @@ impl Backend for Postgres {
     async fn open(&self) -> Arc<dyn Store> {
         self.connect(NodeId::new("conformance")).await
     }
+}
 
-    async fn open_as(&self, node: &str) -> Option<Arc<dyn Store>> {
+impl conformance::ClusterBackend for Postgres {
+    async fn open_as(&self, node: &str) -> Arc<dyn Store> {
         let node = NodeId::new(node).with_timeout(std::time::Duration::from_secs(1));
-        Some(self.connect(node).await)
+        self.connect(node).await
     }
 }
 
@@ -90,6 +92,7 @@ impl Drop for Postgres {
 }
 
 conformance_tests!(Postgres);
+cluster_conformance_tests!(Postgres);
 
 #[tokio::test]
 async fn a_database_that_does_not_answer_is_named() {

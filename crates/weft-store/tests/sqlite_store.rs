@@ -24,10 +24,6 @@ impl Backend for Sqlite {
         // A missing parent folder is created.
         Arc::new(SqliteStore::open(&self.dir.path().join("nested/weft.db")).unwrap())
     }
-
-    async fn open_as(&self, _node: &str) -> Option<Arc<dyn Store>> {
-        None // one process owns a SQLite database
-    }
 }
 
 conformance_tests!(Sqlite);

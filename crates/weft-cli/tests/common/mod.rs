@@ -449,22 +449,19 @@ pub fn python_script_ok(script: &str, args: &[&str], url: &str) {
 }
 
 /// A build of `@renderinc/sdk` 1.x (render-oss/sdk's `typescript/` folder,
-/// built as its README says) named by `WEFT_TS_SDK_DIR`; `None`, with the
-/// reason printed, when it is not set: that SDK is not on the npm registry
-/// this machine reaches.
-pub fn ts_sdk_dir(what: &str) -> Option<PathBuf> {
-    let Some(sdk) = std::env::var_os("WEFT_TS_SDK_DIR").map(PathBuf::from) else {
-        eprintln!(
-            "skipped: set WEFT_TS_SDK_DIR to a built @renderinc/sdk 1.x (render-oss/sdk, folder typescript/) to run {what}"
-        );
-        return None;
-    };
+/// built as its README says) named by `WEFT_TS_SDK_DIR`: that SDK is not
+/// on the npm registry this machine reaches, so the tests that need it are
+/// ignored unless asked for, and fail here, saying why, without it.
+pub fn ts_sdk_dir() -> PathBuf {
+    let sdk = std::env::var_os("WEFT_TS_SDK_DIR")
+        .map(PathBuf::from)
+        .expect("set WEFT_TS_SDK_DIR to a built @renderinc/sdk 1.x (render-oss/sdk, folder typescript/)");
     assert!(
         sdk.join("dist/index.js").is_file(),
         "WEFT_TS_SDK_DIR={} has no dist/index.js: build it first",
         sdk.display()
     );
-    Some(sdk)
+    sdk
 }
 
 /// A script succeeded and its last line was `ok`.
@@ -568,14 +565,14 @@ impl Drop for PgSchema {
 }
 
 /// A small filesystem of its own (tmpfs), unmounted when dropped: a disk
-/// that can really fill up. `None` (with the reason printed) where this
-/// user may not mount one.
+/// that can really fill up. Needs root (CI runs the suite as root); fails,
+/// saying so, where this user may not mount one.
 pub struct SmallDisk {
     pub dir: std::path::PathBuf,
 }
 
 impl SmallDisk {
-    pub fn mount(bytes: u64) -> Option<SmallDisk> {
+    pub fn mount(bytes: u64) -> SmallDisk {
         let dir = std::env::temp_dir().join(format!("weft-small-disk-{}", uuid()));
         std::fs::create_dir_all(&dir).unwrap();
         let out = std::process::Command::new("mount")
@@ -589,13 +586,12 @@ impl SmallDisk {
             .arg(&dir)
             .output();
         match out {
-            Ok(out) if out.status.success() => Some(SmallDisk { dir }),
+            Ok(out) if out.status.success() => SmallDisk { dir },
             other => {
                 let _ = std::fs::remove_dir(&dir);
-                eprintln!(
-                    "SKIPPED: a full disk needs a small filesystem of its own, and `mount -t tmpfs` failed here ({other:?}); run the suite as root (CI does)"
+                panic!(
+                    "a full disk needs a small filesystem of its own, and `mount -t tmpfs` failed here ({other:?}); run the suite as root (CI does)"
                 );
-                None
             }
         }
     }

@@ -1,6 +1,11 @@
 //! What every store must do, whatever holds the data: each check is
 //! generic over a [`Backend`], and `conformance_tests!(Backend)` turns them
-//! into one `#[tokio::test]` each in a store's own test file.
+//! into one `#[tokio::test]` each in a store's own test file; the checks
+//! only a store several nodes share has, `cluster_conformance_tests!`.
+
+// Each store's test binary takes part of this: the cluster checks are
+// PostgreSQL's only.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 
@@ -20,9 +25,13 @@ pub trait Backend: Sized {
     /// A new handle on the same data; dropping one without closing
     /// anything is how these checks crash.
     async fn open(&self) -> Arc<dyn Store>;
-    /// A handle for another node of a cluster on the same data, with a
-    /// timeout of one second; `None` for a store only one node uses.
-    async fn open_as(&self, node: &str) -> Option<Arc<dyn Store>>;
+}
+
+/// A store several nodes share.
+pub trait ClusterBackend: Backend {
+    /// A handle for another node of the cluster on the same data, with a
+    /// timeout of one second.
+    async fn open_as(&self, node: &str) -> Arc<dyn Store>;
 }
 
 /// One `#[tokio::test]` per check, for a [`Backend`].
@@ -45,10 +54,7 @@ macro_rules! conformance_tests {
             pruning_removes_old_ended_trees_and_their_logs,
             runs_are_counted_by_state,
             root_runs_are_listed_with_their_subtasks_counted,
-            reports_are_fenced_to_the_node_that_runs_the_attempt,
-            a_silent_node_is_rescued_and_its_late_report_refused,
             sessions_expire_belong_to_their_key_and_end_on_sign_out,
-            a_node_id_runs_once_at_a_time,
             listing_pages_newest_first_with_filters,
             logs_filter_by_run_tree_time_and_text,
         );
@@ -60,6 +66,21 @@ macro_rules! conformance_tests {
                 conformance::$name::<$backend>().await
             }
         )+
+    };
+}
+
+/// One `#[tokio::test]` per check that only a store several nodes share
+/// has, for a [`ClusterBackend`].
+#[macro_export]
+macro_rules! cluster_conformance_tests {
+    ($backend:ty) => {
+        $crate::conformance_tests!(
+            $backend;
+            claims_from_many_nodes_take_each_run_once,
+            reports_are_fenced_to_the_node_that_runs_the_attempt,
+            a_silent_node_is_rescued_and_its_late_report_refused,
+            a_node_id_runs_once_at_a_time,
+        );
     };
 }
 
@@ -835,13 +856,37 @@ pub async fn claims_take_due_runs_oldest_first_and_each_once<B: Backend>() {
                 .id,
         );
     }
+    let handles = vec![store.clone(); 4];
+    claim_all_at_once(&handles, created).await;
+}
+
+/// Many nodes claiming at once: each run once.
+pub async fn claims_from_many_nodes_take_each_run_once<B: ClusterBackend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let mut created = std::collections::HashSet::new();
+    for i in 0..40 {
+        created.insert(
+            store
+                .create_run(root("t", json!([i])))
+                .await
+                .unwrap()
+                .run
+                .id,
+        );
+    }
     let mut handles = vec![store.clone()];
     for n in 0..3 {
-        if let Some(other) = backend.open_as(&format!("claimer-{n}")).await {
-            other.join().await.unwrap();
-            handles.push(other);
-        }
+        let other = backend.open_as(&format!("claimer-{n}")).await;
+        other.join().await.unwrap();
+        handles.push(other);
     }
+    claim_all_at_once(&handles, created).await;
+}
+
+/// Twelve claims of four at once, spread over `handles`: every run in
+/// `created` is claimed, none twice.
+async fn claim_all_at_once(handles: &[Arc<dyn Store>], created: std::collections::HashSet<String>) {
     let claims = (0..12).map(|i| {
         let store = handles[i % handles.len()].clone();
         tokio::spawn(async move { store.claim(4, Utc::now()).await.unwrap().runs })
@@ -1058,11 +1103,9 @@ pub async fn root_runs_are_listed_with_their_subtasks_counted<B: Backend>() {
     assert!(store.subtask_counts(&[]).await.unwrap().is_empty());
 }
 
-pub async fn reports_are_fenced_to_the_node_that_runs_the_attempt<B: Backend>() {
+pub async fn reports_are_fenced_to_the_node_that_runs_the_attempt<B: ClusterBackend>() {
     let backend = B::fresh().await;
-    let Some(other) = backend.open_as("other-node").await else {
-        return;
-    };
+    let other = backend.open_as("other-node").await;
     let store = backend.open().await;
     store.join().await.unwrap();
     other.join().await.unwrap();
@@ -1100,11 +1143,9 @@ pub async fn reports_are_fenced_to_the_node_that_runs_the_attempt<B: Backend>() 
     assert_eq!(done.output, Some(json!([1]).into()));
 }
 
-pub async fn a_silent_node_is_rescued_and_its_late_report_refused<B: Backend>() {
+pub async fn a_silent_node_is_rescued_and_its_late_report_refused<B: ClusterBackend>() {
     let backend = B::fresh().await;
-    let Some(sleepy) = backend.open_as("sleepy").await else {
-        return;
-    };
+    let sleepy = backend.open_as("sleepy").await;
     let store = backend.open().await;
     store.join().await.unwrap();
     sleepy.join().await.unwrap();
@@ -1192,13 +1233,11 @@ pub async fn sessions_expire_belong_to_their_key_and_end_on_sign_out<B: Backend>
     assert!(again.session_alive("s2", "k1", now).await.unwrap());
 }
 
-pub async fn a_node_id_runs_once_at_a_time<B: Backend>() {
+pub async fn a_node_id_runs_once_at_a_time<B: ClusterBackend>() {
     let backend = B::fresh().await;
-    let Some(first) = backend.open_as("twin").await else {
-        return;
-    };
+    let first = backend.open_as("twin").await;
     first.join().await.unwrap();
-    let second = backend.open_as("twin").await.unwrap();
+    let second = backend.open_as("twin").await;
     let err = second.join().await.unwrap_err();
     assert!(matches!(err, StoreError::NodeAlive { .. }), "{err:?}");
     assert!(err.to_string().contains("--node-id"), "{err}");
