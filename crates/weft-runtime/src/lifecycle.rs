@@ -1,9 +1,10 @@
 //! The run state machine's decisions: which event an attempt's end is.
 //!
-//! The states and every transition between them are one table,
-//! [`weft_store::TRANSITIONS`]; the store applies them atomically. This
-//! module decides whether a failure is a retry (`Running → Pending`, after
-//! the policy's backoff) or the end (`Running → Failed`).
+//! The states and the moves between them are drawn in
+//! [`weft_store::RunState`]'s module; the store applies each move
+//! atomically. This module decides whether a failure is a retry
+//! (`Running → Pending`, after the policy's backoff) or the end
+//! (`Running → Failed`).
 
 use chrono::{DateTime, Duration, Utc};
 use weft_protocol::payload::Json;

@@ -18,7 +18,7 @@ pub use error::StoreError;
 pub use model::*;
 pub use postgres::{PgStore, redacted_url};
 pub use sqlite::{Durability, SqliteStore};
-pub use state::{RunEvent, RunState, TRANSITIONS};
+pub use state::RunState;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,7 +31,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// cluster that uses the same database.
 ///
 /// Every method is one atomic transaction. Methods that move a run between
-/// states are compare-and-set on the state [`TRANSITIONS`] starts from:
+/// states are compare-and-set on the state the move starts from (see
+/// [`RunState`]):
 /// they apply only when the run (or attempt) is still where the caller
 /// expects, and report whether they did, so two racing events (a callback
 /// and a timeout, two nodes claiming one run) cannot both win.
@@ -73,7 +74,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves this pending run to running with a new attempt of this node.
     /// `None` when the run is no longer pending (canceled, or claimed by
-    /// another node).
+    /// another node). The runtime claims ([`Store::claim`]); this starts
+    /// one named run, for the conformance checks and the store's benches.
     async fn start_attempt(&self, run_id: &str, at: DateTime<Utc>) -> Result<Option<RunRecord>>;
 
     /// Claims up to `limit` pending runs that are due, oldest first, each
@@ -106,12 +108,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bytes of output stored for a run (its messages), over all attempts.
     async fn log_bytes(&self, run_id: &str) -> Result<u64>;
-
-    /// A small setting kept with the data (the start command, say).
-    async fn get_meta(&self, key: &str) -> Result<Option<String>>;
-
-    /// Sets a setting.
-    async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
 
     /// Keeps a dashboard session: `id` (a digest of the cookie, never the
     /// cookie), made for the API key tagged `key_tag`, until `expires_at`.

@@ -1319,36 +1319,6 @@ impl Store for PgStore {
         .await
     }
 
-    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        let key = key.to_string();
-        self.tx(move |conn| {
-            let key = key.clone();
-            Box::pin(async move {
-                Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-                    .bind(&key)
-                    .fetch_optional(&mut *conn)
-                    .await?)
-            })
-        })
-        .await
-    }
-
-    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        let (key, value) = (key.to_string(), value.to_string());
-        self.tx(move |conn| {
-            let (key, value) = (key.clone(), value.clone());
-            Box::pin(async move {
-                sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
-                    .bind(&key)
-                    .bind(&value)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
     async fn create_session(
         &self,
         id: &str,

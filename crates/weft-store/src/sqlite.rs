@@ -1479,30 +1479,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        let key = key.to_string();
-        self.read(move |tx| {
-            Ok(tx
-                .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
-                    r.get(0)
-                })
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        let (key, value) = (key.to_string(), value.to_string());
-        self.tx(move |tx| {
-            tx.execute_cached(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
-                params![key, value],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn create_session(
         &self,
         id: &str,

@@ -1,5 +1,5 @@
-//! The states of a run and of an attempt, and every transition between
-//! them, in one table.
+//! The states of a run and of an attempt, and how a run moves between
+//! them:
 //!
 //! ```text
 //! pending ──start──▶ running ──complete──▶ completed
@@ -9,10 +9,13 @@
 //! pending | running ──cancel──▶ canceled (with every descendant)
 //! ```
 //!
-//! The runtime decides which event happens (`weft_runtime::lifecycle`);
-//! a store applies it atomically, as a compare-and-set on the state the
-//! table starts from. The wire has more spellings ([`TaskRunStatus`]:
-//! `succeeded` for newer clients, `paused`), which map onto these.
+//! The runtime decides which move happens (its `lifecycle` module); each
+//! store method that makes one is a compare-and-set on the state the move
+//! starts from, in its own SQL (`claim` from pending, `finish_attempt` and
+//! the interruptions from running, `cancel_run` from either): what the
+//! drawing does not show cannot happen. The wire has more spellings
+//! ([`TaskRunStatus`]: `succeeded` for newer clients, `paused`), which map
+//! onto these.
 
 use weft_protocol::api::TaskRunStatus;
 
@@ -28,39 +31,6 @@ pub enum RunState {
     Canceled,
 }
 
-/// What happens to a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RunEvent {
-    /// An attempt starts.
-    Start,
-    /// The attempt returned a result.
-    Complete,
-    /// The attempt failed and the policy allows another.
-    Retry,
-    /// The attempt failed for good.
-    Fail,
-    /// The run (or an ancestor) was canceled.
-    Cancel,
-    /// The runtime (or node) running the attempt died; it runs again and
-    /// the interruption does not count against retries.
-    Interrupt,
-}
-
-/// Every transition: (from, event, to). What is not here cannot happen.
-pub const TRANSITIONS: &[(RunState, RunEvent, RunState)] = {
-    use RunEvent::*;
-    use RunState::*;
-    &[
-        (Pending, Start, Running),
-        (Pending, Cancel, Canceled),
-        (Running, Complete, Completed),
-        (Running, Retry, Pending),
-        (Running, Fail, Failed),
-        (Running, Cancel, Canceled),
-        (Running, Interrupt, Pending),
-    ]
-};
-
 impl RunState {
     /// Every state.
     pub const ALL: [RunState; 5] = [
@@ -70,14 +40,6 @@ impl RunState {
         Self::Failed,
         Self::Canceled,
     ];
-
-    /// The state `event` moves a run in this state to, if it may happen.
-    pub fn after(self, event: RunEvent) -> Option<RunState> {
-        TRANSITIONS
-            .iter()
-            .find(|(from, on, _)| *from == self && *on == event)
-            .map(|(_, _, to)| *to)
-    }
 
     /// Whether the run has ended and will not change again.
     pub fn is_terminal(self) -> bool {
@@ -135,47 +97,7 @@ impl From<RunState> for TaskRunStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use RunEvent::*;
     use RunState::*;
-
-    const EVENTS: [RunEvent; 6] = [Start, Complete, Retry, Fail, Cancel, Interrupt];
-
-    /// Every (state, event) pair, spelled out: the table above must say
-    /// exactly this.
-    #[test]
-    fn every_state_and_event() {
-        for state in RunState::ALL {
-            for event in EVENTS {
-                let want = match (state, event) {
-                    (Pending, Start) => Some(Running),
-                    (Pending, Cancel) => Some(Canceled),
-                    (Running, Complete) => Some(Completed),
-                    (Running, Retry) => Some(Pending),
-                    (Running, Fail) => Some(Failed),
-                    (Running, Cancel) => Some(Canceled),
-                    (Running, Interrupt) => Some(Pending),
-                    _ => None,
-                };
-                assert_eq!(state.after(event), want, "{state:?} on {event:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn ended_states_never_change_and_every_other_state_can_end() {
-        for state in RunState::ALL {
-            let moves = EVENTS.iter().filter(|e| state.after(**e).is_some()).count();
-            assert_eq!(state.is_terminal(), moves == 0, "{state:?}");
-            if !state.is_terminal() {
-                assert_eq!(state.after(Cancel), Some(Canceled), "{state:?}");
-            }
-        }
-        assert_eq!(
-            TRANSITIONS.len(),
-            7,
-            "one row per transition, none repeated"
-        );
-    }
 
     #[test]
     fn wire_spellings_round_trip_and_succeeded_is_completed() {
@@ -186,5 +108,14 @@ mod tests {
         assert_eq!(RunState::parse("succeeded"), Some(Completed));
         assert_eq!(RunState::from_wire(TaskRunStatus::Paused), None);
         assert_eq!(RunState::parse("nope"), None);
+    }
+
+    #[test]
+    fn only_completed_failed_and_canceled_are_ended() {
+        let ended: Vec<_> = RunState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(ended, [Completed, Failed, Canceled]);
     }
 }

@@ -229,7 +229,9 @@ fn a_new_database_is_private_to_its_user() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    rt.block_on(store.set_meta("k", "v")).unwrap();
+    // A write, so that SQLite makes its other files.
+    rt.block_on(store.create_session("s", "k", chrono::Utc::now()))
+        .unwrap();
     for suffix in ["-wal", "-shm", ".lock"] {
         let file = folder.join(format!("weft.db{suffix}"));
         assert_eq!(mode(&file), 0o600, "{}", file.display());

@@ -65,12 +65,6 @@ impl Coordinator {
             tracing::warn!("{warning}");
         }
         let tasks = self.store.register_tasks(&defs, Utc::now()).await?;
-        self.store
-            .set_meta(
-                "start_command",
-                &serde_json::to_string(&self.config.start_command).unwrap(),
-            )
-            .await?;
         let names: Vec<_> = tasks
             .iter()
             .filter(|t| t.registered)
