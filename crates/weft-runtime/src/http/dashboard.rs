@@ -30,9 +30,10 @@ use serde::{Deserialize, Serialize};
 use weft_store::{RunFilter, RunRecord, RunState};
 
 use crate::coordinator::Coordinator;
-use crate::http::api::{Params, task_run};
+use crate::http::api::task_run;
 use crate::http::guard::Guard;
 use crate::http::json::{ApiError, JsonBody, PathId};
+use crate::http::params::Params;
 
 type Shared = Arc<Coordinator>;
 

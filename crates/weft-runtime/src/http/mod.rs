@@ -9,6 +9,8 @@ mod dashboard;
 pub(crate) mod guard;
 pub(crate) mod json;
 pub(crate) mod listener;
+mod log_routes;
+mod params;
 mod peer;
 
 use std::sync::Arc;
