@@ -43,6 +43,11 @@ use crate::metrics::Metrics;
 use crate::{RuntimeConfig, RuntimeError};
 
 /// The coordinator. Shared as `Arc<Coordinator>`.
+///
+/// Its public methods are the runtime's in-process API (reached through
+/// [`crate::Runtime::coordinator`]): start, wait for, cancel and rerun
+/// runs, follow their ends and changes, read the registered tasks, and
+/// stop or drain; everything else is the runtime's own.
 pub struct Coordinator {
     /// This coordinator, for the tasks it spawns (commits that outlive a
     /// request).
@@ -78,7 +83,7 @@ impl Coordinator {
     /// (refused while another process runs as this node) and recovers what
     /// this node left when it last stopped: its attempts are closed as
     /// interrupted and their runs pending again, to be claimed anew.
-    pub async fn open(
+    pub(crate) async fn open(
         config: RuntimeConfig,
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
@@ -140,12 +145,12 @@ impl Coordinator {
     }
 
     /// Canceled when the runtime stops.
-    pub fn shutdown_token(&self) -> CancellationToken {
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
     /// The task output sink.
-    pub fn logs(&self) -> &LogSink {
+    pub(crate) fn logs(&self) -> &LogSink {
         &self.logs
     }
 
@@ -167,7 +172,7 @@ impl Coordinator {
 
     /// Waits for the ends of these runs only. Register before reading
     /// their state, so an end in between is not missed.
-    pub fn watch_ends(&self, runs: impl IntoIterator<Item = String>) -> EndWatch {
+    pub(crate) fn watch_ends(&self, runs: impl IntoIterator<Item = String>) -> EndWatch {
         self.ends.watch(runs)
     }
 
@@ -178,7 +183,7 @@ impl Coordinator {
     }
 
     /// This node's counters, for `GET /metrics`.
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
@@ -196,14 +201,14 @@ impl Coordinator {
     }
 
     /// Attempts running on this node, and how many hold a slot.
-    pub fn load(&self) -> (usize, usize) {
+    pub(crate) fn load(&self) -> (usize, usize) {
         let slots = self.slots();
         (slots.len(), slots.counted())
     }
 
     /// Attempts this node ran on a standby process: one started ahead,
     /// while runs waited for a slot.
-    pub fn standby_attempts(&self) -> u64 {
+    pub(crate) fn standby_attempts(&self) -> u64 {
         self.supervisor.standby_attempts()
     }
 

@@ -17,7 +17,7 @@ const REREGISTER_AFTER: Duration = Duration::from_secs(2);
 
 impl Coordinator {
     /// Runs the start command in register mode and records its tasks.
-    pub async fn register_tasks(&self) -> Result<Vec<TaskRecord>, RuntimeError> {
+    pub(crate) async fn register_tasks(&self) -> Result<Vec<TaskRecord>, RuntimeError> {
         let mut last = self.registering.lock().await;
         let tasks = self.register_tasks_now().await;
         *last = Some(tokio::time::Instant::now());
