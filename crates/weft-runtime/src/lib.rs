@@ -13,7 +13,7 @@
 //!   its lease (`lease`), fences itself when it cannot, takes over silent
 //!   nodes' attempts, hears other nodes' news; and the retention sweep.
 //! - `attempt`: one attempt's life, its task socket (`attempt::task_socket`,
-//!   the Unix-socket API a task process calls), the supervisor that runs
+//!   the Unix-socket API a task process calls), the runner that runs
 //!   its process, and the slots of `--max-concurrent`.
 //! - `process`: starting task processes (the spawner, the pre-fork
 //!   launcher, the launcher shim, cgroups, the lifeline), and killing them.

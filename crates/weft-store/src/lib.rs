@@ -11,6 +11,7 @@ pub mod adoption;
 mod error;
 mod model;
 mod postgres;
+mod rows;
 mod sqlite;
 mod state;
 

@@ -22,10 +22,12 @@ use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use tokio::sync::broadcast;
-use weft_protocol::payload::Json;
 use weft_protocol::socket::{TaskDefinition, TaskOptions};
 
 use crate::adoption::input_fingerprint;
+use crate::rows::{
+    CANCELED, INTERRUPTED, new_run_id, outcome_columns, parse_json, parse_state, process_exists,
+};
 use crate::{
     AttemptEnd, AttemptOutcome, AttemptRecord, CancelOutcome, Claimed, CreatedRun, Creation,
     LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter, RunRecord,
@@ -34,9 +36,6 @@ use crate::{
 
 /// How long a root run's `idempotencyKey` names it.
 const ROOT_IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
-
-/// The error an interrupted attempt is closed with.
-const INTERRUPTED: &str = "interrupted: the weft node running this attempt stopped or fell silent; relaunched without counting against retries";
 
 /// How long one transaction may take, the wait for a connection included,
 /// before the database is called unavailable. A connection can hang
@@ -491,15 +490,6 @@ async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> PgResu
     Ok(())
 }
 
-/// A stored payload, kept as written.
-fn parse_json(s: &str) -> Result<Json> {
-    Json::parse(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
-}
-
-fn parse_state(s: &str) -> Result<RunState> {
-    RunState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown status {s:?}")))
-}
-
 /// PostgreSQL text cannot hold NUL; a task may print one.
 fn without_nul(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
@@ -597,11 +587,6 @@ async fn load_runs_by_ids(conn: &mut PgConnection, ids: &[String]) -> PgResult<V
     .fetch_all(&mut *conn)
     .await?;
     with_attempts(conn, rows).await
-}
-
-fn new_run_id() -> String {
-    // UUIDv7 keeps ids in creation order, which reads well in listings.
-    format!("trn-{}", uuid::Uuid::now_v7().simple())
 }
 
 /// The child an earlier attempt of the parent started (see
@@ -1046,14 +1031,7 @@ impl Store for PgStore {
         self.tx(move |conn| {
             let (end, node, channel, me) = (end.clone(), node.clone(), channel.clone(), me.clone());
             Box::pin(async move {
-                let (attempt_status, attempt_error, attempt_output) = match &end.outcome {
-                    AttemptOutcome::Completed { output } => {
-                        ("completed", None, Some(output.as_str().to_string()))
-                    }
-                    AttemptOutcome::Retry { error, .. } | AttemptOutcome::Failed { error } => {
-                        ("failed", Some(error.clone()), None)
-                    }
-                };
+                let (attempt_status, attempt_error, attempt_output) = outcome_columns(&end.outcome);
                 // Fenced: only this node's incarnation ends its attempt, and
                 // only while the attempt and its run are still running.
                 let changed = sqlx::query(
@@ -1135,20 +1113,22 @@ impl Store for PgStore {
                 let ids: Vec<String> = sqlx::query_scalar(
                     "WITH RECURSIVE tree(id) AS (
                          SELECT $1::text UNION ALL SELECT r.id FROM runs r JOIN tree t ON r.parent_id = t.id)
-                     UPDATE runs SET status = 'canceled', error = 'task run canceled', completed_at = $2, not_before = NULL
+                     UPDATE runs SET status = 'canceled', error = $3, completed_at = $2, not_before = NULL
                      WHERE id IN (SELECT id FROM tree) AND status IN ('pending', 'running')
                      RETURNING id",
                 )
                 .bind(&id)
                 .bind(at)
+                .bind(CANCELED)
                 .fetch_all(&mut *conn)
                 .await?;
                 sqlx::query(
-                    "UPDATE attempts SET status = 'canceled', completed_at = $2, error = 'task run canceled'
+                    "UPDATE attempts SET status = 'canceled', completed_at = $2, error = $3
                      WHERE run_id = ANY($1) AND status = 'running'",
                 )
                 .bind(&ids)
                 .bind(at)
+                .bind(CANCELED)
                 .execute(&mut *conn)
                 .await?;
                 notify(conn, &channel, &format!("c {me}")).await?;
@@ -1723,12 +1703,6 @@ fn silence(table: &str) -> String {
 /// A node's timeout as stored.
 fn timeout_ms(node: &NodeId) -> i32 {
     node.timeout.as_millis().min(i32::MAX as u128) as i32
-}
-
-fn process_exists(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 #[cfg(test)]

@@ -16,10 +16,12 @@ mod writer;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-use weft_protocol::payload::Json;
 use weft_protocol::socket::{TaskDefinition, TaskOptions};
 
 use crate::adoption::input_fingerprint;
+use crate::rows::{
+    CANCELED, INTERRUPTED, new_run_id, outcome_columns, parse_json, parse_state, process_exists,
+};
 use crate::{
     AttemptEnd, AttemptOutcome, AttemptRecord, CancelOutcome, Claimed, CreatedRun, Creation,
     LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter, RunRecord,
@@ -774,12 +776,6 @@ fn flock_holder(file: &std::fs::File) -> Option<u32> {
 /// How long a lock left by a process that is gone is waited for.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn process_exists(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
 fn migrate(conn: &Connection, location: &str) -> Result<()> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -824,15 +820,6 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
 
 fn parse_opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
     s.as_deref().map(parse_ts).transpose()
-}
-
-/// A stored payload, kept as written.
-fn parse_json(s: &str) -> Result<Json> {
-    Json::parse(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
-}
-
-fn parse_status(s: &str) -> Result<RunState> {
-    RunState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown status {s:?}")))
 }
 
 const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \
@@ -881,7 +868,7 @@ impl RunRow {
             id: self.id,
             seq: self.seq,
             task_name: self.task_name,
-            status: parse_status(&self.status)?,
+            status: parse_state(&self.status)?,
             input: parse_json(&self.input)?,
             output: self.output.as_deref().map(parse_json).transpose()?,
             error: self.error,
@@ -920,7 +907,7 @@ fn load_attempts(tx: &Connection, run_id: &str) -> TxResult<Vec<AttemptRecord>> 
         out.push(AttemptRecord {
             node_id,
             number,
-            status: parse_status(&status)?,
+            status: parse_state(&status)?,
             started_at: parse_ts(&started)?,
             completed_at: parse_opt_ts(completed)?,
             error,
@@ -963,11 +950,6 @@ fn load_runs(
             Ok(row.into_record(attempts)?)
         })
         .collect()
-}
-
-fn new_run_id() -> String {
-    // UUIDv7 keeps ids in creation order, which reads well in listings.
-    format!("trn-{}", uuid::Uuid::now_v7().simple())
 }
 
 /// A parent's child started under an idempotency key: every `ctx.run` of
@@ -1053,9 +1035,6 @@ fn take_child(tx: &Connection, id: &str, attempt: u32) -> TxResult<()> {
     )?;
     Ok(())
 }
-
-/// The error an interrupted attempt is closed with.
-const INTERRUPTED: &str = "interrupted: the weft runtime stopped during this attempt; relaunched without counting against retries";
 
 /// Opens the next attempt of a run that was just moved to running.
 fn open_attempt(tx: &Connection, run_id: &str, at: DateTime<Utc>, node: &str) -> TxResult<()> {
@@ -1265,14 +1244,7 @@ impl Store for SqliteStore {
         let node = self.node.id.clone();
         self.tx(move |tx| {
             let at = ts(end.at);
-            let (attempt_status, attempt_error, attempt_output) = match &end.outcome {
-                AttemptOutcome::Completed { output } => {
-                    ("completed", None, Some(output.as_str().to_string()))
-                }
-                AttemptOutcome::Retry { error, .. } | AttemptOutcome::Failed { error } => {
-                    ("failed", Some(error.clone()), None)
-                }
-            };
+            let (attempt_status, attempt_error, attempt_output) = outcome_columns(&end.outcome);
             let changed = tx.execute_cached(
                 "UPDATE attempts SET status = ?3, completed_at = ?4, error = ?5, output = ?6
                  WHERE run_id = ?1 AND attempt = ?2 AND status = 'running' AND node_id IS ?7
@@ -1307,7 +1279,7 @@ impl Store for SqliteStore {
             let status: Option<String> =
                 tx.query_row_cached("SELECT status FROM runs WHERE id = ?1", [&id], |r| r.get(0)).optional()?;
             let Some(status) = status else { return Ok(CancelOutcome::NotFound) };
-            let status = parse_status(&status)?;
+            let status = parse_state(&status)?;
             if status.is_terminal() {
                 return Ok(CancelOutcome::AlreadyEnded(status));
             }
@@ -1321,14 +1293,14 @@ impl Store for SqliteStore {
             let at = ts(at);
             for run_id in &ids {
                 tx.execute_cached(
-                    "UPDATE runs SET status = 'canceled', error = 'task run canceled', completed_at = ?2, not_before = NULL
+                    "UPDATE runs SET status = 'canceled', error = ?3, completed_at = ?2, not_before = NULL
                      WHERE id = ?1",
-                    params![run_id, at],
+                    params![run_id, at, CANCELED],
                 )?;
                 tx.execute_cached(
-                    "UPDATE attempts SET status = 'canceled', completed_at = ?2, error = 'task run canceled'
+                    "UPDATE attempts SET status = 'canceled', completed_at = ?2, error = ?3
                      WHERE run_id = ?1 AND status = 'running'",
-                    params![run_id, at],
+                    params![run_id, at, CANCELED],
                 )?;
             }
             Ok(CancelOutcome::Canceled(ids))
@@ -1623,7 +1595,7 @@ impl Store for SqliteStore {
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter()
-                .map(|(status, n)| Ok((parse_status(&status)?, n)))
+                .map(|(status, n)| Ok((parse_state(&status)?, n)))
                 .collect()
         })
         .await
@@ -1647,7 +1619,7 @@ impl Store for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter()
-                .map(|(root, status, n)| Ok((root, parse_status(&status)?, n)))
+                .map(|(root, status, n)| Ok((root, parse_state(&status)?, n)))
                 .collect()
         })
         .await

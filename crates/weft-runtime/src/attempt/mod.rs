@@ -1,7 +1,7 @@
 //! One attempt of a run: one process, from its launch until its outcome is
 //! handed to the coordinator.
 //!
-//! An [`Attempt`] owns its life, so the coordinator, the supervisor and the
+//! An [`Attempt`] owns its life, so the coordinator, the runner and the
 //! task socket agree on it without flags of their own:
 //!
 //! ```text
@@ -16,12 +16,12 @@
 //! attempt's process or its concurrency slot.
 //!
 //! Beside it: `task_socket`, the Unix-socket API its process calls;
-//! `supervisor`, which starts its process (or takes one started ahead) and
+//! `runner`, which starts its process (or takes one started ahead) and
 //! waits for its end; `slots`, which attempts hold a slot of
 //! `--max-concurrent`.
 
+pub(crate) mod runner;
 pub(crate) mod slots;
-pub(crate) mod supervisor;
 pub(crate) mod task_socket;
 
 use std::sync::Mutex;
@@ -104,7 +104,7 @@ impl Attempt {
         }
         *life = Life::Reported(by);
         drop(life);
-        // Everyone waiting: the supervisor (the process may exit now) and
+        // Everyone waiting: the runner (the process may exit now) and
         // the coordinator (the attempt's slot is free).
         self.reported.notify_waiters();
         Ok(())

@@ -47,14 +47,14 @@ fn serve(listener: UnixListener, app: Router) -> JoinHandle<()> {
 #[derive(Clone)]
 struct AttemptState {
     host: Arc<dyn AttemptHost>,
-    slot: Arc<SocketAttempt>,
+    binding: Arc<SocketAttempt>,
 }
 
 impl AttemptState {
     /// The attempt this socket serves, for calls that only a process
     /// running one may make.
     fn attempt(&self) -> Result<Arc<Attempt>, ApiError> {
-        self.slot.get().ok_or_else(|| {
+        self.binding.get().ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
                 "this process has no attempt yet: ask for its input first (GET /input)",
@@ -64,7 +64,7 @@ impl AttemptState {
 }
 
 /// The attempt a socket serves: known when the socket opens, or, for a
-/// process started ahead of its attempt (a standby, see `supervisor`),
+/// process started ahead of its attempt (a standby, see `runner`),
 /// bound later; its `GET /input` waits until then.
 #[derive(Default)]
 pub struct SocketAttempt {
@@ -75,9 +75,9 @@ pub struct SocketAttempt {
 impl SocketAttempt {
     /// Serving `attempt` from the start.
     pub fn bound(attempt: Arc<Attempt>) -> Arc<Self> {
-        let slot = Self::default();
-        slot.bind(attempt);
-        Arc::new(slot)
+        let binding = Self::default();
+        binding.bind(attempt);
+        Arc::new(binding)
     }
 
     /// Serves `attempt` from now on. A socket serves one attempt: a standby
@@ -137,10 +137,10 @@ impl AttemptRoutes {
         &self,
         path: &Path,
         host: Arc<dyn AttemptHost>,
-        slot: Arc<SocketAttempt>,
+        binding: Arc<SocketAttempt>,
     ) -> std::io::Result<JoinHandle<()>> {
         let listener = bind(path)?;
-        let app = self.0.clone().with_state(AttemptState { host, slot });
+        let app = self.0.clone().with_state(AttemptState { host, binding });
         Ok(serve(listener, app))
     }
 }
@@ -178,7 +178,7 @@ pub fn serve_register(
 /// The query of `GET /input` carries the SDK's start-up timings; ignored.
 /// A process started ahead of its attempt waits here for it.
 async fn input(State(s): State<AttemptState>) -> Json<InputResponse> {
-    let attempt = s.slot.wait().await;
+    let attempt = s.binding.wait().await;
     let run = &attempt.run;
     let input = &run.input;
     Json(InputResponse {

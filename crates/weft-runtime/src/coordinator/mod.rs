@@ -32,8 +32,8 @@ use weft_store::{
     CancelOutcome, Creation, NewRun, ParentRef, RunRecord, RunState, Store, TaskRecord,
 };
 
+use crate::attempt::runner::Runner;
 use crate::attempt::slots::Slots;
-use crate::attempt::supervisor::Supervisor;
 pub use crate::ends::EndedRun;
 use crate::ends::{EndWaiters, EndWatch};
 pub use crate::error::RunError;
@@ -54,7 +54,7 @@ pub struct Coordinator {
     me: Weak<Coordinator>,
     config: RuntimeConfig,
     store: Arc<dyn Store>,
-    supervisor: Supervisor,
+    runner: Runner,
     logs: LogSink,
     tasks: RwLock<HashMap<String, TaskRecord>>,
     /// One registration at a time; holds when the last one finished.
@@ -96,7 +96,7 @@ impl Coordinator {
             lease.renewed(joined, Utc::now());
         }
         let logs = LogSink::start(store.clone(), config.echo_logs);
-        let supervisor = Supervisor::new(&config, logs.clone())?;
+        let runner = Runner::new(&config, logs.clone())?;
         let interrupted = store.recover(Utc::now()).await?;
         let metrics = Metrics::default();
         if !interrupted.is_empty() {
@@ -117,7 +117,7 @@ impl Coordinator {
             me: me.clone(),
             config,
             store,
-            supervisor,
+            runner,
             logs,
             tasks: RwLock::new(tasks),
             registering: tokio::sync::Mutex::new(None),
@@ -209,7 +209,7 @@ impl Coordinator {
     /// Attempts this node ran on a standby process: one started ahead,
     /// while runs waited for a slot.
     pub(crate) fn standby_attempts(&self) -> u64 {
-        self.supervisor.standby_attempts()
+        self.runner.standby_attempts()
     }
 
     /// Wakes the scheduler: there may be work to claim or a slot free.
@@ -367,7 +367,7 @@ impl Coordinator {
     pub async fn stop(&self) {
         self.slots().close();
         self.shutdown.cancel();
-        self.supervisor.stop_standbys().await;
+        self.runner.stop_standbys().await;
         self.background.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.background.wait()).await;
         self.logs.flush().await;

@@ -76,7 +76,7 @@ impl Coordinator {
     pub(crate) async fn renewed(&self, sent: tokio::time::Instant) {
         let wall = Utc::now() - (tokio::time::Instant::now() - sent);
         match self.lease.renewed(sent, wall) {
-            Some(until) => self.supervisor.renew_lease(until).await,
+            Some(until) => self.runner.renew_lease(until).await,
             // Too late: the lease ran out before this heartbeat came back.
             None if self.lease.expired() => self.fence(FenceCause::Expired).await,
             None => {}
@@ -99,7 +99,7 @@ impl Coordinator {
         for attempt in &attempts {
             attempt.cancel();
         }
-        let standbys = self.supervisor.fence().await;
+        let standbys = self.runner.fence().await;
         self.metrics.node_fenced();
         let node = self.store.node().id;
         tracing::error!(
@@ -164,8 +164,8 @@ impl Coordinator {
         }
         let wall = Utc::now() - (tokio::time::Instant::now() - sent);
         let (_, until) = self.lease.unfence(sent, wall);
-        self.supervisor.renew_lease(until).await;
-        self.supervisor.unfence();
+        self.runner.renew_lease(until).await;
+        self.runner.unfence();
         self.slots().unfence();
         tracing::warn!(
             "node {node} rejoined the cluster as a new incarnation after {:.1} s fenced; {} of its attempts were still its own and run again",

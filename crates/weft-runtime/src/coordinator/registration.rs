@@ -56,7 +56,7 @@ impl Coordinator {
     /// Registers, the caller holding the registration lock.
     pub(super) async fn register_tasks_now(&self) -> Result<Vec<TaskRecord>, RuntimeError> {
         let defs = self
-            .supervisor
+            .runner
             .executor()
             .register(&self.config, &self.logs)
             .await?;

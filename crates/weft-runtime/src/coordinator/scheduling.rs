@@ -9,7 +9,7 @@ use chrono::Utc;
 use weft_store::RunRecord;
 
 use super::Coordinator;
-use crate::attempt::supervisor::AttemptExit;
+use crate::attempt::runner::AttemptExit;
 use crate::attempt::{Attempt, AttemptHost, Reporter};
 
 /// How long the scheduler waits before claiming again when the store could
@@ -43,7 +43,7 @@ impl Coordinator {
                         let filled = claimed.runs.len() == free;
                         // Runs wait for a slot: start their processes ahead.
                         if claimed.next_due.is_some_and(|due| due <= Utc::now()) {
-                            self.prewarm();
+                            self.start_standbys();
                         }
                         for run in claimed.runs {
                             self.launch(run);
@@ -73,8 +73,8 @@ impl Coordinator {
     }
 
     /// Starts task processes ahead of the attempts waiting for a slot, one
-    /// per slot at most, and stops them once idle (see [`supervisor`]).
-    pub(super) fn prewarm(self: &Arc<Self>) {
+    /// per slot at most, and stops them once idle (see [`runner`]).
+    pub(super) fn start_standbys(self: &Arc<Self>) {
         if !self.config.standby {
             return;
         }
@@ -82,22 +82,22 @@ impl Coordinator {
         self.background.spawn(async move {
             let host: Arc<dyn AttemptHost> = this.clone();
             let waiting = this
-                .supervisor
-                .prewarm(this.config.max_concurrent, &host)
+                .runner
+                .start_standbys(this.config.max_concurrent, &host)
                 .await;
-            if !waiting || !this.supervisor.claim_keeper() {
+            if !waiting || !this.runner.claim_keeper() {
                 return;
             }
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(crate::attempt::supervisor::STANDBY_IDLE / 4) => {}
+                    _ = tokio::time::sleep(crate::attempt::runner::STANDBY_IDLE / 4) => {}
                     _ = this.shutdown.cancelled() => break,
                 }
-                if !this.supervisor.stop_idle().await {
+                if !this.runner.stop_idle().await {
                     return;
                 }
             }
-            this.supervisor.stop_standbys().await;
+            this.runner.stop_standbys().await;
         });
     }
 
@@ -189,7 +189,7 @@ impl Coordinator {
         };
         let host: Arc<dyn AttemptHost> = self.clone();
         match self
-            .supervisor
+            .runner
             .run(attempt, host, timeout, stored_log_bytes)
             .await
         {

@@ -1,10 +1,10 @@
-//! The supervisor: the mechanics of one attempt. It opens the attempt's
+//! The runner: the mechanics of one attempt. It opens the attempt's
 //! task socket, starts its process with the executor, and waits for the
 //! process to report, exit, time out or be killed; it decides nothing about
 //! the run, which is the coordinator's part.
 //!
 //! **Standbys.** While runs wait for a slot (a fan-out wider than
-//! `--max-concurrent`), the supervisor starts task processes ahead of
+//! `--max-concurrent`), the runner starts task processes ahead of
 //! their attempts, up to one per slot: each on its own socket, in its own
 //! cgroup, with its own environment, exactly as an attempt's process is
 //! started, and its `GET /input` waits until an attempt is bound to it.
@@ -40,7 +40,7 @@ pub const STANDBY_IDLE: Duration = Duration::from_secs(1);
 const STANDBY_PAUSE: Duration = Duration::from_secs(10);
 
 /// Runs attempts' processes. One per runtime.
-pub struct Supervisor {
+pub struct Runner {
     executor: Executor,
     logs: LogSink,
     exit_grace: Duration,
@@ -65,7 +65,7 @@ pub struct Supervisor {
 /// A task process started ahead of its attempt, waiting on its socket.
 struct Standby {
     socket: StandbySocket,
-    slot: Arc<SocketAttempt>,
+    binding: Arc<SocketAttempt>,
     process: TaskProcess,
     started: Instant,
 }
@@ -93,7 +93,7 @@ impl Standby {
     }
 }
 
-/// How an attempt's process ended, from the supervisor's side.
+/// How an attempt's process ended, from the runner's side.
 #[derive(Debug)]
 pub enum AttemptExit {
     /// It reported (or another report came first, a timeout's say).
@@ -104,7 +104,7 @@ pub enum AttemptExit {
     Failed(String),
 }
 
-impl Supervisor {
+impl Runner {
     /// Prepares the private socket directory and the executor.
     pub fn new(config: &RuntimeConfig, logs: LogSink) -> Result<Self, RuntimeError> {
         Ok(Self {
@@ -158,7 +158,7 @@ impl Supervisor {
     }
 
     /// The node fenced itself: stops every standby and starts none until
-    /// [`Supervisor::unfence`]. Returns how many were stopped.
+    /// [`Runner::unfence`]. Returns how many were stopped.
     pub async fn fence(&self) -> usize {
         self.fenced.store(true, Ordering::Release);
         self.stop_standbys().await
@@ -191,7 +191,7 @@ impl Supervisor {
             budget: LogBudget::new(self.max_log_bytes, stored_log_bytes),
         };
         if let Some(mut standby) = self.take_standby().await {
-            standby.slot.bind(attempt.clone());
+            standby.binding.bind(attempt.clone());
             self.standby_attempts.fetch_add(1, Ordering::Relaxed);
             // What it wrote while it waited is this attempt's too.
             standby.process.capture(&self.logs, Some(source));
@@ -204,8 +204,8 @@ impl Supervisor {
             return self.exit(attempt, exit);
         }
         let socket_path = self.executor.socket_path(&attempt.socket_name());
-        let slot = SocketAttempt::bound(attempt.clone());
-        let server = match self.routes.serve(&socket_path, host, slot) {
+        let binding = SocketAttempt::bound(attempt.clone());
+        let server = match self.routes.serve(&socket_path, host, binding) {
             Ok(server) => server,
             Err(e) => {
                 attempt.close();
@@ -276,7 +276,7 @@ impl Supervisor {
 
     /// Starts standbys until `target` are ready or starting (none while
     /// paused). Returns whether any is waiting, to be stopped when idle.
-    pub async fn prewarm(&self, target: usize, host: &Arc<dyn AttemptHost>) -> bool {
+    pub async fn start_standbys(&self, target: usize, host: &Arc<dyn AttemptHost>) -> bool {
         loop {
             {
                 let standbys = self.standbys();
@@ -306,8 +306,8 @@ impl Supervisor {
     async fn start_standby(&self, host: Arc<dyn AttemptHost>) -> std::io::Result<Standby> {
         let n = self.next_standby.fetch_add(1, Ordering::Relaxed);
         let path = self.executor.socket_path(&format!("standby-{n}"));
-        let slot = Arc::new(SocketAttempt::default());
-        let server = self.routes.serve(&path, host, slot.clone())?;
+        let binding = Arc::new(SocketAttempt::default());
+        let server = self.routes.serve(&path, host, binding.clone())?;
         let socket = StandbySocket { path, server };
         match self.executor.start_process(&socket.path, &self.logs).await {
             // Fenced while it started: stopped at once.
@@ -318,7 +318,7 @@ impl Supervisor {
             }
             Ok(process) => Ok(Standby {
                 socket,
-                slot,
+                binding,
                 process,
                 started: Instant::now(),
             }),
