@@ -17,7 +17,8 @@ mod state;
 
 pub use error::StoreError;
 pub use model::*;
-pub use postgres::{PgStore, redacted_url};
+pub use postgres::PgStore;
+pub use postgres::redacted_url;
 pub use sqlite::{Durability, SqliteStore};
 pub use state::RunState;
 
