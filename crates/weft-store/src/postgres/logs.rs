@@ -3,19 +3,23 @@
 
 use super::*;
 
+/// A batch of lines as columns, for one `INSERT ... SELECT FROM unnest`:
+/// run, task, attempt, stream, time, message.
+type LogColumns = (
+    Vec<String>,
+    Vec<String>,
+    Vec<i32>,
+    Vec<String>,
+    Vec<DateTime<Utc>>,
+    Vec<String>,
+);
+
 impl PgStore {
     pub(super) async fn insert_logs(&self, lines: Vec<NewLogLine>) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut cols: (
-            Vec<String>,
-            Vec<String>,
-            Vec<i32>,
-            Vec<String>,
-            Vec<DateTime<Utc>>,
-            Vec<String>,
-        ) = Default::default();
+        let mut cols = LogColumns::default();
         for l in &lines {
             cols.0.push(l.run_id.clone());
             cols.1.push(l.task_name.clone());
