@@ -780,7 +780,7 @@ fn secrets_stay_out_of_help_and_errors_and_files_open_to_others_are_named() {
 }
 
 /// A task process can signal its parent, weft's spawner (or the
-/// `--prefork` launcher): it runs as the same user. Signals that can be
+/// `--prefork` fork server): it runs as the same user. Signals that can be
 /// ignored are; SIGSTOP, which cannot, is undone at once (and said), so
 /// later runs start and end as ever, and the stopped parent's children
 /// are reaped again.

@@ -581,7 +581,7 @@ fn a_paused_node_s_processes_die_before_its_work_is_taken_over() {
     paused_node(&[]);
 }
 
-/// Scenario 4 with `--prefork`: the Python launcher holds the lease.
+/// Scenario 4 with `--prefork`: the Python fork server holds the lease.
 #[test]
 fn a_paused_prefork_node_s_processes_die_before_its_work_is_taken_over() {
     paused_node(&["--prefork"]);

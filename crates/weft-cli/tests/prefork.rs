@@ -1,4 +1,4 @@
-//! `weft dev --prefork`: Python task processes forked from one launcher
+//! `weft dev --prefork`: Python task processes forked from one fork server
 //! that imported the SDK once. Each attempt must still be a process of its
 //! own, with its own socket, environment, process group and exit, and the
 //! runtime's guarantees (timeouts, cancel, dying with the runtime) hold.
@@ -55,9 +55,9 @@ fn results(run: &Value) -> Value {
     run["results"].clone()
 }
 
-/// The pids of this weft's pre-fork launchers (`weft_prefork.py` started
+/// The pids of this weft's pre-fork servers (`weft_prefork.py` started
 /// by the runtime itself).
-fn launchers(weft: &Weft) -> Vec<i32> {
+fn servers(weft: &Weft) -> Vec<i32> {
     let runtime = weft.pid().unwrap() as i32;
     processes()
         .filter(|(_, ppid, cmdline)| *ppid == runtime && cmdline.contains("weft_prefork.py"))
@@ -65,10 +65,10 @@ fn launchers(weft: &Weft) -> Vec<i32> {
         .collect()
 }
 
-/// Children the launchers forked that are still alive.
-fn forked_children(launchers: &[i32]) -> usize {
+/// Children the servers forked that are still alive.
+fn forked_children(servers: &[i32]) -> usize {
     processes()
-        .filter(|(_, ppid, _)| launchers.contains(ppid))
+        .filter(|(_, ppid, _)| servers.contains(ppid))
         .count()
 }
 
@@ -106,8 +106,8 @@ fn each_forked_attempt_is_a_process_of_its_own() {
     let children = results(&run(&weft, "fan_whoami", &input));
     let children = children.as_array().unwrap();
     assert_eq!(children.len(), 6);
-    let launcher = launchers(&weft);
-    assert_eq!(launcher.len(), 1, "one launcher");
+    let server = servers(&weft);
+    assert_eq!(server.len(), 1, "one server");
     let runtime = weft.pid().unwrap() as i64;
     let mut pids = std::collections::BTreeSet::new();
     let mut sockets = std::collections::BTreeSet::new();
@@ -120,7 +120,7 @@ fn each_forked_attempt_is_a_process_of_its_own() {
             randoms.insert(child["random"].to_string()),
             "random reseeded per child"
         );
-        assert_eq!(child["ppid"], launcher[0], "forked by the launcher");
+        assert_eq!(child["ppid"], server[0], "forked by the server");
         assert_ne!(child["ppid"], runtime);
         assert_eq!(child["pgid"], pid, "a process group of its own");
         assert_eq!(child["imported_in"], pid, "the script ran in the child");
@@ -141,7 +141,7 @@ fn each_forked_attempt_is_a_process_of_its_own() {
     let error = logs["error"].as_str().unwrap_or_default();
     assert!(error.contains("exit status: 3"), "{error}");
     wait_for(10, "every forked child to exit", || {
-        (forked_children(&launcher) == 0).then_some(())
+        (forked_children(&server) == 0).then_some(())
     });
 }
 
@@ -175,9 +175,9 @@ fn forked_attempts_join_their_threads_and_die_when_canceled() {
     wait_for(10, "the thread's marker", || marker.exists().then_some(()));
 
     let id = start_hold(&weft);
-    let launcher = launchers(&weft);
+    let server = servers(&weft);
     wait_for(30, "the held child", || {
-        (forked_children(&launcher) == 1).then_some(())
+        (forked_children(&server) == 1).then_some(())
     });
     let out = cli(&weft, &["runs", "cancel", &id]);
     assert!(
@@ -187,7 +187,7 @@ fn forked_attempts_join_their_threads_and_die_when_canceled() {
     );
     assert_eq!(ended(&weft, &id)["status"], "canceled");
     wait_for(10, "the canceled child to die", || {
-        (forked_children(&launcher) == 0).then_some(())
+        (forked_children(&server) == 0).then_some(())
     });
 }
 
@@ -208,17 +208,17 @@ fn the_sdk_scenarios_pass_on_forked_processes() {
     }
     let markers = weft.dir.join("markers");
     weft.scenario(&["retries", markers.to_str().unwrap()]);
-    let launcher = launchers(&weft);
+    let server = servers(&weft);
     wait_for(10, "no forked child left", || {
-        (forked_children(&launcher) == 0).then_some(())
+        (forked_children(&server) == 0).then_some(())
     });
 }
 
 #[test]
-fn a_killed_launcher_fails_its_attempts_and_the_next_one_starts_anew() {
+fn a_killed_fork_server_fails_its_attempts_and_the_next_one_starts_anew() {
     let weft = start(None, &[]);
     let first = results(&run(&weft, "whoami", "[]"))[0].clone();
-    let old = launchers(&weft);
+    let old = servers(&weft);
     assert_eq!(old.len(), 1);
     let id = start_hold(&weft);
     wait_for(30, "the held child", || {
@@ -229,14 +229,14 @@ fn a_killed_launcher_fails_its_attempts_and_the_next_one_starts_anew() {
     let ended = ended(&weft, &id);
     assert_eq!(ended["status"], "failed", "{ended:#}");
     let error = ended["error"].as_str().unwrap_or_default();
-    assert!(error.contains("pre-fork launcher exited"), "{error}");
-    // Its child died with it; the next attempt gets a new launcher.
+    assert!(error.contains("pre-fork server exited"), "{error}");
+    // Its child died with it; the next attempt gets a new server.
     wait_for(10, "the held child to die", || {
         (forked_children(&old) == 0).then_some(())
     });
     let second = results(&run(&weft, "whoami", "[]"))[0].clone();
-    assert_ne!(second["ppid"], first["ppid"], "a new launcher");
-    assert_eq!(launchers(&weft).len(), 1);
+    assert_ne!(second["ppid"], first["ppid"], "a new server");
+    assert_eq!(servers(&weft).len(), 1);
 }
 
 #[test]
@@ -245,14 +245,14 @@ fn forked_processes_die_with_a_sigkilled_runtime() {
     for _ in 0..2 {
         start_hold(&weft);
     }
-    let launcher = launchers(&weft);
+    let server = servers(&weft);
     wait_for(30, "two held children", || {
-        (forked_children(&launcher) == 2).then_some(())
+        (forked_children(&server) == 2).then_some(())
     });
     weft.kill9();
-    wait_for(10, "the launcher and its children to die", || {
-        let alive = processes().any(|(pid, _, _)| pid == launcher[0]);
-        (!alive && forked_children(&launcher) == 0).then_some(())
+    wait_for(10, "the server and its children to die", || {
+        let alive = processes().any(|(pid, _, _)| pid == server[0]);
+        (!alive && forked_children(&server) == 0).then_some(())
     });
 }
 
@@ -271,7 +271,7 @@ fn prefork_refuses_what_it_cannot_fork_and_names_it() {
     );
     assert!(err.contains("`/bin/sh -c true` is not one"), "{err}");
 
-    // A preload that does not import: the launcher cannot start, and says why.
+    // A preload that does not import: the server cannot start, and says why.
     let err = Weft::try_start(Options {
         args: &["--prefork", "--preload", "weft_no_such_module"],
         app: Some(prefork_app()),
@@ -284,7 +284,7 @@ fn prefork_refuses_what_it_cannot_fork_and_names_it() {
         "{err}"
     );
     assert!(
-        err.contains("pre-fork launcher exited before it was ready"),
+        err.contains("pre-fork server exited before it was ready"),
         "{err}"
     );
 }

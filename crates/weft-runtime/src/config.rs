@@ -50,7 +50,7 @@ pub struct RuntimeConfig {
     pub header_read_timeout: Duration,
     /// How deep subtasks may nest (a root run is depth 1).
     pub max_depth: usize,
-    /// Python start commands: fork each task process from one launcher
+    /// Python start commands: fork each task process from one server
     /// that imported these modules once (empty: the SDKs); `None` starts
     /// each one afresh (the README's "Pre-forked Python").
     pub prefork: Option<Vec<String>>,

@@ -16,7 +16,7 @@
 //!   the Unix-socket API a task process calls), the runner that runs
 //!   its process, and the slots of `--max-concurrent`.
 //! - `process`: starting task processes (the spawner, the pre-fork
-//!   launcher, the launcher shim, cgroups, the lifeline), and killing them.
+//!   server, the launcher shim, cgroups, the lifeline), and killing them.
 //! - `http`: the port: Render's REST API, the dashboard's routes, the
 //!   guard in front of both, and the listener.
 //! - `logs`, `terminal`, `metrics`: task output stored and echoed, what

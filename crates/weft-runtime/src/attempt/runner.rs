@@ -151,7 +151,7 @@ impl Runner {
     }
 
     /// The node's lease holds until `until`: so does the spawner's (or the
-    /// pre-fork launcher's), which kills every task process it started
+    /// pre-fork server's), which kills every task process it started
     /// if the lease runs out unrenewed.
     pub async fn renew_lease(&self, until: tokio::time::Instant) {
         self.executor.renew_lease(until).await;

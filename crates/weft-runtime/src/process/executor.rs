@@ -15,8 +15,8 @@ use crate::attempt::Attempt;
 use crate::attempt::task_socket;
 use crate::logs::{LogSink, Source};
 use crate::process::cgroup::{AttemptCgroup, Cgroups};
+use crate::process::fork_server::{ForkServer, Forked, PreforkPlan};
 use crate::process::lifeline::Lifeline;
-use crate::process::prefork::{Forked, Prefork, PreforkPlan};
 use crate::{RuntimeConfig, RuntimeError};
 
 /// Variables of weft's own that no task process gets, whatever it
@@ -43,9 +43,9 @@ pub struct Executor {
     cgroups: Option<Cgroups>,
     /// Task processes die with the runtime.
     lifeline: Lifeline,
-    /// Task processes forked by one launcher: the Python one
+    /// Task processes started by one fork server: the Python one
     /// (`--prefork`), or the runtime's spawner.
-    prefork: Option<Prefork>,
+    fork_server: Option<ForkServer>,
     /// Removes a directory made for this runtime when it goes away.
     _owned_dir: Option<tempfile::TempDir>,
 }
@@ -59,7 +59,7 @@ pub enum ExitReason {
     Canceled,
     /// The process could not be started.
     SpawnFailed(std::io::Error),
-    /// Its end could not be learned: the launcher that forked it died,
+    /// Its end could not be learned: the fork server that started it died,
     /// taking it along.
     Lost(std::io::Error),
     /// It ran past its timeout and was killed.
@@ -107,8 +107,8 @@ impl Executor {
                 None
             }
         };
-        let prefork = match &config.prefork {
-            Some(preload) => Some(Prefork::new(
+        let fork_server = match &config.prefork {
+            Some(preload) => Some(ForkServer::python(
                 PreforkPlan::new(&config.start_command, preload).map_err(RuntimeError::Config)?,
                 &socket_dir,
                 config.register_timeout,
@@ -116,7 +116,7 @@ impl Executor {
             // Any other start command through the spawner where it can run
             // (see `spawner`): a fork of a small process, then one exec.
             None if crate::process::launcher::enabled() && crate::process::spawner::wanted() => {
-                Some(Prefork::native(
+                Some(ForkServer::spawner(
                     &config.start_command,
                     &socket_dir,
                     config.register_timeout,
@@ -130,13 +130,13 @@ impl Executor {
             socket_dir,
             cgroups,
             lifeline: Lifeline::new()?,
-            prefork,
+            fork_server,
             _owned_dir: owned,
         })
     }
 
     /// Hands the node's lease deadline to the spawner (or the pre-fork
-    /// launcher), which kills every task process it started once the
+    /// server), which kills every task process it started once the
     /// deadline passes unrenewed. Processes the runtime starts itself
     /// (`WEFT_SPAWNER=off`) are killed by the runtime's fence only.
     pub async fn renew_lease(&self, until: tokio::time::Instant) {
@@ -144,9 +144,9 @@ impl Executor {
         // killed is then always seen to end after the runtime knows its
         // lease ran out, and its end is never taken for a failure.
         const AFTER_THE_RUNTIME: u64 = 5_000_000;
-        if let Some(prefork) = &self.prefork {
+        if let Some(server) = &self.fork_server {
             let deadline = crate::lease::monotonic_deadline(until) + AFTER_THE_RUNTIME;
-            prefork.renew_lease(deadline).await;
+            server.renew_lease(deadline).await;
         }
     }
 
@@ -173,7 +173,7 @@ impl Executor {
         cmd
     }
 
-    /// A process of the app's (a task process, or the pre-fork launcher):
+    /// A process of the app's (a task process, or the pre-fork server):
     /// the app's environment, its own process group, dying with the runtime.
     fn process_command(
         &self,
@@ -253,8 +253,8 @@ impl Executor {
             )));
         }
         let cgroup = self.cgroups.as_ref().and_then(Cgroups::attempt);
-        if let Some(prefork) = &self.prefork {
-            return self.spawn_forked(prefork, mode, socket, logs, cgroup).await;
+        if let Some(server) = &self.fork_server {
+            return self.spawn_forked(server, mode, socket, logs, cgroup).await;
         }
         let mut child = self.command(mode, socket, cgroup.as_ref()).spawn()?;
         let pid = child.id().map(|p| p as i32);
@@ -274,10 +274,10 @@ impl Executor {
         })
     }
 
-    /// Asks the pre-fork launcher for the task process.
+    /// Asks the pre-fork server for the task process.
     async fn spawn_forked(
         &self,
-        prefork: &Prefork,
+        server: &ForkServer,
         mode: Mode,
         socket: &Path,
         logs: &LogSink,
@@ -286,10 +286,10 @@ impl Executor {
         let (out_r, out_w) = std::io::pipe()?;
         let (err_r, err_w) = std::io::pipe()?;
         let stdin = OwnedFd::from(std::fs::File::open("/dev/null")?);
-        let starter = |argv: &[String]| self.process_command(argv, None);
-        let forked = prefork
+        let command_for = |argv: &[String]| self.process_command(argv, None);
+        let forked = server
             .spawn(
-                &starter,
+                &command_for,
                 logs,
                 self.task_env(mode, socket),
                 cgroup.as_ref().map(AttemptCgroup::procs),
@@ -444,7 +444,7 @@ pub struct TaskProcess {
     cgroup: Option<AttemptCgroup>,
 }
 
-/// A process the runtime started, or one the pre-fork launcher forked.
+/// A process the runtime started, or one the pre-fork server forked.
 enum Process {
     Child(tokio::process::Child),
     Forked(Forked),

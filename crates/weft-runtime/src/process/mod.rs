@@ -6,8 +6,8 @@
 //!
 //! | way | when | what starts the process | costs |
 //! |---|---|---|---|
-//! | the pre-fork launcher (`prefork`, `prefork.py`) | `--prefork`, a Python start command | a Python process that imported the SDK once forks a child per attempt | a fork, no interpreter start |
-//! | the spawner (`spawner`) | Linux, a binary that calls [`launcher::run_if_asked`] (`weft`, `customer-etl`), unless `WEFT_SPAWNER=off` | one small process of the runtime's own binary, `clone(CLONE_VM \| CLONE_VFORK)` then exec | one exec |
+//! | the pre-fork server (`fork_server`, `prefork.py`) | `--prefork`, a Python start command | a Python process that imported the SDK once forks a child per attempt | a fork, no interpreter start |
+//! | the spawner (`spawner`, run by `fork_server`) | Linux, a binary that calls [`launcher::run_if_asked`] (`weft`, `customer-etl`), unless `WEFT_SPAWNER=off` | one small process of the runtime's own binary, `clone(CLONE_VM \| CLONE_VFORK)` then exec | one exec |
 //! | the launcher shim (`launcher`) | as above, with `WEFT_SPAWNER=off` | the runtime's binary run as `__weft-launch`, which execs the start command | two execs |
 //! | a fork of the runtime | elsewhere, or `WEFT_LAUNCHER=off` | `Command` with a `pre_exec` hook | a copy of the runtime's page tables |
 //!
@@ -18,9 +18,9 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod executor;
+pub(crate) mod fork_server;
 pub mod launcher;
 pub(crate) mod lifeline;
-pub(crate) mod prefork;
 pub(crate) mod spawner;
 
 /// Whether a process of this id exists (one of another user's counts).

@@ -1,4 +1,4 @@
-"""weft's pre-forking launcher for Python start commands (`weft dev --prefork`).
+"""weft's pre-fork server for Python start commands (`weft dev --prefork`).
 
 Started by the runtime as
 
@@ -11,25 +11,25 @@ request (a JSON object with the attempt's whole environment and its cgroup,
 and three file descriptors: stdin, stdout, stderr) it forks one child, which
 becomes exactly what `PYTHON [FLAGS] SCRIPT [ARGS...]` would have been: its
 own process and process group, its own environment and socket, the app's
-script run as `__main__`. The launcher tells the runtime the child's pid and,
+script run as `__main__`. The server tells the runtime the child's pid and,
 when the child ends, its raw wait status.
 
 What forking changes, and how it is handled (README, "Pre-forked Python"):
-- threads: forking a process with threads is unsafe, so the launcher refuses
+- threads: forking a process with threads is unsafe, so the server refuses
   to start if the preloaded modules started one;
 - random seeds: `random` reseeds itself in every child (os.register_at_fork);
   libraries with their own generators (numpy) do not;
-- sockets and files: the launcher's control socket is closed in the child;
+- sockets and files: the server's control socket is closed in the child;
   nothing else is open;
 - signals: the child gets the default handlers back;
 - exit: the child joins its non-daemon threads, runs its atexit handlers
-  (the app's and the preloaded modules', once, in the child; the launcher
+  (the app's and the preloaded modules', once, in the child; the server
   registers none) and flushes its output, as any interpreter does, then
   leaves without tearing down its modules (objects' `__del__` at interpreter
   shutdown do not run, which Python never promises anyway);
 - the interpreter started once: environment variables that Python reads at
-  start-up (PYTHONPATH, PYTHONHASHSEED, ...) are the launcher's, and every
-  child shares the launcher's hash seed.
+  start-up (PYTHONPATH, PYTHONHASHSEED, ...) are the server's, and every
+  child shares the server's hash seed.
 """
 
 import ctypes
@@ -45,7 +45,7 @@ import time
 
 PR_SET_PDEATHSIG = 1
 
-# Signals the launcher ignores (see main); SIGSTOP and SIGKILL it cannot.
+# Signals the server ignores (see main); SIGSTOP and SIGKILL it cannot.
 IGNORED = (
     signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
     signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU,
@@ -76,7 +76,7 @@ class Script:
 
 
 def main():
-    # No collections in the launcher, and what it imported frozen out of
+    # No collections in the server, and what it imported frozen out of
     # the collector's reach before the first fork: a collection in a child
     # would otherwise write to every object's page and copy the whole heap.
     gc.disable()
@@ -109,9 +109,9 @@ def main():
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    launcher = os.getpid()
+    server = os.getpid()
     # A task process (a child) runs as the same user and could signal the
-    # launcher: every signal it can ignore, it ignores (the runtime resumes
+    # server: every signal it can ignore, it ignores (the runtime resumes
     # it from SIGSTOP and restarts it after SIGKILL). Children get them back.
     for sig in IGNORED:
         signal.signal(sig, signal.SIG_IGN)
@@ -212,13 +212,13 @@ def main():
                 send({"id": request["id"], "error": f"fork failed: {e}"})
                 continue
             if pid == 0:
-                # The child: leave the launcher's loop and become the app.
+                # The child: leave the server's loop and become the app.
                 events.close()
                 control.close()
                 signal.set_wakeup_fd(-1)
                 os.close(wake_r)
                 os.close(wake_w)
-                become(request, fds, libc, launcher)
+                become(request, fds, libc, server)
                 return target, code
             for fd in fds:
                 os.close(fd)
@@ -232,9 +232,9 @@ def main():
             send({"id": request["id"], "pid": pid})
 
 
-def become(request, fds, libc, launcher):
+def become(request, fds, libc, server):
     """Turns a fresh child into the attempt's process."""
-    # The handlers the launcher changed, back as in any Python (SIGPIPE
+    # The handlers the server changed, back as in any Python (SIGPIPE
     # stays ignored and SIGINT raises KeyboardInterrupt).
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for sig in IGNORED:
@@ -243,9 +243,9 @@ def become(request, fds, libc, launcher):
         os.setpgid(0, 0)
     except OSError:
         pass
-    # Die with the launcher, which dies with the runtime.
+    # Die with the server, which dies with the runtime.
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != launcher:
+    if os.getppid() != server:
         os._exit(1)
     cgroup = request.get("cgroup_procs")
     if cgroup:
@@ -302,7 +302,7 @@ def run(target, compiled):
 def finish(code):
     """Exits as the interpreter does (non-daemon threads joined, atexit
     handlers run, output flushed) but without tearing down every module and
-    object: that writes to every page the child shares with the launcher,
+    object: that writes to every page the child shares with the server,
     and copying them was most of a pre-forked child's cost."""
     try:
         threading._shutdown()

@@ -13,7 +13,7 @@
 //! see `Child::start`), does what the launcher did (its own process group,
 //! `PR_SET_PDEATHSIG`, the attempt's cgroup) and execs the start command.
 //!
-//! It speaks the protocol of the Python pre-fork launcher (`prefork`): a
+//! It speaks the protocol of the Python pre-fork server (`fork_server`): a
 //! `SOCK_SEQPACKET` socket; each request carries the child's stdin, stdout
 //! and stderr (`SCM_RIGHTS`); the answers are the child's pid once it has
 //! exec'd (or why it could not), and its wait status when it ends. A request

@@ -1,23 +1,25 @@
-//! The pre-forking launcher for Python start commands (`weft dev --prefork`).
+//! The fork servers: a process that starts task processes on request, over
+//! a socket — the pre-fork server for Python start commands (`weft dev
+//! --prefork`), or the runtime's spawner for any other.
 //!
 //! A Python task process spends most of its life starting: the interpreter
 //! and the SDK's imports cost about 60 ms of CPU before the task's first
 //! line, ten times what a Rust task process costs in all. With `--prefork`
-//! the runtime starts one Python process per runtime, the *launcher*
+//! the runtime starts one Python process per runtime, the *server*
 //! (`prefork.py`, compiled in), that imports the SDK once and forks a child
 //! per attempt; the child becomes the start command (its own process and
 //! process group, environment, socket and cgroup, the app's script run as
-//! `__main__`). The launcher reports each child's pid and, at its end, its
+//! `__main__`). The server reports each child's pid and, at its end, its
 //! wait status over a `SOCK_SEQPACKET` socket, on which the runtime also
 //! hands it the child's stdin, stdout and stderr (`SCM_RIGHTS`).
 //!
 //! The runtime kills attempts by process group and cgroup, as it does
-//! processes it started itself. If the launcher dies, its children die
+//! processes it started itself. If the server dies, its children die
 //! with it (`PR_SET_PDEATHSIG`), their attempts end as failed starts, and
-//! the next attempt starts a new launcher.
+//! the next attempt starts a new server.
 //!
 //! The runtime's own spawner (`spawner`), which forks and execs any start
-//! command, speaks the same protocol; [`Prefork::native`] starts it.
+//! command, speaks the same protocol; [`ForkServer::native`] starts it.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -39,10 +41,10 @@ use tokio::sync::oneshot;
 
 use crate::logs::LogSink;
 
-/// The launcher's code, written next to the task sockets at first use.
+/// The server's code, written next to the task sockets at first use.
 const LAUNCHER_PY: &str = include_str!("prefork.py");
 
-/// Modules the launcher imports when none are named: the official SDKs'
+/// Modules the server imports when none are named: the official SDKs'
 /// (1.x and the 0.x tutorial releases); those not installed are skipped.
 pub const DEFAULT_PRELOAD: &[&str] = &["?render.workflows", "?render_sdk"];
 
@@ -112,7 +114,7 @@ impl PreforkPlan {
     }
 }
 
-/// Which launcher: the Python one, or the runtime's spawner.
+/// Which server: the Python one, or the runtime's spawner.
 enum Kind {
     Python(PreforkPlan),
     /// The start command, exec'd by each child.
@@ -122,17 +124,17 @@ enum Kind {
 impl Kind {
     fn name(&self) -> &'static str {
         match self {
-            Kind::Python(_) => "the pre-fork launcher",
+            Kind::Python(_) => "the pre-fork server",
             Kind::Native(_) => "weft's spawner",
         }
     }
 }
 
-/// Makes the launcher's command (the runtime's way of starting an app
+/// Makes the server's command (the runtime's way of starting an app
 /// process: environment, process group, lifeline).
-pub type Starter<'a> = dyn Fn(&[String]) -> tokio::process::Command + Sync + 'a;
+pub type CommandFor<'a> = dyn Fn(&[String]) -> tokio::process::Command + Sync + 'a;
 
-/// What the launcher says.
+/// What the server says.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Report {
@@ -141,19 +143,19 @@ enum Report {
     Exited { exited: i32, status: i32 },
 }
 
-/// A child the launcher forked.
+/// A child the server forked.
 pub struct Forked {
     /// Its pid, leader of its own process group.
     pub pid: i32,
     /// Who forked it.
     by: &'static str,
     exit: oneshot::Receiver<i32>,
-    /// Its end once known: the status, or `None` when the launcher died first.
+    /// Its end once known: the status, or `None` when the server died first.
     ended: Option<Option<ExitStatus>>,
 }
 
 impl Forked {
-    /// Waits for its end (cancel-safe). An error when the launcher died
+    /// Waits for its end (cancel-safe). An error when the server died
     /// first, taking the child with it.
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         let ended = match self.ended {
@@ -186,7 +188,7 @@ impl Forked {
     }
 }
 
-/// The launcher's answer to a spawn: the child's pid and where its end
+/// The server's answer to a spawn: the child's pid and where its end
 /// will be told, or why there is no child.
 type SpawnReply = Result<(i32, oneshot::Receiver<i32>), String>;
 
@@ -194,30 +196,30 @@ type SpawnReply = Result<(i32, oneshot::Receiver<i32>), String>;
 struct Waiting {
     spawns: HashMap<u64, oneshot::Sender<SpawnReply>>,
     exits: HashMap<i32, oneshot::Sender<i32>>,
-    /// Set when the launcher's socket closed: nothing more will arrive.
+    /// Set when the server's socket closed: nothing more will arrive.
     closed: bool,
 }
 
-/// A running launcher.
-struct Launcher {
+/// A running server.
+struct Server {
     control: AsyncFd<OwnedFd>,
     waiting: Arc<Mutex<Waiting>>,
     next_id: AtomicU64,
     _process: tokio::process::Child,
     pid: i32,
     reader: tokio::task::JoinHandle<()>,
-    /// Resumes the launcher when something stops it (see [`watch`]).
+    /// Resumes the server when something stops it (see [`watch`]).
     watcher: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Launcher {
+impl Drop for Server {
     fn drop(&mut self) {
         self.reader.abort();
         self.watcher.abort();
     }
 }
 
-impl Launcher {
+impl Server {
     /// Kills it (its children die with it) and marks it gone, so that the
     /// next spawn starts a new one at once.
     fn kill(&self) {
@@ -231,18 +233,18 @@ impl Launcher {
     }
 }
 
-/// How long a launcher may take to answer a request for a child: it
+/// How long a server may take to answer a request for a child: it
 /// answers in milliseconds; one that does not is stuck (stopped by a
 /// signal the watch could not undo, or hung).
 const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How often a launcher is looked at for having been stopped.
+/// How often a server is looked at for having been stopped.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
-/// A task process can signal its parent, the launcher: it runs as the
+/// A task process can signal its parent, the server: it runs as the
 /// same user, and nothing in Linux keeps a process from signalling another
-/// of its user's. The launcher ignores every signal it can ignore; SIGSTOP
-/// it cannot, and a stopped launcher starts nothing and reports no child's
+/// of its user's. The server ignores every signal it can ignore; SIGSTOP
+/// it cannot, and a stopped server starts nothing and reports no child's
 /// end. So the runtime looks at it several times a second and resumes it
 /// (SIGCONT), saying so; what it cannot resume, the spawn deadline kills.
 async fn watch(pid: i32, by: &'static str, waiting: Arc<Mutex<Waiting>>) {
@@ -272,28 +274,28 @@ fn process_state(pid: i32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-/// Starts launchers and asks them for children.
-pub struct Prefork {
+/// Starts servers and asks them for children.
+pub struct ForkServer {
     kind: Kind,
-    /// Where the launcher's script and control socket go (the runtime's
+    /// Where the server's script and control socket go (the runtime's
     /// private socket directory).
     dir: PathBuf,
-    /// How long a launcher may take to be ready.
+    /// How long a server may take to be ready.
     start_timeout: Duration,
-    current: tokio::sync::Mutex<Option<Arc<Launcher>>>,
+    current: tokio::sync::Mutex<Option<Arc<Server>>>,
     /// The node's lease deadline (`CLOCK_MONOTONIC` ns), handed to every
-    /// launcher: past it, the launcher kills every child it forked.
+    /// server: past it, the server kills every child it forked.
     lease: Mutex<Option<u64>>,
 }
 
-impl Prefork {
-    /// For this plan; the launcher starts at the first spawn.
-    pub fn new(plan: PreforkPlan, dir: &Path, start_timeout: Duration) -> Self {
+impl ForkServer {
+    /// For this plan; the server starts at the first spawn.
+    pub fn python(plan: PreforkPlan, dir: &Path, start_timeout: Duration) -> Self {
         Self::with(Kind::Python(plan), dir, start_timeout)
     }
 
     /// The runtime's spawner (see `spawner`), for any start command.
-    pub fn native(start_command: &[String], dir: &Path, start_timeout: Duration) -> Self {
+    pub fn spawner(start_command: &[String], dir: &Path, start_timeout: Duration) -> Self {
         Self::with(Kind::Native(start_command.to_vec()), dir, start_timeout)
     }
 
@@ -308,34 +310,34 @@ impl Prefork {
     }
 
     /// The node's lease holds until `deadline`: tells the running
-    /// launcher, and every one started later.
+    /// server, and every one started later.
     pub async fn renew_lease(&self, deadline: u64) {
         *self.lease.lock().unwrap() = Some(deadline);
-        let launcher = self.current.lock().await.clone();
-        if let Some(launcher) = launcher
-            && let Err(e) = self.send_lease(&launcher, deadline).await
+        let server = self.current.lock().await.clone();
+        if let Some(server) = server
+            && let Err(e) = self.send_lease(&server, deadline).await
         {
             tracing::debug!("could not renew the lease in {}: {e}", self.kind.name());
         }
     }
 
-    async fn send_lease(&self, launcher: &Launcher, deadline: u64) -> std::io::Result<()> {
+    async fn send_lease(&self, server: &Server, deadline: u64) -> std::io::Result<()> {
         let message = match &self.kind {
             Kind::Python(_) => serde_json::json!({ "lease_ns": deadline })
                 .to_string()
                 .into_bytes(),
             Kind::Native(_) => crate::process::spawner::lease_message(deadline),
         };
-        send(&launcher.control, &message, &[]).await
+        send(&server.control, &message, &[]).await
     }
 
     /// Forks a child with this environment, entering this cgroup, with
-    /// these stdin, stdout and stderr. A launcher that does not answer
+    /// these stdin, stdout and stderr. A server that does not answer
     /// within 10 s (stopped by a signal the watch could not
     /// undo, hung) is killed, and the child is asked of a new one, once.
     pub async fn spawn(
         &self,
-        starter: &Starter<'_>,
+        command_for: &CommandFor<'_>,
         logs: &LogSink,
         env: Vec<(OsString, OsString)>,
         cgroup_procs: Option<&std::ffi::CStr>,
@@ -367,25 +369,25 @@ impl Prefork {
         let mut tries = 0;
         loop {
             tries += 1;
-            let launcher = self.launcher(starter, logs).await?;
-            let id = launcher.next_id.fetch_add(1, Ordering::Relaxed);
+            let server = self.server(command_for, logs).await?;
+            let id = server.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             {
-                let mut waiting = launcher.waiting.lock().unwrap();
+                let mut waiting = server.waiting.lock().unwrap();
                 if waiting.closed {
                     return Err(std::io::Error::other(format!("{by} exited")));
                 }
                 waiting.spawns.insert(id, tx);
             }
-            // The launcher gets its own copies of the descriptors.
-            send(&launcher.control, &request(id), &fds).await?;
+            // The server gets its own copies of the descriptors.
+            send(&server.control, &request(id), &fds).await?;
             let reply = match tokio::time::timeout(SPAWN_DEADLINE, rx).await {
                 Ok(reply) => reply,
                 Err(_) => {
-                    let state = process_state(launcher.pid).unwrap_or('?');
+                    let state = process_state(server.pid).unwrap_or('?');
                     tracing::warn!(
                         "{by} (pid {}, state {state}) did not answer a request to start a task process within {} s: killed; {}",
-                        launcher.pid,
+                        server.pid,
                         SPAWN_DEADLINE.as_secs(),
                         if tries == 1 {
                             "asking a new one"
@@ -393,7 +395,7 @@ impl Prefork {
                             "giving up"
                         }
                     );
-                    launcher.kill();
+                    server.kill();
                     if tries == 1 {
                         continue;
                     }
@@ -422,30 +424,30 @@ impl Prefork {
         }
     }
 
-    /// The running launcher, started (again) when there is none.
-    async fn launcher(
+    /// The running server, started (again) when there is none.
+    async fn server(
         &self,
-        starter: &Starter<'_>,
+        command_for: &CommandFor<'_>,
         logs: &LogSink,
-    ) -> std::io::Result<Arc<Launcher>> {
+    ) -> std::io::Result<Arc<Server>> {
         let mut current = self.current.lock().await;
-        if let Some(launcher) = current.as_ref()
-            && !launcher.waiting.lock().unwrap().closed
+        if let Some(server) = current.as_ref()
+            && !server.waiting.lock().unwrap().closed
         {
-            return Ok(launcher.clone());
+            return Ok(server.clone());
         }
         *current = None;
-        let launcher = Arc::new(self.start(starter, logs).await?);
+        let server = Arc::new(self.start(command_for, logs).await?);
         // Its first word: the lease in force, if the node holds one.
         let lease = *self.lease.lock().unwrap();
         if let Some(deadline) = lease {
-            self.send_lease(&launcher, deadline).await?;
+            self.send_lease(&server, deadline).await?;
         }
-        *current = Some(launcher.clone());
-        Ok(launcher)
+        *current = Some(server.clone());
+        Ok(server)
     }
 
-    async fn start(&self, starter: &Starter<'_>, logs: &LogSink) -> std::io::Result<Launcher> {
+    async fn start(&self, command_for: &CommandFor<'_>, logs: &LogSink) -> std::io::Result<Server> {
         let start_timeout = self.start_timeout;
         let by = self.kind.name();
         let control_path = self
@@ -471,7 +473,7 @@ impl Prefork {
                 argv
             }
         };
-        let mut process = starter(&argv).spawn().map_err(|e| {
+        let mut process = command_for(&argv).spawn().map_err(|e| {
             std::io::Error::new(e.kind(), format!("could not start {by} `{}`: {e}", argv[0]))
         })?;
         if let Some(out) = process.stdout.take() {
@@ -501,7 +503,7 @@ impl Prefork {
         let pid = process.id().map_or(0, |p| p as i32);
         tracing::debug!("{by} ready (pid {pid})");
         let watcher = tokio::spawn(watch(pid, by, waiting.clone()));
-        Ok(Launcher {
+        Ok(Server {
             control,
             waiting,
             next_id: AtomicU64::new(1),
@@ -513,7 +515,7 @@ impl Prefork {
     }
 }
 
-/// Hands each report to whoever waits for it, until the launcher closes.
+/// Hands each report to whoever waits for it, until the server closes.
 async fn read_reports(control: AsyncFd<OwnedFd>, waiting: Arc<Mutex<Waiting>>, by: &str) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -559,7 +561,7 @@ async fn read_reports(control: AsyncFd<OwnedFd>, waiting: Arc<Mutex<Waiting>>, b
     }
     let mut waiting = waiting.lock().unwrap();
     waiting.closed = true;
-    // Dropping the senders tells every waiter the launcher is gone.
+    // Dropping the senders tells every waiter the server is gone.
     waiting.spawns.clear();
     waiting.exits.clear();
     tracing::warn!("{by} exited; the next attempt starts a new one");
