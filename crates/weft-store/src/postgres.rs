@@ -42,7 +42,7 @@ use crate::rows::{
     CANCELED, INTERRUPTED, new_run_id, outcome_columns, parse_json, parse_state, process_exists,
 };
 pub use conn::redacted_url;
-use conn::{AbortOnDrop, PgResult, classify};
+use conn::{AbortOnDrop, TxResult, classify};
 use listen::notify;
 use runs::{
     Holders, RUN_COLUMNS, create_run_in, interrupt, load_run, load_runs_by_ids, open_attempts,

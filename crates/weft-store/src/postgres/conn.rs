@@ -15,24 +15,24 @@ impl Drop for AbortOnDrop {
 }
 
 /// An error inside a transaction: the driver's, or the store's.
-pub(super) enum PgErr {
+pub(super) enum TxError {
     Sql(sqlx::Error),
     Store(StoreError),
 }
 
-impl From<sqlx::Error> for PgErr {
+impl From<sqlx::Error> for TxError {
     fn from(e: sqlx::Error) -> Self {
         Self::Sql(e)
     }
 }
 
-impl From<StoreError> for PgErr {
+impl From<StoreError> for TxError {
     fn from(e: StoreError) -> Self {
         Self::Store(e)
     }
 }
 
-pub(super) type PgResult<T> = std::result::Result<T, PgErr>;
+pub(super) type TxResult<T> = std::result::Result<T, TxError>;
 
 /// What a driver error means for the runtime.
 pub(super) fn classify(e: sqlx::Error, location: &str) -> StoreError {
@@ -63,7 +63,7 @@ pub(super) fn classify(e: sqlx::Error, location: &str) -> StoreError {
     }
 }
 
-impl PgErr {
+impl TxError {
     pub(super) fn into_store(self, location: &str) -> StoreError {
         match self {
             Self::Store(e) => e,
@@ -212,14 +212,14 @@ impl PgStore {
     pub(super) async fn tx<T, F>(&self, f: F) -> Result<T>
     where
         T: Send,
-        F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, PgResult<T>> + Send + Sync,
+        F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, TxResult<T>> + Send + Sync,
     {
         let mut tries = 0;
         loop {
             tries += 1;
             let outcome = self.tx_once(&f).await;
             match outcome {
-                Err(PgErr::Sql(sqlx::Error::Database(db)))
+                Err(TxError::Sql(sqlx::Error::Database(db)))
                     if tries < 3 && matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
                 {
                     continue;
@@ -230,14 +230,14 @@ impl PgStore {
     }
 
     /// One try of [`PgStore::tx`].
-    pub(super) async fn tx_once<T, F>(&self, f: &F) -> PgResult<T>
+    pub(super) async fn tx_once<T, F>(&self, f: &F) -> TxResult<T>
     where
         T: Send,
-        F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, PgResult<T>> + Send + Sync,
+        F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, TxResult<T>> + Send + Sync,
     {
         let deadline = tokio::time::Instant::now() + TX_DEADLINE;
         let no_answer = || {
-            PgErr::Store(StoreError::Unavailable {
+            TxError::Store(StoreError::Unavailable {
                 location: self.location.to_string(),
                 detail: format!("no answer within {} s", TX_DEADLINE.as_secs()),
             })

@@ -74,7 +74,7 @@ pub(super) fn parse_event(payload: &str, me: &str) -> Option<StoreEvent> {
     }
 }
 
-pub(super) async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> PgResult<()> {
+pub(super) async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> TxResult<()> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(channel)
         .bind(payload)

@@ -16,7 +16,7 @@ pub(super) fn without_nul(s: &str) -> Cow<'_, str> {
 pub(super) const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \
                            created_at, started_at, completed_at, not_before, created_by_attempt";
 
-pub(super) fn attempt_from_row(r: &PgRow) -> PgResult<(String, AttemptRecord)> {
+pub(super) fn attempt_from_row(r: &PgRow) -> TxResult<(String, AttemptRecord)> {
     let output: Option<String> = r.try_get("output")?;
     Ok((
         r.try_get("run_id")?,
@@ -33,7 +33,7 @@ pub(super) fn attempt_from_row(r: &PgRow) -> PgResult<(String, AttemptRecord)> {
     ))
 }
 
-pub(super) fn run_from_row(r: &PgRow) -> PgResult<RunRecord> {
+pub(super) fn run_from_row(r: &PgRow) -> TxResult<RunRecord> {
     let input: String = r.try_get("input")?;
     let output: Option<String> = r.try_get("output")?;
     Ok(RunRecord {
@@ -61,11 +61,11 @@ pub(super) fn run_from_row(r: &PgRow) -> PgResult<RunRecord> {
 pub(super) async fn with_attempts(
     conn: &mut PgConnection,
     rows: Vec<PgRow>,
-) -> PgResult<Vec<RunRecord>> {
+) -> TxResult<Vec<RunRecord>> {
     let mut runs = rows
         .iter()
         .map(run_from_row)
-        .collect::<PgResult<Vec<_>>>()?;
+        .collect::<TxResult<Vec<_>>>()?;
     if runs.is_empty() {
         return Ok(runs);
     }
@@ -88,7 +88,7 @@ pub(super) async fn with_attempts(
     Ok(runs)
 }
 
-pub(super) async fn load_run(conn: &mut PgConnection, id: &str) -> PgResult<Option<RunRecord>> {
+pub(super) async fn load_run(conn: &mut PgConnection, id: &str) -> TxResult<Option<RunRecord>> {
     let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
         .bind(id)
         .fetch_all(&mut *conn)
@@ -99,7 +99,7 @@ pub(super) async fn load_run(conn: &mut PgConnection, id: &str) -> PgResult<Opti
 pub(super) async fn load_runs_by_ids(
     conn: &mut PgConnection,
     ids: &[String],
-) -> PgResult<Vec<RunRecord>> {
+) -> TxResult<Vec<RunRecord>> {
     let rows = sqlx::query(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1) ORDER BY seq"
     ))
@@ -116,7 +116,7 @@ pub(super) async fn adopt(
     conn: &mut PgConnection,
     new: &NewRun,
     input_text: &str,
-) -> PgResult<Option<String>> {
+) -> TxResult<Option<String>> {
     let Some(parent) = &new.parent else {
         return Ok(None);
     };
@@ -145,7 +145,7 @@ pub(super) async fn create_run_in(
     conn: &mut PgConnection,
     new: &NewRun,
     channel: &str,
-) -> PgResult<CreatedRun> {
+) -> TxResult<CreatedRun> {
     let input_text = new.input.as_str().to_string();
     if let Some(parent) = &new.parent {
         let running: bool = sqlx::query_scalar(
@@ -281,7 +281,7 @@ pub(super) async fn open_attempts(
     ids: &[String],
     at: DateTime<Utc>,
     node: &NodeId,
-) -> PgResult<()> {
+) -> TxResult<()> {
     sqlx::query(
         "INSERT INTO attempts (run_id, attempt, status, started_at, node_id, node_incarnation)
          SELECT id, coalesce((SELECT max(a.attempt) FROM attempts a WHERE a.run_id = id), 0) + 1,
@@ -314,7 +314,7 @@ pub(super) async fn interrupt(
     conn: &mut PgConnection,
     holders: Holders<'_>,
     channel: &str,
-) -> PgResult<Vec<String>> {
+) -> TxResult<Vec<String>> {
     const CLOSE: &str = "UPDATE attempts SET status = 'failed', interrupted = true, completed_at = now(), error = $1
                          WHERE status = 'running' AND ";
     let ids: Vec<String> = match holders {
