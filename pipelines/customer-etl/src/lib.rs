@@ -9,7 +9,7 @@
 //! 1. partition: [`plan_source`] cuts each file into byte ranges at record
 //!    boundaries, then [`partition_chunk`] (one call per range, in parallel)
 //!    validates its rows and writes one part file with a segment per shard;
-//!    [`write_partition_manifest`] records the plans and counts;
+//!    [`write_partition_summary`] records the plans and counts;
 //! 2. [`process_shard`] (one call per shard) reads only its own segments and
 //!    writes `profiles/shard-NNNNN.*` and `rejects/shard-NNNNN.csv`;
 //! 3. [`aggregate`] reconciles counts and writes `manifest.json`.
@@ -49,8 +49,8 @@ pub use local::{LocalOptions, run_local, run_local_with};
 pub use location::Location;
 pub use manifest::{Manifest, RunParams, RunSummary, Timings, aggregate};
 pub use partition::{
-    ByteRange, ChunkStats, PartitionManifest, SourcePlan, partition_chunk, plan_chunks,
-    plan_source, write_partition_manifest,
+    ByteRange, ChunkStats, PartitionSummary, SourcePlan, partition_chunk, plan_chunks, plan_source,
+    write_partition_summary,
 };
 pub use shard::{ShardRouter, shard_of};
 pub use shard_step::{ShardOptions, ShardStats, process_shard, process_shard_with};

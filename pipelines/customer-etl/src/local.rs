@@ -9,8 +9,8 @@ use crate::location::Location;
 use crate::manifest::{MANIFEST_FILE, RunParams, RunSummary, Timings, aggregate};
 use crate::parallel::run_parallel;
 use crate::partition::{
-    PartitionManifest, SourcePlan, default_num_shards_for, partition_chunk, plan_source,
-    plan_source_sized, write_partition_manifest,
+    PartitionSummary, SourcePlan, default_num_shards_for, partition_chunk, plan_source,
+    plan_source_sized, write_partition_summary,
 };
 use crate::shard::default_num_shards;
 use crate::shard_step::process_shard;
@@ -132,9 +132,9 @@ pub fn run_local_with(
     for ((s, _), stat) in tasks.iter().zip(stats) {
         chunks[*s].push(stat);
     }
-    write_partition_manifest(
+    write_partition_summary(
         &work_dir,
-        &PartitionManifest {
+        &PartitionSummary {
             num_shards,
             plans,
             chunks,
@@ -212,12 +212,12 @@ fn run_every_shard_reads_all(
             chunks.push(vec![partition_chunk(&plan, 0, num_shards, &own)?]);
             plans.push(plan);
         }
-        let manifest = PartitionManifest {
+        let manifest = PartitionSummary {
             num_shards,
             plans,
             chunks,
         };
-        write_partition_manifest(&own, &manifest)?;
+        write_partition_summary(&own, &manifest)?;
         process_shard(id, &own, out_dir, as_of, format)
     })?;
     let timings = Timings {

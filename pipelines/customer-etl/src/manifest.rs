@@ -6,7 +6,7 @@ use crate::contract::{Format, ReasonCounts, RejectReason, Source};
 use crate::error::{EtlError, Result};
 use crate::location::Location;
 use crate::part::collect_rejects;
-use crate::partition::PartitionManifest;
+use crate::partition::PartitionSummary;
 use crate::shard_step::{FileCounts, ShardStats};
 use crate::writer::write_rejects;
 use serde::{Deserialize, Serialize};
@@ -165,7 +165,7 @@ pub fn aggregate(
     mut timings: Timings,
 ) -> Result<RunSummary> {
     let started = Instant::now();
-    let partition = PartitionManifest::load(work_dir)?;
+    let partition = PartitionSummary::load(work_dir)?;
     let out_dir = &params.out_dir;
     let mut shards: Vec<&ShardStats> = shards.iter().collect();
     shards.sort_by_key(|s| s.shard_id);
@@ -223,7 +223,7 @@ pub fn aggregate(
 /// Writes the rows no shard could take (`rejects/unroutable.csv`), in
 /// source then file order; returns how many.
 fn write_unroutable(
-    partition: &PartitionManifest,
+    partition: &PartitionSummary,
     work_dir: &Location,
     out_dir: &Location,
 ) -> Result<u64> {
@@ -248,7 +248,7 @@ fn write_unroutable(
 /// checked to agree (every row read once, accepted or rejected), with the
 /// duplicates the shards found; and the totals.
 fn reconcile(
-    partition: &PartitionManifest,
+    partition: &PartitionSummary,
     work_dir: &Location,
     shards: &[&ShardStats],
 ) -> Result<(BTreeMap<String, FileSummary>, FileCounts)> {

@@ -83,10 +83,10 @@ pub struct ChunkStats {
 }
 
 /// What the partition step produced: the plans and every chunk's stats.
-/// Written to `work/partition.json` by [`write_partition_manifest`]; the shard
+/// Written to `work/partition.json` by [`write_partition_summary`]; the shard
 /// and aggregate steps read it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionManifest {
+pub struct PartitionSummary {
     /// Number of shards the parts were routed to.
     pub num_shards: u32,
     /// One plan per source, in [`Source::ALL`] order.
@@ -400,13 +400,13 @@ pub fn partition_chunk(
     Ok(stats)
 }
 
-/// Writes the partition manifest to `work_dir/partition.json`.
-pub fn write_partition_manifest(work_dir: &Location, manifest: &PartitionManifest) -> Result<()> {
+/// Writes the partition summary to `work_dir/partition.json`.
+pub fn write_partition_summary(work_dir: &Location, manifest: &PartitionSummary) -> Result<()> {
     let json = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
     work_dir.join(MANIFEST_FILE).write_atomically(&json)
 }
 
-impl PartitionManifest {
+impl PartitionSummary {
     /// Opens every part file of `source` in `work_dir`, in chunk order, and
     /// hands each to `f`: how the shard and aggregate steps read their
     /// segments.

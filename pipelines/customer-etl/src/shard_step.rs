@@ -11,7 +11,7 @@ use crate::parallel::run_parallel;
 use crate::part::{
     AcceptedRow, Origin, PartReader, collect_rejects, decode_accepted, part_path, parts_dir,
 };
-use crate::partition::{PartitionManifest, SourcePlan};
+use crate::partition::{PartitionSummary, SourcePlan};
 use crate::profile::build_profile;
 use crate::storage::OutputFile;
 use crate::validate::{BillingRow, CrmRow, CustomerId, ProductRow, SupportRow};
@@ -119,7 +119,7 @@ pub fn process_shard_with(
     options: &ShardOptions,
 ) -> Result<ShardStats> {
     let started = Instant::now();
-    let manifest = PartitionManifest::load(work_dir)?;
+    let manifest = PartitionSummary::load(work_dir)?;
     if shard_id >= manifest.num_shards {
         return Err(EtlError::InvalidArgument(format!(
             "shard {shard_id} is out of range: the work directory {work_dir} has {} shards",
@@ -185,7 +185,7 @@ const PARTS_AT_ONCE: usize = 8;
 
 /// Reads shard `shard_id`'s segments, counting their rows in `files`.
 fn read_segments(
-    manifest: &PartitionManifest,
+    manifest: &PartitionSummary,
     work_dir: &Location,
     shard_id: u32,
     files: &mut [FileCounts],
@@ -263,7 +263,7 @@ impl<'a> ShardRows<'a> {
     /// become `duplicate` rejects, read back from the input for their text.
     fn reject_duplicates(
         &mut self,
-        manifest: &PartitionManifest,
+        manifest: &PartitionSummary,
         shard_id: u32,
         parts: &[Vec<Option<PartReader>>; 4],
         rejects: &mut Vec<RejectRecord<'_>>,

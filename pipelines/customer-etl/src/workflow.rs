@@ -19,8 +19,8 @@ use crate::local::{DEFAULT_CHUNK_BYTES, default_work_dir, plan_inputs, prepare_o
 use crate::location::Location;
 use crate::manifest::{RunParams, RunSummary, Timings, aggregate};
 use crate::partition::{
-    ChunkStats, PartitionManifest, SourcePlan, default_num_shards_for, partition_chunk,
-    write_partition_manifest,
+    ChunkStats, PartitionSummary, SourcePlan, default_num_shards_for, partition_chunk,
+    write_partition_summary,
 };
 use crate::shard_step::{ShardOptions, ShardStats, process_shard_with};
 use futures::future::try_join_all;
@@ -235,14 +235,14 @@ async fn merge_customer_data(ctx: TaskContext, request: MergeRequest) -> TaskRes
     for list in &mut chunks {
         list.sort_by_key(|c| c.chunk);
     }
-    let manifest = PartitionManifest {
+    let manifest = PartitionSummary {
         num_shards,
         plans,
         chunks,
     };
     {
         let work_dir = work_dir.clone();
-        blocking(move || write_partition_manifest(&work_dir, &manifest)).await?;
+        blocking(move || write_partition_summary(&work_dir, &manifest)).await?;
     }
     let partition_ms = partition_started.elapsed().as_millis() as u64;
 
