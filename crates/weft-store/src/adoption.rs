@@ -29,6 +29,17 @@
 
 use md5::{Digest, Md5};
 use serde_json::Value;
+use weft_protocol::payload::Json;
+
+/// Whether a stored child's input is the input a call asks for: equal as
+/// JSON values (key order and whitespace aside; `1` and `1.0` differ, as
+/// they do to the task). Both stores confirm a fingerprint match with this,
+/// so the rule cannot drift between them; a stored input that is not JSON
+/// matches nothing.
+pub fn same_input(stored: &str, input: &Json) -> bool {
+    stored == input.as_str()
+        || serde_json::from_str::<Value>(stored).is_ok_and(|v| v == input.to_value())
+}
 
 /// A 64-bit fingerprint of a JSON value, the same for equal values
 /// whatever their key order or formatting: MD5 of the value's canonical

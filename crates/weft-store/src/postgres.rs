@@ -37,7 +37,7 @@ mod nodes;
 mod runs;
 mod schema;
 
-use crate::adoption::input_fingerprint;
+use crate::adoption::{input_fingerprint, same_input};
 use crate::rows::{
     CANCELED, INTERRUPTED, new_run_id, outcome_columns, parse_json, parse_state, process_exists,
 };

@@ -29,7 +29,7 @@ use chrono::{DateTime, Duration, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use weft_protocol::socket::{TaskDefinition, TaskOptions};
 
-use crate::adoption::input_fingerprint;
+use crate::adoption::{input_fingerprint, same_input};
 use crate::rows::{
     CANCELED, INTERRUPTED, new_run_id, outcome_columns, parse_json, parse_state, process_exists,
 };

@@ -6,8 +6,8 @@
 //! `get-subtask-result` request open, and a held request keeps only its
 //! own connection busy; the next call takes an idle one or opens another.
 //! (The Python SDK opens a connection per call; on a fan-out of a thousand
-//! children, connecting and accepting was a tenth of the runtime's work
-//! per child: BENCHMARKS.md, "The runtime, per Rust child".) Transient
+//! children, connecting and accepting that way costs a tenth of the
+//! runtime's work per child: BENCHMARKS.md, "The runtime, per Rust child".) Transient
 //! failures (connect errors, timeouts, 5xx, 429) are retried with
 //! exponential backoff; 4xx answers are not.
 

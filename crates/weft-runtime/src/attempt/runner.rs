@@ -17,18 +17,17 @@
 //! is started afresh. A standby holds no slot until it has an attempt.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::attempt::task_socket;
-use crate::attempt::task_socket::SocketAttempt;
+use crate::attempt::task_socket::{ServedSocket, SocketAttempt};
 use crate::attempt::{Attempt, AttemptHost};
 use crate::logs::{LogBudget, LogSink, Source};
-use crate::process::executor::{Executor, ExitReason, TaskProcess};
+use crate::process::executor::{Executor, ProcessEnd, TaskProcess};
 use crate::{RuntimeConfig, RuntimeError};
 
 /// How long a standby waits for an attempt before it is stopped.
@@ -64,38 +63,25 @@ pub struct Runner {
 
 /// A task process started ahead of its attempt, waiting on its socket.
 struct Standby {
-    socket: StandbySocket,
+    socket: ServedSocket,
     binding: Arc<SocketAttempt>,
     process: TaskProcess,
     started: Instant,
 }
 
-/// A standby's socket and the server answering on it.
-struct StandbySocket {
-    path: PathBuf,
-    server: JoinHandle<()>,
-}
-
-impl StandbySocket {
-    /// Stops serving and removes the socket file: its attempt has ended,
-    /// or its process is stopped or could not start.
-    fn close(&self) {
-        self.server.abort();
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 impl Standby {
     /// Stops its process and closes its socket.
     async fn stop(self) {
-        self.socket.close();
+        drop(self.socket);
         self.process.discard().await;
     }
 }
 
-/// How an attempt's process ended, from the runner's side.
+/// How an attempt ended, for the coordinator: reported, canceled, or
+/// failed with the message the run records (made from the executor's
+/// [`ProcessEnd`]).
 #[derive(Debug)]
-pub enum AttemptExit {
+pub enum AttemptEnd {
     /// It reported (or another report came first, a timeout's say).
     Reported,
     /// It was killed because its run was canceled or the runtime stops.
@@ -123,9 +109,13 @@ impl Runner {
         })
     }
 
-    /// The executor, for registration runs.
-    pub fn executor(&self) -> &Executor {
-        &self.executor
+    /// Runs the start command in register mode and returns the tasks it
+    /// lists.
+    pub async fn register(
+        &self,
+        config: &RuntimeConfig,
+    ) -> Result<Vec<weft_protocol::socket::TaskDefinition>, RuntimeError> {
+        self.executor.register(config, &self.logs).await
     }
 
     fn standbys(&self) -> std::sync::MutexGuard<'_, VecDeque<Standby>> {
@@ -177,12 +167,12 @@ impl Runner {
         host: Arc<dyn AttemptHost>,
         timeout: Option<Duration>,
         stored_log_bytes: u64,
-    ) -> AttemptExit {
+    ) -> AttemptEnd {
         // Canceled before it started (the node fenced itself, the run was
         // canceled): no process at all.
         if attempt.cancellation().is_cancelled() {
             attempt.close();
-            return AttemptExit::Canceled;
+            return AttemptEnd::Canceled;
         }
         let source = Source {
             run_id: attempt.run.id.clone(),
@@ -200,16 +190,16 @@ impl Runner {
                 Executor::supervise(attempt, standby.process, timeout, started, self.exit_grace)
                     .await;
             attempt.close();
-            standby.socket.close();
-            return self.exit(attempt, exit);
+            drop(standby.socket);
+            return self.end(attempt, exit);
         }
         let socket_path = self.executor.socket_path(&attempt.socket_name());
         let binding = SocketAttempt::bound(attempt.clone());
-        let server = match self.routes.serve(&socket_path, host, binding) {
-            Ok(server) => server,
+        let socket = match self.routes.serve(&socket_path, host, binding) {
+            Ok(socket) => socket,
             Err(e) => {
                 attempt.close();
-                return AttemptExit::Failed(format!(
+                return AttemptEnd::Failed(format!(
                     "could not open the task socket {}: {e}",
                     socket_path.display()
                 ));
@@ -227,30 +217,29 @@ impl Runner {
             )
             .await;
         attempt.close();
-        server.abort();
-        let _ = std::fs::remove_file(&socket_path);
-        self.exit(attempt, exit)
+        drop(socket);
+        self.end(attempt, exit)
     }
 
-    fn exit(&self, attempt: &Attempt, exit: ExitReason) -> AttemptExit {
+    fn end(&self, attempt: &Attempt, exit: ProcessEnd) -> AttemptEnd {
         if attempt.was_reported() {
-            return AttemptExit::Reported;
+            return AttemptEnd::Reported;
         }
         match exit {
-            ExitReason::Reported => AttemptExit::Reported,
-            ExitReason::Canceled => AttemptExit::Canceled,
-            ExitReason::Lost(e) => AttemptExit::Failed(format!(
+            ProcessEnd::Reported => AttemptEnd::Reported,
+            ProcessEnd::Canceled => AttemptEnd::Canceled,
+            ProcessEnd::Lost(e) => AttemptEnd::Failed(format!(
                 "the task process ended before reporting a result: {e}"
             )),
-            ExitReason::SpawnFailed(e) => AttemptExit::Failed(format!(
+            ProcessEnd::SpawnFailed(e) => AttemptEnd::Failed(format!(
                 "could not start the start command {}: {e}",
                 shell_words::join(self.executor.start_command())
             )),
-            ExitReason::TimedOut(t) => AttemptExit::Failed(format!(
+            ProcessEnd::TimedOut(t) => AttemptEnd::Failed(format!(
                 "timed out after {} s (timeout_seconds); the task's processes were killed",
                 t.as_secs()
             )),
-            ExitReason::Exited(status) => AttemptExit::Failed(format!(
+            ProcessEnd::Exited(status) => AttemptEnd::Failed(format!(
                 "the task process exited ({status}) before reporting a result"
             )),
         }
@@ -275,8 +264,32 @@ impl Runner {
     }
 
     /// Starts standbys until `target` are ready or starting (none while
-    /// paused). Returns whether any is waiting, to be stopped when idle.
-    pub async fn start_standbys(&self, target: usize, host: &Arc<dyn AttemptHost>) -> bool {
+    /// paused), then keeps them until none is left: those idle past
+    /// [`STANDBY_IDLE`] are stopped, and all of them once `shutdown` fires.
+    pub async fn keep_standbys(
+        &self,
+        target: usize,
+        host: &Arc<dyn AttemptHost>,
+        shutdown: &CancellationToken,
+    ) {
+        // One caller at a time keeps them; others only start more.
+        if !self.start_standbys(target, host).await || !self.claim_keeper() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(STANDBY_IDLE / 4) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            if !self.stop_idle().await {
+                return;
+            }
+        }
+        self.stop_standbys().await;
+    }
+
+    /// Starts standbys up to `target`; returns whether any is waiting.
+    async fn start_standbys(&self, target: usize, host: &Arc<dyn AttemptHost>) -> bool {
         loop {
             {
                 let standbys = self.standbys();
@@ -307,12 +320,11 @@ impl Runner {
         let n = self.next_standby.fetch_add(1, Ordering::Relaxed);
         let path = self.executor.socket_path(&format!("standby-{n}"));
         let binding = Arc::new(SocketAttempt::default());
-        let server = self.routes.serve(&path, host, binding.clone())?;
-        let socket = StandbySocket { path, server };
-        match self.executor.start_process(&socket.path, &self.logs).await {
+        let socket = self.routes.serve(&path, host, binding.clone())?;
+        match self.executor.start_process(socket.path(), &self.logs).await {
             // Fenced while it started: stopped at once.
             Ok(process) if self.fenced.load(Ordering::Acquire) => {
-                socket.close();
+                drop(socket);
                 process.discard().await;
                 Err(std::io::Error::other("the node fenced itself"))
             }
@@ -322,21 +334,18 @@ impl Runner {
                 process,
                 started: Instant::now(),
             }),
-            Err(e) => {
-                socket.close();
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 
     /// Claims the job of stopping idle standbys; `false` if a task has it.
-    pub fn claim_keeper(&self) -> bool {
+    fn claim_keeper(&self) -> bool {
         !self.keeper.swap(true, Ordering::AcqRel)
     }
 
     /// Stops the standbys that waited [`STANDBY_IDLE`] for an attempt;
     /// returns whether any is left to watch (else the keeper's job ends).
-    pub async fn stop_idle(&self) -> bool {
+    async fn stop_idle(&self) -> bool {
         let idle: VecDeque<Standby> = {
             let mut standbys = self.standbys();
             let (idle, fresh) = std::mem::take(&mut *standbys)

@@ -1,7 +1,7 @@
 //! The task socket: the HTTP API one task process calls over its own Unix
 //! socket (see `weft_protocol::socket`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -36,12 +36,37 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-fn serve(listener: UnixListener, app: Router) -> JoinHandle<()> {
-    // Aborted, not shut down gracefully, when the attempt ends: a held
-    // get-subtask-result request must not keep a dead attempt's socket open.
-    tokio::spawn(async move {
+/// A socket being served. Dropping it stops the server and removes the
+/// socket file, whichever way its attempt (or registration) ended.
+pub struct ServedSocket {
+    path: PathBuf,
+    server: JoinHandle<()>,
+}
+
+impl ServedSocket {
+    /// Where the socket is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ServedSocket {
+    fn drop(&mut self) {
+        // Aborted, not shut down gracefully: a held get-subtask-result
+        // request must not keep a dead attempt's socket open.
+        self.server.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve(path: &Path, listener: UnixListener, app: Router) -> ServedSocket {
+    let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
-    })
+    });
+    ServedSocket {
+        path: path.to_path_buf(),
+        server,
+    }
 }
 
 #[derive(Clone)]
@@ -109,7 +134,7 @@ impl SocketAttempt {
 }
 
 /// The routes of an attempt's socket, made once per runtime: building a
-/// router was a few percent of the runtime's CPU per attempt.
+/// router per attempt costs a few percent of the runtime's CPU per attempt.
 #[derive(Clone)]
 pub struct AttemptRoutes(Router<AttemptState>);
 
@@ -138,10 +163,10 @@ impl AttemptRoutes {
         path: &Path,
         host: Arc<dyn AttemptHost>,
         binding: Arc<SocketAttempt>,
-    ) -> std::io::Result<JoinHandle<()>> {
+    ) -> std::io::Result<ServedSocket> {
         let listener = bind(path)?;
         let app = self.0.clone().with_state(AttemptState { host, binding });
-        Ok(serve(listener, app))
+        Ok(serve(path, listener, app))
     }
 }
 
@@ -150,7 +175,7 @@ pub fn serve_register(
     path: &Path,
     tx: oneshot::Sender<Vec<TaskDefinition>>,
     max_payload: usize,
-) -> std::io::Result<JoinHandle<()>> {
+) -> std::io::Result<ServedSocket> {
     let listener = bind(path)?;
     let tx = Arc::new(Mutex::new(Some(tx)));
     let app = Router::new()
@@ -172,7 +197,7 @@ pub fn serve_register(
             )
         })
         .layer(DefaultBodyLimit::max(body_limit(max_payload)));
-    Ok(serve(listener, app))
+    Ok(serve(path, listener, app))
 }
 
 /// The query of `GET /input` carries the SDK's start-up timings; ignored.

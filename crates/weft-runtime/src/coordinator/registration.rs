@@ -55,11 +55,7 @@ impl Coordinator {
 
     /// Registers, the caller holding the registration lock.
     pub(super) async fn register_tasks_now(&self) -> Result<Vec<TaskRecord>, RuntimeError> {
-        let defs = self
-            .runner
-            .executor()
-            .register(&self.config, &self.logs)
-            .await?;
+        let defs = self.runner.register(&self.config).await?;
         validate_definitions(&defs)?;
         for warning in cloud_warnings(&defs) {
             tracing::warn!("{warning}");

@@ -9,7 +9,7 @@ use chrono::Utc;
 use weft_store::RunRecord;
 
 use super::Coordinator;
-use crate::attempt::runner::AttemptExit;
+use crate::attempt::runner::AttemptEnd;
 use crate::attempt::{Attempt, AttemptHost, Reporter};
 
 /// How long the scheduler waits before claiming again when the store could
@@ -81,23 +81,10 @@ impl Coordinator {
         let this = self.clone();
         self.background.spawn(async move {
             let host: Arc<dyn AttemptHost> = this.clone();
-            let waiting = this
-                .runner
-                .start_standbys(this.config.max_concurrent, &host)
+            let target = this.config.max_concurrent;
+            this.runner
+                .keep_standbys(target, &host, &this.shutdown)
                 .await;
-            if !waiting || !this.runner.claim_keeper() {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(crate::attempt::runner::STANDBY_IDLE / 4) => {}
-                    _ = this.shutdown.cancelled() => break,
-                }
-                if !this.runner.stop_idle().await {
-                    return;
-                }
-            }
-            this.runner.stop_standbys().await;
         });
     }
 
@@ -195,8 +182,8 @@ impl Coordinator {
         {
             // Killed by a cancel (already recorded) or by the runtime
             // stopping (recovery relaunches it).
-            AttemptExit::Reported | AttemptExit::Canceled => {}
-            AttemptExit::Failed(error) => self.report_or_log(attempt, error).await,
+            AttemptEnd::Reported | AttemptEnd::Canceled => {}
+            AttemptEnd::Failed(error) => self.report_or_log(attempt, error).await,
         }
     }
 

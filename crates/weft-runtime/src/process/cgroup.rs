@@ -9,8 +9,8 @@
 //!
 //! A cgroup whose processes are all gone is kept for the next attempt:
 //! making and removing one per attempt (the kernel builds and tears down
-//! its files each time) was a twentieth of the runtime's CPU per child in
-//! a wide fan-out (BENCHMARKS.md, "The runtime, per Rust child").
+//! its files each time) costs a twentieth of the runtime's CPU per child
+//! in a wide fan-out (BENCHMARKS.md, "The runtime, per Rust child").
 
 use std::ffi::CString;
 use std::io::Write as _;

@@ -50,9 +50,10 @@ pub struct Executor {
     _owned_dir: Option<tempfile::TempDir>,
 }
 
-/// How a task process's run ended.
+/// How a task process ended, as the executor saw it (the runner turns it
+/// into the attempt's [`AttemptEnd`](crate::attempt::runner::AttemptEnd)).
 #[derive(Debug)]
-pub enum ExitReason {
+pub enum ProcessEnd {
     /// The attempt reported its outcome on the socket.
     Reported,
     /// The run was canceled; its processes were killed.
@@ -342,8 +343,7 @@ impl Executor {
         process.kill_tree();
         process.drain_output().await;
         process.release().await;
-        server.abort();
-        let _ = std::fs::remove_file(&socket);
+        drop(server);
         outcome
     }
 
@@ -368,7 +368,7 @@ impl Executor {
         source: Source,
         timeout: Option<Duration>,
         exit_grace: Duration,
-    ) -> ExitReason {
+    ) -> ProcessEnd {
         // The timeout counts from the attempt's start, its process's start
         // included: a spawner that is slow (or stopped) does not stretch it.
         let started = tokio::time::Instant::now();
@@ -376,15 +376,15 @@ impl Executor {
         let spawned = match timeout {
             Some(t) => match tokio::time::timeout(t, spawn).await {
                 Ok(spawned) => spawned,
-                Err(_) => return ExitReason::TimedOut(t),
+                Err(_) => return ProcessEnd::TimedOut(t),
             },
             None => spawn.await,
         };
         let mut process = match spawned {
             Ok(p) => p,
             // Canceled meanwhile (a fenced spawner refuses, say): no failure.
-            Err(_) if attempt.cancellation().is_cancelled() => return ExitReason::Canceled,
-            Err(e) => return ExitReason::SpawnFailed(e),
+            Err(_) if attempt.cancellation().is_cancelled() => return ProcessEnd::Canceled,
+            Err(e) => return ProcessEnd::SpawnFailed(e),
         };
         process.capture(logs, Some(source));
         Self::supervise(attempt, process, timeout, started, exit_grace).await
@@ -399,7 +399,7 @@ impl Executor {
         timeout: Option<Duration>,
         started: tokio::time::Instant,
         exit_grace: Duration,
-    ) -> ExitReason {
+    ) -> ProcessEnd {
         let deadline = async {
             match timeout {
                 Some(t) => tokio::time::sleep_until(started + t).await,
@@ -408,16 +408,16 @@ impl Executor {
         };
         let reason = tokio::select! {
             biased;
-            _ = attempt.cancellation().cancelled() => ExitReason::Canceled,
+            _ = attempt.cancellation().cancelled() => ProcessEnd::Canceled,
             _ = attempt.reported() => {
                 process.wait_or_kill(exit_grace).await;
-                ExitReason::Reported
+                ProcessEnd::Reported
             }
             status = process.wait() => match status {
-                Ok(status) => ExitReason::Exited(status),
-                Err(e) => ExitReason::Lost(e),
+                Ok(status) => ProcessEnd::Exited(status),
+                Err(e) => ProcessEnd::Lost(e),
             },
-            _ = deadline => ExitReason::TimedOut(timeout.unwrap_or_default()),
+            _ = deadline => ProcessEnd::TimedOut(timeout.unwrap_or_default()),
         };
         process.kill_tree();
         let _ = process.wait().await;

@@ -15,8 +15,8 @@
 //! execs the start command, in the same process: the pid the runtime holds
 //! is the task's. A binary opts in by calling [`run_if_asked`] first thing
 //! in `main` (`weft` and `customer-etl` do); anywhere else, on other
-//! systems, or with `WEFT_LAUNCHER=off`, the runtime forks with a
-//! `pre_exec` hook as before.
+//! systems, or with `WEFT_LAUNCHER=off`, the runtime forks and does both
+//! steps in a `pre_exec` hook.
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;

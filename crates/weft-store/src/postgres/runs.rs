@@ -112,33 +112,41 @@ pub(super) async fn load_runs_by_ids(
 /// The child an earlier attempt of the parent started (see
 /// [`crate::adoption`]), taken by this attempt: locked, so two identical
 /// calls of one attempt racing each other get two different children.
-pub(super) async fn adopt(
-    conn: &mut PgConnection,
-    new: &NewRun,
-    input_text: &str,
-) -> TxResult<Option<String>> {
+pub(super) async fn adopt(conn: &mut PgConnection, new: &NewRun) -> TxResult<Option<String>> {
     let Some(parent) = &new.parent else {
         return Ok(None);
     };
     if parent.attempt <= 1 {
         return Ok(None);
     }
-    let found: Option<String> = sqlx::query_scalar(
-        "UPDATE runs SET taken_by_attempt = $4 WHERE seq = (
-             SELECT seq FROM runs
-             WHERE parent_id = $1 AND task_name = $2 AND input_hash = $3 AND taken_by_attempt < $4
-               AND status NOT IN ('failed', 'canceled') AND input::jsonb = $5::jsonb
-             ORDER BY seq LIMIT 1 FOR UPDATE)
-         RETURNING id",
+    // Candidates by fingerprint, locked; a row another call of this attempt
+    // took while we waited for its lock is left out when the lock is granted
+    // (PostgreSQL checks the WHERE again), so each call gets its own child.
+    let candidates: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT seq, input FROM runs
+         WHERE parent_id = $1 AND task_name = $2 AND input_hash = $3 AND taken_by_attempt < $4
+           AND status NOT IN ('failed', 'canceled')
+         ORDER BY seq FOR UPDATE",
     )
     .bind(&parent.run_id)
     .bind(&new.task_name)
     .bind(input_fingerprint(&new.input.to_value()))
     .bind(parent.attempt as i32)
-    .bind(input_text)
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(found)
+    let Some((seq, _)) = candidates
+        .into_iter()
+        .find(|(_, input)| same_input(input, &new.input))
+    else {
+        return Ok(None);
+    };
+    let id =
+        sqlx::query_scalar("UPDATE runs SET taken_by_attempt = $2 WHERE seq = $1 RETURNING id")
+            .bind(seq)
+            .bind(parent.attempt as i32)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(Some(id))
 }
 
 pub(super) async fn create_run_in(
@@ -214,7 +222,7 @@ pub(super) async fn create_run_in(
             });
         }
     }
-    if let Some(adopted) = adopt(conn, new, &input_text).await? {
+    if let Some(adopted) = adopt(conn, new).await? {
         let run = load_run(conn, &adopted).await?.expect("just adopted");
         return Ok(CreatedRun {
             run,

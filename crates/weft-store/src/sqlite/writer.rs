@@ -229,7 +229,7 @@ fn commit(
 }
 
 /// A statement through the connection's cache: parsing `BEGIN` and `COMMIT`
-/// anew each time was a tenth of the runtime's CPU per child in a wide
+/// anew each time costs a tenth of the runtime's CPU per child in a wide
 /// fan-out (BENCHMARKS.md, "The runtime, per Rust child").
 pub(super) fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use serde_json::json;
+use weft_protocol::payload::Json;
 use weft_protocol::socket::{RetryPolicy, TaskDefinition, TaskOptions};
 use weft_store::RunState::*;
 use weft_store::*;
@@ -111,6 +112,14 @@ fn child(
         idempotency_key: key.map(str::to_string),
         idempotency_created_at: key.map(|_| "2026-01-01T00:00:00Z".to_string()),
         ..root(task, input)
+    }
+}
+
+/// A child whose input is this JSON text, as its parent's SDK wrote it.
+fn child_text(parent: &RunRecord, attempt: u32, task: &str, input: &str) -> NewRun {
+    NewRun {
+        input: Json::parse(input).unwrap(),
+        ..child(parent, attempt, task, json!([]), None)
     }
 }
 
@@ -613,6 +622,16 @@ pub async fn adoption_hands_each_child_to_one_call_and_skips_failed_ones<B: Back
         .await
         .unwrap()
         .run;
+    let keyed = store
+        .create_run(child_text(&parent, 1, "k", r#"[{"b": 1, "a": [1, 2]}]"#))
+        .await
+        .unwrap()
+        .run;
+    let float = store
+        .create_run(child_text(&parent, 1, "f", "[1.0]"))
+        .await
+        .unwrap()
+        .run;
 
     // Attempt 1 fails on its own (a retry, not a crash): attempt 2 is handed
     // back what attempt 1 started too.
@@ -662,6 +681,19 @@ pub async fn adoption_hands_each_child_to_one_call_and_skips_failed_ones<B: Back
         (Creation::Adopted, &other_task.id),
         "matched by task too"
     );
+    // Inputs are the same JSON value whatever their key order or
+    // whitespace; 1 and 1.0 are not the same input.
+    let k = store
+        .create_run(child_text(&p, 2, "k", r#"[{"a":[1,2],"b":1}]"#))
+        .await
+        .unwrap();
+    assert_eq!((k.how, &k.run.id), (Creation::Adopted, &keyed.id));
+    let f = store
+        .create_run(child_text(&p, 2, "f", "[1]"))
+        .await
+        .unwrap();
+    assert_eq!(f.how, Creation::New, "1 is not 1.0");
+    assert_ne!(f.run.id, float.id);
     let again = ask("c", json!([8])).await;
     assert_eq!(again.how, Creation::New, "a failed child is started anew");
     assert_ne!(again.run.id, failed.id);

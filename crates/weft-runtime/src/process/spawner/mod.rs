@@ -3,7 +3,7 @@
 //! Starting a task process through the launcher (see `launcher`) costs two
 //! execs: the launcher's (this 90 MB binary: its relocations, its C
 //! library's start-up) and the start command's. In a fan-out of no-op Rust
-//! children the first was a fifth of all the CPU the machine spent
+//! children the first costs a fifth of all the CPU the machine spends
 //! (BENCHMARKS.md, "The runtime, per Rust child"). So on Linux the runtime
 //! starts one spawner, this binary run as `__weft-spawner RUNTIME-PID
 //! CONTROL-SOCKET PROGRAM ARGS...`, and asks it for each task process. It
