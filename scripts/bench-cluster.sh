@@ -8,5 +8,5 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft/target}"
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
 fi
-cargo build --release --quiet -p weft-cli -p customer-etl -p weft --examples --bins
-cargo bench --quiet -p weft-cli --bench cluster
+cargo build --release --quiet -p weft-workflows-cli -p customer-etl -p weft-workflows --examples --bins
+cargo bench --quiet -p weft-workflows-cli --bench cluster

@@ -7,4 +7,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft/target}"
 export WEFT_PYTHON="${WEFT_PYTHON:-$PWD/.venv/bin/python}"
 [ -d crates/weft-cli/tests/browser/node_modules/playwright-core ] ||
   (cd crates/weft-cli/tests/browser && npm ci --no-audit --no-fund --silent)
-cargo bench --quiet -p weft-cli --bench dashboard
+cargo bench --quiet -p weft-workflows-cli --bench dashboard

@@ -14,4 +14,4 @@ if ! .venv/bin/python -c 'import render' 2>/dev/null; then
   python3 -m venv .venv && .venv/bin/pip install --quiet --disable-pip-version-check render==1.5.0
 fi
 export WEFT_PYTHON="$PWD/.venv/bin/python"
-cargo bench --quiet -p weft-cli --bench fence
+cargo bench --quiet -p weft-workflows-cli --bench fence

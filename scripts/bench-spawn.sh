@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weft/target}"
 N="${1:-1000}"; ROUNDS="${2:-3}"; shift $(( $# < 2 ? $# : 2 ))
-cargo build --release --quiet -p weft-cli -p weft --bins --examples
+cargo build --release --quiet -p weft-workflows-cli -p weft-workflows --bins --examples
 R="$CARGO_TARGET_DIR/release"
 work="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 modes=(spawner launcher fork)

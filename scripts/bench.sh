@@ -36,7 +36,7 @@ if ! $py -c 'import render, duckdb, moto.server, boto3' 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check render==1.5.0 duckdb 'moto[server]'
 fi
 echo "==> building (release)"
-cargo build --release --quiet -p weft-cli -p customer-etl -p weft --bins --examples
+cargo build --release --quiet -p weft-workflows-cli -p customer-etl -p weft-workflows --bins --examples
 R="$CARGO_TARGET_DIR/release"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -213,8 +213,8 @@ s3() {
 
 dispatch() {
   echo
-  echo "Dispatch latency (cargo bench -p weft-cli --bench dispatch -- 1000)"
-  cargo bench --quiet -p weft-cli --bench dispatch -- 1000 2>/dev/null
+  echo "Dispatch latency (cargo bench -p weft-workflows-cli --bench dispatch -- 1000)"
+  cargo bench --quiet -p weft-workflows-cli --bench dispatch -- 1000 2>/dev/null
 }
 
 for section in "${sections[@]}"; do

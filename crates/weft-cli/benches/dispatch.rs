@@ -3,8 +3,8 @@
 //! over sequential runs; each run is a task process of its own.
 //!
 //! ```sh
-//! cargo build --release -p weft --examples
-//! cargo bench -p weft-cli --bench dispatch [-- RUNS]    # default 1000
+//! cargo build --release -p weft-workflows --examples
+//! cargo bench -p weft-workflows-cli --bench dispatch [-- RUNS]    # default 1000
 //! ```
 
 #[path = "../tests/common/mod.rs"]

@@ -17,9 +17,9 @@ pub struct InitArgs {
     /// The project's folder: new, or empty (Render's default name).
     #[arg(long, default_value = "workflows-demo")]
     dir: PathBuf,
-    /// Rust: the folder of weft's SDK crate (`crates/weft` in weft's
-    /// repository), for the project's path dependency. Default: the
-    /// repository this `weft` was built from, when it is still there.
+    /// Rust: depend on weft's SDK in this folder (`crates/weft` of weft's
+    /// repository) instead of its published crate, to develop against an
+    /// unreleased SDK.
     #[arg(long, value_name = "PATH")]
     weft_sdk: Option<PathBuf>,
     /// Accepted for Render's CLI (`render workflows init --confirm`):
@@ -73,6 +73,7 @@ fn template(language: Language) -> Template {
             files: &[
                 file!("main.py" => "python/main.py"),
                 file!("client.py" => "python/client.py"),
+                file!("test_workflows.py" => "python/test_workflows.py"),
                 file!("requirements.txt" => "python/requirements.txt"),
                 file!("README.md" => "python/README.md"),
                 file!(".gitignore" => "python/gitignore"),
@@ -92,7 +93,7 @@ fn template(language: Language) -> Template {
                 file!(".gitignore" => "typescript/gitignore"),
             ],
             setup: "npm install && npm run build",
-            start: "weft dev -- node dist/main.js",
+            start: "npx weft dev -- node dist/main.js",
             trigger: "node dist/client.js 1 2 3",
         },
         Language::Rust => Template {
@@ -100,7 +101,9 @@ fn template(language: Language) -> Template {
             files: &[
                 file!("src/main.rs" => "rust/src/main.rs"),
                 file!("src/client.rs" => "rust/src/client.rs"),
-                file!("Cargo.toml" => "rust/Cargo.toml"),
+                // `.in`: a Cargo.toml would make cargo leave the folder out of the
+                // published crate (it takes it for a package of its own).
+                file!("Cargo.toml" => "rust/Cargo.toml.in"),
                 file!("README.md" => "rust/README.md"),
                 file!(".gitignore" => "rust/gitignore"),
             ],
@@ -237,47 +240,40 @@ fn project_name(dir: &Path) -> String {
     name
 }
 
-/// The `weft = ...` line of a Rust project's Cargo.toml, and a note for the
-/// user when it had to guess. weft's SDK is not on crates.io, so the
-/// project depends on it by path.
+/// The SDK's line in a Rust project's Cargo.toml: the published crate
+/// (`weft-workflows`, whose library is `weft`) at this binary's version, or
+/// the SDK in `--weft-sdk`'s folder.
 fn weft_dependency(explicit: Option<&Path>) -> Result<(String, Option<String>)> {
-    let is_sdk = |dir: &Path| {
-        std::fs::read_to_string(dir.join("Cargo.toml"))
-            .is_ok_and(|toml| toml.lines().any(|l| l.trim() == "name = \"weft\""))
+    let Some(dir) = explicit else {
+        return Ok((
+            format!("{SDK_PACKAGE} = \"{}\"", env!("CARGO_PKG_VERSION")),
+            None,
+        ));
     };
-    if let Some(dir) = explicit {
-        let dir = dir
-            .canonicalize()
-            .with_context(|| format!("--weft-sdk {}", dir.display()))?;
-        if !is_sdk(&dir) {
-            bail!(
-                "--weft-sdk {}: not weft's SDK crate (no Cargo.toml naming the package \"weft\"; it is crates/weft in weft's repository)",
-                dir.display()
-            );
-        }
-        return Ok((path_dependency(&dir), None));
-    }
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../weft");
-    if let Ok(dir) = built_from.canonicalize()
-        && is_sdk(&dir)
-    {
-        return Ok((path_dependency(&dir), None));
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("--weft-sdk {}", dir.display()))?;
+    let is_sdk = std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|toml| {
+        toml.lines()
+            .any(|l| l.trim() == format!("name = \"{SDK_PACKAGE}\""))
+    });
+    if !is_sdk {
+        bail!(
+            "--weft-sdk {}: not weft's SDK crate (no Cargo.toml naming the package \"{SDK_PACKAGE}\"; it is crates/weft in weft's repository)",
+            dir.display()
+        );
     }
     Ok((
-        "weft = \"0.1\"  # not on crates.io yet: weft = { path = \"…/crates/weft\" }".into(),
-        Some(
-            "weft's SDK is not on crates.io: point Cargo.toml at crates/weft of weft's repository (or pass --weft-sdk)"
-                .into(),
+        format!(
+            "{SDK_PACKAGE} = {{ path = {} }}",
+            toml_string(&dir.to_string_lossy())
         ),
+        Some(format!("the SDK comes from {}", dir.display())),
     ))
 }
 
-fn path_dependency(dir: &Path) -> String {
-    format!(
-        "weft = {{ path = {} }}",
-        toml_string(&dir.to_string_lossy())
-    )
-}
+/// The SDK's name on crates.io.
+const SDK_PACKAGE: &str = "weft-workflows";
 
 /// A TOML basic string.
 fn toml_string(s: &str) -> String {
@@ -317,6 +313,28 @@ mod tests {
         assert_eq!(project_name(Path::new("/tmp/My App!")), "my-app");
         assert_eq!(project_name(Path::new("2024 jobs")), "workflows-2024-jobs");
         assert_eq!(project_name(Path::new("/tmp/a/b/../étl")), "tl");
+    }
+
+    #[test]
+    fn a_rust_project_depends_on_the_published_sdk_unless_told_a_folder() {
+        let (line, note) = weft_dependency(None).unwrap();
+        assert_eq!(
+            line,
+            format!("weft-workflows = \"{}\"", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(note, None);
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../weft");
+        let (line, _) = weft_dependency(Some(&sdk)).unwrap();
+        let dir = sdk.canonicalize().unwrap();
+        assert_eq!(
+            line,
+            format!("weft-workflows = {{ path = \"{}\" }}", dir.display())
+        );
+        let err = weft_dependency(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not weft's SDK crate"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -103,6 +103,7 @@ fn a_python_project_runs_on_the_official_sdk() {
     for file in [
         "main.py",
         "client.py",
+        "test_workflows.py",
         "requirements.txt",
         "README.md",
         ".gitignore",
@@ -123,11 +124,29 @@ fn a_python_project_runs_on_the_official_sdk() {
 
 #[test]
 fn a_rust_project_builds_on_the_workspace_sdk_and_runs() {
-    let (_tmp, project) = scaffold("rust");
-    let manifest = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
     let sdk = common::repo_root().join("crates/weft");
+    ok(
+        weft_init(
+            &[
+                "--language",
+                "rust",
+                "--dir",
+                "my-workflows",
+                "--weft-sdk",
+                sdk.to_str().unwrap(),
+            ],
+            tmp.path(),
+        ),
+        "weft init",
+    );
+    let project = tmp.path().join("my-workflows");
+    let manifest = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
     assert!(
-        manifest.contains(&format!("weft = {{ path = \"{}\" }}", sdk.display())),
+        manifest.contains(&format!(
+            "weft-workflows = {{ path = \"{}\" }}",
+            sdk.canonicalize().unwrap().display()
+        )),
         "{manifest}"
     );
     assert!(manifest.contains("name = \"my-workflows\""), "{manifest}");
@@ -172,6 +191,9 @@ fn a_typescript_project_runs_on_the_sdk_built_from_source() {
     let package = project.join("package.json");
     let text = std::fs::read_to_string(&package).unwrap();
     assert!(text.contains("\"@renderinc/sdk\": \"^1.0.0\""), "{text}");
+    assert!(text.contains("\"weft-workflows\": \"^0.1.0\""), "{text}");
+    // weft is the one under test, not a package from the registry.
+    let text = text.replace("    \"weft-workflows\": \"^0.1.0\",\n", "");
     // What `npm link` would do: the SDK from its folder instead of the registry.
     let local = format!("\"@renderinc/sdk\": \"file:{}\"", sdk.display());
     std::fs::write(

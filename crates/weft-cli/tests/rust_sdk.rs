@@ -3,7 +3,7 @@
 //! Python app on the official SDK driven by the Rust client.
 //!
 //! The examples are built by `cargo test --workspace` (or
-//! `cargo build -p weft --examples`) next to the `weft` binary.
+//! `cargo build -p weft-workflows --examples`) next to the `weft` binary.
 
 mod common;
 use std::path::Path;

@@ -24,7 +24,7 @@ fn example(name: &str) -> PathBuf {
     let app = profile.join("examples").join(name);
     assert!(
         app.is_file(),
-        "{} is not built: `cargo test --workspace` builds it (or `cargo build -p weft --examples`)",
+        "{} is not built: `cargo test --workspace` builds it (or `cargo build -p weft-workflows --examples`)",
         app.display()
     );
     app

@@ -7,7 +7,7 @@
 //! SDKs sends one (a relaunched attempt's calls carry new keys, so they are
 //! adopted by task and input).
 //!
-//! `cargo bench -p weft-store --bench adoption [-- WIDTH ...]` (default
+//! `cargo bench -p weft-workflows-store --bench adoption [-- WIDTH ...]` (default
 //! 100 1000 3000) prints a Markdown table; BENCHMARKS.md keeps the numbers.
 
 use std::time::Instant;

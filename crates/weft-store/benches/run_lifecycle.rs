@@ -3,7 +3,7 @@
 //! default durability and with `--power-loss-safe`, from one caller and from
 //! many at once.
 //!
-//! `cargo bench -p weft-store --bench run_lifecycle [-- RUNS]` (default 2000)
+//! `cargo bench -p weft-workflows-store --bench run_lifecycle [-- RUNS]` (default 2000)
 //! prints a Markdown table; BENCHMARKS.md keeps the numbers.
 
 use std::sync::Arc;

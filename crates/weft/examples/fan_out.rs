@@ -3,11 +3,11 @@
 //! process; the parent waits for all of them.
 //!
 //! ```text
-//! cargo build -p weft --example fan_out
+//! cargo build -p weft-workflows --example fan_out
 //! weft dev -- target/debug/examples/fan_out
 //! # in another terminal:
 //! weft run fan_out '[200]'                     # 2646700
-//! cargo run -p weft --example trigger -- fan_out '[200]'
+//! cargo run -p weft-workflows --example trigger -- fan_out '[200]'
 //! ```
 
 use futures::future::try_join_all;

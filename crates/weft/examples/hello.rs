@@ -2,11 +2,11 @@
 //! once as children and adds the results.
 //!
 //! ```text
-//! cargo build -p weft --example hello
+//! cargo build -p weft-workflows --example hello
 //! weft dev -- target/debug/examples/hello
 //! # in another terminal:
 //! weft run add_squares '[3, 4]'                     # 25
-//! cargo run -p weft --example trigger -- add_squares '[3, 4]'
+//! cargo run -p weft-workflows --example trigger -- add_squares '[3, 4]'
 //! ```
 
 use weft::{Task, TaskContext, TaskResult, Workflows};

@@ -10,7 +10,7 @@
 //!   error message instead of failing.
 //!
 //! ```text
-//! cargo build -p weft --example retries
+//! cargo build -p weft-workflows --example retries
 //! weft dev -- target/debug/examples/retries
 //! # in another terminal:
 //! weft run flaky '[2]'             # succeeds on the third attempt: "attempt 3"

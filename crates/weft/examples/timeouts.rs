@@ -7,7 +7,7 @@
 //!   them: a tree to cancel, or to drain.
 //!
 //! ```text
-//! cargo build -p weft --example timeouts
+//! cargo build -p weft-workflows --example timeouts
 //! weft dev -- target/debug/examples/timeouts
 //! # in another terminal:
 //! weft run bounded_sleep '[0.2]'     # 0.2

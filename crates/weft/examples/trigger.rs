@@ -2,7 +2,7 @@
 //! of the other examples.
 //!
 //! ```text
-//! RENDER_USE_LOCAL_DEV=true cargo run -p weft --example trigger -- add_squares '[3, 4]'
+//! RENDER_USE_LOCAL_DEV=true cargo run -p weft-workflows --example trigger -- add_squares '[3, 4]'
 //! ```
 //!
 //! The client reads `RENDER_USE_LOCAL_DEV`, `RENDER_LOCAL_DEV_URL` and

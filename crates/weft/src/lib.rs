@@ -11,7 +11,7 @@
 //!
 //! ```toml
 //! [dependencies]
-//! weft = { path = "../weft/crates/weft" }
+//! weft-workflows = "0.1"   # the library is `weft`
 //! futures = "0.3"
 //! ```
 //!

@@ -425,7 +425,7 @@ pub fn example(name: &str) -> PathBuf {
     let app = profile_dir().join("examples").join(name);
     assert!(
         app.is_file(),
-        "{} is not built: run `cargo build -p weft --examples` (`cargo test --workspace` builds it)",
+        "{} is not built: run `cargo build -p weft-workflows --examples` (`cargo test --workspace` builds it)",
         app.display()
     );
     app
