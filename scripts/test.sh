@@ -58,7 +58,3 @@ if [ -n "${WEFT_TS_SDK_DIR:-}" ]; then
   echo "==> cargo test: the tests on @renderinc/sdk 1.x (WEFT_TS_SDK_DIR)"
   cargo test -p weft-workflows-cli --test typescript_sdk --test init -- --ignored
 fi
-if grep -q " - cgroup2 " /proc/self/mountinfo; then
-  echo "==> cargo test: the tests that need cgroup v2"
-  cargo test -p weft-workflows-cli --test hardening descendants_that_leave -- --ignored
-fi

@@ -79,6 +79,13 @@ pub struct ServerOptions {
     /// README's "Standbys".
     #[arg(long)]
     pub no_standby: bool,
+    /// What a task's Render plan (its `plan` option, `standard` by
+    /// default) does here: `enforce` holds each attempt to the plan's
+    /// memory and CPUs, as Render does (an attempt over the memory fails,
+    /// naming the plan); `warn` limits nothing and says which attempts
+    /// Render would have killed; `off` ignores plans.
+    #[arg(long, value_enum, default_value_t = PlansArg::Enforce)]
+    pub plans: PlansArg,
     /// How long a client may take to send a request's headers.
     #[arg(long, default_value = "30s", value_parser = parse_duration, hide = true)]
     pub header_read_timeout: Duration,
@@ -86,6 +93,14 @@ pub struct ServerOptions {
     /// one quoted string (`-- "python main.py"`), as Render's docs write it.
     #[arg(last = true, required = true, value_name = "START COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `--plans`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum PlansArg {
+    Enforce,
+    Warn,
+    Off,
 }
 
 /// Below this many characters an API key is said to be short.
@@ -273,6 +288,11 @@ impl ServerOptions {
         config.max_depth = self.max_depth;
         config.prefork = self.prefork.then(|| self.preload.clone());
         config.standby = !self.no_standby;
+        config.plans = match self.plans {
+            PlansArg::Enforce => weft_runtime::Plans::Enforce,
+            PlansArg::Warn => weft_runtime::Plans::Warn,
+            PlansArg::Off => weft_runtime::Plans::Off,
+        };
         // Sweep often enough that nothing outlives its retention by much.
         if let Some(keep) = self.retention {
             config.retention_sweep =

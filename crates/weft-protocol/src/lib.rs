@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod payload;
+pub mod plan;
 pub mod socket;
 
 pub use payload::{PayloadError, TaskInput};

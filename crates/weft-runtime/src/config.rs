@@ -57,6 +57,24 @@ pub struct RuntimeConfig {
     /// While runs wait for a slot, start task processes ahead of their
     /// attempts (the README's "Standbys").
     pub standby: bool,
+    /// What an attempt's Render plan means here (docs/plans.md).
+    pub plans: Plans,
+}
+
+/// What a task's Render plan (its `plan` option; `standard` by default)
+/// does to its attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Plans {
+    /// Each attempt's processes get the plan's memory (no swap) and CPUs,
+    /// as on Render: one that needs more memory is killed, and its attempt
+    /// fails with a message naming the plan.
+    #[default]
+    Enforce,
+    /// No limit; an attempt whose processes went over the plan's memory
+    /// is reported as one Render would have killed.
+    Warn,
+    /// Plans mean nothing.
+    Off,
 }
 
 impl RuntimeConfig {
@@ -84,6 +102,7 @@ impl RuntimeConfig {
             max_depth: 64,
             prefork: None,
             standby: true,
+            plans: Plans::Enforce,
         }
     }
 }

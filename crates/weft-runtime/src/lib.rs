@@ -37,7 +37,7 @@ mod process;
 mod runtime;
 mod terminal;
 
-pub use config::{RuntimeConfig, default_max_concurrent};
+pub use config::{Plans, RuntimeConfig, default_max_concurrent};
 pub use coordinator::{Coordinator, EndedRun};
 pub use error::{RunError, RuntimeError};
 pub use http::listener::raise_open_files_limit;

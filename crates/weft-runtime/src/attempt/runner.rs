@@ -27,8 +27,10 @@ use crate::attempt::task_socket;
 use crate::attempt::task_socket::{ServedSocket, SocketAttempt};
 use crate::attempt::{Attempt, AttemptHost};
 use crate::logs::{LogBudget, LogSink, Source};
-use crate::process::executor::{Executor, ProcessEnd, TaskProcess};
-use crate::{RuntimeConfig, RuntimeError};
+use crate::process::cgroup::{Limits, Usage};
+use crate::process::executor::{Bounds, Executor, ProcessEnd, TaskProcess};
+use crate::{Plans, RuntimeConfig, RuntimeError};
+use weft_protocol::plan::{Plan, megabytes_text};
 
 /// How long a standby waits for an attempt before it is stopped.
 pub const STANDBY_IDLE: Duration = Duration::from_secs(1);
@@ -59,6 +61,8 @@ pub struct Runner {
     standby_attempts: AtomicU64,
     /// The node fenced itself: no standby is started until it rejoins.
     fenced: AtomicBool,
+    /// What plans do to attempts.
+    plans: Plans,
 }
 
 /// A task process started ahead of its attempt, waiting on its socket.
@@ -106,6 +110,7 @@ impl Runner {
             keeper: AtomicBool::new(false),
             standby_attempts: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
+            plans: config.plans,
         })
     }
 
@@ -166,8 +171,17 @@ impl Runner {
         attempt: &Arc<Attempt>,
         host: Arc<dyn AttemptHost>,
         timeout: Option<Duration>,
+        plan: Plan,
         stored_log_bytes: u64,
     ) -> AttemptEnd {
+        let bounds = Bounds {
+            timeout,
+            exit_grace: self.exit_grace,
+            limits: (self.plans == Plans::Enforce).then_some(Limits {
+                memory_bytes: Some(plan.memory_bytes),
+                cpu_millis: Some(plan.cpu_millis),
+            }),
+        };
         // Canceled before it started (the node fenced itself, the run was
         // canceled): no process at all.
         if attempt.cancellation().is_cancelled() {
@@ -186,12 +200,11 @@ impl Runner {
             // What it wrote while it waited is this attempt's too.
             standby.process.capture(&self.logs, Some(source));
             let started = tokio::time::Instant::now();
-            let exit =
-                Executor::supervise(attempt, standby.process, timeout, started, self.exit_grace)
-                    .await;
+            let (exit, usage) =
+                Executor::supervise(attempt, standby.process, started, bounds).await;
             attempt.close();
             drop(standby.socket);
-            return self.end(attempt, exit);
+            return self.end(attempt, exit, usage, plan);
         }
         let socket_path = self.executor.socket_path(&attempt.socket_name());
         let binding = SocketAttempt::bound(attempt.clone());
@@ -205,27 +218,47 @@ impl Runner {
                 ));
             }
         };
-        let exit = self
+        let (exit, usage) = self
             .executor
-            .run_attempt(
-                attempt,
-                &socket_path,
-                &self.logs,
-                source,
-                timeout,
-                self.exit_grace,
-            )
+            .run_attempt(attempt, &socket_path, &self.logs, source, bounds)
             .await;
         attempt.close();
         drop(socket);
-        self.end(attempt, exit)
+        self.end(attempt, exit, usage, plan)
     }
 
-    fn end(&self, attempt: &Attempt, exit: ProcessEnd) -> AttemptEnd {
+    fn end(
+        &self,
+        attempt: &Attempt,
+        exit: ProcessEnd,
+        usage: Option<Usage>,
+        plan: Plan,
+    ) -> AttemptEnd {
+        let peak = usage.and_then(|u| u.peak_memory_bytes);
+        if self.plans == Plans::Warn
+            && let Some(peak) = peak.filter(|p| *p > plan.memory_bytes)
+        {
+            tracing::warn!(
+                "run {} ({}, attempt {}) reached {} of memory: on Render, plan {} ({}) would have killed it",
+                attempt.run.id,
+                attempt.run.task_name,
+                attempt.number,
+                megabytes_text(peak),
+                plan.name,
+                plan.memory_text(),
+            );
+        }
         if attempt.was_reported() {
             return AttemptEnd::Reported;
         }
+        let killed_for_memory = self.plans == Plans::Enforce && usage.is_some_and(|u| u.oom_killed);
         match exit {
+            ProcessEnd::Exited(status) if killed_for_memory => AttemptEnd::Failed(format!(
+                "exceeded the memory of plan {} ({}): the kernel killed the task's process ({status}) when its processes reached {}; give the task a larger plan, or run weft with --plans warn to measure it without limits",
+                plan.name,
+                plan.memory_text(),
+                peak.map_or_else(|| plan.memory_text(), megabytes_text),
+            )),
             ProcessEnd::Reported => AttemptEnd::Reported,
             ProcessEnd::Canceled => AttemptEnd::Canceled,
             ProcessEnd::Lost(e) => AttemptEnd::Failed(format!(

@@ -116,6 +116,16 @@ pub(super) fn cloud_warnings(defs: &[TaskDefinition]) -> Vec<String> {
                 }
             ));
         }
+        if let Some(name) = options.plan.as_deref()
+            && weft_protocol::plan::Plan::named(name).is_none()
+        {
+            warnings.push(format!(
+                "task {:?} has plan {name:?}, which is not one of Render's plans ({}): weft holds it to the default plan, {}",
+                def.name,
+                weft_protocol::plan::plan_names(),
+                weft_protocol::plan::DEFAULT_PLAN,
+            ));
+        }
         if let Some(n) = options.retry.as_ref().and_then(|r| r.max_retries)
             && n < 0
         {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use weft_protocol::plan::Plan;
 use weft_store::RunRecord;
 
 use super::Coordinator;
@@ -169,6 +170,9 @@ impl Coordinator {
             return;
         };
         let timeout = task.options.timeout();
+        // An unknown plan was warned about at registration: standard's.
+        let plan = Plan::of(task.options.plan.as_deref())
+            .unwrap_or_else(|_| Plan::of(None).expect("the default plan"));
         let stored_log_bytes = if attempt.number > 1 {
             self.store.log_bytes(&run.id).await.unwrap_or(0)
         } else {
@@ -177,7 +181,7 @@ impl Coordinator {
         let host: Arc<dyn AttemptHost> = self.clone();
         match self
             .runner
-            .run(attempt, host, timeout, stored_log_bytes)
+            .run(attempt, host, timeout, plan, stored_log_bytes)
             .await
         {
             // Killed by a cancel (already recorded) or by the runtime

@@ -1,63 +1,247 @@
-//! A cgroup (v2) per attempt, where Linux lets weft make one: every process
-//! an attempt starts stays in its cgroup, even one that leaves the process
+//! A cgroup per attempt, where Linux lets weft make one: every process an
+//! attempt starts stays in its cgroup, even one that leaves the process
 //! group with `setsid` (Python's `start_new_session=True`), so a timeout or
-//! a cancel kills them all (`cgroup.kill`), not only the process group.
+//! a cancel kills them all, not only the process group; and the cgroup
+//! holds the attempt to its plan's memory and CPU (`Limits`) and measures
+//! what it used (`Usage`).
 //!
-//! The attempts' cgroups live under `weft-<pid>` beside weft's own cgroup.
-//! Without a writable cgroup v2 hierarchy (not Linux, no permission, an
-//! old kernel) weft kills process groups only, and says so at start.
+//! Both kinds of hierarchy are used:
 //!
-//! A cgroup whose processes are all gone is kept for the next attempt:
-//! making and removing one per attempt (the kernel builds and tears down
-//! its files each time) costs a twentieth of the runtime's CPU per child
-//! in a wide fan-out (BENCHMARKS.md, "The runtime, per Rust child").
+//! | | cgroup v2 (unified) | cgroup v1 (a hierarchy per controller) |
+//! |---|---|---|
+//! | the group | one folder | one folder in each of `memory`, `cpu`, `cpuacct`, `freezer`, `pids` that is mounted and writable |
+//! | entering it | its `cgroup.procs` | every folder's `cgroup.procs` |
+//! | killing all | `cgroup.kill` | freeze (`freezer.state`), SIGKILL each member, thaw |
+//! | memory, no swap | `memory.max`, `memory.swap.max`, `memory.oom.group` | `memory.limit_in_bytes`, `memory.memsw.limit_in_bytes` |
+//! | CPU quota | `cpu.max` | `cpu.cfs_quota_us` / `cpu.cfs_period_us` |
+//! | peak memory, CPU time | `memory.peak`, `cpu.stat` | `memory.max_usage_in_bytes`, `cpuacct.usage` |
+//! | killed for memory | `memory.events` `oom_kill` | `memory.oom_control` `oom_kill` |
+//!
+//! The attempts' groups live under `weft-<pid>` beside weft's own group (in
+//! each v1 hierarchy). Without either (not Linux, no permission, an old
+//! kernel) weft kills process groups only and enforces no plan, and says
+//! so at start.
+//!
+//! A group whose processes are all gone is kept for the next attempt, its
+//! counters reset and its limits set anew: making and removing one per
+//! attempt (the kernel builds and tears down its files each time) costs a
+//! twentieth of the runtime's CPU per child in a wide fan-out
+//! (BENCHMARKS.md, "The runtime, per Rust child").
+//!
+//! The path list a child enters (`AttemptCgroup::procs`) is the group's
+//! `cgroup.procs` files joined by newlines: one on v2, one per controller
+//! on v1. The spawner, the launcher and the pre-fork server take it as it
+//! is and write `0` into each.
 
-use std::ffi::CString;
-use std::io::Write as _;
+use std::ffi::{CStr, CString};
+use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The v1 controllers weft uses, in the order a group's folders are kept.
+const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "freezer", "pids"];
+
+/// The CPU quota's period: 100 ms, the kernel's default.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// What an attempt may use: its plan's memory (no swap) and CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    /// Thousandths of a CPU.
+    pub cpu_millis: Option<u32>,
+}
+
+/// What an attempt's processes used, as far as the hierarchy tells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// The most memory its processes held at once.
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time of all its processes.
+    pub cpu_time: Option<Duration>,
+    /// The kernel killed one of its processes for going over the memory
+    /// limit.
+    pub oom_killed: bool,
+}
+
+/// Which hierarchy the groups are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
 /// The cgroups of one runtime's attempts.
 pub struct Cgroups {
-    root: PathBuf,
-    /// Emptied cgroups, for the next attempts.
-    idle: Arc<Mutex<Vec<PathBuf>>>,
-    /// Names new cgroups.
+    version: Version,
+    /// v2: the one `weft-<pid>` folder; v1: one per controller in use
+    /// (`None` where that controller is not mounted or not writable).
+    roots: Vec<(&'static str, PathBuf)>,
+    /// Emptied groups, for the next attempts.
+    idle: Arc<Mutex<Vec<Group>>>,
+    /// Names new groups.
     made: AtomicU64,
 }
 
-/// Where cgroup v2 is mounted and where this process sits in it.
-fn own_cgroup() -> Result<PathBuf, String> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+/// One attempt's group: its folder in each hierarchy it is in.
+#[derive(Debug, Clone)]
+struct Group {
+    version: Version,
+    /// (controller, folder); v2 has one, named "".
+    dirs: Vec<(&'static str, PathBuf)>,
+}
+
+impl Group {
+    /// The folder holding `controller`'s files (v2: the one folder).
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        match self.version {
+            Version::V2 => self.dirs.first().map(|(_, d)| d.as_path()),
+            Version::V1 => self
+                .dirs
+                .iter()
+                .find(|(c, _)| *c == controller)
+                .map(|(_, d)| d.as_path()),
+        }
+    }
+
+    fn file(&self, controller: &str, name: &str) -> Option<PathBuf> {
+        self.dir(controller).map(|d| d.join(name))
+    }
+
+    /// Each distinct folder once (v1 hierarchies may be mounted together).
+    fn folders(&self) -> Vec<&Path> {
+        let mut out: Vec<&Path> = Vec::new();
+        for (_, d) in &self.dirs {
+            if !out.contains(&d.as_path()) {
+                out.push(d);
+            }
+        }
+        out
+    }
+}
+
+/// A mounted hierarchy: its mount point and the controllers (v1) on it.
+struct Mount {
+    point: PathBuf,
+    fstype: String,
+    options: Vec<String>,
+}
+
+fn mounts() -> Result<Vec<Mount>, String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-    // Fields: id parent major:minor root mount-point options ... - fstype ...
-    let mount = mounts
+    // Fields: id parent major:minor root mount-point options ... - fstype source super-options
+    Ok(text
         .lines()
-        .find_map(|line| {
+        .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            right
-                .starts_with("cgroup2 ")
-                .then(|| left.split(' ').nth(4).map(PathBuf::from))
-                .flatten()
+            let point = PathBuf::from(left.split(' ').nth(4)?);
+            let mut right = right.split(' ');
+            let fstype = right.next()?.to_string();
+            let options = right
+                .nth(1)
+                .unwrap_or("")
+                .split(',')
+                .map(str::to_string)
+                .collect();
+            Some(Mount {
+                point,
+                fstype,
+                options,
+            })
         })
-        .ok_or("no cgroup v2 hierarchy is mounted")?;
-    let membership = std::fs::read_to_string("/proc/self/cgroup")
+        .collect())
+}
+
+/// This process's place in each hierarchy: (controllers, path) from
+/// `/proc/self/cgroup` (v2's line has no controllers).
+fn memberships() -> Result<Vec<(Vec<String>, String)>, String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")
         .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
-    let path = membership
+    Ok(text
         .lines()
-        .find_map(|l| l.strip_prefix("0::"))
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let _id = parts.next()?;
+            let controllers = parts.next()?;
+            let path = parts.next()?;
+            let controllers = controllers
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            Some((controllers, path.to_string()))
+        })
+        .collect())
+}
+
+/// The v2 folder of this process, where v2 is mounted.
+fn own_v2(mounts: &[Mount], memberships: &[(Vec<String>, String)]) -> Result<PathBuf, String> {
+    let mount = mounts
+        .iter()
+        .find(|m| m.fstype == "cgroup2")
+        .ok_or("no cgroup v2 hierarchy is mounted")?;
+    let path = memberships
+        .iter()
+        .find(|(c, _)| c.is_empty())
+        .map(|(_, p)| p)
         .ok_or("this process is in no cgroup v2 group")?;
-    Ok(mount.join(path.trim_start_matches('/')))
+    Ok(mount.point.join(path.trim_start_matches('/')))
+}
+
+/// The folder of this process's groups: `weft-<pid>`, and `weft-<pid>-<n>`
+/// for each further set one process makes (tests make several).
+fn root_name() -> String {
+    static MADE: AtomicU64 = AtomicU64::new(0);
+    match MADE.fetch_add(1, Ordering::Relaxed) {
+        0 => format!("weft-{}", std::process::id()),
+        n => format!("weft-{}-{n}", std::process::id()),
+    }
+}
+
+/// This process's folder in the v1 hierarchy of `controller`.
+fn own_v1(
+    controller: &str,
+    mounts: &[Mount],
+    memberships: &[(Vec<String>, String)],
+) -> Option<PathBuf> {
+    let mount = mounts
+        .iter()
+        .find(|m| m.fstype == "cgroup" && m.options.iter().any(|o| o == controller))?;
+    let path = memberships
+        .iter()
+        .find(|(c, _)| c.iter().any(|c| c == controller))
+        .map(|(_, p)| p)?;
+    Some(mount.point.join(path.trim_start_matches('/')))
 }
 
 impl Cgroups {
-    /// The cgroups of this runtime, made now; `Err` says why there are none.
+    /// The cgroups of this runtime, made now; `Err` says why there are
+    /// none. v2 where it has the memory controller; else v1 where that has
+    /// it (a "hybrid" host mounts v2 with no controllers beside v1's); else
+    /// whichever can at least hold and kill an attempt's processes.
     pub fn create() -> Result<Self, String> {
-        let own = own_cgroup()?;
-        sweep_stale(&own);
-        let root = own.join(format!("weft-{}", std::process::id()));
+        let mounts = mounts()?;
+        let memberships = memberships()?;
+        let v2 = own_v2(&mounts, &memberships).and_then(|own| Self::create_v2(&own));
+        if let Ok(cgroups) = &v2
+            && cgroups.limits_memory()
+        {
+            return v2;
+        }
+        let v1 = Self::create_v1(&mounts, &memberships);
+        match (v2, v1) {
+            (_, Ok(v1)) if v1.limits_memory() => Ok(v1),
+            (Ok(v2), _) | (Err(_), Ok(v2)) => Ok(v2),
+            (Err(v2), Err(v1)) => Err(format!("cgroup v2: {v2}; cgroup v1: {v1}")),
+        }
+    }
+
+    fn create_v2(own: &Path) -> Result<Self, String> {
+        sweep_stale(own);
+        let root = own.join(root_name());
         std::fs::create_dir(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
         // (The root cgroup has no cgroup.kill; the ones below it do.)
         if !root.join("cgroup.kill").exists() {
@@ -67,73 +251,180 @@ impl Cgroups {
                 root.display()
             ));
         }
+        // The controllers the attempts' groups use: weft's own group must
+        // pass them down to `root`, and `root` to the attempts. A group
+        // that holds processes (weft's own, with whatever shell started it)
+        // cannot pass any on (the kernel's "no internal processes" rule):
+        // then only a delegated group (`systemd-run --user --scope -p
+        // Delegate=yes weft dev ...`, a container's own root) gives limits.
+        let _ = std::fs::write(own.join("cgroup.subtree_control"), "+memory +cpu +pids");
+        let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory +cpu +pids");
         Ok(Self {
-            root,
+            version: Version::V2,
+            roots: vec![("", root)],
             idle: Arc::default(),
             made: AtomicU64::new(0),
         })
     }
 
-    /// An empty cgroup for one attempt: an idle one, or a new one.
-    pub fn attempt(&self) -> Option<AttemptCgroup> {
+    fn create_v1(mounts: &[Mount], memberships: &[(Vec<String>, String)]) -> Result<Self, String> {
+        let mut roots = Vec::new();
+        let mut refused = Vec::new();
+        for controller in V1_CONTROLLERS {
+            let Some(own) = own_v1(controller, mounts, memberships) else {
+                continue;
+            };
+            sweep_stale(&own);
+            let root = own.join(root_name());
+            match std::fs::create_dir(&root) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    refused.push(format!(
+                        "{controller}: cannot create {}: {e}",
+                        root.display()
+                    ));
+                    continue;
+                }
+            }
+            roots.push((controller, root));
+        }
+        if roots.is_empty() {
+            return Err(if refused.is_empty() {
+                "no cgroup v1 controller is mounted".into()
+            } else {
+                refused.join("; ")
+            });
+        }
+        for why in refused {
+            tracing::warn!("cgroup v1 {why}");
+        }
+        Ok(Self {
+            version: Version::V1,
+            roots,
+            idle: Arc::default(),
+            made: AtomicU64::new(0),
+        })
+    }
+
+    /// Which hierarchy, and (v1) which controllers, the groups use.
+    pub fn describe(&self) -> String {
+        match self.version {
+            Version::V2 if self.limits_memory() => "cgroup v2".into(),
+            Version::V2 => "cgroup v2, without the memory and cpu controllers (weft's own cgroup does not delegate them)".into(),
+            Version::V1 => format!(
+                "cgroup v1 ({})",
+                self.roots
+                    .iter()
+                    .map(|(c, _)| *c)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// Whether attempts can be held to a memory limit (and CPU quota).
+    pub fn limits_memory(&self) -> bool {
+        match self.version {
+            Version::V2 => std::fs::read_to_string(self.roots[0].1.join("cgroup.subtree_control"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory")),
+            Version::V1 => self.roots.iter().any(|(c, _)| *c == "memory"),
+        }
+    }
+
+    /// An empty group for one attempt, with these limits: an idle one, or
+    /// a new one.
+    pub fn attempt(&self, limits: Limits) -> Option<AttemptCgroup> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let dir = match idle {
-            Some(dir) => dir,
+        let group = match idle {
+            Some(group) => group,
             None => {
                 let n = self.made.fetch_add(1, Ordering::Relaxed);
-                let dir = self.root.join(format!("attempt-{n}"));
-                match std::fs::create_dir(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => {
-                        tracing::warn!("cannot create the cgroup {}: {e}", dir.display());
-                        return None;
+                let mut dirs = Vec::new();
+                for (controller, root) in &self.roots {
+                    let dir = root.join(format!("attempt-{n}"));
+                    match std::fs::create_dir(&dir) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => {
+                            tracing::warn!("cannot create the cgroup {}: {e}", dir.display());
+                            for (_, made) in &dirs {
+                                let _ = std::fs::remove_dir(made);
+                            }
+                            return None;
+                        }
                     }
+                    dirs.push((*controller, dir));
                 }
-                dir
+                Group {
+                    version: self.version,
+                    dirs,
+                }
             }
         };
-        let procs = CString::new(
-            dir.join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .ok()?;
-        Some(AttemptCgroup {
-            dir,
+        let procs = group
+            .folders()
+            .iter()
+            .map(|d| d.join("cgroup.procs").to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let procs = CString::new(procs).ok()?;
+        let mut cgroup = AttemptCgroup {
+            group,
             procs,
             idle: self.idle.clone(),
-        })
+            baseline: Baseline::default(),
+            peak: None,
+        };
+        cgroup.reset();
+        cgroup.limit(limits);
+        Some(cgroup)
     }
 }
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
-        for dir in self
+        for group in self
             .idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
         {
-            let _ = std::fs::remove_dir(dir);
+            for (_, dir) in &group.dirs {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
-        let _ = std::fs::remove_dir(&self.root);
+        for (_, root) in &self.roots {
+            let _ = std::fs::remove_dir(root);
+        }
     }
+}
+
+/// Counters read when the group was handed out, where the kernel cannot
+/// reset them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Baseline {
+    cpu_usec: u64,
+    oom_kills: u64,
 }
 
 /// The cgroup of one attempt's processes.
 pub struct AttemptCgroup {
-    dir: PathBuf,
-    /// `cgroup.procs`, ready for a child about to exec, where nothing may
-    /// be allocated.
+    group: Group,
+    /// Its `cgroup.procs` files, newline-separated, ready for a child about
+    /// to exec, where nothing may be allocated.
     procs: CString,
     /// Where it goes once empty again.
-    idle: Arc<Mutex<Vec<PathBuf>>>,
+    idle: Arc<Mutex<Vec<Group>>>,
+    baseline: Baseline,
+    /// v2: `memory.peak`, reset through this descriptor (the kernel keeps
+    /// a reset per open file).
+    peak: Option<std::fs::File>,
 }
 
 impl AttemptCgroup {
-    /// Its `cgroup.procs`.
-    pub fn procs(&self) -> &std::ffi::CStr {
+    /// Its `cgroup.procs` files, newline-separated.
+    pub fn procs(&self) -> &CStr {
         &self.procs
     }
 
@@ -143,17 +434,159 @@ impl AttemptCgroup {
         move || enter(&procs)
     }
 
-    /// Kills every process in it.
-    pub fn kill(&self) {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .write(true)
-            .open(self.dir.join("cgroup.kill"))
-        {
-            let _ = f.write_all(b"1");
+    /// Starts its counters afresh for a new attempt.
+    fn reset(&mut self) {
+        let g = &self.group;
+        match g.version {
+            Version::V1 => {
+                for (controller, name) in [
+                    ("memory", "memory.max_usage_in_bytes"),
+                    ("memory", "memory.memsw.max_usage_in_bytes"),
+                    ("memory", "memory.failcnt"),
+                    ("cpuacct", "cpuacct.usage"),
+                ] {
+                    if let Some(f) = g.file(controller, name) {
+                        let _ = std::fs::write(f, "0");
+                    }
+                }
+                self.baseline.oom_kills = g
+                    .file("memory", "memory.oom_control")
+                    .and_then(|f| keyed(&f, "oom_kill"))
+                    .unwrap_or(0);
+            }
+            Version::V2 => {
+                self.baseline.cpu_usec = g
+                    .file("", "cpu.stat")
+                    .and_then(|f| keyed(&f, "usage_usec"))
+                    .unwrap_or(0);
+                self.baseline.oom_kills = g
+                    .file("", "memory.events")
+                    .and_then(|f| keyed(&f, "oom_kill"))
+                    .unwrap_or(0);
+                self.peak = g.file("", "memory.peak").and_then(|f| {
+                    let mut file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(f)
+                        .ok()?;
+                    // Linux 6.12 and later reset the peak for this
+                    // descriptor; older ones refuse, and the peak then
+                    // spans the group's earlier attempts too.
+                    let _ = file.write_all(b"reset\n");
+                    Some(file)
+                });
+            }
         }
     }
 
-    /// Kills what is left and, once the cgroup is empty (killed processes
+    /// Holds its processes to `limits`; `None`s lift a limit.
+    pub fn limit(&self, limits: Limits) {
+        let g = &self.group;
+        let write = |controller: &str, name: &str, value: &str| {
+            if let Some(f) = g.file(controller, name)
+                && let Err(e) = std::fs::write(&f, value)
+                && f.exists()
+            {
+                tracing::warn!("could not write {value} to {}: {e}", f.display());
+            }
+        };
+        match g.version {
+            Version::V2 => {
+                match limits.memory_bytes {
+                    Some(bytes) => {
+                        write("", "memory.max", &bytes.to_string());
+                        write("", "memory.swap.max", "0");
+                    }
+                    None => {
+                        write("", "memory.max", "max");
+                        write("", "memory.swap.max", "max");
+                    }
+                }
+                // Render's instance goes down whole: so does the attempt.
+                write("", "memory.oom.group", "1");
+                let quota = limits.cpu_millis.map_or("max".to_string(), |m| {
+                    (m as u64 * CPU_PERIOD_US / 1000).to_string()
+                });
+                write("", "cpu.max", &format!("{quota} {CPU_PERIOD_US}"));
+            }
+            Version::V1 => {
+                // memsw (memory + swap) may never be below memory: raise
+                // it first, lower it last.
+                let value = limits
+                    .memory_bytes
+                    .map_or("-1".to_string(), |b| b.to_string());
+                let memsw = g.file("memory", "memory.memsw.limit_in_bytes");
+                let memsw_first =
+                    memsw.is_some() && std::fs::write(memsw.as_ref().unwrap(), &value).is_ok();
+                write("memory", "memory.limit_in_bytes", &value);
+                if memsw.is_some() && !memsw_first {
+                    write("memory", "memory.memsw.limit_in_bytes", &value);
+                }
+                write("cpu", "cpu.cfs_period_us", &CPU_PERIOD_US.to_string());
+                let quota = limits.cpu_millis.map_or("-1".to_string(), |m| {
+                    (m as u64 * CPU_PERIOD_US / 1000).to_string()
+                });
+                write("cpu", "cpu.cfs_quota_us", &quota);
+            }
+        }
+    }
+
+    /// What its processes used since it was handed out.
+    pub fn usage(&self) -> Usage {
+        let g = &self.group;
+        match g.version {
+            Version::V1 => {
+                let read = |c: &str, n: &str| g.file(c, n).and_then(|f| number(&f));
+                let peak = read("memory", "memory.memsw.max_usage_in_bytes")
+                    .or_else(|| read("memory", "memory.max_usage_in_bytes"));
+                let oom = g
+                    .file("memory", "memory.oom_control")
+                    .and_then(|f| keyed(&f, "oom_kill"))
+                    .unwrap_or(0);
+                Usage {
+                    peak_memory_bytes: peak,
+                    cpu_time: read("cpuacct", "cpuacct.usage").map(Duration::from_nanos),
+                    oom_killed: oom > self.baseline.oom_kills,
+                }
+            }
+            Version::V2 => {
+                let peak = self.peak.as_ref().and_then(|f| {
+                    let mut f = f;
+                    let mut text = String::new();
+                    f.rewind().ok()?;
+                    f.read_to_string(&mut text).ok()?;
+                    text.trim().parse().ok()
+                });
+                let cpu = g
+                    .file("", "cpu.stat")
+                    .and_then(|f| keyed(&f, "usage_usec"))
+                    .map(|u| Duration::from_micros(u.saturating_sub(self.baseline.cpu_usec)));
+                let oom = g
+                    .file("", "memory.events")
+                    .and_then(|f| keyed(&f, "oom_kill"))
+                    .unwrap_or(0);
+                Usage {
+                    peak_memory_bytes: peak,
+                    cpu_time: cpu,
+                    oom_killed: oom > self.baseline.oom_kills,
+                }
+            }
+        }
+    }
+
+    /// Kills every process in it.
+    pub fn kill(&self) {
+        match self.group.version {
+            Version::V2 => {
+                if let Some(f) = self.group.file("", "cgroup.kill") {
+                    let _ = std::fs::write(f, "1");
+                }
+            }
+            Version::V1 => kill_v1(&self.group),
+        }
+    }
+
+    /// Kills what is left and, once the group is empty (killed processes
     /// take a moment to die), keeps it for the next attempt. One that does
     /// not empty is left out of use.
     pub async fn release(self) {
@@ -163,7 +596,7 @@ impl AttemptCgroup {
                     self.idle
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(self.dir);
+                        .push(self.group);
                     return;
                 }
                 // Gone (removed from outside): nothing to keep.
@@ -175,55 +608,148 @@ impl AttemptCgroup {
         }
         tracing::warn!(
             "the cgroup {} is not empty yet; left out of use",
-            self.dir.display()
+            self.group.folders()[0].display()
         );
     }
 
-    /// Whether a process is still in it (`cgroup.events`); `None` when it
-    /// cannot be read.
+    /// Whether a process is still in it; `None` when that cannot be read.
     fn populated(&self) -> Option<bool> {
-        let events = std::fs::read_to_string(self.dir.join("cgroup.events")).ok()?;
-        events
-            .lines()
-            .find_map(|l| l.strip_prefix("populated "))
-            .map(|v| v.trim() != "0")
+        match self.group.version {
+            Version::V2 => {
+                let events = std::fs::read_to_string(self.group.file("", "cgroup.events")?).ok()?;
+                events
+                    .lines()
+                    .find_map(|l| l.strip_prefix("populated "))
+                    .map(|v| v.trim() != "0")
+            }
+            Version::V1 => {
+                let mut any = false;
+                for dir in self.group.folders() {
+                    any |= !members(dir)?.is_empty();
+                }
+                Some(any)
+            }
+        }
     }
 }
 
-/// Moves the calling process into the cgroup whose `cgroup.procs` is
-/// `procs`. For a child between fork and exec: only async-signal-safe calls.
-pub(crate) fn enter(procs: &std::ffi::CStr) -> std::io::Result<()> {
-    // SAFETY: open, write and close are async-signal-safe; the path is a C
-    // string made before the fork.
-    unsafe {
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+/// A `key value` line's value in a flat-keyed cgroup file.
+fn keyed(file: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// A file holding one number.
+fn number(file: &Path) -> Option<u64> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// The pids in a v1 folder (`cgroup.procs`); `None` when it cannot be read.
+fn members(dir: &Path) -> Option<Vec<libc::pid_t>> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+    Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// Kills every process of a v1 group: frozen first where the freezer is
+/// there, so none forks a new one between the reading and the killing.
+fn kill_v1(group: &Group) {
+    let state = group.file("freezer", "freezer.state");
+    let frozen = state
+        .as_ref()
+        .is_some_and(|s| std::fs::write(s, "FROZEN").is_ok());
+    if frozen && let Some(s) = &state {
+        // The kernel freezes asynchronously: wait (briefly) until it has.
+        for _ in 0..200 {
+            if std::fs::read_to_string(s).is_ok_and(|t| t.trim() == "FROZEN") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-        libc::close(fd);
-        if written != 1 {
-            return Err(std::io::Error::last_os_error());
+    }
+    for _round in 0..if frozen { 1 } else { 20 } {
+        let mut killed = 0;
+        for dir in group.folders() {
+            for pid in members(dir).unwrap_or_default() {
+                // SAFETY: sending a signal has no memory effects here.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                killed += 1;
+            }
+        }
+        if killed == 0 {
+            break;
+        }
+    }
+    if frozen && let Some(s) = &state {
+        // Killed processes die once thawed.
+        let _ = std::fs::write(s, "THAWED");
+    }
+}
+
+/// Moves the calling process into the group whose `cgroup.procs` files
+/// are `procs` (newline-separated). For a child between fork and exec:
+/// only async-signal-safe calls, and no allocation (each path is copied
+/// into a buffer on the stack).
+pub(crate) fn enter(procs: &CStr) -> std::io::Result<()> {
+    for path in procs.to_bytes().split(|b| *b == b'\n') {
+        let mut buf = [0u8; 4096];
+        if path.is_empty() || path.len() >= buf.len() {
+            return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        buf[..path.len()].copy_from_slice(path);
+        // SAFETY: open, write and close are async-signal-safe; `buf` is a
+        // NUL-terminated path.
+        unsafe {
+            let fd = libc::open(buf.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
     }
     Ok(())
 }
 
-/// Kills every process in the cgroup whose `cgroup.procs` is `procs` (the
-/// spawner knows a child's cgroup by that path only).
-pub(crate) fn kill_by_procs(procs: &std::ffi::CStr) {
+/// Kills every process in the group whose `cgroup.procs` files are
+/// `procs` (the spawner knows a child's group by that list only).
+pub(crate) fn kill_by_procs(procs: &CStr) {
     use std::os::unix::ffi::OsStrExt;
-    let procs = Path::new(std::ffi::OsStr::from_bytes(procs.to_bytes()));
-    if let Some(dir) = procs.parent()
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.kill"))
+    let dirs: Vec<PathBuf> = procs
+        .to_bytes()
+        .split(|b| *b == b'\n')
+        .filter_map(|p| Path::new(std::ffi::OsStr::from_bytes(p)).parent())
+        .map(Path::to_path_buf)
+        .collect();
+    if let [dir] = dirs.as_slice()
+        && dir.join("cgroup.kill").exists()
     {
-        let _ = f.write_all(b"1");
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        return;
     }
+    let group = Group {
+        version: Version::V1,
+        dirs: dirs
+            .into_iter()
+            .map(|d| {
+                let controller = if d.join("freezer.state").exists() {
+                    "freezer"
+                } else {
+                    ""
+                };
+                (controller, d)
+            })
+            .collect(),
+    };
+    kill_v1(&group);
 }
 
-/// Kills what runtimes that died left in their cgroups, and removes them:
+/// Kills what runtimes that died left in their groups, and removes them:
 /// `weft-<pid>` of a pid that no longer exists.
 fn sweep_stale(own: &Path) {
     let Ok(entries) = std::fs::read_dir(own) else {
@@ -234,7 +760,7 @@ fn sweep_stale(own: &Path) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("weft-"))
-            .and_then(|p| p.parse::<libc::pid_t>().ok())
+            .and_then(|p| p.split('-').next()?.parse::<libc::pid_t>().ok())
         else {
             continue;
         };
@@ -242,13 +768,27 @@ fn sweep_stale(own: &Path) {
             continue;
         }
         let dir = entry.path();
-        if let Ok(children) = std::fs::read_dir(&dir) {
-            for child in children.flatten().filter(|c| c.path().is_dir()) {
-                let _ = std::fs::write(child.path().join("cgroup.kill"), "1");
-                let _ = std::fs::remove_dir(child.path());
+        let mut groups: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|c| c.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        groups.push(dir.clone());
+        for group in groups {
+            if group.join("cgroup.kill").exists() {
+                let _ = std::fs::write(group.join("cgroup.kill"), "1");
+            } else {
+                for pid in members(&group).unwrap_or_default() {
+                    // SAFETY: sending a signal has no memory effects here.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            if group != dir {
+                let _ = std::fs::remove_dir(&group);
             }
         }
-        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
         let _ = std::fs::remove_dir(&dir);
     }
 }
@@ -258,17 +798,14 @@ mod tests {
     use super::*;
     use std::os::unix::process::CommandExt as _;
 
+    /// Runs on cgroup v1 and v2 alike; a machine with neither (or without
+    /// the permission to make groups) fails it, as it should: weft would
+    /// enforce nothing there.
     #[tokio::test]
     async fn an_emptied_cgroup_serves_again_once_its_stragglers_are_killed() {
-        let cgroups = match Cgroups::create() {
-            Ok(c) => c,
-            Err(why) => {
-                eprintln!("SKIPPED: no cgroup per attempt here ({why})");
-                return;
-            }
-        };
-        let first = cgroups.attempt().unwrap();
-        let dir = first.dir.clone();
+        let cgroups = Cgroups::create().expect("a cgroup hierarchy weft can write to");
+        let first = cgroups.attempt(Limits::default()).unwrap();
+        let dirs = first.group.dirs.clone();
         let enter = first.enter_fn();
         let mut straggler = std::process::Command::new("sleep");
         straggler.arg("600");
@@ -281,18 +818,52 @@ mod tests {
         first.release().await;
         let status = straggler.wait().unwrap();
         assert!(!status.success(), "the straggler was killed: {status}");
-        let second = cgroups.attempt().unwrap();
-        assert_eq!(second.dir, dir, "the emptied cgroup serves again");
+        let second = cgroups.attempt(Limits::default()).unwrap();
+        assert_eq!(second.group.dirs, dirs, "the emptied cgroup serves again");
         assert_eq!(second.populated(), Some(false));
-        let third = cgroups.attempt().unwrap();
-        assert_ne!(third.dir, dir, "one in use is not handed out twice");
+        let third = cgroups.attempt(Limits::default()).unwrap();
+        assert_ne!(third.group.dirs, dirs, "one in use is not handed out twice");
         second.release().await;
         third.release().await;
-        let root = cgroups.root.clone();
+        let roots: Vec<_> = cgroups.roots.iter().map(|(_, r)| r.clone()).collect();
         drop(cgroups);
-        assert!(
-            !root.exists(),
-            "idle cgroups are removed with the runtime's"
-        );
+        for root in roots {
+            assert!(
+                !root.exists(),
+                "idle cgroups are removed with the runtime's"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_over_its_memory_is_killed_and_says_so() {
+        let cgroups = Cgroups::create().expect("a cgroup hierarchy weft can write to");
+        assert!(cgroups.limits_memory(), "{}", cgroups.describe());
+        let cgroup = cgroups
+            .attempt(Limits {
+                memory_bytes: Some(64 << 20),
+                cpu_millis: Some(500),
+            })
+            .unwrap();
+        let enter = cgroup.enter_fn();
+        // 200 MB, touched: the kernel must kill it at 64 MB.
+        let mut hog = std::process::Command::new("python3");
+        hog.args(["-c", "x = b'x' * (200 << 20); print(len(x))"]);
+        // SAFETY: `enter` makes only async-signal-safe calls.
+        unsafe {
+            hog.pre_exec(enter);
+        }
+        let status = hog.status().unwrap();
+        assert!(!status.success(), "{status}");
+        let usage = cgroup.usage();
+        assert!(usage.oom_killed, "{usage:?}");
+        let peak = usage.peak_memory_bytes.unwrap();
+        assert!(peak <= 64 << 20 && peak > 32 << 20, "{peak}");
+        cgroup.release().await;
+        // Handed out again without limits, with its counters reset.
+        let again = cgroups.attempt(Limits::default()).unwrap();
+        let usage = again.usage();
+        assert!(!usage.oom_killed, "{usage:?}");
+        again.release().await;
     }
 }

@@ -14,7 +14,7 @@ use weft_protocol::socket::{ENV_MODE, ENV_SOCKET_PATH, Mode, TaskDefinition};
 use crate::attempt::Attempt;
 use crate::attempt::task_socket;
 use crate::logs::{LogSink, Source};
-use crate::process::cgroup::{AttemptCgroup, Cgroups};
+use crate::process::cgroup::{AttemptCgroup, Cgroups, Limits, Usage};
 use crate::process::fork_server::{ForkServer, Forked, PreforkPlan};
 use crate::process::lifeline::Lifeline;
 use crate::{RuntimeConfig, RuntimeError};
@@ -100,10 +100,22 @@ impl Executor {
             )));
         }
         let cgroups = match Cgroups::create() {
-            Ok(cgroups) => Some(cgroups),
+            Ok(cgroups) => {
+                tracing::debug!(
+                    "each attempt in a cgroup of its own ({})",
+                    cgroups.describe()
+                );
+                if config.plans == crate::Plans::Enforce && !cgroups.limits_memory() {
+                    tracing::warn!(
+                        "{} has no memory controller weft may use: plans are not enforced (--plans)",
+                        cgroups.describe()
+                    );
+                }
+                Some(cgroups)
+            }
             Err(why) => {
-                tracing::info!(
-                    "no cgroup per attempt ({why}): a task's processes that leave its process group (setsid) may outlive its timeout or cancel"
+                tracing::warn!(
+                    "no cgroup per attempt ({why}): plans are not enforced (--plans), and a task's processes that leave its process group (setsid) may outlive its timeout or cancel"
                 );
                 None
             }
@@ -253,7 +265,10 @@ impl Executor {
                 socket.display()
             )));
         }
-        let cgroup = self.cgroups.as_ref().and_then(Cgroups::attempt);
+        let cgroup = self
+            .cgroups
+            .as_ref()
+            .and_then(|c| c.attempt(Limits::default()));
         if let Some(server) = &self.fork_server {
             return self.spawn_forked(server, mode, socket, logs, cgroup).await;
         }
@@ -366,40 +381,50 @@ impl Executor {
         socket: &Path,
         logs: &LogSink,
         source: Source,
-        timeout: Option<Duration>,
-        exit_grace: Duration,
-    ) -> ProcessEnd {
+        bounds: Bounds,
+    ) -> (ProcessEnd, Option<Usage>) {
         // The timeout counts from the attempt's start, its process's start
         // included: a spawner that is slow (or stopped) does not stretch it.
         let started = tokio::time::Instant::now();
         let spawn = self.spawn(Mode::Run, socket, logs);
-        let spawned = match timeout {
+        let spawned = match bounds.timeout {
             Some(t) => match tokio::time::timeout(t, spawn).await {
                 Ok(spawned) => spawned,
-                Err(_) => return ProcessEnd::TimedOut(t),
+                Err(_) => return (ProcessEnd::TimedOut(t), None),
             },
             None => spawn.await,
         };
         let mut process = match spawned {
             Ok(p) => p,
             // Canceled meanwhile (a fenced spawner refuses, say): no failure.
-            Err(_) if attempt.cancellation().is_cancelled() => return ProcessEnd::Canceled,
-            Err(e) => return ProcessEnd::SpawnFailed(e),
+            Err(_) if attempt.cancellation().is_cancelled() => {
+                return (ProcessEnd::Canceled, None);
+            }
+            Err(e) => return (ProcessEnd::SpawnFailed(e), None),
         };
         process.capture(logs, Some(source));
-        Self::supervise(attempt, process, timeout, started, exit_grace).await
+        Self::supervise(attempt, process, started, bounds).await
     }
 
     /// Watches `attempt`'s process (its output captured) until it reports,
-    /// exits, times out (`timeout` after `started`, the attempt's start) or
-    /// is canceled; every process of the attempt is dead when this returns.
+    /// exits, times out (the timeout counted from `started`, the attempt's
+    /// start) or is canceled, held to `bounds.limits`; every process of the
+    /// attempt is dead when this returns, with what they used where the
+    /// attempt had a cgroup.
     pub async fn supervise(
         attempt: &Attempt,
         mut process: TaskProcess,
-        timeout: Option<Duration>,
         started: tokio::time::Instant,
-        exit_grace: Duration,
-    ) -> ProcessEnd {
+        bounds: Bounds,
+    ) -> (ProcessEnd, Option<Usage>) {
+        let Bounds {
+            timeout,
+            exit_grace,
+            limits,
+        } = bounds;
+        if let (Some(cgroup), Some(limits)) = (&process.cgroup, limits) {
+            cgroup.limit(limits);
+        }
         let deadline = async {
             match timeout {
                 Some(t) => tokio::time::sleep_until(started + t).await,
@@ -422,9 +447,22 @@ impl Executor {
         process.kill_tree();
         let _ = process.wait().await;
         process.drain_output().await;
+        let usage = process.cgroup.as_ref().map(AttemptCgroup::usage);
         process.release().await;
-        reason
+        (reason, usage)
     }
+}
+
+/// What an attempt's process may take: time and (where it has a cgroup)
+/// memory and CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// From the attempt's start.
+    pub timeout: Option<Duration>,
+    /// How long a process that reported may take to exit on its own.
+    pub exit_grace: Duration,
+    /// Its plan's memory and CPUs, when they are enforced.
+    pub limits: Option<Limits>,
 }
 
 /// A stream of a task process's output, not read yet.

@@ -75,6 +75,35 @@ class Script:
         return self.code
 
 
+def kill_cgroup(procs_list):
+    """Kills every process of an attempt's cgroup: `cgroup.kill` on v2; on
+    v1 (no such file) each member of each controller's group, by pid."""
+    folders = [os.path.dirname(p) for p in procs_list.split("\n")]
+    if len(folders) == 1 and os.path.exists(os.path.join(folders[0], "cgroup.kill")):
+        try:
+            with open(os.path.join(folders[0], "cgroup.kill"), "w") as f:
+                f.write("1")
+        except OSError:
+            pass
+        return
+    for _ in range(20):
+        killed = 0
+        for folder in folders:
+            try:
+                with open(os.path.join(folder, "cgroup.procs")) as f:
+                    pids = [int(line) for line in f if line.strip()]
+            except OSError:
+                continue
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except OSError:
+                    pass
+        if not killed:
+            return
+
+
 def main():
     # No collections in the server, and what it imported frozen out of
     # the collector's reach before the first fork: a collection in a child
@@ -150,11 +179,7 @@ def main():
             except OSError:
                 pass
             if cgroup:
-                try:
-                    with open(os.path.join(os.path.dirname(cgroup), "cgroup.kill"), "w") as f:
-                        f.write("1")
-                except OSError:
-                    pass
+                kill_cgroup(cgroup)
 
     def select_timeout():
         deadline = lease["deadline"]
@@ -250,8 +275,10 @@ def become(request, fds, libc, server):
     cgroup = request.get("cgroup_procs")
     if cgroup:
         try:
-            with open(cgroup, "w") as procs:
-                procs.write("0")
+            # One cgroup.procs on cgroup v2, one per controller on v1.
+            for path in cgroup.split("\n"):
+                with open(path, "w") as procs:
+                    procs.write("0")
         except OSError as e:
             os.write(fds[2], f"weft: could not enter the attempt's cgroup {cgroup}: {e}\n".encode())
             os._exit(126)

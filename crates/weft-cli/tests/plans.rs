@@ -1,0 +1,90 @@
+//! Render's plans held locally: each attempt's processes get its task's
+//! plan's memory (no swap) and CPUs, in a cgroup of the attempt's own, on
+//! cgroup v1 (this machine kind) as on v2. Tasks of the official Python SDK
+//! (`tests/python/plans_app.py`) take memory and CPU for real.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Options, Weft};
+
+fn plans_app() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/plans_app.py")
+}
+
+fn serve(args: &[&str]) -> Weft {
+    Weft::start_with(Options {
+        args,
+        app: Some(plans_app()),
+        ..Default::default()
+    })
+}
+
+/// Runs `task` with `input` to its end; its result, or its error's text.
+fn run(weft: &Weft, task: &str, input: serde_json::Value) -> Result<serde_json::Value, String> {
+    let rt = common::runtime();
+    let client = weft::client::Client::new(&weft.url).unwrap();
+    let input = input.as_array().cloned().unwrap_or_default();
+    rt.block_on(client.run_task(task, input).send())
+        .map(|run| run.results.to_value())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_starter_task_over_its_memory_fails_naming_the_plan_and_a_pro_one_completes() {
+    let weft = serve(&["--quiet"]);
+    let err = run(&weft, "hog_starter", serde_json::json!([800])).unwrap_err();
+    assert!(
+        err.contains("exceeded the memory of plan starter (512 MB)"),
+        "{err}\n--- weft\n{}",
+        weft.output()
+    );
+    // The same 800 MB on pro (4 GB) is nothing to speak of.
+    let done = run(&weft, "hog_pro", serde_json::json!([800])).unwrap();
+    assert_eq!(done, serde_json::json!([800]), "{}", weft.output());
+    // And a starter task under its 512 MB completes.
+    let done = run(&weft, "hog_starter", serde_json::json!([200])).unwrap();
+    assert_eq!(done, serde_json::json!([200]));
+    // Unknown plans are named at registration.
+    assert!(
+        weft.output()
+            .contains("has plan \"enormous\", which is not one of Render's plans"),
+        "{}",
+        weft.output()
+    );
+}
+
+#[test]
+fn a_starter_task_gets_half_a_cpu() {
+    let weft = serve(&["--quiet"]);
+    let share = run(&weft, "spin_starter", serde_json::json!([3.0])).unwrap();
+    let share = share[0].as_f64().unwrap();
+    assert!(
+        share <= 0.65,
+        "a starter task spinning got {share:.2} CPU per second"
+    );
+    assert!(share > 0.2, "{share:.2}: it ran at all");
+}
+
+#[test]
+fn plans_warn_limits_nothing_and_names_the_attempts_render_would_kill() {
+    let weft = serve(&["--plans", "warn"]);
+    let done = run(&weft, "hog_starter", serde_json::json!([800])).unwrap();
+    assert_eq!(done, serde_json::json!([800]), "{}", weft.output());
+    common::wait_for(10, "the warning", || {
+        weft.output()
+            .lines()
+            .find(|l| l.contains("on Render, plan starter (512 MB) would have killed it"))
+            .map(str::to_string)
+    });
+    // Off: plans mean nothing, and nothing is said.
+    let off = serve(&["--plans", "off"]);
+    let done = run(&off, "hog_starter", serde_json::json!([800])).unwrap();
+    assert_eq!(done, serde_json::json!([800]));
+    assert!(
+        !off.output().contains("would have killed"),
+        "{}",
+        off.output()
+    );
+}
