@@ -434,6 +434,10 @@ fn show(details: &TaskRunDetails) {
                 a.node_id.clone().unwrap_or_else(|| "-".into()),
                 time(Some(a.started_at)),
                 time(a.completed_at),
+                a.peak_memory_bytes
+                    .map_or_else(|| "-".into(), weft::protocol::plan::megabytes_text),
+                a.cpu_time_ms
+                    .map_or_else(|| "-".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0)),
                 a.error
                     .clone()
                     .unwrap_or_default()
@@ -445,7 +449,16 @@ fn show(details: &TaskRunDetails) {
         })
         .collect();
     table::print(
-        &["ATTEMPT", "STATUS", "NODE", "STARTED", "FINISHED", "ERROR"],
+        &[
+            "ATTEMPT",
+            "STATUS",
+            "NODE",
+            "STARTED",
+            "FINISHED",
+            "PEAK MEMORY",
+            "CPU",
+            "ERROR",
+        ],
         &rows,
     );
 }

@@ -88,3 +88,34 @@ fn plans_warn_limits_nothing_and_names_the_attempts_render_would_kill() {
         off.output()
     );
 }
+
+#[test]
+fn each_attempt_s_peak_memory_and_cpu_time_are_kept_and_shown() {
+    let weft = serve(&["--quiet"]);
+    let rt = common::runtime();
+    let client = weft::client::Client::new(&weft.url).unwrap();
+    let run = rt
+        .block_on(client.run_task("hog_pro", [300]).send())
+        .unwrap();
+    // Recorded once the attempt's processes are gone, a moment after the
+    // task reported.
+    let attempt = common::wait_for(10, "the attempt's usage", || {
+        let details = rt.block_on(client.get_task_run(&run.run.id)).unwrap();
+        let a = details.run.attempts.first()?.clone();
+        a.peak_memory_bytes.map(|_| a)
+    });
+    let peak = attempt.peak_memory_bytes.unwrap();
+    assert!(
+        (300 << 20..1 << 30).contains(&peak),
+        "300 MB written, {peak} bytes at the peak"
+    );
+    assert!(attempt.cpu_time_ms.is_some(), "{attempt:?}");
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["runs", "show", &run.run.id, "--url", &weft.url])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("PEAK MEMORY"), "{shown}");
+    let mb = format!("{} MB", (peak as f64 / (1 << 20) as f64).round());
+    assert!(shown.contains(&mb), "{mb} in {shown}");
+}

@@ -546,7 +546,11 @@ async function runPage(selectedId) {
       h(
         "table",
         { class: "attempts" },
-        h("thead", {}, h("tr", {}, ["#", "Status", "Started", "Duration", "Node", "Error"].map((c) => h("th", {}, c)))),
+        h(
+          "thead",
+          {},
+          h("tr", {}, ["#", "Status", "Started", "Duration", "Node", "Peak memory", "CPU", "Error"].map((c) => h("th", {}, c))),
+        ),
         h(
           "tbody",
           {},
@@ -559,6 +563,8 @@ async function runPage(selectedId) {
               h("td", {}, time(a.startedAt)),
               h("td", { class: "num" }, duration(a.startedAt, a.completedAt)),
               h("td", {}, a.nodeId || ""),
+              h("td", { class: "num peak-memory" }, megabytes(a.peakMemoryBytes)),
+              h("td", { class: "num cpu-time" }, a.cpuTimeMs == null ? "" : `${(a.cpuTimeMs / 1000).toFixed(2)} s`),
               h("td", {}, a.error ? h("pre", { class: "error small" }, a.error) : ""),
             ),
           ),
@@ -566,6 +572,13 @@ async function runPage(selectedId) {
       ),
       logsSection(run),
     );
+  }
+
+  // Bytes as Render writes plan memory: MB (MiB), GB from 1 GB up.
+  function megabytes(bytes) {
+    if (bytes == null) return "";
+    const mib = bytes / 1048576;
+    return mib >= 1024 ? `${(mib / 1024).toFixed(1)} GB` : `${Math.round(mib)} MB`;
   }
 
   function logsSection(run) {

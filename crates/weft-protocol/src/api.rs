@@ -120,6 +120,14 @@ pub struct TaskAttempt {
     /// Weft's extension: the node that ran the attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// Weft's extension: the most memory the attempt's processes held at
+    /// once, in bytes (measured in its cgroup, on Linux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// Weft's extension: the CPU time of the attempt's processes, in
+    /// milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time_ms: Option<u64>,
 }
 
 /// A task run as lists and `POST /v1/task-runs` return it.
@@ -348,6 +356,8 @@ mod tests {
                     error: None,
                     results: Some(json!([4]).into()),
                     node_id: None,
+                    peak_memory_bytes: None,
+                    cpu_time_ms: None,
                 }],
                 started_at: Some(at),
                 completed_at: Some(at),

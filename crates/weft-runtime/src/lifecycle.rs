@@ -69,6 +69,7 @@ mod tests {
                     error: None,
                     output: None,
                     interrupted: *interrupted,
+                    usage: Default::default(),
                 })
                 .collect(),
             ..RunRecord::new("trn-1", "t", json!([]), now)

@@ -128,6 +128,11 @@ pub trait Store: Send + Sync + 'static {
     /// Ends session `id` (a sign-out); nothing if there is none.
     async fn end_session(&self, id: &str) -> Result<()>;
 
+    /// Records what attempt `attempt` of run `run_id` used, once its
+    /// processes are gone (after its outcome, which a task reports before
+    /// it exits); nothing if there is no such attempt.
+    async fn record_usage(&self, run_id: &str, attempt: u32, usage: AttemptUsage) -> Result<()>;
+
     /// Joins the cluster as this node: refused ([`StoreError::NodeAlive`])
     /// while another process with the same node id is alive.
     async fn join(&self) -> Result<()>;

@@ -151,6 +151,17 @@ pub struct AttemptRecord {
     pub output: Option<Json>,
     /// Ended by a runtime crash or restart, not by the task.
     pub interrupted: bool,
+    /// What its processes used, where the runtime could measure it.
+    pub usage: AttemptUsage,
+}
+
+/// What an attempt's processes used (its cgroup's counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptUsage {
+    /// The most memory they held at once, in bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// Their CPU time, in milliseconds.
+    pub cpu_time_ms: Option<u64>,
 }
 
 /// How an attempt ended and where its run goes next.

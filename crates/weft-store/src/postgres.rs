@@ -50,9 +50,9 @@ use runs::{
 };
 
 use crate::{
-    AttemptEnd, AttemptOutcome, AttemptRecord, CancelOutcome, Claimed, CreatedRun, Creation,
-    LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter, RunRecord,
-    RunState, Store, StoreError, StoreEvent, TaskRecord,
+    AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, CreatedRun,
+    Creation, LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter,
+    RunRecord, RunState, Store, StoreError, StoreEvent, TaskRecord,
 };
 
 /// How long a root run's `idempotencyKey` names it.
@@ -491,6 +491,27 @@ impl Store for PgStore {
                     .bind(&id)
                     .execute(&mut *conn)
                     .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn record_usage(&self, run_id: &str, attempt: u32, usage: AttemptUsage) -> Result<()> {
+        let run_id = run_id.to_string();
+        self.tx(move |conn| {
+            let run_id = run_id.clone();
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE attempts SET peak_memory_bytes = $3, cpu_time_ms = $4
+                     WHERE run_id = $1 AND attempt = $2",
+                )
+                .bind(&run_id)
+                .bind(attempt as i32)
+                .bind(usage.peak_memory_bytes.map(|b| b as i64))
+                .bind(usage.cpu_time_ms.map(|m| m as i64))
+                .execute(&mut *conn)
+                .await?;
                 Ok(())
             })
         })

@@ -34,9 +34,9 @@ use crate::rows::{
     CANCELED, INTERRUPTED, new_run_id, outcome_columns, parse_json, parse_state, process_exists,
 };
 use crate::{
-    AttemptEnd, AttemptOutcome, AttemptRecord, CancelOutcome, Claimed, CreatedRun, Creation,
-    LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter, RunRecord,
-    RunState, Store, StoreError, StoreEvent, TaskRecord,
+    AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, CreatedRun,
+    Creation, LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter,
+    RunRecord, RunState, Store, StoreError, StoreEvent, TaskRecord,
 };
 use conn::*;
 use file::{check_integrity, lock_exclusively, lock_inode, prepare_file};
@@ -530,6 +530,24 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.tx(move |tx| {
             tx.execute_cached("DELETE FROM sessions WHERE id = ?1", [&id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_usage(&self, run_id: &str, attempt: u32, usage: AttemptUsage) -> Result<()> {
+        let run_id = run_id.to_string();
+        self.tx(move |tx| {
+            tx.execute_cached(
+                "UPDATE attempts SET peak_memory_bytes = ?3, cpu_time_ms = ?4
+                 WHERE run_id = ?1 AND attempt = ?2",
+                params![
+                    run_id,
+                    attempt,
+                    usage.peak_memory_bytes.map(|b| b as i64),
+                    usage.cpu_time_ms.map(|m| m as i64)
+                ],
+            )?;
             Ok(())
         })
         .await

@@ -93,6 +93,14 @@ try {
   await page.waitForFunction(() => location.pathname !== "/runs/" + document.body.dataset.arg);
   await page.locator("table.attempts tbody tr").nth(1).waitFor({ timeout: WAIT });
   assert.match(await page.locator("table.attempts").innerText(), /attempt 1 failed on purpose/);
+  // Each attempt's peak memory and CPU time, measured in its cgroup (the
+  // figures come a moment after the attempt ends).
+  assert.match(await page.locator("table.attempts thead").innerText(), /Peak memory\s+CPU/);
+  await page.waitForFunction(
+    () => [...document.querySelectorAll("table.attempts td.peak-memory")].some((td) => / MB$/.test(td.textContent)),
+    null,
+    { timeout: WAIT },
+  );
 
   step("a failed run shows its message");
   await page.goto(`${url}/runs/${runs.failed}`);

@@ -232,6 +232,7 @@ pub(crate) fn running(id: &str, number: u32) -> Attempt {
             error: None,
             output: None,
             interrupted: false,
+            usage: Default::default(),
         }],
         ..RunRecord::new(id, "t", serde_json::json!([]), now)
     };

@@ -173,7 +173,7 @@ impl Runner {
         timeout: Option<Duration>,
         plan: Plan,
         stored_log_bytes: u64,
-    ) -> AttemptEnd {
+    ) -> (AttemptEnd, Option<Usage>) {
         let bounds = Bounds {
             timeout,
             exit_grace: self.exit_grace,
@@ -186,7 +186,7 @@ impl Runner {
         // canceled): no process at all.
         if attempt.cancellation().is_cancelled() {
             attempt.close();
-            return AttemptEnd::Canceled;
+            return (AttemptEnd::Canceled, None);
         }
         let source = Source {
             run_id: attempt.run.id.clone(),
@@ -204,7 +204,7 @@ impl Runner {
                 Executor::supervise(attempt, standby.process, started, bounds).await;
             attempt.close();
             drop(standby.socket);
-            return self.end(attempt, exit, usage, plan);
+            return (self.end(attempt, exit, usage, plan), usage);
         }
         let socket_path = self.executor.socket_path(&attempt.socket_name());
         let binding = SocketAttempt::bound(attempt.clone());
@@ -212,10 +212,11 @@ impl Runner {
             Ok(socket) => socket,
             Err(e) => {
                 attempt.close();
-                return AttemptEnd::Failed(format!(
+                let error = format!(
                     "could not open the task socket {}: {e}",
                     socket_path.display()
-                ));
+                );
+                return (AttemptEnd::Failed(error), None);
             }
         };
         let (exit, usage) = self
@@ -224,7 +225,7 @@ impl Runner {
             .await;
         attempt.close();
         drop(socket);
-        self.end(attempt, exit, usage, plan)
+        (self.end(attempt, exit, usage, plan), usage)
     }
 
     fn end(

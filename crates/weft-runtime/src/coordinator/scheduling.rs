@@ -179,11 +179,26 @@ impl Coordinator {
             0
         };
         let host: Arc<dyn AttemptHost> = self.clone();
-        match self
+        let (end, usage) = self
             .runner
             .run(attempt, host, timeout, plan, stored_log_bytes)
-            .await
-        {
+            .await;
+        if let Some(usage) = usage {
+            let usage = weft_store::AttemptUsage {
+                peak_memory_bytes: usage.peak_memory_bytes,
+                cpu_time_ms: usage.cpu_time.map(|t| t.as_millis() as u64),
+            };
+            // Measured, not needed: a store that cannot take it now loses
+            // only the figures.
+            if let Err(e) = self
+                .store
+                .record_usage(&run.id, attempt.number, usage)
+                .await
+            {
+                tracing::debug!("could not record what run {} used: {e}", run.id);
+            }
+        }
+        match end {
             // Killed by a cancel (already recorded) or by the runtime
             // stopping (recovery relaunches it).
             AttemptEnd::Reported | AttemptEnd::Canceled => {}

@@ -98,6 +98,8 @@ fn attempt(run: &RunRecord, a: &weft_store::AttemptRecord, details: bool) -> Tas
         error: if details { a.error.clone() } else { None },
         results: if details { a.output.clone() } else { None },
         node_id: a.node_id.clone(),
+        peak_memory_bytes: a.usage.peak_memory_bytes,
+        cpu_time_ms: a.usage.cpu_time_ms,
     }
 }
 

@@ -265,6 +265,8 @@ struct AttemptView {
     error: Option<String>,
     interrupted: bool,
     node_id: Option<String>,
+    peak_memory_bytes: Option<u64>,
+    cpu_time_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -303,6 +305,8 @@ async fn details(State(c): State<Shared>, PathId(id): PathId) -> Result<Json<Run
                 error: a.error.clone(),
                 interrupted: a.interrupted,
                 node_id: a.node_id.clone(),
+                peak_memory_bytes: a.usage.peak_memory_bytes,
+                cpu_time_ms: a.usage.cpu_time_ms,
             })
             .collect(),
         id: r.id,

@@ -110,6 +110,15 @@ impl Group {
         self.dir(controller).map(|d| d.join(name))
     }
 
+    /// How many of its processes the kernel has killed for memory so far.
+    fn oom_kills(&self) -> u64 {
+        let file = match self.version {
+            Version::V1 => self.file("memory", "memory.oom_control"),
+            Version::V2 => self.file("", "memory.events"),
+        };
+        file.and_then(|f| keyed(&f, "oom_kill")).unwrap_or(0)
+    }
+
     /// Each distinct folder once (v1 hierarchies may be mounted together).
     fn folders(&self) -> Vec<&Path> {
         let mut out: Vec<&Path> = Vec::new();
@@ -449,20 +458,14 @@ impl AttemptCgroup {
                         let _ = std::fs::write(f, "0");
                     }
                 }
-                self.baseline.oom_kills = g
-                    .file("memory", "memory.oom_control")
-                    .and_then(|f| keyed(&f, "oom_kill"))
-                    .unwrap_or(0);
+                self.baseline.oom_kills = g.oom_kills();
             }
             Version::V2 => {
                 self.baseline.cpu_usec = g
                     .file("", "cpu.stat")
                     .and_then(|f| keyed(&f, "usage_usec"))
                     .unwrap_or(0);
-                self.baseline.oom_kills = g
-                    .file("", "memory.events")
-                    .and_then(|f| keyed(&f, "oom_kill"))
-                    .unwrap_or(0);
+                self.baseline.oom_kills = g.oom_kills();
                 self.peak = g.file("", "memory.peak").and_then(|f| {
                     let mut file = std::fs::OpenOptions::new()
                         .read(true)
@@ -539,14 +542,10 @@ impl AttemptCgroup {
                 let read = |c: &str, n: &str| g.file(c, n).and_then(|f| number(&f));
                 let peak = read("memory", "memory.memsw.max_usage_in_bytes")
                     .or_else(|| read("memory", "memory.max_usage_in_bytes"));
-                let oom = g
-                    .file("memory", "memory.oom_control")
-                    .and_then(|f| keyed(&f, "oom_kill"))
-                    .unwrap_or(0);
                 Usage {
                     peak_memory_bytes: peak,
                     cpu_time: read("cpuacct", "cpuacct.usage").map(Duration::from_nanos),
-                    oom_killed: oom > self.baseline.oom_kills,
+                    oom_killed: g.oom_kills() > self.baseline.oom_kills,
                 }
             }
             Version::V2 => {
@@ -561,14 +560,10 @@ impl AttemptCgroup {
                     .file("", "cpu.stat")
                     .and_then(|f| keyed(&f, "usage_usec"))
                     .map(|u| Duration::from_micros(u.saturating_sub(self.baseline.cpu_usec)));
-                let oom = g
-                    .file("", "memory.events")
-                    .and_then(|f| keyed(&f, "oom_kill"))
-                    .unwrap_or(0);
                 Usage {
                     peak_memory_bytes: peak,
                     cpu_time: cpu,
-                    oom_killed: oom > self.baseline.oom_kills,
+                    oom_killed: g.oom_kills() > self.baseline.oom_kills,
                 }
             }
         }

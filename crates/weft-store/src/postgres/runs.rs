@@ -29,6 +29,14 @@ pub(super) fn attempt_from_row(r: &PgRow) -> TxResult<(String, AttemptRecord)> {
             error: r.try_get("error")?,
             output: output.as_deref().map(parse_json).transpose()?,
             interrupted: r.try_get("interrupted")?,
+            usage: AttemptUsage {
+                peak_memory_bytes: r
+                    .try_get::<Option<i64>, _>("peak_memory_bytes")?
+                    .map(|b| b as u64),
+                cpu_time_ms: r
+                    .try_get::<Option<i64>, _>("cpu_time_ms")?
+                    .map(|m| m as u64),
+            },
         },
     ))
 }
@@ -71,7 +79,8 @@ pub(super) async fn with_attempts(
     }
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     let attempts = sqlx::query(
-        "SELECT run_id, attempt, status, started_at, completed_at, error, output, interrupted, node_id
+        "SELECT run_id, attempt, status, started_at, completed_at, error, output, interrupted, node_id,
+                peak_memory_bytes, cpu_time_ms
          FROM attempts WHERE run_id = ANY($1) ORDER BY run_id, attempt",
     )
     .bind(&ids)

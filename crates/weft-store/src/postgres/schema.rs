@@ -33,6 +33,11 @@ pub(super) fn migrator() -> sqlx::migrate::Migrator {
             "sessions",
             include_str!("../../migrations/postgres/0005_sessions.sql"),
         ),
+        (
+            6,
+            "attempt_usage",
+            include_str!("../../migrations/postgres/0006_attempt_usage.sql"),
+        ),
     ];
     Migrator {
         migrations: Cow::Owned(

@@ -82,24 +82,32 @@ impl RunRow {
 
 pub(super) fn load_attempts(tx: &Connection, run_id: &str) -> TxResult<Vec<AttemptRecord>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT attempt, status, started_at, completed_at, error, output, interrupted, node_id
+        "SELECT attempt, status, started_at, completed_at, error, output, interrupted, node_id,
+                peak_memory_bytes, cpu_time_ms
          FROM attempts WHERE run_id = ?1 ORDER BY attempt",
     )?;
     let rows = stmt.query_map([run_id], |r| {
         Ok((
-            r.get::<_, u32>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Option<String>>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, Option<String>>(5)?,
-            r.get::<_, bool>(6)?,
-            r.get::<_, Option<String>>(7)?,
+            (
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, bool>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ),
+            AttemptUsage {
+                peak_memory_bytes: r.get::<_, Option<i64>>(8)?.map(|b| b as u64),
+                cpu_time_ms: r.get::<_, Option<i64>>(9)?.map(|m| m as u64),
+            },
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (number, status, started, completed, error, output, interrupted, node_id) = row?;
+        let ((number, status, started, completed, error, output, interrupted, node_id), usage) =
+            row?;
         out.push(AttemptRecord {
             node_id,
             number,
@@ -109,6 +117,7 @@ pub(super) fn load_attempts(tx: &Connection, run_id: &str) -> TxResult<Vec<Attem
             error,
             output: output.as_deref().map(parse_json).transpose()?,
             interrupted,
+            usage,
         });
     }
     Ok(out)

@@ -39,6 +39,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         "CREATE TABLE sessions (id TEXT PRIMARY KEY, key_tag TEXT NOT NULL,
                                 created_at TEXT NOT NULL, expires_at TEXT NOT NULL);",
     ),
+    // What each attempt's processes used (see `Store::record_usage`).
+    Migration::Sql(
+        "ALTER TABLE attempts ADD COLUMN peak_memory_bytes INTEGER;
+         ALTER TABLE attempts ADD COLUMN cpu_time_ms INTEGER;",
+    ),
 ];
 
 /// One step of the schema's history.

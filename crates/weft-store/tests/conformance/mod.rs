@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             runs_are_counted_by_state,
             root_runs_are_listed_with_their_subtasks_counted,
             sessions_expire_belong_to_their_key_and_end_on_sign_out,
+            each_attempt_keeps_what_its_processes_used,
             listing_pages_newest_first_with_filters,
             logs_filter_by_run_tree_time_and_text,
         );
@@ -1276,4 +1277,41 @@ pub async fn a_node_id_runs_once_at_a_time<B: ClusterBackend>() {
     // Once the first leaves, the id is free.
     first.leave().await.unwrap();
     second.join().await.unwrap();
+}
+
+pub async fn each_attempt_keeps_what_its_processes_used<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let run = started(&*store, root("u", json!([]))).await;
+    assert_eq!(run.attempts[0].usage, AttemptUsage::default());
+    end(
+        &*store,
+        &run.id,
+        1,
+        AttemptOutcome::Retry {
+            error: "first".into(),
+            retry_at: Utc::now(),
+        },
+    )
+    .await
+    .unwrap();
+    // Recorded after the outcome, as the runtime does once the process
+    // is gone.
+    let used = AttemptUsage {
+        peak_memory_bytes: Some(800 << 20),
+        cpu_time_ms: Some(1234),
+    };
+    store.record_usage(&run.id, 1, used).await.unwrap();
+    let second = store
+        .start_attempt(&run.id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.attempts[0].usage, used);
+    assert_eq!(second.attempts[1].usage, AttemptUsage::default());
+    // An attempt that is not there is nothing to record.
+    store.record_usage(&run.id, 9, used).await.unwrap();
+    store.record_usage("trn-none", 1, used).await.unwrap();
+    let again = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(again.attempts.len(), 2);
 }
