@@ -128,10 +128,11 @@ pub trait Store: Send + Sync + 'static {
     /// Ends session `id` (a sign-out); nothing if there is none.
     async fn end_session(&self, id: &str) -> Result<()>;
 
-    /// Records what attempt `attempt` of run `run_id` used, once its
-    /// processes are gone (after its outcome, which a task reports before
-    /// it exits); nothing if there is no such attempt.
-    async fn record_usage(&self, run_id: &str, attempt: u32, usage: AttemptUsage) -> Result<()>;
+    /// Records what attempts used, once their processes are gone (after
+    /// their outcomes, which a task reports before it exits), in one
+    /// transaction: the runtime batches them. An attempt that is not there
+    /// is skipped.
+    async fn record_usage(&self, used: Vec<UsageRecord>) -> Result<()>;
 
     /// Joins the cluster as this node: refused ([`StoreError::NodeAlive`])
     /// while another process with the same node id is alive.

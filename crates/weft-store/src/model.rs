@@ -155,6 +155,14 @@ pub struct AttemptRecord {
     pub usage: AttemptUsage,
 }
 
+/// What one attempt used, for [`crate::Store::record_usage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub run_id: String,
+    pub attempt: u32,
+    pub usage: AttemptUsage,
+}
+
 /// What an attempt's processes used (its cgroup's counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AttemptUsage {

@@ -52,7 +52,7 @@ use runs::{
 use crate::{
     AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, CreatedRun,
     Creation, LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter,
-    RunRecord, RunState, Store, StoreError, StoreEvent, TaskRecord,
+    RunRecord, RunState, Store, StoreError, StoreEvent, TaskRecord, UsageRecord,
 };
 
 /// How long a root run's `idempotencyKey` names it.
@@ -497,21 +497,22 @@ impl Store for PgStore {
         .await
     }
 
-    async fn record_usage(&self, run_id: &str, attempt: u32, usage: AttemptUsage) -> Result<()> {
-        let run_id = run_id.to_string();
+    async fn record_usage(&self, used: Vec<UsageRecord>) -> Result<()> {
         self.tx(move |conn| {
-            let run_id = run_id.clone();
+            let used = used.clone();
             Box::pin(async move {
-                sqlx::query(
-                    "UPDATE attempts SET peak_memory_bytes = $3, cpu_time_ms = $4
-                     WHERE run_id = $1 AND attempt = $2",
-                )
-                .bind(&run_id)
-                .bind(attempt as i32)
-                .bind(usage.peak_memory_bytes.map(|b| b as i64))
-                .bind(usage.cpu_time_ms.map(|m| m as i64))
-                .execute(&mut *conn)
-                .await?;
+                for u in &used {
+                    sqlx::query(
+                        "UPDATE attempts SET peak_memory_bytes = $3, cpu_time_ms = $4
+                         WHERE run_id = $1 AND attempt = $2",
+                    )
+                    .bind(&u.run_id)
+                    .bind(u.attempt as i32)
+                    .bind(u.usage.peak_memory_bytes.map(|b| b as i64))
+                    .bind(u.usage.cpu_time_ms.map(|m| m as i64))
+                    .execute(&mut *conn)
+                    .await?;
+                }
                 Ok(())
             })
         })

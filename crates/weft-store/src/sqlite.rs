@@ -36,7 +36,7 @@ use crate::rows::{
 use crate::{
     AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, CreatedRun,
     Creation, LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter,
-    RunRecord, RunState, Store, StoreError, StoreEvent, TaskRecord,
+    RunRecord, RunState, Store, StoreError, StoreEvent, TaskRecord, UsageRecord,
 };
 use conn::*;
 use file::{check_integrity, lock_exclusively, lock_inode, prepare_file};
@@ -535,19 +535,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_usage(&self, run_id: &str, attempt: u32, usage: AttemptUsage) -> Result<()> {
-        let run_id = run_id.to_string();
+    async fn record_usage(&self, used: Vec<UsageRecord>) -> Result<()> {
         self.tx(move |tx| {
-            tx.execute_cached(
-                "UPDATE attempts SET peak_memory_bytes = ?3, cpu_time_ms = ?4
-                 WHERE run_id = ?1 AND attempt = ?2",
-                params![
-                    run_id,
-                    attempt,
-                    usage.peak_memory_bytes.map(|b| b as i64),
-                    usage.cpu_time_ms.map(|m| m as i64)
-                ],
-            )?;
+            for u in &used {
+                tx.execute_cached(
+                    "UPDATE attempts SET peak_memory_bytes = ?3, cpu_time_ms = ?4
+                     WHERE run_id = ?1 AND attempt = ?2",
+                    params![
+                        u.run_id,
+                        u.attempt,
+                        u.usage.peak_memory_bytes.map(|b| b as i64),
+                        u.usage.cpu_time_ms.map(|m| m as i64)
+                    ],
+                )?;
+            }
             Ok(())
         })
         .await

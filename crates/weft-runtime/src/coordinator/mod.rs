@@ -76,6 +76,8 @@ pub struct Coordinator {
     shutdown: CancellationToken,
     /// Attempts and the commits of their outcomes.
     background: TaskTracker,
+    /// What ended attempts used, waiting to be written together.
+    used: Mutex<Vec<weft_store::UsageRecord>>,
 }
 
 impl Coordinator {
@@ -131,6 +133,7 @@ impl Coordinator {
             changes: tokio::sync::watch::Sender::new(0),
             shutdown,
             background: TaskTracker::new(),
+            used: Mutex::default(),
         }))
     }
 

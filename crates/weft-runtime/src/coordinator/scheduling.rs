@@ -19,11 +19,37 @@ const CLAIM_RETRY: Duration = Duration::from_secs(1);
 /// How often a node sharing its store claims even when nothing woke it
 /// (a notification lost with a connection): a safety net, not the mechanism.
 const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// How often what ended attempts used is written.
+const USAGE_EVERY: Duration = Duration::from_millis(500);
 
 impl Coordinator {
     /// Starts the scheduling loop.
     pub(crate) fn start_scheduler(self: Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move { this.usage_loop().await });
         tokio::spawn(async move { self.schedule_loop().await });
+    }
+
+    /// Writes what ended attempts used, in batches: figures to show, not
+    /// state to keep, so one transaction every [`USAGE_EVERY`] instead of
+    /// one per attempt (a wide fan-out starts hundreds a second).
+    async fn usage_loop(self: Arc<Self>) {
+        loop {
+            let stop = tokio::select! {
+                _ = tokio::time::sleep(USAGE_EVERY) => false,
+                _ = self.shutdown.cancelled() => true,
+            };
+            let used = std::mem::take(&mut *self.used.lock().unwrap_or_else(|p| p.into_inner()));
+            if !used.is_empty()
+                && let Err(e) = self.store.record_usage(used).await
+            {
+                // A store that cannot take them now loses only the figures.
+                tracing::debug!("could not record what attempts used: {e}");
+            }
+            if stop {
+                return;
+            }
+        }
     }
 
     /// Claims pending runs for the free slots, whenever something may have
@@ -184,19 +210,17 @@ impl Coordinator {
             .run(attempt, host, timeout, plan, stored_log_bytes)
             .await;
         if let Some(usage) = usage {
-            let usage = weft_store::AttemptUsage {
-                peak_memory_bytes: usage.peak_memory_bytes,
-                cpu_time_ms: usage.cpu_time.map(|t| t.as_millis() as u64),
-            };
-            // Measured, not needed: a store that cannot take it now loses
-            // only the figures.
-            if let Err(e) = self
-                .store
-                .record_usage(&run.id, attempt.number, usage)
-                .await
-            {
-                tracing::debug!("could not record what run {} used: {e}", run.id);
-            }
+            self.used
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(weft_store::UsageRecord {
+                    run_id: run.id.clone(),
+                    attempt: attempt.number,
+                    usage: weft_store::AttemptUsage {
+                        peak_memory_bytes: usage.peak_memory_bytes,
+                        cpu_time_ms: usage.cpu_time.map(|t| t.as_millis() as u64),
+                    },
+                });
         }
         match end {
             // Killed by a cancel (already recorded) or by the runtime

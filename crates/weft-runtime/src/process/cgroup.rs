@@ -9,7 +9,7 @@
 //!
 //! | | cgroup v2 (unified) | cgroup v1 (a hierarchy per controller) |
 //! |---|---|---|
-//! | the group | one folder | one folder in each of `memory`, `cpu`, `cpuacct`, `freezer`, `pids` that is mounted and writable |
+//! | the group | one folder | one folder in each of `memory`, `cpu`, `cpuacct`, `freezer` that is mounted and writable |
 //! | entering it | its `cgroup.procs` | every folder's `cgroup.procs` |
 //! | killing all | `cgroup.kill` | freeze (`freezer.state`), SIGKILL each member, thaw |
 //! | memory, no swap | `memory.max`, `memory.swap.max`, `memory.oom.group` | `memory.limit_in_bytes`, `memory.memsw.limit_in_bytes` |
@@ -40,8 +40,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The v1 controllers weft uses, in the order a group's folders are kept.
-const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "freezer", "pids"];
+/// The v1 controllers weft uses, in the order a group's folders are kept:
+/// each one more folder to make, enter and read per attempt, so only these.
+const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "freezer"];
 
 /// The CPU quota's period: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
@@ -91,6 +92,9 @@ struct Group {
     version: Version,
     /// (controller, folder); v2 has one, named "".
     dirs: Vec<(&'static str, PathBuf)>,
+    /// The limits last written (a reused group keeps them): the same plan
+    /// again writes nothing.
+    applied: Option<Limits>,
 }
 
 impl Group {
@@ -368,6 +372,7 @@ impl Cgroups {
                 Group {
                     version: self.version,
                     dirs,
+                    applied: None,
                 }
             }
         };
@@ -451,7 +456,6 @@ impl AttemptCgroup {
                 for (controller, name) in [
                     ("memory", "memory.max_usage_in_bytes"),
                     ("memory", "memory.memsw.max_usage_in_bytes"),
-                    ("memory", "memory.failcnt"),
                     ("cpuacct", "cpuacct.usage"),
                 ] {
                     if let Some(f) = g.file(controller, name) {
@@ -483,7 +487,11 @@ impl AttemptCgroup {
     }
 
     /// Holds its processes to `limits`; `None`s lift a limit.
-    pub fn limit(&self, limits: Limits) {
+    pub fn limit(&mut self, limits: Limits) {
+        if self.group.applied == Some(limits) {
+            return;
+        }
+        self.group.applied = Some(limits);
         let g = &self.group;
         let write = |controller: &str, name: &str, value: &str| {
             if let Some(f) = g.file(controller, name)
@@ -617,13 +625,9 @@ impl AttemptCgroup {
                     .find_map(|l| l.strip_prefix("populated "))
                     .map(|v| v.trim() != "0")
             }
-            Version::V1 => {
-                let mut any = false;
-                for dir in self.group.folders() {
-                    any |= !members(dir)?.is_empty();
-                }
-                Some(any)
-            }
+            // Every process enters all of the group's folders at once:
+            // one of them tells.
+            Version::V1 => Some(!members(self.group.folders().first()?)?.is_empty()),
         }
     }
 }
@@ -729,6 +733,7 @@ pub(crate) fn kill_by_procs(procs: &CStr) {
     }
     let group = Group {
         version: Version::V1,
+        applied: None,
         dirs: dirs
             .into_iter()
             .map(|d| {

@@ -422,7 +422,7 @@ impl Executor {
             exit_grace,
             limits,
         } = bounds;
-        if let (Some(cgroup), Some(limits)) = (&process.cgroup, limits) {
+        if let (Some(cgroup), Some(limits)) = (&mut process.cgroup, limits) {
             cgroup.limit(limits);
         }
         let deadline = async {

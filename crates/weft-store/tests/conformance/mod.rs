@@ -1301,7 +1301,12 @@ pub async fn each_attempt_keeps_what_its_processes_used<B: Backend>() {
         peak_memory_bytes: Some(800 << 20),
         cpu_time_ms: Some(1234),
     };
-    store.record_usage(&run.id, 1, used).await.unwrap();
+    let record = |run_id: &str, attempt| UsageRecord {
+        run_id: run_id.to_string(),
+        attempt,
+        usage: used,
+    };
+    store.record_usage(vec![record(&run.id, 1)]).await.unwrap();
     let second = store
         .start_attempt(&run.id, Utc::now())
         .await
@@ -1310,8 +1315,10 @@ pub async fn each_attempt_keeps_what_its_processes_used<B: Backend>() {
     assert_eq!(second.attempts[0].usage, used);
     assert_eq!(second.attempts[1].usage, AttemptUsage::default());
     // An attempt that is not there is nothing to record.
-    store.record_usage(&run.id, 9, used).await.unwrap();
-    store.record_usage("trn-none", 1, used).await.unwrap();
+    store
+        .record_usage(vec![record(&run.id, 9), record("trn-none", 1)])
+        .await
+        .unwrap();
     let again = store.get_run(&run.id).await.unwrap().unwrap();
     assert_eq!(again.attempts.len(), 2);
 }
