@@ -655,6 +655,17 @@ fn members(dir: &Path) -> Option<Vec<libc::pid_t>> {
 /// Kills every process of a v1 group: frozen first where the freezer is
 /// there, so none forks a new one between the reading and the killing.
 fn kill_v1(group: &Group) {
+    // Most often the attempt's processes are gone already (this runs at
+    // every attempt's end): then nothing to freeze. Every process is in
+    // all of the group's folders, so one tells.
+    if group
+        .folders()
+        .first()
+        .and_then(|d| members(d))
+        .is_some_and(|m| m.is_empty())
+    {
+        return;
+    }
     let state = group.file("freezer", "freezer.state");
     let frozen = state
         .as_ref()
