@@ -109,6 +109,14 @@ node -e '
 
 echo "==> crates (cargo package)"
 verify=(); [ "${NO_VERIFY:-0}" = 1 ] && verify=(--no-verify)
+# cargo verifies each crate against the others through a local registry:
+# it unpacks them under $CARGO_HOME and builds them in the target folder by
+# name and version, and takes an earlier run's unpacked copy and build of
+# the same version as they are (a registry's crates never change). So ours
+# go first, and the verification builds them afresh.
+rm -rf "$CARGO_TARGET_DIR/package" "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/weft-workflows-"$version" \
+  "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/weft-workflows-*-"$version" \
+  "$CARGO_TARGET_DIR"/debug/.fingerprint/weft-workflows-*
 cargo package --quiet --workspace --exclude customer-etl --allow-dirty "${verify[@]}"
 mkdir -p "$DIST/crates"
 cp "$CARGO_TARGET_DIR"/package/*-"$version".crate "$DIST/crates/"
