@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Options, Weft};
+use common::{Options, Weft, ok};
 use weft::client::{Client, ListTaskRunsParams};
 
 fn weft_init(args: &[&str], cwd: &Path) -> Output {
@@ -17,17 +17,6 @@ fn weft_init(args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         .output()
         .expect("weft runs")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// Scaffolds `language` into a new folder of a temp dir; returns both.

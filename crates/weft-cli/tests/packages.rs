@@ -13,7 +13,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
+
+use common::ok;
 
 /// `dist/` as scripts/package.sh left it (or `WEFT_DIST`).
 fn dist() -> PathBuf {
@@ -87,17 +89,6 @@ fn user_command(program: impl AsRef<std::ffi::OsStr>, path: &str, cwd: &Path) ->
         }
     }
     cmd
-}
-
-fn ok(out: Output, what: &str) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({})\n--- stdout\n{stdout}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// A `weft dev` started from the installed package; killed when dropped.

@@ -52,7 +52,7 @@ impl Plan {
     /// when it names none. `Err` carries a name that is no plan.
     pub fn of(option: Option<&str>) -> Result<Plan, String> {
         match option {
-            None => Ok(Plan::named(DEFAULT_PLAN).expect("the default plan exists")),
+            None => Ok(Plan::default()),
             Some(name) => Plan::named(name).ok_or_else(|| name.to_string()),
         }
     }
@@ -66,6 +66,13 @@ impl Plan {
     pub fn cpu_text(&self) -> String {
         let cpus = self.cpu_millis as f64 / 1000.0;
         format!("{cpus} CPU")
+    }
+}
+
+impl Default for Plan {
+    /// [`DEFAULT_PLAN`]: what a task that names no plan gets.
+    fn default() -> Self {
+        Plan::named(DEFAULT_PLAN).expect("the default plan is one of PLANS")
     }
 }
 

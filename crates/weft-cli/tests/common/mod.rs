@@ -464,6 +464,18 @@ pub fn ts_sdk_dir() -> PathBuf {
     sdk
 }
 
+/// A command succeeded; what it printed. Fails with both its streams.
+pub fn ok(out: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A script succeeded and its last line was `ok`.
 pub fn assert_printed_ok(out: &Output, what: &str, server_output: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -197,8 +197,7 @@ impl Coordinator {
         };
         let timeout = task.options.timeout();
         // An unknown plan was warned about at registration: standard's.
-        let plan = Plan::of(task.options.plan.as_deref())
-            .unwrap_or_else(|_| Plan::of(None).expect("the default plan"));
+        let plan = Plan::of(task.options.plan.as_deref()).unwrap_or_default();
         let stored_log_bytes = if attempt.number > 1 {
             self.store.log_bytes(&run.id).await.unwrap_or(0)
         } else {

@@ -95,9 +95,31 @@ struct Group {
     /// The limits last written (a reused group keeps them): the same plan
     /// again writes nothing.
     applied: Option<Limits>,
+    /// Its `cgroup.procs` files, newline-separated (see the module doc),
+    /// made once with the group.
+    procs: CString,
 }
 
 impl Group {
+    /// A group of these folders, without limits yet; `None` if a path
+    /// holds a NUL.
+    fn new(version: Version, dirs: Vec<(&'static str, PathBuf)>) -> Option<Self> {
+        let mut group = Self {
+            version,
+            dirs,
+            applied: None,
+            procs: CString::default(),
+        };
+        let procs = group
+            .folders()
+            .iter()
+            .map(|d| d.join("cgroup.procs").to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        group.procs = CString::new(procs).ok()?;
+        Some(group)
+    }
+
     /// The folder holding `controller`'s files (v2: the one folder).
     fn dir(&self, controller: &str) -> Option<&Path> {
         match self.version {
@@ -345,9 +367,11 @@ impl Cgroups {
         }
     }
 
-    /// An empty group for one attempt, with these limits: an idle one, or
-    /// a new one.
-    pub fn attempt(&self, limits: Limits) -> Option<AttemptCgroup> {
+    /// An empty group for one attempt: an idle one, or a new one. A reused
+    /// group keeps the limits it last had (a process started ahead of its
+    /// attempt starts under them) until [`AttemptCgroup::limit`] sets the
+    /// attempt's; a new one has none.
+    pub fn attempt(&self) -> Option<AttemptCgroup> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let group = match idle {
             Some(group) => group,
@@ -369,29 +393,16 @@ impl Cgroups {
                     }
                     dirs.push((*controller, dir));
                 }
-                Group {
-                    version: self.version,
-                    dirs,
-                    applied: None,
-                }
+                Group::new(self.version, dirs)?
             }
         };
-        let procs = group
-            .folders()
-            .iter()
-            .map(|d| d.join("cgroup.procs").to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let procs = CString::new(procs).ok()?;
         let mut cgroup = AttemptCgroup {
             group,
-            procs,
             idle: self.idle.clone(),
             baseline: Baseline::default(),
             peak: None,
         };
         cgroup.reset();
-        cgroup.limit(limits);
         Some(cgroup)
     }
 }
@@ -425,9 +436,6 @@ struct Baseline {
 /// The cgroup of one attempt's processes.
 pub struct AttemptCgroup {
     group: Group,
-    /// Its `cgroup.procs` files, newline-separated, ready for a child about
-    /// to exec, where nothing may be allocated.
-    procs: CString,
     /// Where it goes once empty again.
     idle: Arc<Mutex<Vec<Group>>>,
     baseline: Baseline,
@@ -437,14 +445,15 @@ pub struct AttemptCgroup {
 }
 
 impl AttemptCgroup {
-    /// Its `cgroup.procs` files, newline-separated.
+    /// Its `cgroup.procs` files, newline-separated, ready for a child about
+    /// to exec, where nothing may be allocated.
     pub fn procs(&self) -> &CStr {
-        &self.procs
+        &self.group.procs
     }
 
     /// What a child runs between fork and exec to enter the cgroup.
     pub fn enter_fn(&self) -> impl Fn() -> std::io::Result<()> + Send + Sync + 'static {
-        let procs = self.procs.clone();
+        let procs = self.group.procs.clone();
         move || enter(&procs)
     }
 
@@ -745,6 +754,7 @@ pub(crate) fn kill_by_procs(procs: &CStr) {
     let group = Group {
         version: Version::V1,
         applied: None,
+        procs: procs.to_owned(),
         dirs: dirs
             .into_iter()
             .map(|d| {
@@ -815,7 +825,7 @@ mod tests {
     #[tokio::test]
     async fn an_emptied_cgroup_serves_again_once_its_stragglers_are_killed() {
         let cgroups = Cgroups::create().expect("a cgroup hierarchy weft can write to");
-        let first = cgroups.attempt(Limits::default()).unwrap();
+        let first = cgroups.attempt().unwrap();
         let dirs = first.group.dirs.clone();
         let enter = first.enter_fn();
         let mut straggler = std::process::Command::new("sleep");
@@ -829,10 +839,10 @@ mod tests {
         first.release().await;
         let status = straggler.wait().unwrap();
         assert!(!status.success(), "the straggler was killed: {status}");
-        let second = cgroups.attempt(Limits::default()).unwrap();
+        let second = cgroups.attempt().unwrap();
         assert_eq!(second.group.dirs, dirs, "the emptied cgroup serves again");
         assert_eq!(second.populated(), Some(false));
-        let third = cgroups.attempt(Limits::default()).unwrap();
+        let third = cgroups.attempt().unwrap();
         assert_ne!(third.group.dirs, dirs, "one in use is not handed out twice");
         second.release().await;
         third.release().await;
@@ -850,12 +860,11 @@ mod tests {
     async fn a_group_over_its_memory_is_killed_and_says_so() {
         let cgroups = Cgroups::create().expect("a cgroup hierarchy weft can write to");
         assert!(cgroups.limits_memory(), "{}", cgroups.describe());
-        let cgroup = cgroups
-            .attempt(Limits {
-                memory_bytes: Some(64 << 20),
-                cpu_millis: Some(500),
-            })
-            .unwrap();
+        let mut cgroup = cgroups.attempt().unwrap();
+        cgroup.limit(Limits {
+            memory_bytes: Some(64 << 20),
+            cpu_millis: Some(500),
+        });
         let enter = cgroup.enter_fn();
         // 200 MB, touched: the kernel must kill it at 64 MB.
         let mut hog = std::process::Command::new("python3");
@@ -872,7 +881,8 @@ mod tests {
         assert!(peak <= 64 << 20 && peak > 32 << 20, "{peak}");
         cgroup.release().await;
         // Handed out again without limits, with its counters reset.
-        let again = cgroups.attempt(Limits::default()).unwrap();
+        let mut again = cgroups.attempt().unwrap();
+        again.limit(Limits::default());
         let usage = again.usage();
         assert!(!usage.oom_killed, "{usage:?}");
         again.release().await;

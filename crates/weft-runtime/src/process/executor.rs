@@ -265,10 +265,7 @@ impl Executor {
                 socket.display()
             )));
         }
-        let cgroup = self
-            .cgroups
-            .as_ref()
-            .and_then(|c| c.attempt(Limits::default()));
+        let cgroup = self.cgroups.as_ref().and_then(Cgroups::attempt);
         if let Some(server) = &self.fork_server {
             return self.spawn_forked(server, mode, socket, logs, cgroup).await;
         }

@@ -25,7 +25,11 @@ pub(crate) mod spawner;
 
 /// Whether a process of this id exists (one of another user's counts).
 pub(crate) fn exists(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    // No signal: only whether it could be sent.
+    !matches!(
+        kill(Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
