@@ -405,7 +405,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn show(details: &TaskRunDetails) {
     let run = &details.run;
     println!("Run       {}", run.id);
-    println!("Task      {}", task_name(&run.task_id));
+    match &run.task_version {
+        Some(version) => println!("Task      {}:{version}", task_name(&run.task_id)),
+        None => println!("Task      {}", task_name(&run.task_id)),
+    }
     println!("Status    {}", run.status);
     if !run.parent_task_run_id.is_empty() {
         println!("Parent    {}", run.parent_task_run_id);

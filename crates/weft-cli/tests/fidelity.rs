@@ -405,6 +405,19 @@ fn list_filters_slugs_and_attempt_fields_as_clients_send_them() {
     assert!(details.run.parent_task_attempt.is_none());
 }
 
+/// Render's public API client from the official `render` package
+/// (`render.public_api`): every list filter of `GET /v1/task-runs`,
+/// pinned slugs recorded on runs and their subtasks, and the task-run
+/// metrics in Render's time-series shape.
+#[test]
+fn renders_public_api_client_lists_pins_and_counts() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        ..Default::default()
+    });
+    common::python_script_ok("public_api_client.py", &[], &weft.url);
+}
+
 /// A task added to the app after `weft dev` started is picked up when it
 /// is first asked for, with no `weft tasks refresh`.
 #[test]

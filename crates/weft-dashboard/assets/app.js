@@ -533,6 +533,7 @@ async function runPage(selectedId) {
       ["Started", time(run.startedAt)],
       ["Ended", time(run.completedAt)],
       ["Duration", duration(run.startedAt, run.completedAt)],
+      run.taskVersion && ["Version", run.taskVersion],
       run.parentId && ["Parent", h("a", { href: `/runs/${run.parentId}`, onclick: (e) => (e.preventDefault(), select(run.parentId)) }, shortId(run.parentId))],
     ].filter(Boolean);
     put(details, 

@@ -145,6 +145,10 @@ pub struct TaskRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_task_attempt: Option<u32>,
     pub root_task_run_id: String,
+    /// weft's: the version a client pinned its root run to
+    /// (`workflow/task:version`); absent when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_version: Option<String>,
     /// Attempts after the first.
     pub retries: u32,
     pub attempts: Vec<TaskAttempt>,
@@ -181,6 +185,8 @@ struct FlatDetails {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     parent_task_attempt: Option<u32>,
     root_task_run_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    task_version: Option<String>,
     #[serde(default)]
     retries: u32,
     #[serde(default)]
@@ -207,6 +213,7 @@ impl Serialize for TaskRunDetails {
             parent_task_run_id: r.parent_task_run_id.clone(),
             parent_task_attempt: r.parent_task_attempt,
             root_task_run_id: r.root_task_run_id.clone(),
+            task_version: r.task_version.clone(),
             retries: r.retries,
             attempts: r.attempts.clone(),
             started_at: r.started_at,
@@ -230,6 +237,7 @@ impl<'de> Deserialize<'de> for TaskRunDetails {
                 parent_task_run_id: f.parent_task_run_id,
                 parent_task_attempt: f.parent_task_attempt,
                 root_task_run_id: f.root_task_run_id,
+                task_version: f.task_version,
                 retries: f.retries,
                 attempts: f.attempts,
                 started_at: f.started_at,
@@ -243,6 +251,32 @@ impl<'de> Deserialize<'de> for TaskRunDetails {
 }
 
 /// An element of `GET /v1/task-runs`.
+/// One series of `GET /v1/metrics/task-runs-queued` or `-completed`, in
+/// the shape of Render's metrics API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeSeries {
+    /// What the series counts: `resource` (the task's id) and, aggregated
+    /// by state, `state`.
+    pub labels: Vec<MetricLabel>,
+    /// One value per bucket, oldest first, buckets with none included.
+    pub values: Vec<TimeSeriesValue>,
+    pub unit: String,
+}
+
+/// A label of a [`TimeSeries`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricLabel {
+    pub field: String,
+    pub value: String,
+}
+
+/// One bucket of a [`TimeSeries`]: when it starts and what it counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeSeriesValue {
+    pub timestamp: DateTime<Utc>,
+    pub value: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskRunWithCursor {
@@ -345,6 +379,7 @@ mod tests {
                 parent_task_run_id: String::new(),
                 parent_task_attempt: None,
                 root_task_run_id: "trn-1".into(),
+                task_version: None,
                 retries: 0,
                 attempts: vec![TaskAttempt {
                     attempt: 1,

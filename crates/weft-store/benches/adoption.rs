@@ -114,6 +114,7 @@ fn new_run(task: &str, input: serde_json::Value, parent: Option<ParentRef>) -> N
         parent,
         idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
         idempotency_created_at: Some(Utc::now().to_rfc3339()),
+        task_version: None,
         at: Utc::now(),
     }
 }

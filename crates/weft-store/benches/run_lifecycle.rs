@@ -66,6 +66,7 @@ async fn one_run(store: &dyn Store, n: usize) {
             parent: None,
             idempotency_key: None,
             idempotency_created_at: None,
+            task_version: None,
             at: Utc::now(),
         })
         .await

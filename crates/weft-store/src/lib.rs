@@ -74,6 +74,10 @@ pub trait Store: Send + Sync + 'static {
     /// Runs, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
 
+    /// How many runs were created, or ended, in each bucket of a time
+    /// window, by task and state; buckets with none are left out.
+    async fn count_runs(&self, query: &RunCountQuery) -> Result<Vec<RunCount>>;
+
     /// Moves this pending run to running with a new attempt of this node.
     /// `None` when the run is no longer pending (canceled, or claimed by
     /// another node). The runtime claims ([`Store::claim`]); this starts

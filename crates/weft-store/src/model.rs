@@ -37,6 +37,9 @@ pub struct NewRun {
     /// Subtasks: the SDK's key, paired with `idempotency_created_at`.
     pub idempotency_key: Option<String>,
     pub idempotency_created_at: Option<String>,
+    /// Root runs: the version a client pinned (`workflow/task:version`).
+    /// A subtask takes its parent's, whatever is given here.
+    pub task_version: Option<String>,
     pub at: DateTime<Utc>,
 }
 
@@ -75,6 +78,8 @@ pub struct RunRecord {
     /// Creation order; the list cursor.
     pub seq: i64,
     pub task_name: String,
+    /// The version its root run was pinned to (`workflow/task:version`).
+    pub task_version: Option<String>,
     pub status: RunState,
     /// As the client (or parent) wrote it.
     pub input: Json,
@@ -107,6 +112,7 @@ impl RunRecord {
             id,
             seq: 0,
             task_name: task_name.into(),
+            task_version: None,
             status: RunState::Pending,
             input: input.into(),
             output: None,
@@ -208,8 +214,13 @@ pub enum CancelOutcome {
 /// Filter for [`crate::Store::list_runs`].
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
-    /// Runs of any of these tasks; empty: of every task.
+    /// Runs of any of these tasks, or of any of `pinned`; both empty: of
+    /// every task.
     pub task_names: Vec<String>,
+    /// Runs of any of these (task, version) pairs (`task:version` slugs).
+    pub pinned: Vec<(String, String)>,
+    /// Runs pinned to any of these versions; empty: to any or none.
+    pub versions: Vec<String>,
     /// Runs under any of these roots; empty: under every root.
     pub root_ids: Vec<String>,
     pub status: Option<RunState>,
@@ -218,6 +229,39 @@ pub struct RunFilter {
     /// Root runs only (no subtasks).
     pub roots_only: bool,
     pub limit: u32,
+}
+
+/// Runs counted over time, for the metrics endpoints: those created, or
+/// those that ended, in `[from, to)`, in buckets of `resolution` seconds.
+#[derive(Debug, Clone)]
+pub struct RunCountQuery {
+    pub counted: Counted,
+    /// Runs of any of these tasks; empty: of every task.
+    pub task_names: Vec<String>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Bucket width in seconds, at least 1.
+    pub resolution: i64,
+}
+
+/// Which moment of a run [`RunCountQuery`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// When it was created (queued).
+    Created,
+    /// When it ended (completed, failed or canceled).
+    Ended,
+}
+
+/// How many runs of a task, in one state, fell in one bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunCount {
+    pub task_name: String,
+    /// Its state now (for [`Counted::Ended`]: how it ended).
+    pub status: RunState,
+    /// The bucket: `from + bucket * resolution` seconds.
+    pub bucket: i64,
+    pub count: u64,
 }
 
 /// A line a task wrote.

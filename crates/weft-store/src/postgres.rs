@@ -45,14 +45,14 @@ pub use conn::redacted_url;
 use conn::{AbortOnDrop, TxResult, classify};
 use listen::notify;
 use runs::{
-    Holders, RUN_COLUMNS, create_run_in, interrupt, load_run, load_runs_by_ids, open_attempts,
-    with_attempts, without_nul,
+    Holders, create_run_in, interrupt, load_run, load_runs_by_ids, open_attempts, without_nul,
 };
 
 use crate::{
-    AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, CreatedRun,
-    Creation, LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter,
-    RunRecord, RunState, Store, StoreError, StoreEvent, TaskRecord, UsageRecord,
+    AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, Counted,
+    CreatedRun, Creation, LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result,
+    RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError, StoreEvent,
+    TaskRecord, UsageRecord,
 };
 
 /// How long a root run's `idempotencyKey` names it.
@@ -184,25 +184,16 @@ impl Store for PgStore {
         let filter = filter.clone();
         self.tx(move |conn| {
             let filter = filter.clone();
-            Box::pin(async move {
-                let rows = sqlx::query(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs
-                     WHERE (cardinality($1::text[]) = 0 OR task_name = ANY($1))
-                       AND (cardinality($2::text[]) = 0 OR root_id = ANY($2))
-                       AND ($3::text IS NULL OR status = $3) AND ($4::bigint IS NULL OR seq < $4)
-                       AND (NOT $6 OR parent_id IS NULL)
-                     ORDER BY seq DESC LIMIT $5"
-                ))
-                .bind(&filter.task_names)
-                .bind(&filter.root_ids)
-                .bind(filter.status.map(|s| s.as_str()))
-                .bind(filter.before_seq)
-                .bind(i64::from(filter.limit))
-                .bind(filter.roots_only)
-                .fetch_all(&mut *conn)
-                .await?;
-                with_attempts(conn, rows).await
-            })
+            Box::pin(async move { runs::list_runs(conn, &filter).await })
+        })
+        .await
+    }
+
+    async fn count_runs(&self, query: &RunCountQuery) -> Result<Vec<RunCount>> {
+        let query = query.clone();
+        self.tx(move |conn| {
+            let query = query.clone();
+            Box::pin(async move { runs::count_runs(conn, &query).await })
         })
         .await
     }

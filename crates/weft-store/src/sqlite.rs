@@ -34,13 +34,14 @@ use crate::rows::{
     CANCELED, INTERRUPTED, new_run_id, outcome_columns, parse_json, parse_state, process_exists,
 };
 use crate::{
-    AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, CreatedRun,
-    Creation, LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result, RunFilter,
-    RunRecord, RunState, Store, StoreError, StoreEvent, TaskRecord, UsageRecord,
+    AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, Counted,
+    CreatedRun, Creation, LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result,
+    RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError, StoreEvent,
+    TaskRecord, UsageRecord,
 };
 use conn::*;
 use file::{check_integrity, lock_exclusively, lock_inode, prepare_file};
-use runs::{RUN_COLUMNS, find_existing, load_run, load_runs, open_attempt, parse_ts, ts};
+use runs::{find_existing, load_run, open_attempt, parse_ts, ts};
 use schema::migrate;
 
 /// How long a root run's `idempotencyKey` names it.
@@ -178,8 +179,10 @@ impl Store for SqliteStore {
             tx.execute_cached(
                 "INSERT INTO runs (id, task_name, status, input, parent_id, root_id, created_by_attempt,
                                    taken_by_attempt, input_hash, idempotency_key, idempotency_created_at,
-                                   created_at)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)",
+                                   created_at, task_version)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10,
+                         CASE WHEN ?4 IS NULL THEN ?11
+                              ELSE (SELECT task_version FROM runs WHERE id = ?4) END)",
                 params![
                     id,
                     new.task_name,
@@ -191,6 +194,7 @@ impl Store for SqliteStore {
                     new.idempotency_key,
                     new.idempotency_created_at,
                     ts(new.at),
+                    new.task_version,
                 ],
             )?;
             let run = load_run(tx, &id)?.expect("just inserted");
@@ -206,29 +210,12 @@ impl Store for SqliteStore {
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let filter = filter.clone();
-        self.read(move |tx| {
-            let sql = format!(
-                "SELECT {RUN_COLUMNS} FROM runs
-                 WHERE (?1 = '[]' OR task_name IN (SELECT value FROM json_each(?1)))
-                   AND (?2 = '[]' OR root_id IN (SELECT value FROM json_each(?2)))
-                   AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR seq < ?4)
-                   AND (?6 = 0 OR parent_id IS NULL)
-                 ORDER BY seq DESC LIMIT ?5"
-            );
-            load_runs(
-                tx,
-                &sql,
-                &[
-                    &serde_json::to_string(&filter.task_names).expect("strings serialise"),
-                    &serde_json::to_string(&filter.root_ids).expect("strings serialise"),
-                    &filter.status.map(|s| s.as_str()),
-                    &filter.before_seq,
-                    &filter.limit,
-                    &filter.roots_only,
-                ],
-            )
-        })
-        .await
+        self.read(move |tx| runs::list_runs(tx, &filter)).await
+    }
+
+    async fn count_runs(&self, query: &RunCountQuery) -> Result<Vec<RunCount>> {
+        let query = query.clone();
+        self.read(move |tx| runs::count_runs(tx, &query)).await
     }
 
     async fn start_attempt(&self, run_id: &str, at: DateTime<Utc>) -> Result<Option<RunRecord>> {

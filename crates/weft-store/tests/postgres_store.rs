@@ -156,6 +156,7 @@ async fn two_nodes_starting_200_runs_under_50_keys_at_once_make_50_runs() {
                     parent: None,
                     idempotency_key: Some(format!("key-{}", i % 50)),
                     idempotency_created_at: None,
+                    task_version: None,
                     at: chrono::Utc::now(),
                 })
                 .await
@@ -203,6 +204,7 @@ async fn another_node_hears_of_pending_work_and_of_runs_that_end() {
             parent: None,
             idempotency_key: None,
             idempotency_created_at: None,
+            task_version: None,
             at: chrono::Utc::now(),
         })
         .await
@@ -259,6 +261,7 @@ fn new_root(task: &str) -> weft_store::NewRun {
         parent: None,
         idempotency_key: None,
         idempotency_created_at: None,
+        task_version: None,
         at: chrono::Utc::now(),
     }
 }

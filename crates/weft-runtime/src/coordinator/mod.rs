@@ -234,6 +234,9 @@ impl Coordinator {
     }
 
     /// Starts a root run (or finds the one its idempotency key names).
+    /// `task` is a name or a slug, `workflow/task:version`: a version is
+    /// recorded on the run and its subtasks (weft runs the app it has: one
+    /// version; the pin says which one a client asked for).
     pub async fn start_run(
         &self,
         task: &str,
@@ -263,6 +266,13 @@ impl Coordinator {
                 )));
             }
         }
+        let task_version = match &parent {
+            None => weft_protocol::api::task_slug_parts(task)
+                .1
+                .map(str::to_string),
+            // A subtask runs in its root's version (the store copies it).
+            Some(_) => None,
+        };
         let task = self.find_or_register(task).await?;
         self.check_input(&input)?;
         let parent_id = parent.as_ref().map(|p| p.run_id.clone());
@@ -274,6 +284,7 @@ impl Coordinator {
                 parent,
                 idempotency_key,
                 idempotency_created_at,
+                task_version,
                 at: Utc::now(),
             })
             .await?;
@@ -295,7 +306,11 @@ impl Coordinator {
             .get_run(id)
             .await?
             .ok_or_else(|| RunError::UnknownRun(id.to_string()))?;
-        self.start_run(&run.task_name, run.input, None).await
+        let slug = match &run.task_version {
+            Some(version) => format!("{}:{version}", run.task_name),
+            None => run.task_name.clone(),
+        };
+        self.start_run(&slug, run.input, None).await
     }
 
     /// Cancels a run and every descendant that has not ended, killing their processes.

@@ -68,6 +68,7 @@ pub fn task_run(run: &RunRecord) -> TaskRun {
         parent_task_run_id: run.parent_id.clone().unwrap_or_default(),
         parent_task_attempt: run.parent_attempt,
         root_task_run_id: run.root_id.clone(),
+        task_version: run.task_version.clone(),
         retries: (run.attempts.len() as u32).saturating_sub(1),
         attempts: run
             .attempts
@@ -170,15 +171,23 @@ async fn list_runs(
     let limit = params.number("limit", 20, 100)?;
     let before_seq = params.cursor()?;
     let status = params.status()?;
+    // `taskSlug` (or weft's `taskId`) names tasks, with a version or
+    // without (any version); `workflowVersionId` keeps runs pinned to one
+    // of these versions. `workflowId` and `ownerId` are accepted and do
+    // not narrow the list: a weft server runs one workflow for one owner.
+    let (mut task_names, mut pinned) = (Vec::new(), Vec::new());
+    for slug in params.list(&["taskSlug", "taskId"]) {
+        let (name, version) = weft_protocol::api::task_slug_parts(&slug);
+        let name = name.strip_prefix("tsk-").unwrap_or(name).to_string();
+        match version {
+            Some(version) => pinned.push((name, version.to_string())),
+            None => task_names.push(name),
+        }
+    }
     let filter = RunFilter {
-        task_names: params
-            .list(&["taskSlug", "taskId"])
-            .iter()
-            .map(|s| {
-                let name = weft_protocol::api::task_name_from_slug(s);
-                name.strip_prefix("tsk-").unwrap_or(name).to_string()
-            })
-            .collect(),
+        task_names,
+        pinned,
+        versions: params.list(&["workflowVersionId"]),
         root_ids: params.list(&["rootTaskRunId"]),
         status,
         before_seq,

@@ -115,6 +115,8 @@ async fn list_roots(
     let before_seq = params.cursor()?;
     let status = params.status()?;
     let filter = RunFilter {
+        pinned: Vec::new(),
+        versions: Vec::new(),
         task_names: params.list(&["task"]),
         root_ids: Vec::new(),
         status,
@@ -274,6 +276,8 @@ struct AttemptView {
 struct RunView {
     id: String,
     task: String,
+    /// The version its root run was pinned to, if any.
+    task_version: Option<String>,
     status: &'static str,
     parent_id: Option<String>,
     root_id: String,
@@ -311,6 +315,7 @@ async fn details(State(c): State<Shared>, PathId(id): PathId) -> Result<Json<Run
             .collect(),
         id: r.id,
         task: r.task_name,
+        task_version: r.task_version,
         parent_id: r.parent_id,
         root_id: r.root_id,
         created_at: r.created_at,

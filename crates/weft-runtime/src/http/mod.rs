@@ -1,5 +1,5 @@
 //! Everything a node serves on its port, behind one guard (`guard`):
-//! Render's API (`api`), what the dashboard reads and does (`dashboard`),
+//! Render's API (`api`, its task-run metrics in `run_metrics`), what the dashboard reads and does (`dashboard`),
 //! and the dashboard's pages (`weft_dashboard`); the listener that accepts
 //! connections (`listener`, with `peer`, who is on the other end); and
 //! the JSON errors and bodies the task socket shares (`json`).
@@ -12,6 +12,7 @@ pub(crate) mod listener;
 mod log_routes;
 mod params;
 mod peer;
+mod run_metrics;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub(crate) fn router(coordinator: Arc<Coordinator>, addr: std::net::SocketAddr) 
         .with_sessions(coordinator.store().clone());
     Router::new()
         .merge(api::routes())
+        .merge(run_metrics::routes())
         .merge(dashboard::routes(guard.clone()))
         .merge(weft_dashboard::router())
         .fallback(not_found)

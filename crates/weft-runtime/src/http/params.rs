@@ -89,17 +89,41 @@ impl Params {
         }
     }
 
+    /// A time as RFC 3339 (`2026-12-03T19:00:00Z`), as an ISO 8601 time
+    /// with no offset (taken as UTC: Python's `isoformat()` of a naive
+    /// time), or as Unix seconds (Render's metrics API documents them).
     pub(crate) fn time(&self, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-        self.one(key)
-            .map(|v| {
-                DateTime::parse_from_rfc3339(v)
-                    .map(|t| t.to_utc())
-                    .map_err(|e| {
-                        ApiError::bad_request(format!(
-                            "{key} must be an RFC 3339 time, got {v:?}: {e}"
-                        ))
-                    })
-            })
-            .transpose()
+        self.one(key).map(|v| parse_time(key, v)).transpose()
     }
+
+    /// A number of seconds, more than 0 and at most `max`.
+    pub(crate) fn seconds(&self, key: &str, default: f64, max: f64) -> Result<f64, ApiError> {
+        match self.one(key) {
+            None => Ok(default),
+            Some(v) => match v.parse::<f64>() {
+                Ok(n) if n > 0.0 && n <= max => Ok(n),
+                _ => Err(ApiError::bad_request(format!(
+                    "{key} must be a number of seconds above 0 and at most {max}, got {v:?}"
+                ))),
+            },
+        }
+    }
+}
+
+fn parse_time(key: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Ok(t.to_utc());
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Ok(t.and_utc());
+    }
+    if let Ok(secs) = v.parse::<f64>()
+        && secs.is_finite()
+        && let Some(t) = DateTime::from_timestamp_micros((secs * 1e6) as i64)
+    {
+        return Ok(t);
+    }
+    Err(ApiError::bad_request(format!(
+        "{key} must be an RFC 3339 time or Unix seconds, got {v:?}"
+    )))
 }

@@ -14,7 +14,7 @@ pub(super) fn without_nul(s: &str) -> Cow<'_, str> {
 }
 
 pub(super) const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \
-                           created_at, started_at, completed_at, not_before, created_by_attempt";
+                           created_at, started_at, completed_at, not_before, created_by_attempt, task_version";
 
 pub(super) fn attempt_from_row(r: &PgRow) -> TxResult<(String, AttemptRecord)> {
     let output: Option<String> = r.try_get("output")?;
@@ -48,6 +48,7 @@ pub(super) fn run_from_row(r: &PgRow) -> TxResult<RunRecord> {
         seq: r.try_get("seq")?,
         id: r.try_get("id")?,
         task_name: r.try_get("task_name")?,
+        task_version: r.try_get("task_version")?,
         status: parse_state(r.try_get("status")?)?,
         input: parse_json(&input)?,
         output: output.as_deref().map(parse_json).transpose()?,
@@ -244,8 +245,10 @@ pub(super) async fn create_run_in(
         .map_or(id.clone(), |p| p.root_id.clone());
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO runs (id, task_name, status, input, parent_id, root_id, created_by_attempt, taken_by_attempt,
-                           input_hash, idempotency_key, idempotency_created_at, created_at)
-         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $6, $7, $8, $9, $10)
+                           input_hash, idempotency_key, idempotency_created_at, created_at, task_version)
+         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $6, $7, $8, $9, $10,
+                 CASE WHEN $4::text IS NULL THEN $11
+                      ELSE (SELECT task_version FROM runs WHERE id = $4) END)
          ON CONFLICT (parent_id, idempotency_key, coalesce(idempotency_created_at, ''))
              WHERE parent_id IS NOT NULL AND idempotency_key IS NOT NULL
          DO NOTHING
@@ -261,6 +264,7 @@ pub(super) async fn create_run_in(
     .bind(&new.idempotency_key)
     .bind(&new.idempotency_created_at)
     .bind(new.at)
+    .bind(&new.task_version)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = inserted else {
@@ -371,4 +375,85 @@ pub(super) async fn interrupt(
         notify(conn, channel, "p").await?;
     }
     Ok(ids)
+}
+
+/// Runs matching a filter, newest first (an empty list: no filter).
+pub(super) async fn list_runs(
+    conn: &mut PgConnection,
+    filter: &RunFilter,
+) -> TxResult<Vec<RunRecord>> {
+    let (pinned_tasks, pinned_versions): (Vec<&str>, Vec<&str>) = filter
+        .pinned
+        .iter()
+        .map(|(task, version)| (task.as_str(), version.as_str()))
+        .unzip();
+    let rows = sqlx::query(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE ((cardinality($1::text[]) = 0 AND cardinality($7::text[]) = 0)
+                OR task_name = ANY($1)
+                OR (task_name, task_version) IN (SELECT * FROM unnest($7::text[], $8::text[])))
+           AND (cardinality($9::text[]) = 0 OR task_version = ANY($9))
+           AND (cardinality($2::text[]) = 0 OR root_id = ANY($2))
+           AND ($3::text IS NULL OR status = $3) AND ($4::bigint IS NULL OR seq < $4)
+           AND (NOT $6 OR parent_id IS NULL)
+         ORDER BY seq DESC LIMIT $5"
+    ))
+    .bind(&filter.task_names)
+    .bind(&filter.root_ids)
+    .bind(filter.status.map(|s| s.as_str()))
+    .bind(filter.before_seq)
+    .bind(i64::from(filter.limit))
+    .bind(filter.roots_only)
+    .bind(&pinned_tasks)
+    .bind(&pinned_versions)
+    .bind(&filter.versions)
+    .fetch_all(&mut *conn)
+    .await?;
+    with_attempts(conn, rows).await
+}
+
+/// The runs created, or ended, in each bucket of a window, by task and
+/// state (an interval's epoch is an exact numeric: no float rounding).
+pub(super) async fn count_runs(
+    conn: &mut PgConnection,
+    query: &RunCountQuery,
+) -> TxResult<Vec<RunCount>> {
+    let sql = match query.counted {
+        Counted::Created => {
+            "SELECT task_name, status,
+                    floor(extract(epoch FROM created_at - $1) / $3::bigint)::bigint AS bucket,
+                    count(*) AS n
+             FROM runs
+             WHERE created_at >= $1 AND created_at < $2
+               AND (cardinality($4::text[]) = 0 OR task_name = ANY($4))
+             GROUP BY task_name, status, bucket"
+        }
+        Counted::Ended => {
+            "SELECT task_name, status,
+                    floor(extract(epoch FROM completed_at - $1) / $3::bigint)::bigint AS bucket,
+                    count(*) AS n
+             FROM runs
+             WHERE completed_at >= $1 AND completed_at < $2
+               AND status IN ('completed', 'failed', 'canceled')
+               AND (cardinality($4::text[]) = 0 OR task_name = ANY($4))
+             GROUP BY task_name, status, bucket"
+        }
+    };
+    let rows = sqlx::query(sql)
+        .bind(query.from)
+        .bind(query.to)
+        .bind(query.resolution)
+        .bind(&query.task_names)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(RunCount {
+                task_name: r.try_get("task_name")?,
+                status: parse_state(r.try_get("status")?)?,
+                bucket: r.try_get("bucket")?,
+                count: r.try_get::<i64, _>("n")? as u64,
+            })
+        })
+        .collect()
 }

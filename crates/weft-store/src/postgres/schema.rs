@@ -38,6 +38,11 @@ pub(super) fn migrator() -> sqlx::migrate::Migrator {
             "attempt_usage",
             include_str!("../../migrations/postgres/0006_attempt_usage.sql"),
         ),
+        (
+            7,
+            "task_version",
+            include_str!("../../migrations/postgres/0007_task_version.sql"),
+        ),
     ];
     Migrator {
         migrations: Cow::Owned(

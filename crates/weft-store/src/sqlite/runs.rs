@@ -19,7 +19,7 @@ pub(super) fn parse_opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
 }
 
 pub(super) const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \
-                           created_at, started_at, completed_at, not_before, created_by_attempt";
+                           created_at, started_at, completed_at, not_before, created_by_attempt, task_version";
 
 /// A runs row before its attempts are attached.
 pub(super) struct RunRow {
@@ -37,6 +37,7 @@ pub(super) struct RunRow {
     completed_at: Option<String>,
     not_before: Option<String>,
     created_by_attempt: Option<u32>,
+    task_version: Option<String>,
 }
 
 impl RunRow {
@@ -56,6 +57,7 @@ impl RunRow {
             completed_at: r.get(11)?,
             not_before: r.get(12)?,
             created_by_attempt: r.get(13)?,
+            task_version: r.get(14)?,
         })
     }
 
@@ -64,6 +66,7 @@ impl RunRow {
             id: self.id,
             seq: self.seq,
             task_name: self.task_name,
+            task_version: self.task_version,
             status: parse_state(&self.status)?,
             input: parse_json(&self.input)?,
             output: self.output.as_deref().map(parse_json).transpose()?,
@@ -153,6 +156,98 @@ pub(super) fn load_runs(
         .map(|row| {
             let attempts = load_attempts(tx, &row.id)?;
             Ok(row.into_record(attempts)?)
+        })
+        .collect()
+}
+
+/// Runs matching a filter, newest first. Each filter list is a JSON
+/// array bound as one parameter (empty: no filter).
+pub(super) fn list_runs(tx: &Connection, filter: &RunFilter) -> TxResult<Vec<RunRecord>> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE ((?1 = '[]' AND ?7 = '[]')
+                    OR task_name IN (SELECT value FROM json_each(?1))
+                    OR EXISTS (SELECT 1 FROM json_each(?7) p
+                               WHERE json_extract(p.value, '$[0]') = task_name
+                                 AND json_extract(p.value, '$[1]') = task_version))
+               AND (?8 = '[]' OR task_version IN (SELECT value FROM json_each(?8)))
+               AND (?2 = '[]' OR root_id IN (SELECT value FROM json_each(?2)))
+               AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR seq < ?4)
+               AND (?6 = 0 OR parent_id IS NULL)
+             ORDER BY seq DESC LIMIT ?5"
+        )
+    });
+    load_runs(
+        tx,
+        &SQL,
+        &[
+            &serde_json::json!(filter.task_names).to_string(),
+            &serde_json::json!(filter.root_ids).to_string(),
+            &filter.status.map(|s| s.as_str()),
+            &filter.before_seq,
+            &filter.limit,
+            &filter.roots_only,
+            &serde_json::json!(filter.pinned).to_string(),
+            &serde_json::json!(filter.versions).to_string(),
+        ],
+    )
+}
+
+/// The runs created, or ended, in each bucket of a window, by task and
+/// state. Bounds compare as text (timestamps are fixed-width); a bucket is
+/// counted in whole microseconds from the stored text (`julianday` is a
+/// float, and put a run at the very start of a bucket into the one before).
+pub(super) fn count_runs(tx: &Connection, query: &RunCountQuery) -> TxResult<Vec<RunCount>> {
+    let sql = match query.counted {
+        Counted::Created => {
+            "SELECT task_name, status,
+                    (strftime('%s', created_at) * 1000000 + CAST(substr(created_at, 21, 6) AS INTEGER) - ?5) / ?3 AS bucket,
+                    count(*)
+             FROM runs
+             WHERE created_at >= ?1 AND created_at < ?2
+               AND (?4 = '[]' OR task_name IN (SELECT value FROM json_each(?4)))
+             GROUP BY task_name, status, bucket"
+        }
+        Counted::Ended => {
+            "SELECT task_name, status,
+                    (strftime('%s', completed_at) * 1000000 + CAST(substr(completed_at, 21, 6) AS INTEGER) - ?5) / ?3 AS bucket,
+                    count(*)
+             FROM runs
+             WHERE completed_at >= ?1 AND completed_at < ?2
+               AND status IN ('completed', 'failed', 'canceled')
+               AND (?4 = '[]' OR task_name IN (SELECT value FROM json_each(?4)))
+             GROUP BY task_name, status, bucket"
+        }
+    };
+    let mut stmt = tx.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map(
+            params![
+                ts(query.from),
+                ts(query.to),
+                query.resolution * 1_000_000,
+                serde_json::json!(query.task_names).to_string(),
+                query.from.timestamp_micros(),
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(task_name, status, bucket, count)| {
+            Ok(RunCount {
+                task_name,
+                status: parse_state(&status)?,
+                bucket,
+                count: count as u64,
+            })
         })
         .collect()
 }

@@ -44,6 +44,9 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         "ALTER TABLE attempts ADD COLUMN peak_memory_bytes INTEGER;
          ALTER TABLE attempts ADD COLUMN cpu_time_ms INTEGER;",
     ),
+    // The version a root run was pinned to (`workflow/task:version`),
+    // which its subtasks inherit.
+    Migration::Sql("ALTER TABLE runs ADD COLUMN task_version TEXT;"),
 ];
 
 /// One step of the schema's history.

@@ -59,6 +59,7 @@ async fn a_burst_of_starts_shares_commits_and_keeps_every_run() {
         parent: None,
         idempotency_key: i.is_multiple_of(100).then(|| "once".to_string()),
         idempotency_created_at: None,
+        task_version: None,
         at: Utc::now(),
     };
     let before = store.commits();

@@ -58,6 +58,8 @@ macro_rules! conformance_tests {
             sessions_expire_belong_to_their_key_and_end_on_sign_out,
             each_attempt_keeps_what_its_processes_used,
             listing_pages_newest_first_with_filters,
+            pinned_versions_pass_to_subtasks_and_filter_lists,
+            runs_are_counted_per_bucket_by_task_and_state,
             logs_filter_by_run_tree_time_and_text,
         );
     };
@@ -93,6 +95,7 @@ fn root(task: &str, input: serde_json::Value) -> NewRun {
         parent: None,
         idempotency_key: None,
         idempotency_created_at: None,
+        task_version: None,
         at: Utc::now(),
     }
 }
@@ -756,6 +759,187 @@ pub async fn listing_pages_newest_first_with_filters<B: Backend>() {
         .await
         .unwrap();
     assert_eq!(by_root.len(), 1);
+}
+
+pub async fn pinned_versions_pass_to_subtasks_and_filter_lists<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let pinned = |task: &str, version: Option<&str>| NewRun {
+        task_version: version.map(str::to_string),
+        ..root(task, json!([]))
+    };
+    let v1 = started(&*store, pinned("p", Some("v1"))).await;
+    assert_eq!(v1.task_version.as_deref(), Some("v1"));
+    let v2 = store.create_run(pinned("p", Some("v2"))).await.unwrap().run;
+    let loose = store.create_run(pinned("p", None)).await.unwrap().run;
+    let other = store.create_run(pinned("q", Some("v1"))).await.unwrap().run;
+    // A subtask runs in its root's version, whatever its request says.
+    let kid = store
+        .create_run(NewRun {
+            task_version: Some("v9".into()),
+            ..child(&v1, 1, "c", json!([]), None)
+        })
+        .await
+        .unwrap()
+        .run;
+    assert_eq!(kid.task_version.as_deref(), Some("v1"));
+    assert_eq!(
+        store.get_run(&kid.id).await.unwrap().unwrap().task_version,
+        kid.task_version,
+        "kept"
+    );
+    let list = |filter: RunFilter| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .list_runs(&RunFilter {
+                    limit: 100,
+                    ..filter
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |mut ids: Vec<&String>| {
+        ids.sort();
+        ids.into_iter().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(RunFilter {
+            pinned: vec![("p".into(), "v1".into())],
+            ..Default::default()
+        })
+        .await,
+        vec![v1.id.clone()],
+        "p:v1 is p's runs pinned to v1 only"
+    );
+    assert_eq!(
+        list(RunFilter {
+            task_names: vec!["p".into()],
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![&v1.id, &v2.id, &loose.id]),
+        "p, with no version, is every run of p"
+    );
+    assert_eq!(
+        list(RunFilter {
+            task_names: vec!["q".into()],
+            pinned: vec![("p".into(), "v2".into())],
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![&v2.id, &other.id]),
+        "task filters are ORed"
+    );
+    assert_eq!(
+        list(RunFilter {
+            versions: vec!["v1".into()],
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![&v1.id, &other.id, &kid.id]),
+        "a version alone: every run pinned to it, subtasks too"
+    );
+}
+
+pub async fn runs_are_counted_per_bucket_by_task_and_state<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    let from = Utc::now() - Duration::seconds(600);
+    let at = |secs: i64| from + Duration::seconds(secs);
+    let made = |task: &str, secs: i64| NewRun {
+        at: at(secs),
+        ..root(task, json!([]))
+    };
+    // a: two runs in the first minute, one in the third; b: one in the second.
+    let a1 = store.create_run(made("a", 5)).await.unwrap().run;
+    let a2 = store.create_run(made("a", 59)).await.unwrap().run;
+    store.create_run(made("a", 150)).await.unwrap();
+    let b1 = store.create_run(made("b", 60)).await.unwrap().run;
+    // Outside the window: before it, and at its end (the end is open).
+    store.create_run(made("a", -1)).await.unwrap();
+    store.create_run(made("a", 300)).await.unwrap();
+    let query = |counted, task_names: Vec<String>| RunCountQuery {
+        counted,
+        task_names,
+        from,
+        to: at(300),
+        resolution: 60,
+    };
+    let mut created = store
+        .count_runs(&query(Counted::Created, Vec::new()))
+        .await
+        .unwrap();
+    created.sort_by(|x, y| (&x.task_name, x.bucket).cmp(&(&y.task_name, y.bucket)));
+    let seen: Vec<_> = created
+        .iter()
+        .map(|c| (c.task_name.as_str(), c.bucket, c.count))
+        .collect();
+    assert_eq!(seen, [("a", 0, 2), ("a", 2, 1), ("b", 1, 1)]);
+    let only_b = store
+        .count_runs(&query(Counted::Created, vec!["b".into()]))
+        .await
+        .unwrap();
+    assert_eq!(only_b.len(), 1);
+    assert_eq!(only_b[0].task_name, "b");
+    // Ended: a1 completed, a2 failed, b1 canceled; the others are pending.
+    for run in [&a1, &a2] {
+        store
+            .start_attempt(&run.id, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    end(
+        &*store,
+        &a1.id,
+        1,
+        AttemptOutcome::Completed {
+            output: json!([1]).into(),
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    end(
+        &*store,
+        &a2.id,
+        1,
+        AttemptOutcome::Failed { error: "no".into() },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    store.cancel_run(&b1.id, Utc::now()).await.unwrap();
+    let ended = store
+        .count_runs(&RunCountQuery {
+            counted: Counted::Ended,
+            task_names: Vec::new(),
+            from: Utc::now() - Duration::seconds(60),
+            to: Utc::now() + Duration::seconds(1),
+            resolution: 3600,
+        })
+        .await
+        .unwrap();
+    let mut seen: Vec<_> = ended
+        .iter()
+        .map(|c| (c.task_name.as_str(), c.status, c.bucket, c.count))
+        .collect();
+    seen.sort_by_key(|s| (s.0, s.1.as_str()));
+    assert_eq!(
+        seen,
+        [
+            ("a", Completed, 0, 1),
+            ("a", Failed, 0, 1),
+            ("b", Canceled, 0, 1)
+        ]
+    );
 }
 
 pub async fn logs_filter_by_run_tree_time_and_text<B: Backend>() {

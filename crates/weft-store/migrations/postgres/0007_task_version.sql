@@ -1,0 +1,3 @@
+-- The version a root run was pinned to (`workflow/task:version`), which
+-- its subtasks inherit.
+ALTER TABLE runs ADD COLUMN task_version text;
