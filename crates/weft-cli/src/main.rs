@@ -41,6 +41,33 @@ enum Command {
     Nodes(remote::NodesCommand),
     /// Scaffold a runnable project: `weft init --language python|typescript|rust`.
     Init(init::InitArgs),
+    /// Render's CLI spellings (`render workflows ...`): `weft workflows dev`,
+    /// `start`, `cancel`, `init`, `tasks list`, `tasks runs start|list|show|cancel`.
+    #[command(subcommand)]
+    Workflows(Workflows),
+}
+
+/// `render workflows ...`, as weft runs it: each is one of weft's commands.
+#[derive(Subcommand)]
+enum Workflows {
+    /// `weft dev`.
+    Dev(dev::DevArgs),
+    /// Start a task run (`weft runs start`).
+    Start(remote::StartArgs),
+    /// Cancel a run and its subtasks (`weft runs cancel`).
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+    /// `weft init`.
+    Init(init::InitArgs),
+    /// `weft tasks`.
+    #[command(subcommand)]
+    Tasks(remote::TasksCommand),
+    /// `weft runs` (Render's CLI keeps it as an older spelling of `tasks runs`).
+    #[command(subcommand)]
+    Runs(remote::RunsCommand),
 }
 
 /// Rust ignores SIGPIPE, so printing to a closed pipe (`weft runs list |
@@ -56,6 +83,21 @@ fn main() -> std::process::ExitCode {
     // First: this binary also starts task processes for its runtime.
     weft_runtime::run_if_asked();
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::Workflows(w) => Cli {
+            command: match w {
+                Workflows::Dev(args) => Command::Dev(args),
+                Workflows::Start(args) => Command::Runs(remote::RunsCommand::Start(args)),
+                Workflows::Cancel { id, server } => {
+                    Command::Runs(remote::RunsCommand::Cancel { id, server })
+                }
+                Workflows::Init(args) => Command::Init(args),
+                Workflows::Tasks(cmd) => Command::Tasks(cmd),
+                Workflows::Runs(cmd) => Command::Runs(cmd),
+            },
+        },
+        command => Cli { command },
+    };
     if !matches!(cli.command, Command::Dev(_) | Command::Serve(_)) {
         quit_quietly_on_a_closed_pipe();
     }
@@ -67,6 +109,7 @@ fn main() -> std::process::ExitCode {
         Command::Tasks(cmd) => remote::tasks(cmd),
         Command::Nodes(cmd) => remote::nodes(cmd),
         Command::Init(args) => init::run(args),
+        Command::Workflows(_) => unreachable!("mapped to weft's commands above"),
     };
     match result {
         Ok(code) => code,

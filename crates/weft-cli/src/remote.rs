@@ -72,10 +72,42 @@ pub struct RunArgs {
     server: ServerArgs,
 }
 
+/// `weft runs start`, as Render's CLI spells it (`render workflows tasks
+/// runs start TASK --input JSON`): starts a run and prints its id.
+#[derive(Args)]
+pub struct StartArgs {
+    /// The task's name or slug (`workflow/task[:version]`), or `--task`.
+    #[arg(value_name = "TASK", required_unless_present = "task_option")]
+    task: Option<String>,
+    /// The task, as Render's CLI also takes it.
+    #[arg(long = "task", value_name = "TASK", conflicts_with = "task")]
+    task_option: Option<String>,
+    /// Input as JSON: an array of positional arguments or an object of
+    /// named ones (default `[]`).
+    #[arg(long, value_name = "JSON", conflicts_with = "input_file")]
+    input: Option<String>,
+    /// The input, from a JSON file.
+    #[arg(long, value_name = "PATH")]
+    input_file: Option<std::path::PathBuf>,
+    /// Wait for the run to end and print its result (as `weft run`).
+    #[arg(long)]
+    wait: bool,
+    /// Makes retrying this command safe: the same key within 24 h names the same run.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
 #[derive(Subcommand)]
 pub enum RunsCommand {
+    /// Start a run and print its id (`--wait`: wait, print its result).
+    Start(StartArgs),
     /// Task runs, newest first.
     List {
+        /// Only runs of this task (Render's CLI: `runs list TASK`).
+        #[arg(value_name = "TASK", conflicts_with = "task")]
+        task_arg: Option<String>,
         /// Only runs of this task.
         #[arg(long)]
         task: Option<String>,
@@ -144,6 +176,10 @@ pub enum TasksCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Task runs, as Render's CLI spells them (`tasks runs start|list|show|cancel`):
+    /// the commands of `weft runs`.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Have the server run the start command again to register its tasks.
     Refresh {
         #[command(flatten)]
@@ -348,36 +384,111 @@ fn read_input(arg: &str) -> anyhow::Result<String> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let text = read_input(&args.input)?;
-    let input: Value = serde_json::from_str(&text).with_context(|| {
+    let input = parse_input(&read_input(&args.input)?, &args.input)?;
+    start(
+        &args.task,
+        input,
+        args.idempotency_key.as_deref(),
+        if args.no_wait {
+            Started::PrintId
+        } else {
+            Started::Wait
+        },
+        &args.server,
+    )
+}
+
+/// `weft runs start` (and Render's spellings of it).
+pub fn start_run(args: StartArgs) -> anyhow::Result<ExitCode> {
+    let task = args
+        .task
+        .or(args.task_option)
+        .expect("clap requires a task");
+    let (text, from) = match (&args.input, &args.input_file) {
+        (_, Some(path)) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the input file {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        (Some(json), None) => (json.clone(), json.clone()),
+        (None, None) => ("[]".to_string(), "[]".to_string()),
+    };
+    let input = parse_input(&text, &from)?;
+    let then = if args.wait {
+        Started::Wait
+    } else {
+        Started::Announce
+    };
+    start(
+        &task,
+        input,
+        args.idempotency_key.as_deref(),
+        then,
+        &args.server,
+    )
+}
+
+/// A run's input: JSON, an array or an object (`from` names where it came from).
+fn parse_input(text: &str, from: &str) -> anyhow::Result<Value> {
+    let input: Value = serde_json::from_str(text).with_context(|| {
         let shown: String = text.chars().take(200).collect();
         let more = if shown.len() < text.len() { "…" } else { "" };
         format!("input is not JSON: {shown}{more}")
     })?;
     if !(input.is_array() || input.is_object()) {
         bail!(
-            "input must be a JSON array (positional arguments) or object (named ones), got {}",
-            args.input
+            "input must be a JSON array (positional arguments) or object (named ones), got {from}"
         );
     }
-    let client = args.server.client()?;
+    Ok(input)
+}
+
+/// What `start` does once the run is started.
+#[derive(Clone, Copy, PartialEq)]
+enum Started {
+    /// Print its id only (`weft run --no-wait`).
+    PrintId,
+    /// Say it was created, as Render's CLI does (`--json`: the run).
+    Announce,
+    /// Wait for it to end and print its result.
+    Wait,
+}
+
+fn start(
+    task: &str,
+    input: Value,
+    idempotency_key: Option<&str>,
+    then: Started,
+    server: &ServerArgs,
+) -> anyhow::Result<ExitCode> {
+    let client = server.client()?;
     block_on(async move {
-        let mut start = client.start_task(&args.task, input);
-        if let Some(key) = &args.idempotency_key {
+        let mut start = client.start_task(task, input);
+        if let Some(key) = idempotency_key {
             start = start.idempotency_key(key);
         }
         let handle = start.send().await?;
-        if args.no_wait {
-            println!("{}", handle.id());
-            return Ok(ExitCode::SUCCESS);
+        match then {
+            Started::PrintId => {
+                println!("{}", handle.id());
+                return Ok(ExitCode::SUCCESS);
+            }
+            Started::Announce if server.json => {
+                print_json(handle.run())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Started::Announce => {
+                println!("Created task run {} for {}", handle.id(), shown(task));
+                return Ok(ExitCode::SUCCESS);
+            }
+            Started::Wait => eprintln!("Run started: {}", handle.id()),
         }
-        eprintln!("Run started: {}", handle.id());
         let details = match handle.wait().await {
             Ok(details) => details,
             Err(weft::client::Error::TaskRunFailed { details, .. }) => *details,
             Err(e) => return Err(e.into()),
         };
-        if args.server.json {
+        if server.json {
             print_json(&details)?;
         } else if let Some(error) = &details.error {
             eprintln!(
@@ -467,9 +578,14 @@ fn show(details: &TaskRunDetails) {
 }
 
 pub fn runs(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
+    if let RunsCommand::Start(args) = cmd {
+        return start_run(args);
+    }
     block_on(async move {
         match cmd {
+            RunsCommand::Start(_) => unreachable!("started above"),
             RunsCommand::List {
+                task_arg,
                 task,
                 root,
                 status,
@@ -478,7 +594,7 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 server,
             } => {
                 let params = ListTaskRunsParams {
-                    task_slug: task,
+                    task_slug: task.or(task_arg),
                     root_task_run_id: root,
                     status,
                     limit: Some(limit),
@@ -575,10 +691,14 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub fn tasks(cmd: TasksCommand) -> anyhow::Result<ExitCode> {
+    if let TasksCommand::Runs(runs_cmd) = cmd {
+        return runs(runs_cmd);
+    }
     block_on(async move {
         let (tasks, server) = match cmd {
             TasksCommand::List { server } => (server.client()?.list_tasks().await?, server),
             TasksCommand::Refresh { server } => (server.client()?.refresh_tasks().await?, server),
+            TasksCommand::Runs(_) => unreachable!("handled above"),
         };
         if server.json {
             return print_json(&tasks);

@@ -301,12 +301,13 @@ fn render_cli_spellings_are_accepted() {
         ..Default::default()
     });
     let port = weft.url.rsplit(':').next().unwrap();
-    for args in [
-        vec!["tasks", "list", "--local", "--port", port],
-        vec!["runs", "list", "--local", "--port", port],
-    ] {
+    let dir = tempfile::tempdir().unwrap();
+    let input_file = dir.path().join("input.json");
+    std::fs::write(&input_file, "[5]").unwrap();
+    let input_file = input_file.to_str().unwrap();
+    let weft_cli = |args: &[&str]| -> String {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(&args)
+            .args(args)
             .env_remove("RENDER_LOCAL_DEV_URL")
             .output()
             .unwrap();
@@ -315,6 +316,127 @@ fn render_cli_spellings_are_accepted() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let local = ["--local", "--port", port];
+    for args in [["tasks", "list"].as_slice(), &["runs", "list"]] {
+        weft_cli(&[args, &local].concat());
+    }
+    // `render workflows tasks runs start TASK --input JSON` and its
+    // shortcut `render workflows start --task TASK --input-file PATH`:
+    // "Created task run trn-... for TASK", as Render's CLI says it.
+    let created = |out: &str, task: &str| -> String {
+        let id = out
+            .strip_prefix("Created task run ")
+            .and_then(|rest| rest.strip_suffix(&format!(" for {task}\n")))
+            .unwrap_or_else(|| panic!("{out:?}"));
+        id.to_string()
+    };
+    let first = created(
+        &weft_cli(
+            &[
+                &["tasks", "runs", "start", "square", "--input", "[3]"],
+                local.as_slice(),
+            ]
+            .concat(),
+        ),
+        "square",
+    );
+    let second = created(
+        &weft_cli(
+            &[
+                &[
+                    "workflows",
+                    "start",
+                    "--task",
+                    "my-workflow/square",
+                    "--input-file",
+                    input_file,
+                ],
+                local.as_slice(),
+            ]
+            .concat(),
+        ),
+        "my-workflow/square",
+    );
+    let rt = common::runtime();
+    let client = Client::new(&weft.url).unwrap();
+    for id in [&first, &second] {
+        common::wait_for(30, "the run to end", || {
+            let run = rt.block_on(client.get_task_run(id)).unwrap();
+            run.run.status.is_terminal().then_some(())
+        });
+    }
+    let shown = weft_cli(
+        &[
+            &["workflows", "tasks", "runs", "show", &second],
+            local.as_slice(),
+        ]
+        .concat(),
+    );
+    assert!(
+        shown.contains("Input     [5]") && shown.contains("Results   [25]"),
+        "{shown}"
+    );
+    let listed = weft_cli(
+        &[
+            &["tasks", "runs", "list", "square", "--json"],
+            local.as_slice(),
+        ]
+        .concat(),
+    );
+    assert!(
+        listed.contains(&first) && listed.contains(&second),
+        "{listed}"
+    );
+    // `--wait` waits and prints the result, as `weft run` does.
+    let waited = weft_cli(
+        &[
+            &["runs", "start", "square", "--input", "[4]", "--wait"],
+            local.as_slice(),
+        ]
+        .concat(),
+    );
+    assert_eq!(waited.trim(), "16");
+    // `render workflows cancel ID`: a run that ended cannot be canceled,
+    // and says so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args([&["workflows", "cancel", &first], local.as_slice()].concat())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The input must be JSON, and one of the two ways, not both.
+    for (args, says) in [
+        (
+            vec!["runs", "start", "square", "--input", "nope"],
+            "input is not JSON",
+        ),
+        (
+            vec![
+                "runs",
+                "start",
+                "square",
+                "--input",
+                "[1]",
+                "--input-file",
+                input_file,
+            ],
+            "cannot be used with",
+        ),
+        (vec!["runs", "start", "--input", "[1]"], "TASK"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args([args.as_slice(), local.as_slice()].concat())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
     }
 }
 
