@@ -14,9 +14,20 @@ pub struct InitArgs {
     /// The language of the project.
     #[arg(long, short = 'l', value_enum, default_value_t = Language::Python)]
     language: Language,
+    /// The template: `fan-out` (every language; the default) or `etl`
+    /// (Python: the tutorial's sharded customer ETL).
+    #[arg(long, short = 't', default_value = "fan-out")]
+    template: String,
     /// The project's folder: new, or empty (Render's default name).
     #[arg(long, default_value = "workflows-demo")]
     dir: PathBuf,
+    /// Then install its dependencies (the README's set-up command: a
+    /// Python venv and `pip install`, `npm install`, `cargo build`).
+    #[arg(long)]
+    install_deps: bool,
+    /// Then make it a Git repository (`git init`), as Render's CLI does.
+    #[arg(long)]
+    git: bool,
     /// Rust: depend on weft's SDK in this folder (`crates/weft` of weft's
     /// repository) instead of its published crate, to develop against an
     /// unreleased SDK.
@@ -48,6 +59,8 @@ struct File {
 }
 
 struct Template {
+    /// `--template`'s name for it.
+    name: &'static str,
     label: &'static str,
     files: &'static [File],
     /// The commands of the README's "Run it", in order: set-up, the server,
@@ -66,9 +79,55 @@ macro_rules! file {
     };
 }
 
+/// The templates of a language, the default first.
+fn templates(language: Language) -> Vec<Template> {
+    let mut all = vec![template(language)];
+    if language == Language::Python {
+        all.push(Template {
+            name: "etl",
+            label: "Python ETL",
+            files: &[
+                file!("main.py" => "python-etl/main.py"),
+                file!("client.py" => "python-etl/client.py"),
+                file!("generate_data.py" => "python-etl/generate_data.py"),
+                file!("test_workflows.py" => "python-etl/test_workflows.py"),
+                file!("requirements.txt" => "python/requirements.txt"),
+                file!("README.md" => "python-etl/README.md"),
+                file!(".gitignore" => "python/gitignore"),
+            ],
+            setup: PYTHON_SETUP,
+            start: "weft dev -- python main.py",
+            trigger: "python generate_data.py && python client.py",
+        });
+    }
+    all
+}
+
+/// The template `--template` names, with what to say when there is none.
+fn find_template(language: Language, name: &str) -> Result<Template> {
+    let name = match name {
+        "default" | "hello-world" => "fan-out",
+        other => other,
+    };
+    let all = templates(language);
+    let names: Vec<&str> = all.iter().map(|t| t.name).collect();
+    all.into_iter().find(|t| t.name == name).with_context(|| {
+        format!(
+            "no template {name:?} for {language:?}: weft ships {} ({})",
+            names.join(", "),
+            "`weft init --language python --template etl` for the ETL"
+        )
+    })
+}
+
+/// The Python templates' set-up: a venv of their own.
+const PYTHON_SETUP: &str =
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt";
+
 fn template(language: Language) -> Template {
     match language {
         Language::Python => Template {
+            name: "fan-out",
             label: "Python",
             files: &[
                 file!("main.py" => "python/main.py"),
@@ -78,11 +137,12 @@ fn template(language: Language) -> Template {
                 file!("README.md" => "python/README.md"),
                 file!(".gitignore" => "python/gitignore"),
             ],
-            setup: "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt",
+            setup: PYTHON_SETUP,
             start: "weft dev -- python main.py",
             trigger: "python client.py 1 2 3",
         },
         Language::Typescript => Template {
+            name: "fan-out",
             label: "TypeScript",
             files: &[
                 file!("src/main.ts" => "typescript/src/main.ts"),
@@ -97,6 +157,7 @@ fn template(language: Language) -> Template {
             trigger: "node dist/client.js 1 2 3",
         },
         Language::Rust => Template {
+            name: "fan-out",
             label: "Rust",
             files: &[
                 file!("src/main.rs" => "rust/src/main.rs"),
@@ -115,7 +176,7 @@ fn template(language: Language) -> Template {
 }
 
 pub fn run(args: InitArgs) -> Result<std::process::ExitCode> {
-    let template = template(args.language);
+    let template = find_template(args.language, &args.template)?;
     let dir = &args.dir;
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
@@ -187,9 +248,27 @@ pub fn run(args: InitArgs) -> Result<std::process::ExitCode> {
     if let Some(note) = note {
         writeln!(out, "note: {note}")?;
     }
+    if args.git {
+        command(dir, "git init -q", "git", &["init", "-q"])?;
+    }
+    let mut setup = Some(template.setup);
+    if args.install_deps {
+        writeln!(out, "Installing its dependencies: {}", template.setup)?;
+        drop(out);
+        install_deps(dir, args.language)?;
+        out = std::io::stdout().lock();
+        setup = None;
+    }
     writeln!(out, "\nNext steps:")?;
     writeln!(out, "  cd {}", shell_words::quote(&dir.to_string_lossy()))?;
-    writeln!(out, "  {}", template.setup)?;
+    match setup {
+        Some(setup) => writeln!(out, "  {setup}")?,
+        // Installed into the project's venv: it is activated, not made.
+        None if matches!(args.language, Language::Python) => {
+            writeln!(out, "  . .venv/bin/activate")?
+        }
+        None => {}
+    }
     let width = template.start.len().max(template.trigger.len());
     writeln!(
         out,
@@ -198,6 +277,65 @@ pub fn run(args: InitArgs) -> Result<std::process::ExitCode> {
     )?;
     writeln!(out, "  {:width$}  # in another terminal", template.trigger)?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `--install-deps`: the set-up step of the README, run in the project.
+/// A failure names the step and leaves the project in place.
+fn install_deps(dir: &Path, language: Language) -> Result<()> {
+    match language {
+        Language::Python => {
+            command(
+                dir,
+                "python3 -m venv .venv",
+                "python3",
+                &["-m", "venv", ".venv"],
+            )?;
+            command(
+                dir,
+                "pip install -r requirements.txt",
+                ".venv/bin/pip",
+                &[
+                    "install",
+                    "--disable-pip-version-check",
+                    "-r",
+                    "requirements.txt",
+                ],
+            )
+        }
+        Language::Typescript => {
+            command(
+                dir,
+                "npm install",
+                "npm",
+                &["install", "--no-audit", "--no-fund"],
+            )?;
+            command(dir, "npm run build", "npm", &["run", "build"])
+        }
+        Language::Rust => command(dir, "cargo build", "cargo", &["build"]),
+    }
+}
+
+/// Runs one set-up step in the project's folder, its output shown as it
+/// goes; a step that fails, or cannot start, is an error naming it.
+fn command(dir: &Path, what: &str, program: &str, args: &[&str]) -> Result<()> {
+    // A program in the project (its venv's pip) by its full path: the
+    // child starts in the project, where a relative one would be looked up.
+    let status = std::process::Command::new(if program.contains('/') {
+        std::path::absolute(dir.join(program))?.into_os_string()
+    } else {
+        program.into()
+    })
+    .args(args)
+    .current_dir(dir)
+    .status()
+    .with_context(|| format!("`{what}` could not start in {}", dir.display()))?;
+    if !status.success() {
+        bail!(
+            "`{what}` failed in {} ({status}); the project is in place: fix the cause and run it there",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// This process's umask (read by setting it, then putting it back: the
@@ -297,14 +435,32 @@ mod tests {
     #[test]
     fn every_readme_shows_the_commands_weft_init_prints() {
         for language in Language::value_variants() {
-            let t = template(*language);
-            let readme = t.files.iter().find(|f| f.path == "README.md").unwrap();
-            for command in [t.setup, t.start] {
-                assert!(readme.text.contains(command), "{language:?}: {command}");
+            for t in templates(*language) {
+                let readme = t.files.iter().find(|f| f.path == "README.md").unwrap();
+                let client = t.trigger.trim_end_matches(" 1 2 3");
+                for command in [t.setup, t.start].into_iter().chain(client.split(" && ")) {
+                    assert!(
+                        readme.text.contains(command),
+                        "{language:?} {}: {command}",
+                        t.name
+                    );
+                }
             }
-            let client = t.trigger.trim_end_matches(" 1 2 3");
-            assert!(readme.text.contains(client), "{language:?}: {client}");
         }
+    }
+
+    #[test]
+    fn templates_are_found_by_name_and_an_unknown_one_lists_them() {
+        assert_eq!(find_template(Language::Python, "etl").unwrap().name, "etl");
+        assert_eq!(
+            find_template(Language::Rust, "hello-world").unwrap().name,
+            "fan-out"
+        );
+        let err = find_template(Language::Typescript, "etl").err().unwrap();
+        assert!(
+            format!("{err:#}").contains("no template \"etl\" for Typescript: weft ships fan-out"),
+            "{err:#}"
+        );
     }
 
     #[test]

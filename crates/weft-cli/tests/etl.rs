@@ -1,5 +1,5 @@
 //! End to end, the customer ETL under a real `weft dev`:
-//! - `examples/python-etl/workflow.py` (the tutorial on the official Python
+//! - `weft init --template etl`'s `main.py` (the tutorial on the official Python
 //!   SDK), triggered by the official Python client, agrees with the Rust
 //!   pipeline on the profile count, the per-shard counts and which customers
 //!   each shard holds;
@@ -76,16 +76,16 @@ impl Dev {
         out
     }
 
-    /// The official Python client: `examples/python-etl/trigger.py [input]`.
+    /// The official Python client: the etl template's `client.py [input]`.
     fn python_trigger(&self, input: Option<&Value>) -> (String, Value) {
-        let trigger = common::repo_root().join("examples/python-etl/trigger.py");
+        let trigger = common::repo_root().join("crates/weft-cli/templates/python-etl/client.py");
         let input = input.map(Value::to_string);
         let mut args = vec![trigger.to_str().unwrap()];
         args.extend(input.as_deref());
         let out = self.client(&common::python(), &args);
         let result = serde_json::from_slice(&out.stderr).unwrap_or_else(|e| {
             panic!(
-                "trigger.py printed no result ({e}): {}",
+                "client.py printed no result ({e}): {}",
                 String::from_utf8_lossy(&out.stderr)
             )
         });
@@ -146,7 +146,7 @@ fn the_python_sdk_example_agrees_with_the_rust_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     customer_etl::generate(&data, 3_000, 11).unwrap();
-    let workflow = common::repo_root().join("examples/python-etl/workflow.py");
+    let workflow = common::repo_root().join("crates/weft-cli/templates/python-etl/main.py");
     let dev = Dev::start(dir.path(), &[&common::python(), &workflow], &[]);
     let out = dir.path().join("python-out");
     let input = serde_json::json!({

@@ -111,6 +111,120 @@ fn a_python_project_runs_on_the_official_sdk() {
     );
 }
 
+/// `--template etl`: the tutorial's ETL, its data generated, merged by a
+/// fan-out of shards; `--git` makes it a repository.
+#[test]
+fn the_etl_template_merges_the_data_it_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let printed = ok(
+        weft_init(&["--template", "etl", "--git", "--dir", "etl"], tmp.path()),
+        "weft init --template etl",
+    );
+    assert!(
+        printed.contains("Created a Python ETL workflows project"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("python generate_data.py && python client.py"),
+        "{printed}"
+    );
+    let project = tmp.path().join("etl");
+    for file in [
+        "main.py",
+        "client.py",
+        "generate_data.py",
+        "test_workflows.py",
+        "requirements.txt",
+        "README.md",
+        ".gitignore",
+    ] {
+        assert!(project.join(file).is_file(), "{file}");
+    }
+    assert!(project.join(".git").is_dir(), "--git: a repository");
+    let python = common::python();
+    ok(
+        Command::new(&python)
+            .args(["generate_data.py", "300"])
+            .current_dir(&project)
+            .output()
+            .unwrap(),
+        "generate_data.py",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let weft = Weft::start_with(Options {
+        dir: Some(project.clone()),
+        db: Some(data.path().join("weft.db")),
+        command: &[&python, Path::new("main.py")],
+        ..Default::default()
+    });
+    let out = Command::new(&python)
+        .args(["client.py", r#"{"num_shards": 3}"#])
+        .current_dir(&project)
+        .env("RENDER_LOCAL_DEV_URL", &weft.url)
+        .env_remove("RENDER_USE_LOCAL_DEV")
+        .env_remove("RENDER_API_KEY")
+        .env_remove("WORKFLOW_SLUG")
+        .output()
+        .unwrap();
+    let printed = ok(out, "client.py");
+    assert!(
+        printed.contains("Merged 300 enriched profiles across 3 shards"),
+        "{printed}\n--- weft\n{}",
+        weft.output()
+    );
+    for shard in 0..3 {
+        let file = project.join(format!("out-python/profiles/shard-{shard:05}.csv"));
+        assert!(file.is_file(), "{}", file.display());
+    }
+}
+
+/// `--install-deps` runs the README's set-up in the project; when a step
+/// fails it says which, exits non-zero and leaves the project in place.
+#[test]
+fn install_deps_runs_the_setup_and_names_a_step_that_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No package index: `weft-workflows` cannot be found, so pip fails
+    // after the venv is made.
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["init", "--install-deps", "--dir", "proj"])
+        .current_dir(tmp.path())
+        .env("PIP_NO_INDEX", "1")
+        .env_remove("PIP_FIND_LINKS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("`pip install -r requirements.txt` failed in proj")
+            && stderr.contains("the project is in place"),
+        "{stderr}"
+    );
+    let project = tmp.path().join("proj");
+    assert!(project.join("main.py").is_file(), "the project stays");
+    assert!(
+        project.join(".venv/bin/python").exists(),
+        "its venv was made"
+    );
+}
+
+/// An unknown template is refused with the names of those there are.
+#[test]
+fn an_unknown_template_is_refused_with_the_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = weft_init(&["--language", "rust", "--template", "etl"], tmp.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no template \"etl\" for Rust: weft ships fan-out"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
 #[test]
 fn a_rust_project_builds_on_the_workspace_sdk_and_runs() {
     let tmp = tempfile::tempdir().unwrap();

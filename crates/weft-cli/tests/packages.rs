@@ -247,6 +247,32 @@ fn the_wheel_installs_weft_and_its_pytest_fixture_without_rust() {
         Vec::<u32>::new(),
         "no process of the fixture's server outlives the session"
     );
+
+    // `--template etl --install-deps`: a venv of the project's own with its
+    // requirements (weft's wheel found as on PyPI), then its test.
+    let out = ok(
+        user_command("weft", &path, home)
+            .args([
+                "init",
+                "--template",
+                "etl",
+                "--install-deps",
+                "--dir",
+                "etl",
+            ])
+            .env("PIP_FIND_LINKS", &dist)
+            .output()
+            .unwrap(),
+        "weft init --template etl --install-deps",
+    );
+    assert!(out.contains("  . .venv/bin/activate"), "{out}");
+    let etl = home.join("etl");
+    let pytest = user_command(etl.join(".venv/bin/python"), &path, &etl)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .output()
+        .unwrap();
+    let out = ok(pytest, "pytest on the etl template");
+    assert!(out.contains("1 passed"), "{out}");
 }
 
 /// The processes whose working folder is `dir` (the server and the app's

@@ -1,12 +1,12 @@
-"""The tutorial's trigger client, on the official SDK: runs
-merge_customer_data and prints how many profiles it merged.
+"""Runs merge_customer_data and prints how many profiles it merged, on
+the official SDK (the tutorial's trigger client).
 
-    RENDER_USE_LOCAL_DEV=true python examples/python-etl/trigger.py [ARGS-JSON]
+    python client.py [ARGS-JSON]
 
 With no argument it sends no input (`[]`), as the tutorial does; ARGS-JSON
 (for instance '{"num_shards": 4, "data_dir": "/abs/data"}') is sent as the
-task's named arguments. It works against either app: this directory's
-workflow.py or the Rust `customer-etl` under `weft dev`.
+task's named arguments. It works against either app: this folder's main.py
+or weft's Rust `customer-etl` under `weft dev`.
 """
 
 import json
@@ -16,6 +16,9 @@ import time
 
 from render import Render
 
+if not os.getenv("WORKFLOW_SLUG"):
+    # No deployed workflow named: the local server (`weft dev`).
+    os.environ.setdefault("RENDER_USE_LOCAL_DEV", "true")
 render = Render()
 local = os.getenv("RENDER_USE_LOCAL_DEV") == "true" or bool(os.getenv("RENDER_LOCAL_DEV_URL"))
 workflow_slug = os.getenv("WORKFLOW_SLUG")

@@ -1,17 +1,18 @@
 """The tutorial's sharded customer ETL, on the official Render SDK
 (`render` on PyPI), runnable under weft or `render workflows dev`.
 
-    weft dev -- .venv/bin/python examples/python-etl/workflow.py
-    RENDER_USE_LOCAL_DEV=true .venv/bin/python examples/python-etl/trigger.py
+    python generate_data.py          # sample_data/: four CSV sources, 1,000 customers
+    weft dev -- python main.py       # the local server
+    python client.py                 # in another terminal
 
 `merge_customer_data` fans out one `process_shard` per shard and aggregates
 their counts. As in the tutorial, every shard reads all four files in full
 and keeps its own customers (`get_shard_id`, MD5); unlike the tutorial, a
 shard writes its profiles to `OUT_DIR/profiles/shard-NNNNN.csv` and returns
 only counts, so results stay small at any scale. Rows are validated by the
-data contract (shared/spec/customer-etl.md), so the profile count and the
-per-shard counts equal the Rust pipeline's (`customer-etl run`); a profile
-here has only a few of the contract's columns.
+data contract of weft's customer ETL, so the profile count and the
+per-shard counts equal those of weft's Rust pipeline (`customer-etl run`);
+a profile here has only a few of the contract's columns.
 
 Environment: DATA_DIR (default `sample_data`), OUT_DIR (default
 `out-python`), NUM_SHARDS (default 10); the tasks' arguments override them.
