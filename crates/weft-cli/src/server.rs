@@ -25,6 +25,12 @@ pub struct ServerOptions {
     /// CPU). Parents waiting on subtasks do not count.
     #[arg(long)]
     pub max_concurrent: Option<usize>,
+    /// The memory this node gives task runs (`16GiB`): it starts no more
+    /// at once than their plans' memory fits in, as Render's instances
+    /// would not share one machine (a plan larger than this runs alone).
+    /// Parents waiting on subtasks do not count. Default: no bound.
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory: Option<u64>,
     /// Environment file for task processes (default: `.env` when present).
     /// Repeatable: later files override earlier ones, and what they set
     /// overrides the variables inherited from the shell, as Render does.
@@ -301,6 +307,7 @@ impl ServerOptions {
         if let Some(n) = self.max_concurrent {
             config.max_concurrent = n;
         }
+        config.memory = self.memory;
         Ok(config)
     }
 }

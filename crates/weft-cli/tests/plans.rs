@@ -89,6 +89,76 @@ fn plans_warn_limits_nothing_and_names_the_attempts_render_would_kill() {
     );
 }
 
+/// The most attempts of `task` that ran at once under `root`, from their
+/// attempt records (an attempt holds its place from its start to its end).
+fn most_at_once(weft: &Weft, root: &str, task: &str) -> usize {
+    let rt = common::runtime();
+    let client = weft::client::Client::new(&weft.url).unwrap();
+    let runs = rt
+        .block_on(
+            client.list_all_task_runs(&weft::client::ListTaskRunsParams {
+                root_task_run_id: Some(root.to_string()),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    let mut edges = Vec::new();
+    for run in runs.iter().filter(|r| r.task_id == format!("tsk-{task}")) {
+        for a in &run.attempts {
+            edges.push((a.started_at, 1));
+            edges.push((a.completed_at.expect("ended"), -1));
+        }
+    }
+    // An end and a start at the same moment do not overlap.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+/// `--memory`: a node starts no more attempts than their plans' memory
+/// fits in; a plan larger than the whole budget runs alone, with a warning.
+#[test]
+fn a_memory_budget_bounds_the_attempts_by_their_plans() {
+    let weft = serve(&["--quiet", "--memory", "1GiB", "--max-concurrent", "8"]);
+    let rt = common::runtime();
+    let client = weft::client::Client::new(&weft.url).unwrap();
+    let starters = rt
+        .block_on(
+            client
+                .run_task("fan_naps", serde_json::json!(["nap_starter", 6, 0.6]))
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(starters.results.to_value(), serde_json::json!([6]));
+    assert_eq!(
+        most_at_once(&weft, &starters.run.id, "nap_starter"),
+        2,
+        "1 GiB holds two starter runs (512 MB each), and two ran at once"
+    );
+    let pros = rt
+        .block_on(
+            client
+                .run_task("fan_naps", serde_json::json!(["nap_pro", 3, 0.3]))
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(pros.results.to_value(), serde_json::json!([3]));
+    assert_eq!(
+        most_at_once(&weft, &pros.run.id, "nap_pro"),
+        1,
+        "pro (4 GB) runs alone"
+    );
+    let output = weft.output();
+    assert!(
+        output.contains("nap_pro") && output.contains("larger than --memory"),
+        "{output}"
+    );
+}
+
 #[test]
 fn each_attempt_s_peak_memory_and_cpu_time_are_kept_and_shown() {
     let weft = serve(&["--quiet"]);

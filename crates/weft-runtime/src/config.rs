@@ -16,6 +16,10 @@ pub struct RuntimeConfig {
     pub env: Vec<(String, String)>,
     /// Task processes running at once (parents waiting on subtasks do not count).
     pub max_concurrent: usize,
+    /// The memory this node gives attempts, in bytes: it starts no more
+    /// than their plans' memory fits in (parents waiting on subtasks do
+    /// not count, as for `max_concurrent`). `None`: no such bound.
+    pub memory: Option<u64>,
     /// Bearer token the REST API requires; required when listening beyond loopback.
     pub api_key: Option<String>,
     /// Largest task input or result, in bytes.
@@ -86,6 +90,7 @@ impl RuntimeConfig {
             start_command,
             env: Vec::new(),
             max_concurrent: default_max_concurrent(),
+            memory: None,
             api_key: None,
             max_payload_bytes: 4 * 1024 * 1024,
             subtask_result_hold: Duration::from_secs(10),

@@ -88,7 +88,19 @@ pub trait Store: Send + Sync + 'static {
     /// with a new attempt of this node; nodes claiming at once never get
     /// the same run and never wait on each other. Says, too, when the
     /// earliest pending run left is due.
-    async fn claim(&self, limit: u32, at: DateTime<Utc>) -> Result<Claimed>;
+    async fn claim(&self, limit: u32, at: DateTime<Utc>) -> Result<Claimed> {
+        self.claim_within(limit, None, at).await
+    }
+
+    /// [`Store::claim`], the runs claimed also fitting in `memory` (each
+    /// its task's memory, oldest first, stopping at the first that does
+    /// not fit).
+    async fn claim_within(
+        &self,
+        limit: u32,
+        memory: Option<&MemoryLimit>,
+        at: DateTime<Utc>,
+    ) -> Result<Claimed>;
 
     /// Closes a running attempt of this node and moves its run on. `None`
     /// when the attempt had already ended (another event won, or another

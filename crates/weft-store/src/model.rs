@@ -377,6 +377,20 @@ pub struct NodeRecord {
     pub running: u32,
 }
 
+/// The memory a claim may fill ([`crate::Store::claim_within`]): each run
+/// takes its task's plan's memory, and the runs claimed, oldest first,
+/// stop where the next one would not fit (a large run waits at the head
+/// rather than be passed by smaller ones for ever).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLimit {
+    /// The memory free on the node.
+    pub free_bytes: u64,
+    /// Each task's memory, by name.
+    pub task_bytes: Vec<(String, u64)>,
+    /// The memory of a task not listed.
+    pub default_bytes: u64,
+}
+
 /// What [`crate::Store::claim`] got.
 #[derive(Debug, Clone, Default)]
 pub struct Claimed {

@@ -50,8 +50,8 @@ use runs::{
 
 use crate::{
     AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, Counted,
-    CreatedRun, Creation, LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result,
-    RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError, StoreEvent,
+    CreatedRun, Creation, LogLine, LogQuery, MemoryLimit, NewLogLine, NewRun, NodeId, NodeRecord,
+    Result, RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError, StoreEvent,
     TaskRecord, UsageRecord,
 };
 
@@ -223,30 +223,69 @@ impl Store for PgStore {
         .await
     }
 
-    async fn claim(&self, limit: u32, at: DateTime<Utc>) -> Result<Claimed> {
+    async fn claim_within(
+        &self,
+        limit: u32,
+        memory: Option<&MemoryLimit>,
+        at: DateTime<Utc>,
+    ) -> Result<Claimed> {
         let node = self.current();
+        let memory = memory.cloned();
         self.tx(move |conn| {
-            let node = node.clone();
+            let (node, memory) = (node.clone(), memory.clone());
             Box::pin(async move {
                 // Not by an incarnation declared dead or replaced: its
                 // attempts would be taken over at once, while it started
-                // them.
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "WITH due AS (
-                         SELECT seq FROM runs
-                         WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
-                           AND NOT EXISTS (SELECT 1 FROM nodes WHERE id = $3 AND (incarnation <> $4 OR gone_at IS NOT NULL))
-                         ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
-                     UPDATE runs r SET status = 'running', started_at = coalesce(r.started_at, $1), not_before = NULL
-                     FROM due WHERE r.seq = due.seq
-                     RETURNING r.id",
-                )
+                // them. Within a memory budget, the runs locked are
+                // summed in order (a window cannot share a SELECT with
+                // FOR UPDATE) and those past the budget stay pending.
+                let query = match &memory {
+                    None => sqlx::query_scalar(
+                        "WITH due AS (
+                             SELECT seq FROM runs
+                             WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
+                               AND NOT EXISTS (SELECT 1 FROM nodes WHERE id = $3 AND (incarnation <> $4 OR gone_at IS NOT NULL))
+                             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+                         UPDATE runs r SET status = 'running', started_at = coalesce(r.started_at, $1), not_before = NULL
+                         FROM due WHERE r.seq = due.seq
+                         RETURNING r.id",
+                    ),
+                    Some(_) => sqlx::query_scalar(
+                        "WITH due AS (
+                             SELECT seq, task_name FROM runs
+                             WHERE status = 'pending' AND (not_before IS NULL OR not_before <= $1)
+                               AND NOT EXISTS (SELECT 1 FROM nodes WHERE id = $3 AND (incarnation <> $4 OR gone_at IS NOT NULL))
+                             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED),
+                         fits AS (
+                             SELECT due.seq,
+                                    sum(coalesce(m.bytes, $7)) OVER (ORDER BY due.seq) AS needed
+                             FROM due LEFT JOIN unnest($5::text[], $6::bigint[]) AS m(name, bytes)
+                                  ON m.name = due.task_name)
+                         UPDATE runs r SET status = 'running', started_at = coalesce(r.started_at, $1), not_before = NULL
+                         FROM fits WHERE r.seq = fits.seq AND fits.needed <= $8
+                         RETURNING r.id",
+                    ),
+                }
                 .bind(at)
                 .bind(i64::from(limit))
                 .bind(&node.id)
-                .bind(&node.incarnation)
-                .fetch_all(&mut *conn)
-                .await?;
+                .bind(&node.incarnation);
+                let query = match &memory {
+                    None => query,
+                    Some(m) => {
+                        let (names, bytes): (Vec<String>, Vec<i64>) = m
+                            .task_bytes
+                            .iter()
+                            .map(|(name, b)| (name.clone(), *b as i64))
+                            .unzip();
+                        query
+                            .bind(names)
+                            .bind(bytes)
+                            .bind(m.default_bytes as i64)
+                            .bind(m.free_bytes.min(i64::MAX as u64) as i64)
+                    }
+                };
+                let ids: Vec<String> = query.fetch_all(&mut *conn).await?;
                 if !ids.is_empty() {
                     open_attempts(conn, &ids, at, &node).await?;
                 }

@@ -35,8 +35,8 @@ use crate::rows::{
 };
 use crate::{
     AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, Counted,
-    CreatedRun, Creation, LogLine, LogQuery, NewLogLine, NewRun, NodeId, NodeRecord, Result,
-    RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError, StoreEvent,
+    CreatedRun, Creation, LogLine, LogQuery, MemoryLimit, NewLogLine, NewRun, NodeId, NodeRecord,
+    Result, RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError, StoreEvent,
     TaskRecord, UsageRecord,
 };
 use conn::*;
@@ -236,20 +236,42 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim(&self, limit: u32, at: DateTime<Utc>) -> Result<Claimed> {
+    async fn claim_within(
+        &self,
+        limit: u32,
+        memory: Option<&MemoryLimit>,
+        at: DateTime<Utc>,
+    ) -> Result<Claimed> {
         let node = self.node.id.clone();
+        let memory = memory.cloned();
         self.tx(move |tx| {
             let now = ts(at);
-            let ids = tx
-                .prepare_cached(
-                    "UPDATE runs SET status = 'running', started_at = coalesce(started_at, ?1), not_before = NULL
-                     WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending'
-                                     AND (not_before IS NULL OR not_before <= ?1)
-                                   ORDER BY seq LIMIT ?2)
-                     RETURNING id, seq",
-                )?
-                .query_map(params![now, limit], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, String>(0)?)))?
-                .collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()?;
+            let read = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(1)?, r.get::<_, String>(0)?));
+            let ids = match &memory {
+                None => tx
+                    .prepare_cached(
+                        "UPDATE runs SET status = 'running', started_at = coalesce(started_at, ?1), not_before = NULL
+                         WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending'
+                                         AND (not_before IS NULL OR not_before <= ?1)
+                                       ORDER BY seq LIMIT ?2)
+                         RETURNING id, seq",
+                    )?
+                    .query_map(params![now, limit], read)?
+                    .collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()?,
+                Some(memory) => tx
+                    .prepare_cached(runs::CLAIM_WITHIN_MEMORY)?
+                    .query_map(
+                        params![
+                            now,
+                            limit,
+                            serde_json::json!(memory.task_bytes).to_string(),
+                            memory.default_bytes as i64,
+                            memory.free_bytes.min(i64::MAX as u64) as i64,
+                        ],
+                        read,
+                    )?
+                    .collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()?,
+            };
             let mut runs = Vec::with_capacity(ids.len());
             for id in ids.values() {
                 open_attempt(tx, id, at, &node)?;

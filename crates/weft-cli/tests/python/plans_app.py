@@ -1,6 +1,7 @@
 """The app of weft's plan tests: tasks on Render's plans that take memory
 and CPU, on the official SDK."""
 
+import asyncio
 import time
 
 from render.workflows import Retry, Workflows
@@ -32,6 +33,25 @@ def spin_starter(ctx, seconds: float) -> float:
     while time.monotonic() - wall0 < seconds:
         pass
     return (time.process_time() - cpu0) / (time.monotonic() - wall0)
+
+
+@app.task(plan="starter", retry=ONCE)
+def nap_starter(ctx, seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(plan="pro", retry=ONCE)
+def nap_pro(ctx, seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(retry=ONCE)
+async def fan_naps(ctx, task: str, n: int, seconds: float) -> int:
+    nap = {"nap_starter": nap_starter, "nap_pro": nap_pro}[task]
+    await asyncio.gather(*(ctx.run(nap, seconds) for _ in range(n)))
+    return n
 
 
 @app.task(plan="enormous", retry=ONCE)

@@ -37,6 +37,8 @@ pub struct Slots {
 
 struct Active {
     attempt: Arc<Attempt>,
+    /// The memory its plan gives it, held while it counts.
+    memory: u64,
     /// Children of this run that have not ended.
     open_children: u32,
     /// Its outcome is reported; its process may still be exiting.
@@ -74,15 +76,17 @@ impl Slots {
         self.fenced = false;
     }
 
-    /// An attempt starts here (it counts until it has open children or
-    /// reports); `false`, and nothing changes, while the node is fenced.
-    pub fn start(&mut self, attempt: Arc<Attempt>) -> bool {
+    /// An attempt starts here, holding `memory` (its plan's) while it
+    /// counts: until it has open children or reports. `false`, and nothing
+    /// changes, while the node is fenced.
+    pub fn start(&mut self, attempt: Arc<Attempt>, memory: u64) -> bool {
         if self.fenced {
             return false;
         }
         let id = attempt.run.id.clone();
         let new = Active {
             attempt,
+            memory,
             open_children: 0,
             reported: false,
         };
@@ -187,6 +191,16 @@ impl Slots {
     pub fn counted(&self) -> usize {
         self.counted
     }
+
+    /// The memory held by the attempts holding a slot (summed when asked:
+    /// once per claim, over this node's attempts).
+    pub fn memory_held(&self) -> u64 {
+        self.active
+            .values()
+            .filter(|a| a.counts())
+            .map(|a| a.memory)
+            .sum()
+    }
 }
 
 #[cfg(test)]
@@ -202,10 +216,30 @@ mod tests {
     }
 
     #[test]
+    fn memory_is_held_while_an_attempt_counts() {
+        let mut slots = Slots::default();
+        slots.start(attempt("p"), 4);
+        slots.start(attempt("q"), 2);
+        assert_eq!(slots.memory_held(), 6);
+        slots.child_changed("p", 1);
+        assert_eq!(
+            slots.memory_held(),
+            2,
+            "a parent waiting on a child holds none"
+        );
+        slots.reported("q", 1);
+        assert_eq!(slots.memory_held(), 0, "nor does an attempt that reported");
+        slots.child_changed("p", -1);
+        assert_eq!(slots.memory_held(), 4);
+        slots.finish("p", 1);
+        assert_eq!(slots.memory_held(), 0);
+    }
+
+    #[test]
     fn a_parent_with_open_children_holds_no_slot() {
         let mut slots = Slots::default();
-        slots.start(attempt("p"));
-        slots.start(attempt("q"));
+        slots.start(attempt("p"), 0);
+        slots.start(attempt("q"), 0);
         assert_eq!(slots.free(2), 0);
         slots.child_changed("p", 1);
         slots.child_changed("p", 1);
@@ -230,22 +264,22 @@ mod tests {
     #[test]
     fn a_fenced_node_starts_nothing_until_it_rejoins() {
         let mut slots = Slots::default();
-        assert!(slots.start(attempt("p")));
+        assert!(slots.start(attempt("p"), 0));
         slots.fence();
         assert_eq!(slots.free(4), 0);
-        assert!(!slots.start(attempt("q")), "refused while fenced");
+        assert!(!slots.start(attempt("q"), 0), "refused while fenced");
         assert_eq!(slots.attempts().len(), 1, "only p is there to kill");
         slots.finish("p", 1);
         slots.unfence();
         assert_eq!(slots.free(4), 4);
-        assert!(slots.start(attempt("q")));
+        assert!(slots.start(attempt("q"), 0));
     }
 
     #[test]
     fn a_reported_attempt_holds_no_slot_while_it_exits() {
         let mut slots = Slots::default();
-        slots.start(attempt("p"));
-        slots.start(attempt("q"));
+        slots.start(attempt("p"), 0);
+        slots.start(attempt("q"), 0);
         assert_eq!(slots.free(2), 0);
         slots.reported("p", 2);
         assert_eq!(slots.free(2), 0, "another attempt's report changes nothing");
@@ -271,10 +305,10 @@ mod tests {
     fn a_retry_overlapping_its_exiting_predecessor_keeps_its_place() {
         let mut slots = Slots::default();
         let first = attempt_number("r", 1);
-        slots.start(first.clone());
+        slots.start(first.clone(), 0);
         slots.reported("r", 1);
         let retry = attempt_number("r", 2);
-        slots.start(retry.clone());
+        slots.start(retry.clone(), 0);
         assert_eq!((slots.counted(), slots.len()), (1, 2));
         // The first attempt's process is gone only now.
         slots.finish("r", 1);
@@ -288,8 +322,8 @@ mod tests {
 
         // Superseded before it reported (the runtime's report comes after
         // the process is gone): it stops counting at once.
-        slots.start(attempt_number("s", 1));
-        slots.start(attempt_number("s", 2));
+        slots.start(attempt_number("s", 1), 0);
+        slots.start(attempt_number("s", 2), 0);
         assert_eq!((slots.counted(), slots.len()), (1, 2));
         assert_eq!(slots.attempts().len(), 2, "both are killed on stop");
         slots.finish("s", 1);

@@ -60,6 +60,22 @@ impl Coordinator {
         for warning in cloud_warnings(&defs) {
             tracing::warn!("{warning}");
         }
+        if let Some(budget) = self.config.memory {
+            for def in &defs {
+                let plan = def.options.as_ref().and_then(|o| o.plan.as_deref());
+                if let Ok(plan) = weft_protocol::plan::Plan::of(plan)
+                    && plan.memory_bytes > budget
+                {
+                    tracing::warn!(
+                        "task {:?} is on plan {} ({}), larger than --memory ({}): its runs start alone",
+                        def.name,
+                        plan.name,
+                        weft_protocol::plan::megabytes_text(plan.memory_bytes),
+                        weft_protocol::plan::megabytes_text(budget)
+                    );
+                }
+            }
+        }
         let tasks = self.store.register_tasks(&defs, Utc::now()).await?;
         let names: Vec<_> = tasks
             .iter()

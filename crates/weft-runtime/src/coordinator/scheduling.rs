@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use weft_protocol::plan::Plan;
-use weft_store::RunRecord;
+use weft_store::{MemoryLimit, RunRecord};
 
 use super::Coordinator;
 use crate::attempt::runner::AttemptEnd;
@@ -65,9 +65,18 @@ impl Coordinator {
                 Duration::from_secs(3600)
             };
             if free > 0 {
-                match self.store.claim(free as u32, Utc::now()).await {
+                let memory = self.memory_limit();
+                match self
+                    .store
+                    .claim_within(free as u32, memory.as_ref(), Utc::now())
+                    .await
+                {
                     Ok(claimed) => {
-                        let filled = claimed.runs.len() == free;
+                        // Memory full: a due run waits for an attempt to
+                        // end, which wakes us, as a slot freeing does.
+                        let filled = claimed.runs.len() == free
+                            || (memory.is_some()
+                                && claimed.next_due.is_some_and(|due| due <= Utc::now()));
                         // Runs wait for a slot: start their processes ahead.
                         if claimed.next_due.is_some_and(|due| due <= Utc::now()) {
                             self.start_standbys();
@@ -115,6 +124,38 @@ impl Coordinator {
         });
     }
 
+    /// With `--memory`: what is free of it, and each task's plan's memory
+    /// (a plan larger than the whole budget counts as the budget: such a
+    /// run starts alone rather than never).
+    fn memory_limit(&self) -> Option<MemoryLimit> {
+        let budget = self.config.memory?;
+        let held = self.slots().memory_held();
+        Some(MemoryLimit {
+            free_bytes: budget.saturating_sub(held),
+            task_bytes: self
+                .tasks()
+                .into_iter()
+                .map(|t| {
+                    let plan = Plan::of(t.options.plan.as_deref()).unwrap_or_default();
+                    (t.name, plan.memory_bytes.min(budget))
+                })
+                .collect(),
+            default_bytes: Plan::default().memory_bytes.min(budget),
+        })
+    }
+
+    /// The memory an attempt of this task holds against `--memory`.
+    fn plan_memory(&self, task_name: &str) -> u64 {
+        let Some(budget) = self.config.memory else {
+            return 0;
+        };
+        let plan = self
+            .task(task_name)
+            .and_then(|t| Plan::of(t.options.plan.as_deref()).ok())
+            .unwrap_or_default();
+        plan.memory_bytes.min(budget)
+    }
+
     /// Runs a claimed run's new attempt.
     pub(super) fn launch(self: &Arc<Self>, run: RunRecord) {
         let waited = run
@@ -124,12 +165,13 @@ impl Coordinator {
             .nth(1)
             .and_then(|previous| previous.completed_at)
             .unwrap_or(run.created_at);
+        let memory = self.plan_memory(&run.task_name);
         let attempt = Arc::new(Attempt::new(run, self.shutdown.child_token()));
         let alive = {
             let mut slots = self.slots();
             // Claimed as the node fenced itself: left to the rejoin (or
             // the cluster's rescue) to close as interrupted.
-            if !slots.start(attempt.clone()) {
+            if !slots.start(attempt.clone(), memory) {
                 return;
             }
             (slots.len(), slots.len() - slots.counted())

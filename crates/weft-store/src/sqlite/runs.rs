@@ -160,6 +160,24 @@ pub(super) fn load_runs(
         .collect()
 }
 
+/// A claim within a memory budget: the due pending runs, oldest first, as
+/// many as fit, each taking its task's memory (`?3`, a JSON array of
+/// `[name, bytes]`; `?4` for a task not in it), stopping at the first that
+/// does not fit in `?5`.
+pub(super) const CLAIM_WITHIN_MEMORY: &str = "
+    UPDATE runs SET status = 'running', started_at = coalesce(started_at, ?1), not_before = NULL
+    WHERE seq IN (
+        SELECT seq FROM (
+            SELECT due.seq,
+                   sum(coalesce((SELECT json_extract(m.value, '$[1]') FROM json_each(?3) m
+                                 WHERE json_extract(m.value, '$[0]') = due.task_name), ?4))
+                       OVER (ORDER BY due.seq) AS needed
+            FROM (SELECT seq, task_name FROM runs WHERE status = 'pending'
+                    AND (not_before IS NULL OR not_before <= ?1)
+                  ORDER BY seq LIMIT ?2) AS due)
+        WHERE needed <= ?5)
+    RETURNING id, seq";
+
 /// Runs matching a filter, newest first. Each filter list is a JSON
 /// array bound as one parameter (empty: no filter).
 pub(super) fn list_runs(tx: &Connection, filter: &RunFilter) -> TxResult<Vec<RunRecord>> {

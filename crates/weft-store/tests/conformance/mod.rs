@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
             adoption_survives_any_number_of_crashes,
             adoption_hands_each_child_to_one_call_and_skips_failed_ones,
             claims_take_due_runs_oldest_first_and_each_once,
+            claims_within_memory_stop_at_the_first_run_that_does_not_fit,
             a_parent_attempt_that_ended_starts_no_children,
             pruning_removes_old_ended_trees_and_their_logs,
             runs_are_counted_by_state,
@@ -759,6 +760,54 @@ pub async fn listing_pages_newest_first_with_filters<B: Backend>() {
         .await
         .unwrap();
     assert_eq!(by_root.len(), 1);
+}
+
+pub async fn claims_within_memory_stop_at_the_first_run_that_does_not_fit<B: Backend>() {
+    let backend = B::fresh().await;
+    let store = backend.open().await;
+    const GB: u64 = 1 << 30;
+    let mut ids = Vec::new();
+    for task in ["small", "other", "big", "small"] {
+        ids.push(
+            store
+                .create_run(root(task, json!([])))
+                .await
+                .unwrap()
+                .run
+                .id,
+        );
+    }
+    let memory = |free_bytes| MemoryLimit {
+        free_bytes,
+        task_bytes: vec![("small".into(), GB), ("big".into(), 3 * GB)],
+        default_bytes: 2 * GB,
+    };
+    let claimed = |c: Claimed| c.runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    // 1 + 2 (a task not listed) fit in 4; the big one would make 6.
+    let first = store
+        .claim_within(10, Some(&memory(4 * GB)), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed(first),
+        ids[..2],
+        "oldest first, up to the first that does not fit"
+    );
+    // The big one at the head waits for room; the small one behind it
+    // does not pass it.
+    let none = store
+        .claim_within(10, Some(&memory(2 * GB)), Utc::now())
+        .await
+        .unwrap();
+    assert!(none.runs.is_empty(), "{:?}", none.runs);
+    assert!(none.next_due.is_some(), "work is still due");
+    let big = store
+        .claim_within(10, Some(&memory(3 * GB)), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(claimed(big), ids[2..3]);
+    let rest = store.claim(10, Utc::now()).await.unwrap();
+    assert_eq!(claimed(rest), ids[3..], "no budget: whatever is due");
 }
 
 pub async fn pinned_versions_pass_to_subtasks_and_filter_lists<B: Backend>() {
