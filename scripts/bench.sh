@@ -12,6 +12,13 @@
 #   python    a Python parent (official SDK) fanning out to PY_CHILDREN
 #             children, each its own process, with and without --prefork
 #   dispatch  POST /v1/task-runs to result, 1,000 sequential no-op runs
+#   typescript  the tutorial's 1,000-customer demo in TypeScript
+#             (bench/typescript-etl on @renderinc/sdk 1.x, which
+#             WEFT_TS_SDK_DIR must name: it is not on the npm registry) under
+#             each start command: `npx tsx` as weft ran it before it found
+#             npx's package once (`env npx ...`), `npx tsx` now, `node
+#             --import tsx`, compiled `node dist/main.js`; and the Python
+#             template's ETL on the same data (not in the default set)
 #   s3        customer ETL on S3 (moto on loopback, from PyPI) next to the
 #             local run, alternating; requests by kind and loopback bytes
 #             (not in the default set: it holds the data in moto's memory)
@@ -211,6 +218,43 @@ s3() {
   kill "$moto" 2>/dev/null || true
 }
 
+typescript() {
+  echo
+  local sdk="${WEFT_TS_SDK_DIR:?typescript: set WEFT_TS_SDK_DIR to a build of @renderinc/sdk 1.x (render-oss/sdk, folder typescript/)}"
+  local app="$work/ts-etl" data="$work/ts-data"
+  cp -r bench/typescript-etl "$app"
+  cat >"$app/package.json" <<JSON
+{"name": "ts-etl", "private": true, "type": "module",
+ "dependencies": {"@renderinc/sdk": "file:$sdk", "tsx": "^4"},
+ "devDependencies": {"typescript": "^5", "@types/node": "^20"}}
+JSON
+  (cd "$app" && npm install --no-audit --no-fund --silent && npx tsc)
+  $py crates/weft-cli/templates/python-etl/generate_data.py 1000 --out "$data" >/dev/null
+  cp crates/weft-cli/templates/python-etl/main.py "$app/etl.py"
+  echo "TypeScript demo, 1,000 customers, 10 shards: \`weft run merge_customer_data\` to its result, on a server already up"
+  echo "(node $(node --version), tsx $(cd "$app" && node -p 'require("tsx/package.json").version'))"
+  echo
+  echo "| start command | round | run (s) |"
+  echo "|---|---|---|"
+  local commands=("env npx tsx src/main.ts" "npx tsx src/main.ts" "node --import tsx src/main.ts" "node dist/main.js" "$PWD/$py etl.py")
+  local round command port=8135
+  for round in $(seq "$ROUNDS"); do
+    for command in "${commands[@]}"; do
+      port=$((port + 1))
+      # shellcheck disable=SC2086 # the start command is split into words
+      (cd "$app" && DATA_DIR="$data" OUT_DIR="$work/ts-out" serve "$port" -- $command)
+      local t0 t1
+      t0=$(date +%s.%N)
+      "$R/weft" run merge_customer_data '[]' --url "http://127.0.0.1:$port" >"$work/ts-result" 2>&1 ||
+        { echo "failed: $command"; cat "$work/ts-result" "$work/serve-$port.log"; exit 1; }
+      t1=$(date +%s.%N)
+      grep -q '"profiles_generated"' "$work/ts-result" || { echo "no result: $command"; cat "$work/ts-result"; exit 1; }
+      pkill -f -- "--port $port " || true
+      awk -v c="$command" -v r="$round" -v a="$t0" -v b="$t1" 'BEGIN {printf "| `%s` | %s | %.2f |\n", c, r, b - a}'
+    done
+  done
+}
+
 dispatch() {
   echo
   echo "Dispatch latency (cargo bench -p weft-workflows-cli --bench dispatch -- 1000)"
@@ -224,6 +268,7 @@ for section in "${sections[@]}"; do
     python) python_fanout ;;
     dispatch) dispatch ;;
     s3) s3 ;;
-    *) echo "unknown section $section (etl, fanout, python, dispatch, s3)"; exit 2 ;;
+    typescript) typescript ;;
+    *) echo "unknown section $section (etl, fanout, python, dispatch, s3, typescript)"; exit 2 ;;
   esac
 done

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
@@ -291,6 +293,59 @@ fn the_start_command_may_be_one_quoted_string() {
         )
         .unwrap();
     assert_eq!(run.results, serde_json::json!([49]));
+}
+
+/// `npx NAME` of a package the project has installed runs its
+/// `node_modules/.bin/NAME` directly (npx would look it up for every task
+/// process), with that folder first on `PATH`, as npx runs it.
+#[test]
+fn npx_of_an_installed_package_is_found_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = tempfile::tempdir().unwrap();
+    let bin = project.path().join("node_modules/.bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // The "package": a script that runs the Python app, and says which
+    // PATH it got.
+    let app = bin.join("weft-test-app");
+    std::fs::write(
+        &app,
+        format!(
+            "#!/bin/sh\necho \"PATH=$PATH\" >> {}\nexec {} {}\n",
+            project.path().join("paths.txt").display(),
+            common::python().display(),
+            common::app_py().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (npx, name) = (Path::new("npx"), Path::new("weft-test-app"));
+    let weft = Weft::start_with(Options {
+        dir: Some(project.path().to_path_buf()),
+        command: &[npx, name],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let run = rt
+        .block_on(
+            Client::new(&weft.url)
+                .unwrap()
+                .run_task("square", [8])
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(run.results, serde_json::json!([64]));
+    let output = weft.output();
+    assert!(
+        output.contains("`npx weft-test-app` runs")
+            && output.contains("node_modules/.bin/weft-test-app"),
+        "{output}"
+    );
+    let paths = std::fs::read_to_string(project.path().join("paths.txt")).unwrap();
+    let first = format!("PATH={}:", bin.display());
+    assert!(
+        paths.lines().all(|l| l.starts_with(&first)),
+        "the bin folder first on PATH, as npx has it: {paths}"
+    );
 }
 
 /// Commands copied from Render's docs (`--local`, `--port`) run.

@@ -17,6 +17,7 @@ use crate::logs::{LogSink, Source};
 use crate::process::cgroup::{AttemptCgroup, Cgroups, Limits, Usage};
 use crate::process::fork_server::{ForkServer, Forked, PreforkPlan};
 use crate::process::lifeline::Lifeline;
+use crate::process::npx;
 use crate::{RuntimeConfig, RuntimeError};
 
 /// Variables of weft's own that no task process gets, whatever it
@@ -67,6 +68,36 @@ pub enum ProcessEnd {
     TimedOut(Duration),
     /// It exited without reporting.
     Exited(ExitStatus),
+}
+
+/// The start command as task processes run it: `npx NAME` found once (see
+/// [`npx`]), with what the user should know about how it starts.
+fn start_command_and_env(config: &RuntimeConfig) -> (Vec<String>, Vec<(String, String)>) {
+    let mut command = config.start_command.clone();
+    let mut env = config.env.clone();
+    let resolved = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| npx::resolve(&command, &cwd));
+    if let Some((direct, bin)) = resolved {
+        tracing::info!(
+            "start command: `{}` runs {} (npx looks for it on every start of a task process; weft found it once)",
+            shell_words::join(&command[..2]),
+            direct[0]
+        );
+        match env.iter_mut().find(|(k, _)| k == "PATH") {
+            Some((_, path)) => *path = format!("{}:{path}", bin.display()),
+            None => env.push(("PATH".into(), npx::path_with(&bin))),
+        }
+        command = direct;
+    }
+    let program = std::path::Path::new(&command[0]).file_name();
+    if program.is_some_and(|p| p == "tsx") {
+        tracing::info!(
+            "tip: the tsx command starts two Node processes for each task process; `node --import tsx {}` runs the same code in one, about twice as fast to start, and compiled JavaScript (`tsc`, then `node dist/main.js`) faster still (docs/typescript.md)",
+            shell_words::join(&command[1..])
+        );
+    }
+    (command, env)
 }
 
 impl Executor {
@@ -120,6 +151,7 @@ impl Executor {
                 None
             }
         };
+        let (start_command, env) = start_command_and_env(config);
         let fork_server = match &config.prefork {
             Some(preload) => Some(ForkServer::python(
                 PreforkPlan::new(&config.start_command, preload).map_err(RuntimeError::Config)?,
@@ -130,7 +162,7 @@ impl Executor {
             // (see `spawner`): a fork of a small process, then one exec.
             None if crate::process::launcher::enabled() && crate::process::spawner::wanted() => {
                 Some(ForkServer::spawner(
-                    &config.start_command,
+                    &start_command,
                     &socket_dir,
                     config.register_timeout,
                 ))
@@ -138,8 +170,8 @@ impl Executor {
             None => None,
         };
         Ok(Self {
-            start_command: config.start_command.clone(),
-            env: config.env.clone(),
+            start_command,
+            env,
             socket_dir,
             cgroups,
             lifeline: Lifeline::new()?,

@@ -11,6 +11,9 @@
 //! | the launcher shim (`launcher`) | as above, with `WEFT_SPAWNER=off` | the runtime's binary run as `__weft-launch`, which execs the start command | two execs |
 //! | a fork of the runtime | elsewhere, or `WEFT_LAUNCHER=off` | `Command` with a `pre_exec` hook | a copy of the runtime's page tables |
 //!
+//! A start command of `npx NAME` runs the project's own
+//! `node_modules/.bin/NAME` directly (`npx`), as npx would after looking.
+//!
 //! Every way gives the process its own process group, ties its life to
 //! the runtime's (`PR_SET_PDEATHSIG`, or the `lifeline` elsewhere), puts it
 //! in its attempt's cgroup where there is one (`cgroup`), and hands it the
@@ -21,6 +24,7 @@ pub(crate) mod executor;
 pub(crate) mod fork_server;
 pub mod launcher;
 pub(crate) mod lifeline;
+pub(crate) mod npx;
 pub(crate) mod spawner;
 
 /// Whether a process of this id exists (one of another user's counts).
