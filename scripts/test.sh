@@ -11,12 +11,15 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # Python with the official SDKs (`render` 1.5.0, and the older `render_sdk`
 # 0.8.0 the tutorial was written for), the readers the pipeline's tests use
-# to check its output, and moto's S3 server (with boto3, an independent S3
-# client) for the pipeline's object-storage tests.
-if ! .venv/bin/python -c 'import render, render_sdk, pyarrow, duckdb, moto.server, boto3' 2>/dev/null; then
-  echo "==> preparing .venv (render==1.5.0, render_sdk==0.8.0, pyarrow, duckdb, moto[server])"
+# to check its output, moto's S3 server (with boto3, an independent S3
+# client) for the pipeline's object-storage tests, and OpenTelemetry's
+# protobuf definitions and Python SDK for the trace tests (a receiver that
+# decodes what weft exports, a task that exports spans of its own).
+if ! .venv/bin/python -c 'import render, render_sdk, pyarrow, duckdb, moto.server, boto3, opentelemetry.proto, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
+  echo "==> preparing .venv (render==1.5.0, render_sdk==0.8.0, pyarrow, duckdb, moto[server], opentelemetry)"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check render==1.5.0 render_sdk==0.8.0 pyarrow duckdb 'moto[server]'
+  .venv/bin/pip install --quiet --disable-pip-version-check render==1.5.0 render_sdk==0.8.0 pyarrow duckdb 'moto[server]' \
+    opentelemetry-proto opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
 fi
 export WEFT_PYTHON="$PWD/.venv/bin/python"
 

@@ -59,6 +59,7 @@ fn new_run(task: &str, i: usize, parent: Option<&weft_store::RunRecord>) -> NewR
         idempotency_key: None,
         idempotency_created_at: None,
         task_version: None,
+        trace_parent: None,
         at: Utc::now(),
     }
 }

@@ -521,6 +521,9 @@ fn show(details: &TaskRunDetails) {
         None => println!("Task      {}", task_name(&run.task_id)),
     }
     println!("Status    {}", run.status);
+    if let Some(trace) = &run.trace_id {
+        println!("Trace     {trace}");
+    }
     if !run.parent_task_run_id.is_empty() {
         println!("Parent    {}", run.parent_task_run_id);
     }

@@ -149,6 +149,10 @@ pub struct TaskRun {
     /// (`workflow/task:version`); absent when none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_version: Option<String>,
+    /// weft's: the id of the trace the run's tree is (OpenTelemetry;
+    /// `weft runs show` prints it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Attempts after the first.
     pub retries: u32,
     pub attempts: Vec<TaskAttempt>,
@@ -187,6 +191,8 @@ struct FlatDetails {
     root_task_run_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     task_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
     #[serde(default)]
     retries: u32,
     #[serde(default)]
@@ -214,6 +220,7 @@ impl Serialize for TaskRunDetails {
             parent_task_attempt: r.parent_task_attempt,
             root_task_run_id: r.root_task_run_id.clone(),
             task_version: r.task_version.clone(),
+            trace_id: r.trace_id.clone(),
             retries: r.retries,
             attempts: r.attempts.clone(),
             started_at: r.started_at,
@@ -238,6 +245,7 @@ impl<'de> Deserialize<'de> for TaskRunDetails {
                 parent_task_attempt: f.parent_task_attempt,
                 root_task_run_id: f.root_task_run_id,
                 task_version: f.task_version,
+                trace_id: f.trace_id,
                 retries: f.retries,
                 attempts: f.attempts,
                 started_at: f.started_at,
@@ -380,6 +388,7 @@ mod tests {
                 parent_task_attempt: None,
                 root_task_run_id: "trn-1".into(),
                 task_version: None,
+                trace_id: None,
                 retries: 0,
                 attempts: vec![TaskAttempt {
                     attempt: 1,

@@ -13,5 +13,6 @@ pub mod api;
 pub mod payload;
 pub mod plan;
 pub mod socket;
+pub mod trace;
 
 pub use payload::{PayloadError, TaskInput};

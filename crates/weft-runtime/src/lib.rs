@@ -36,6 +36,7 @@ mod metrics;
 mod process;
 mod runtime;
 mod terminal;
+mod traces;
 
 pub use config::{Plans, RuntimeConfig, default_max_concurrent};
 pub use coordinator::{Coordinator, EndedRun};

@@ -115,6 +115,7 @@ fn new_run(task: &str, input: serde_json::Value, parent: Option<ParentRef>) -> N
         idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
         idempotency_created_at: Some(Utc::now().to_rfc3339()),
         task_version: None,
+        trace_parent: None,
         at: Utc::now(),
     }
 }

@@ -67,6 +67,7 @@ async fn one_run(store: &dyn Store, n: usize) {
             idempotency_key: None,
             idempotency_created_at: None,
             task_version: None,
+            trace_parent: None,
             at: Utc::now(),
         })
         .await

@@ -40,6 +40,9 @@ pub struct NewRun {
     /// Root runs: the version a client pinned (`workflow/task:version`).
     /// A subtask takes its parent's, whatever is given here.
     pub task_version: Option<String>,
+    /// Root runs: the W3C `traceparent` a client started it with (its
+    /// trace is continued). A subtask takes its parent's.
+    pub trace_parent: Option<String>,
     pub at: DateTime<Utc>,
 }
 
@@ -80,6 +83,8 @@ pub struct RunRecord {
     pub task_name: String,
     /// The version its root run was pinned to (`workflow/task:version`).
     pub task_version: Option<String>,
+    /// The `traceparent` its root run was started with, if any.
+    pub trace_parent: Option<String>,
     pub status: RunState,
     /// As the client (or parent) wrote it.
     pub input: Json,
@@ -113,6 +118,7 @@ impl RunRecord {
             seq: 0,
             task_name: task_name.into(),
             task_version: None,
+            trace_parent: None,
             status: RunState::Pending,
             input: input.into(),
             output: None,

@@ -179,10 +179,11 @@ impl Store for SqliteStore {
             tx.execute_cached(
                 "INSERT INTO runs (id, task_name, status, input, parent_id, root_id, created_by_attempt,
                                    taken_by_attempt, input_hash, idempotency_key, idempotency_created_at,
-                                   created_at, task_version)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10,
-                         CASE WHEN ?4 IS NULL THEN ?11
-                              ELSE (SELECT task_version FROM runs WHERE id = ?4) END)",
+                                   created_at, task_version, trace_parent)
+                 SELECT ?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10,
+                        CASE WHEN ?4 IS NULL THEN ?11 ELSE parent.task_version END,
+                        CASE WHEN ?4 IS NULL THEN ?12 ELSE parent.trace_parent END
+                 FROM (SELECT 1) LEFT JOIN runs AS parent ON parent.id = ?4",
                 params![
                     id,
                     new.task_name,
@@ -195,6 +196,7 @@ impl Store for SqliteStore {
                     new.idempotency_created_at,
                     ts(new.at),
                     new.task_version,
+                    new.trace_parent,
                 ],
             )?;
             let run = load_run(tx, &id)?.expect("just inserted");

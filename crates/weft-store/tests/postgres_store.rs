@@ -157,6 +157,7 @@ async fn two_nodes_starting_200_runs_under_50_keys_at_once_make_50_runs() {
                     idempotency_key: Some(format!("key-{}", i % 50)),
                     idempotency_created_at: None,
                     task_version: None,
+                    trace_parent: None,
                     at: chrono::Utc::now(),
                 })
                 .await
@@ -205,6 +206,7 @@ async fn another_node_hears_of_pending_work_and_of_runs_that_end() {
             idempotency_key: None,
             idempotency_created_at: None,
             task_version: None,
+            trace_parent: None,
             at: chrono::Utc::now(),
         })
         .await
@@ -262,6 +264,7 @@ fn new_root(task: &str) -> weft_store::NewRun {
         idempotency_key: None,
         idempotency_created_at: None,
         task_version: None,
+        trace_parent: None,
         at: chrono::Utc::now(),
     }
 }

@@ -91,6 +91,7 @@ async fn a_database_of_the_first_schema_is_migrated_and_its_children_adopted() {
                 idempotency_key: None,
                 idempotency_created_at: None,
                 task_version: None,
+                trace_parent: None,
                 at: Utc::now(),
             })
             .await
@@ -117,6 +118,7 @@ async fn database_with_runs(path: &std::path::Path, runs: usize) {
                 idempotency_key: None,
                 idempotency_created_at: None,
                 task_version: None,
+                trace_parent: None,
                 at: Utc::now(),
             })
             .await
@@ -198,6 +200,7 @@ async fn a_full_database_refuses_writes_by_name_keeps_reads_and_recovers() {
         idempotency_key: None,
         idempotency_created_at: None,
         task_version: None,
+        trace_parent: None,
         at: Utc::now(),
     };
     let kept = store.create_run(new(0)).await.unwrap().run;
@@ -345,6 +348,7 @@ async fn a_long_log_search_does_not_hold_up_a_start() {
             idempotency_key: None,
             idempotency_created_at: None,
             task_version: None,
+            trace_parent: None,
             at: Utc::now(),
         })
         .await

@@ -66,6 +66,9 @@ pub struct Attempt {
     /// The task names from the root run down to this one, read once when
     /// the attempt first starts a subtask (it bounds nesting).
     pub lineage: tokio::sync::OnceCell<Vec<String>>,
+    /// Its span's `traceparent`, when traces are exported: its processes
+    /// get it as `TRACEPARENT`.
+    pub traceparent: Option<String>,
 }
 
 impl Attempt {
@@ -79,6 +82,7 @@ impl Attempt {
             reported: Notify::new(),
             cancel,
             lineage: tokio::sync::OnceCell::new(),
+            traceparent: None,
         }
     }
 

@@ -78,6 +78,8 @@ pub struct Coordinator {
     background: TaskTracker,
     /// What ended attempts used, waiting to be written together.
     used: Mutex<Vec<weft_store::UsageRecord>>,
+    /// Run trees exported as traces, when the environment asks for it.
+    traces: Option<Arc<crate::traces::Traces>>,
 }
 
 impl Coordinator {
@@ -86,10 +88,19 @@ impl Coordinator {
     /// this node left when it last stopped: its attempts are closed as
     /// interrupted and their runs pending again, to be claimed anew.
     pub(crate) async fn open(
-        config: RuntimeConfig,
+        mut config: RuntimeConfig,
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RuntimeError> {
+        let traces = crate::traces::Traces::from_env()
+            .map_err(RuntimeError::Config)?
+            .map(Arc::new);
+        if traces.is_some() {
+            tracing::info!(
+                "exporting each run tree as a trace over OTLP; task processes start with their attempt's TRACEPARENT, so none is started ahead (standbys are off)"
+            );
+            config.standby = false;
+        }
         let lease = Lease::new(config.lease_hold());
         let joined = tokio::time::Instant::now();
         store.join().await?;
@@ -134,6 +145,7 @@ impl Coordinator {
             shutdown,
             background: TaskTracker::new(),
             used: Mutex::default(),
+            traces,
         }))
     }
 
@@ -243,7 +255,23 @@ impl Coordinator {
         input: Json,
         idempotency_key: Option<String>,
     ) -> Result<RunRecord, RunError> {
-        self.create_run(task, input, None, idempotency_key, None)
+        self.start_run_in_trace(task, input, idempotency_key, None)
+            .await
+    }
+
+    /// [`start_run`](Self::start_run), the run tree's trace continuing the
+    /// client's (`traceparent`: the W3C header it sent; ignored unless
+    /// well formed).
+    pub async fn start_run_in_trace(
+        &self,
+        task: &str,
+        input: Json,
+        idempotency_key: Option<String>,
+        traceparent: Option<String>,
+    ) -> Result<RunRecord, RunError> {
+        let trace_parent =
+            traceparent.filter(|t| weft_protocol::trace::SpanRef::parse(t).is_some());
+        self.create_run(task, input, None, idempotency_key, None, trace_parent)
             .await
     }
 
@@ -254,6 +282,7 @@ impl Coordinator {
         parent: Option<ParentRef>,
         idempotency_key: Option<String>,
         idempotency_created_at: Option<String>,
+        trace_parent: Option<String>,
     ) -> Result<RunRecord, RunError> {
         for (field, value) in [
             ("task", Some(task)),
@@ -285,6 +314,7 @@ impl Coordinator {
                 idempotency_key,
                 idempotency_created_at,
                 task_version,
+                trace_parent,
                 at: Utc::now(),
             })
             .await?;
@@ -372,6 +402,9 @@ impl Coordinator {
         self.logs
             .announce(&run.task_name, &run.id, &ended_summary(&run));
         tracing::debug!(run = %run.id, status = %run.status, "task run ended");
+        if let Some(traces) = &self.traces {
+            traces.run_ended(&run);
+        }
         let run = Arc::new(run);
         self.ends.ended(&run);
         let _ = self.ended.send(run);
@@ -389,6 +422,10 @@ impl Coordinator {
         self.background.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.background.wait()).await;
         self.logs.flush().await;
+        if let Some(traces) = self.traces.clone() {
+            // The batch processor's thread sends; this waits for it.
+            let _ = tokio::task::spawn_blocking(move || traces.flush()).await;
+        }
         match self.store.recover(Utc::now()).await {
             Ok(handed_back) if !handed_back.is_empty() => {
                 self.metrics.attempts_interrupted(handed_back.len());

@@ -164,6 +164,8 @@ impl AttemptHost for Coordinator {
             Some(parent),
             start.idempotency_key,
             start.created_at,
+            // A subtask is in its root's trace (the store copies it).
+            None,
         )
         .await
     }

@@ -166,7 +166,12 @@ impl Coordinator {
             .and_then(|previous| previous.completed_at)
             .unwrap_or(run.created_at);
         let memory = self.plan_memory(&run.task_name);
-        let attempt = Arc::new(Attempt::new(run, self.shutdown.child_token()));
+        let mut attempt = Attempt::new(run, self.shutdown.child_token());
+        attempt.traceparent = self
+            .traces
+            .as_ref()
+            .map(|t| t.attempt_traceparent(&attempt.run, attempt.number));
+        let attempt = Arc::new(attempt);
         let alive = {
             let mut slots = self.slots();
             // Claimed as the node fenced itself: left to the rejoin (or

@@ -69,6 +69,9 @@ pub fn task_run(run: &RunRecord) -> TaskRun {
         parent_task_attempt: run.parent_attempt,
         root_task_run_id: run.root_id.clone(),
         task_version: run.task_version.clone(),
+        trace_id: Some(weft_protocol::trace::to_hex(
+            &weft_protocol::trace::trace_id(&run.root_id, run.trace_parent.as_deref()),
+        )),
         retries: (run.attempts.len() as u32).saturating_sub(1),
         attempts: run
             .attempts
@@ -133,15 +136,22 @@ fn task(t: &TaskRecord) -> Task {
     }
 }
 
+/// `POST /v1/task-runs`. A W3C `traceparent` header makes the run tree's
+/// trace part of the caller's.
 async fn start_run(
     State(c): State<Shared>,
+    headers: axum::http::HeaderMap,
     JsonBody(req): JsonBody<RunTaskRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     if req.task.trim().is_empty() {
         return Err(ApiError::bad_request("task is required"));
     }
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let run = c
-        .start_run(&req.task, req.input, req.idempotency_key)
+        .start_run_in_trace(&req.task, req.input, req.idempotency_key, traceparent)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(task_run(&run))))
 }

@@ -26,11 +26,18 @@ use crate::{RuntimeConfig, RuntimeError};
 /// names may still give a task one of them.
 const RUNTIME_ONLY: &[&str] = &[
     "RENDER_API_KEY",
+    // The OTLP exporter's headers hold the tracing backend's API key.
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     "WEFT_DATABASE_URL",
     "WEFT_LOG",
     "WEFT_SPAWNER",
     "WEFT_LAUNCHER",
 ];
+
+/// The W3C trace context of the attempt a task process runs, for the
+/// OpenTelemetry SDK of its language (see `traces`).
+const ENV_TRACEPARENT: &str = "TRACEPARENT";
 
 /// Longest Unix socket path the kernel accepts (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -210,11 +217,15 @@ impl Executor {
         &self,
         mode: Mode,
         socket: &Path,
+        trace: Option<&str>,
         cgroup: Option<&AttemptCgroup>,
     ) -> tokio::process::Command {
         let mut cmd = self.process_command(&self.start_command, cgroup);
         cmd.env(ENV_MODE, mode.as_str())
             .env(ENV_SOCKET_PATH, socket);
+        if let Some(trace) = trace {
+            cmd.env(ENV_TRACEPARENT, trace);
+        }
         cmd
     }
 
@@ -273,13 +284,21 @@ impl Executor {
 
     /// The environment `command` gives a task process, whole (for a
     /// pre-forked one, which inherits nothing).
-    fn task_env(&self, mode: Mode, socket: &Path) -> Vec<(OsString, OsString)> {
+    fn task_env(
+        &self,
+        mode: Mode,
+        socket: &Path,
+        trace: Option<&str>,
+    ) -> Vec<(OsString, OsString)> {
         let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os()
             .filter(|(k, _)| !RUNTIME_ONLY.iter().any(|own| k == own))
             .collect();
         env.extend(self.env.iter().map(|(k, v)| (k.into(), v.into())));
         env.insert(ENV_MODE.into(), mode.as_str().into());
         env.insert(ENV_SOCKET_PATH.into(), socket.into());
+        if let Some(trace) = trace {
+            env.insert(ENV_TRACEPARENT.into(), trace.into());
+        }
         env.into_iter().collect()
     }
 
@@ -289,6 +308,7 @@ impl Executor {
         &self,
         mode: Mode,
         socket: &Path,
+        trace: Option<&str>,
         logs: &LogSink,
     ) -> std::io::Result<TaskProcess> {
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
@@ -299,9 +319,11 @@ impl Executor {
         }
         let cgroup = self.cgroups.as_ref().and_then(Cgroups::attempt);
         if let Some(server) = &self.fork_server {
-            return self.spawn_forked(server, mode, socket, logs, cgroup).await;
+            return self
+                .spawn_forked(server, mode, socket, trace, logs, cgroup)
+                .await;
         }
-        let mut child = self.command(mode, socket, cgroup.as_ref()).spawn()?;
+        let mut child = self.command(mode, socket, trace, cgroup.as_ref()).spawn()?;
         let pid = child.id().map(|p| p as i32);
         let mut output: Vec<(Output, &'static str)> = Vec::new();
         if let Some(out) = child.stdout.take() {
@@ -325,6 +347,7 @@ impl Executor {
         server: &ForkServer,
         mode: Mode,
         socket: &Path,
+        trace: Option<&str>,
         logs: &LogSink,
         cgroup: Option<AttemptCgroup>,
     ) -> std::io::Result<TaskProcess> {
@@ -336,7 +359,7 @@ impl Executor {
             .spawn(
                 &command_for,
                 logs,
-                self.task_env(mode, socket),
+                self.task_env(mode, socket, trace),
                 cgroup.as_ref().map(AttemptCgroup::procs),
                 [stdin, out_w.into(), err_w.into()],
             )
@@ -363,7 +386,7 @@ impl Executor {
         let server = task_socket::serve_register(&socket, tx, config.max_payload_bytes)?;
         let cmd = shell_words::join(&self.start_command);
         let mut process = self
-            .spawn(Mode::Register, &socket, logs)
+            .spawn(Mode::Register, &socket, None, logs)
             .await
             .map_err(|e| RuntimeError::Registration(format!("could not start `{cmd}`: {e}")))?;
         process.capture(logs, None);
@@ -399,7 +422,7 @@ impl Executor {
         socket: &Path,
         logs: &LogSink,
     ) -> std::io::Result<TaskProcess> {
-        self.spawn(Mode::Run, socket, logs).await
+        self.spawn(Mode::Run, socket, None, logs).await
     }
 
     /// Runs one attempt's process until it reports, exits, times out or is
@@ -415,7 +438,7 @@ impl Executor {
         // The timeout counts from the attempt's start, its process's start
         // included: a spawner that is slow (or stopped) does not stretch it.
         let started = tokio::time::Instant::now();
-        let spawn = self.spawn(Mode::Run, socket, logs);
+        let spawn = self.spawn(Mode::Run, socket, attempt.traceparent.as_deref(), logs);
         let spawned = match bounds.timeout {
             Some(t) => match tokio::time::timeout(t, spawn).await {
                 Ok(spawned) => spawned,

@@ -14,7 +14,7 @@ pub(super) fn without_nul(s: &str) -> Cow<'_, str> {
 }
 
 pub(super) const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \
-                           created_at, started_at, completed_at, not_before, created_by_attempt, task_version";
+                           created_at, started_at, completed_at, not_before, created_by_attempt, task_version, trace_parent";
 
 pub(super) fn attempt_from_row(r: &PgRow) -> TxResult<(String, AttemptRecord)> {
     let output: Option<String> = r.try_get("output")?;
@@ -49,6 +49,7 @@ pub(super) fn run_from_row(r: &PgRow) -> TxResult<RunRecord> {
         id: r.try_get("id")?,
         task_name: r.try_get("task_name")?,
         task_version: r.try_get("task_version")?,
+        trace_parent: r.try_get("trace_parent")?,
         status: parse_state(r.try_get("status")?)?,
         input: parse_json(&input)?,
         output: output.as_deref().map(parse_json).transpose()?,
@@ -245,10 +246,12 @@ pub(super) async fn create_run_in(
         .map_or(id.clone(), |p| p.root_id.clone());
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO runs (id, task_name, status, input, parent_id, root_id, created_by_attempt, taken_by_attempt,
-                           input_hash, idempotency_key, idempotency_created_at, created_at, task_version)
-         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $6, $7, $8, $9, $10,
-                 CASE WHEN $4::text IS NULL THEN $11
-                      ELSE (SELECT task_version FROM runs WHERE id = $4) END)
+                           input_hash, idempotency_key, idempotency_created_at, created_at, task_version,
+                           trace_parent)
+         SELECT $1, $2, 'pending', $3, $4, $5, $6, $6, $7, $8, $9, $10,
+                CASE WHEN $4::text IS NULL THEN $11 ELSE parent.task_version END,
+                CASE WHEN $4::text IS NULL THEN $12 ELSE parent.trace_parent END
+         FROM (SELECT 1) AS one LEFT JOIN runs AS parent ON parent.id = $4
          ON CONFLICT (parent_id, idempotency_key, coalesce(idempotency_created_at, ''))
              WHERE parent_id IS NOT NULL AND idempotency_key IS NOT NULL
          DO NOTHING
@@ -265,6 +268,7 @@ pub(super) async fn create_run_in(
     .bind(&new.idempotency_created_at)
     .bind(new.at)
     .bind(&new.task_version)
+    .bind(&new.trace_parent)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = inserted else {

@@ -43,6 +43,11 @@ pub(super) fn migrator() -> sqlx::migrate::Migrator {
             "task_version",
             include_str!("../../migrations/postgres/0007_task_version.sql"),
         ),
+        (
+            8,
+            "trace_parent",
+            include_str!("../../migrations/postgres/0008_trace_parent.sql"),
+        ),
     ];
     Migrator {
         migrations: Cow::Owned(

@@ -19,7 +19,7 @@ pub(super) fn parse_opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
 }
 
 pub(super) const RUN_COLUMNS: &str = "seq, id, task_name, status, input, output, error, parent_id, root_id, \
-                           created_at, started_at, completed_at, not_before, created_by_attempt, task_version";
+                           created_at, started_at, completed_at, not_before, created_by_attempt, task_version, trace_parent";
 
 /// A runs row before its attempts are attached.
 pub(super) struct RunRow {
@@ -38,6 +38,7 @@ pub(super) struct RunRow {
     not_before: Option<String>,
     created_by_attempt: Option<u32>,
     task_version: Option<String>,
+    trace_parent: Option<String>,
 }
 
 impl RunRow {
@@ -58,6 +59,7 @@ impl RunRow {
             not_before: r.get(12)?,
             created_by_attempt: r.get(13)?,
             task_version: r.get(14)?,
+            trace_parent: r.get(15)?,
         })
     }
 
@@ -67,6 +69,7 @@ impl RunRow {
             seq: self.seq,
             task_name: self.task_name,
             task_version: self.task_version,
+            trace_parent: self.trace_parent,
             status: parse_state(&self.status)?,
             input: parse_json(&self.input)?,
             output: self.output.as_deref().map(parse_json).transpose()?,

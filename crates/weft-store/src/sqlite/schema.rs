@@ -47,6 +47,9 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     // The version a root run was pinned to (`workflow/task:version`),
     // which its subtasks inherit.
     Migration::Sql("ALTER TABLE runs ADD COLUMN task_version TEXT;"),
+    // The `traceparent` a root run was started with, which its subtasks
+    // inherit (their trace continues the client's).
+    Migration::Sql("ALTER TABLE runs ADD COLUMN trace_parent TEXT;"),
 ];
 
 /// One step of the schema's history.

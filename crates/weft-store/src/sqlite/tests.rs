@@ -60,6 +60,7 @@ async fn a_burst_of_starts_shares_commits_and_keeps_every_run() {
         idempotency_key: i.is_multiple_of(100).then(|| "once".to_string()),
         idempotency_created_at: None,
         task_version: None,
+        trace_parent: None,
         at: Utc::now(),
     };
     let before = store.commits();

@@ -97,6 +97,7 @@ fn root(task: &str, input: serde_json::Value) -> NewRun {
         idempotency_key: None,
         idempotency_created_at: None,
         task_version: None,
+        trace_parent: None,
         at: Utc::now(),
     }
 }
@@ -832,6 +833,23 @@ pub async fn pinned_versions_pass_to_subtasks_and_filter_lists<B: Backend>() {
         .unwrap()
         .run;
     assert_eq!(kid.task_version.as_deref(), Some("v1"));
+    // So does the trace its root run was started in.
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = started(
+        &*store,
+        NewRun {
+            trace_parent: Some(TRACE.into()),
+            ..root("t", json!([]))
+        },
+    )
+    .await;
+    let traced_kid = store
+        .create_run(child(&traced, 1, "c", json!([]), None))
+        .await
+        .unwrap()
+        .run;
+    assert_eq!(traced_kid.trace_parent.as_deref(), Some(TRACE));
+    assert_eq!(kid.trace_parent, None);
     assert_eq!(
         store.get_run(&kid.id).await.unwrap().unwrap().task_version,
         kid.task_version,

@@ -1,0 +1,355 @@
+//! Traces: every run tree as an OpenTelemetry trace, exported over OTLP
+//! (http/protobuf) when the standard environment names an endpoint
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`);
+//! off, and free, otherwise.
+//!
+//! A run is one span, named after its task, from its creation (its wait in
+//! the queue included: a `started` event marks its first attempt) to its
+//! end; its attempts are spans under it, with the node that ran each; a
+//! subtask's span is under its parent run's. The ids come from the runs'
+//! own (`weft_protocol::trace`), so the node that records a run's end
+//! exports it whole, whichever nodes ran its attempts or its parent, and a
+//! parent relaunched after a crash continues the same trace. Spans are
+//! built from the stored records rather than timed in process, because a
+//! run outlives any one process: that is why they are made as `SpanData`
+//! and handed to the SDK's batch processor, not started through a tracer.
+//!
+//! Sampling follows `OTEL_TRACES_SAMPLER` (default `parentbased_always_on`),
+//! decided per trace (a trace id ratio is the same decision for every span
+//! of a tree). The resource is the SDK's: `OTEL_SERVICE_NAME` (here
+//! `weft` unless set) and `OTEL_RESOURCE_ATTRIBUTES`. Inputs and results
+//! are never in spans.
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use opentelemetry::trace::{
+    Event, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents, SpanLinks,
+    SpanProcessor,
+};
+use weft_protocol::trace::{SpanRef, attempt_span_id, run_span_id, trace_id};
+use weft_store::{AttemptRecord, RunRecord, RunState};
+
+/// The exporter and what decides which traces it sends.
+pub(crate) struct Traces {
+    processor: BatchSpanProcessor,
+    sampler: Sampler,
+    scope: InstrumentationScope,
+}
+
+impl Traces {
+    /// Traces as the environment configures them: `None` when no OTLP
+    /// endpoint is named (or `OTEL_SDK_DISABLED=true`, or
+    /// `OTEL_TRACES_EXPORTER=none`); an error names a setting weft cannot
+    /// follow.
+    pub(crate) fn from_env() -> Result<Option<Traces>, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let named = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            .is_some();
+        let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+        if !named || disabled {
+            return Ok(None);
+        }
+        let protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .unwrap_or_else(|| "http/protobuf".into());
+        if protocol != "http/protobuf" {
+            return Err(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: weft exports traces as http/protobuf only \
+                 (a collector's OTLP/HTTP port, 4318 by default)"
+            ));
+        }
+        let sampler = sampler_from_env(
+            var("OTEL_TRACES_SAMPLER").as_deref(),
+            var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+        )?;
+        // Endpoint, headers and timeout: the exporter reads the standard
+        // variables itself.
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .map_err(|e| format!("cannot export traces over OTLP: {e}"))?;
+        let mut resource = Resource::builder();
+        if var("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name("weft");
+        }
+        let mut processor = BatchSpanProcessor::builder(exporter).build();
+        processor.set_resource(&resource.build());
+        Ok(Some(Traces {
+            processor,
+            sampler,
+            scope: InstrumentationScope::builder("weft")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        }))
+    }
+
+    /// Whether the trace of `run`'s tree is sampled.
+    fn sampled(&self, run: &RunRecord) -> bool {
+        let trace = TraceId::from_bytes(trace_id(&run.root_id, run.trace_parent.as_deref()));
+        let parent = run
+            .trace_parent
+            .as_deref()
+            .and_then(SpanRef::parse)
+            .map(|p| Context::new().with_remote_span_context(remote(&p)));
+        let result = self.sampler.should_sample(
+            parent.as_ref(),
+            trace,
+            &run.task_name,
+            &SpanKind::Internal,
+            &[],
+            &[],
+        );
+        result.decision == SamplingDecision::RecordAndSample
+    }
+
+    /// The `traceparent` an attempt's processes get (`TRACEPARENT`): its
+    /// span, so that the task's own spans are under it.
+    pub(crate) fn attempt_traceparent(&self, run: &RunRecord, number: u32) -> String {
+        SpanRef {
+            trace_id: trace_id(&run.root_id, run.trace_parent.as_deref()),
+            span_id: attempt_span_id(&run.id, number),
+            sampled: self.sampled(run),
+        }
+        .traceparent()
+    }
+
+    /// Exports a run that ended, with its attempts.
+    pub(crate) fn run_ended(&self, run: &RunRecord) {
+        if !self.sampled(run) {
+            return;
+        }
+        let trace = TraceId::from_bytes(trace_id(&run.root_id, run.trace_parent.as_deref()));
+        let own = SpanId::from_bytes(run_span_id(&run.id));
+        let (parent, remote_parent) = match (&run.parent_id, run.trace_parent.as_deref()) {
+            (Some(parent), _) => (SpanId::from_bytes(run_span_id(parent)), false),
+            (None, Some(client)) => match SpanRef::parse(client) {
+                Some(p) => (SpanId::from_bytes(p.span_id), true),
+                None => (SpanId::INVALID, false),
+            },
+            (None, None) => (SpanId::INVALID, false),
+        };
+        let end = run.completed_at.unwrap_or_else(Utc::now);
+        let mut attributes = vec![
+            KeyValue::new("weft.run.id", run.id.clone()),
+            KeyValue::new("weft.task", run.task_name.clone()),
+            KeyValue::new("weft.run.status", run.status.as_str()),
+            KeyValue::new(
+                "weft.run.retries",
+                run.attempts
+                    .iter()
+                    .filter(|a| !a.interrupted)
+                    .count()
+                    .saturating_sub(1) as i64,
+            ),
+            KeyValue::new("weft.run.attempts", run.attempts.len() as i64),
+            KeyValue::new("weft.root_run.id", run.root_id.clone()),
+        ];
+        if let Some(parent) = &run.parent_id {
+            attributes.push(KeyValue::new("weft.parent_run.id", parent.clone()));
+        }
+        if let Some(version) = &run.task_version {
+            attributes.push(KeyValue::new("weft.task.version", version.clone()));
+        }
+        let mut events = Vec::new();
+        if let Some(started) = run.started_at {
+            events.push(Event::new("started", time(started), Vec::new(), 0));
+        }
+        let status = error_status(run.status, run.error.as_deref(), end, &mut events);
+        self.processor.on_end(SpanData {
+            span_context: context(trace, own),
+            parent_span_id: parent,
+            parent_span_is_remote: remote_parent,
+            span_kind: SpanKind::Internal,
+            name: Cow::Owned(run.task_name.clone()),
+            start_time: time(run.created_at),
+            end_time: time(end),
+            attributes,
+            dropped_attributes_count: 0,
+            events: span_events(events),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: self.scope.clone(),
+        });
+        for attempt in &run.attempts {
+            self.attempt_ended(run, trace, own, attempt, end);
+        }
+    }
+
+    fn attempt_ended(
+        &self,
+        run: &RunRecord,
+        trace: TraceId,
+        run_span: SpanId,
+        attempt: &AttemptRecord,
+        run_end: DateTime<Utc>,
+    ) {
+        let end = attempt.completed_at.unwrap_or(run_end);
+        let mut attributes = vec![
+            KeyValue::new("weft.run.id", run.id.clone()),
+            KeyValue::new("weft.task", run.task_name.clone()),
+            KeyValue::new("weft.attempt", i64::from(attempt.number)),
+            KeyValue::new("weft.attempt.status", attempt.status.as_str()),
+            KeyValue::new("weft.attempt.interrupted", attempt.interrupted),
+        ];
+        if let Some(node) = &attempt.node_id {
+            attributes.push(KeyValue::new("weft.node.id", node.clone()));
+        }
+        if let Some(bytes) = attempt.usage.peak_memory_bytes {
+            attributes.push(KeyValue::new(
+                "weft.attempt.peak_memory_bytes",
+                bytes as i64,
+            ));
+        }
+        let mut events = Vec::new();
+        let status = error_status(attempt.status, attempt.error.as_deref(), end, &mut events);
+        self.processor.on_end(SpanData {
+            span_context: context(
+                trace,
+                SpanId::from_bytes(attempt_span_id(&run.id, attempt.number)),
+            ),
+            parent_span_id: run_span,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Owned(format!("{} attempt {}", run.task_name, attempt.number)),
+            start_time: time(attempt.started_at),
+            end_time: time(end),
+            attributes,
+            dropped_attributes_count: 0,
+            events: span_events(events),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: self.scope.clone(),
+        });
+    }
+
+    /// Sends what is queued, waiting at most the exporter's timeout.
+    pub(crate) fn flush(&self) {
+        if let Err(e) = self.processor.force_flush() {
+            tracing::warn!("could not send the last traces: {e}");
+        }
+    }
+}
+
+impl Drop for Traces {
+    fn drop(&mut self) {
+        let _ = self.processor.shutdown();
+    }
+}
+
+/// A failed run or attempt: status ERROR, its message as an exception event.
+fn error_status(
+    state: RunState,
+    error: Option<&str>,
+    at: DateTime<Utc>,
+    events: &mut Vec<Event>,
+) -> Status {
+    if state != RunState::Failed {
+        return Status::Unset;
+    }
+    let message = error.unwrap_or("failed").to_string();
+    events.push(Event::new(
+        "exception",
+        time(at),
+        vec![KeyValue::new("exception.message", message.clone())],
+        0,
+    ));
+    Status::error(message)
+}
+
+fn span_events(events: Vec<Event>) -> SpanEvents {
+    let mut out = SpanEvents::default();
+    out.events = events;
+    out
+}
+
+fn context(trace: TraceId, span: SpanId) -> SpanContext {
+    SpanContext::new(
+        trace,
+        span,
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    )
+}
+
+fn remote(parent: &SpanRef) -> SpanContext {
+    let flags = if parent.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    SpanContext::new(
+        TraceId::from_bytes(parent.trace_id),
+        SpanId::from_bytes(parent.span_id),
+        flags,
+        true,
+        TraceState::default(),
+    )
+}
+
+fn time(at: DateTime<Utc>) -> SystemTime {
+    at.into()
+}
+
+/// `OTEL_TRACES_SAMPLER` and its argument, as the OpenTelemetry
+/// specification defines them.
+fn sampler_from_env(name: Option<&str>, arg: Option<&str>) -> Result<Sampler, String> {
+    let ratio = || -> Result<f64, String> {
+        match arg {
+            None => Ok(1.0),
+            Some(a) => a
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| format!("OTEL_TRACES_SAMPLER_ARG={a}: a ratio from 0 to 1")),
+        }
+    };
+    Ok(
+        match name.map(str::trim).unwrap_or("parentbased_always_on") {
+            "always_on" => Sampler::AlwaysOn,
+            "always_off" => Sampler::AlwaysOff,
+            "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
+            "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            "parentbased_traceidratio" => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio()?)))
+            }
+            other => {
+                return Err(format!(
+                    "OTEL_TRACES_SAMPLER={other}: weft knows always_on, always_off, traceidratio \
+                 and their parentbased_ forms"
+                ));
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samplers_are_read_as_the_specification_names_them() {
+        assert!(matches!(
+            sampler_from_env(None, None),
+            Ok(Sampler::ParentBased(_))
+        ));
+        assert!(matches!(
+            sampler_from_env(Some("traceidratio"), Some("0.25")),
+            Ok(Sampler::TraceIdRatioBased(r)) if r == 0.25
+        ));
+        assert!(sampler_from_env(Some("traceidratio"), Some("2")).is_err());
+        let err = sampler_from_env(Some("jaeger_remote"), None).unwrap_err();
+        assert!(err.contains("OTEL_TRACES_SAMPLER=jaeger_remote"), "{err}");
+    }
+}
