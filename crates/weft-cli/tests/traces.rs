@@ -305,6 +305,52 @@ fn a_run_started_with_a_traceparent_joins_the_caller_s_trace() {
     );
 }
 
+/// A parent on one `weft serve` node, its children on both: one trace,
+/// each attempt's span naming the node that ran it.
+#[test]
+fn a_tree_across_two_nodes_is_one_trace() {
+    let receiver = Receiver::start();
+    let db = common::PgSchema::new();
+    let (python, app) = (common::python(), python_dir().join("traces_app.py"));
+    let node = |id: &'static str| {
+        Weft::start_with(Options {
+            // One at a time each: the naps cannot all run on one node.
+            args: &["--quiet", "--max-concurrent", "1"],
+            command: &[&python, &app],
+            env: &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.url),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ],
+            serve: Some(common::Serve {
+                database_url: &db.url,
+                node_id: id,
+            }),
+            ..Default::default()
+        })
+    };
+    let (a, _b) = (node("node-a"), node("node-b"));
+    let rt = common::runtime();
+    let client = Client::new(&a.url).unwrap();
+    let root = rt
+        .block_on(client.run_task("naps", json!([6, 0.3])).send())
+        .unwrap();
+    let trace = trace_of(&client, &rt, &root.run.id);
+    let spans = receiver.trace(&trace, 14);
+    let top = by_name(&spans, "naps")[0];
+    let naps = by_name(&spans, "nap");
+    assert_eq!(naps.len(), 6);
+    assert!(naps.iter().all(|n| n["parent_span_id"] == top["span_id"]));
+    let nodes: std::collections::BTreeSet<&str> = by_name(&spans, "nap attempt 1")
+        .iter()
+        .map(|a| a["attributes"]["weft.node.id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        nodes,
+        ["node-a", "node-b"].into(),
+        "children on both nodes, in one trace"
+    );
+}
+
 #[test]
 fn without_an_endpoint_nothing_is_traced_and_processes_start_ahead() {
     let weft = Weft::start_with(Options {

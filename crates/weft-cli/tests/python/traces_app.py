@@ -4,6 +4,7 @@ SDK, whose own span continues its attempt's trace."""
 
 import asyncio
 import os
+import time
 
 from render.workflows import Retry, Workflows
 
@@ -18,6 +19,18 @@ def traceparent(ctx) -> str:
 @app.task
 async def traceparents(ctx, n: int) -> list:
     return list(await asyncio.gather(*[ctx.run(traceparent) for _ in range(n)]))
+
+
+@app.task
+def nap(ctx, seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task
+async def naps(ctx, n: int, seconds: float) -> int:
+    await asyncio.gather(*[ctx.run(nap, seconds) for _ in range(n)])
+    return n
 
 
 @app.task
