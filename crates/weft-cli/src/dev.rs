@@ -38,7 +38,7 @@ pub struct DevArgs {
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<std::process::ExitCode> {
-    server::init_logging();
+    server::init_logging(args.server.log_format);
     let mut config = args.server.config()?;
     args.lease.apply(&mut config);
     config.check_lease().map_err(anyhow::Error::msg)?;

@@ -51,7 +51,7 @@ enum Command {
 #[derive(Subcommand)]
 enum Workflows {
     /// `weft dev`.
-    Dev(dev::DevArgs),
+    Dev(Box<dev::DevArgs>),
     /// Start a task run (`weft runs start`).
     Start(remote::StartArgs),
     /// Cancel a run and its subtasks (`weft runs cancel`).
@@ -86,7 +86,7 @@ fn main() -> std::process::ExitCode {
     let cli = match cli.command {
         Command::Workflows(w) => Cli {
             command: match w {
-                Workflows::Dev(args) => Command::Dev(args),
+                Workflows::Dev(args) => Command::Dev(*args),
                 Workflows::Start(args) => Command::Runs(remote::RunsCommand::Start(args)),
                 Workflows::Cancel { id, server } => {
                     Command::Runs(remote::RunsCommand::Cancel { id, server })

@@ -63,7 +63,7 @@ impl LeaseArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
-    server::init_logging();
+    server::init_logging(args.server.log_format);
     let mut config = args.server.config()?;
     args.lease.apply(&mut config);
     config.check_lease().map_err(anyhow::Error::msg)?;

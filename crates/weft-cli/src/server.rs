@@ -31,6 +31,18 @@ pub struct ServerOptions {
     /// Parents waiting on subtasks do not count. Default: no bound.
     #[arg(long, value_parser = parse_bytes)]
     pub memory: Option<u64>,
+    /// The runtime's own log lines on standard error: `text`, or `json`
+    /// (one object per line; lines about a run carry its trace and span ids).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The dashboard links each run to its trace at this URL, `{trace_id}`
+    /// replaced (`http://localhost:16686/trace/{trace_id}` for Jaeger).
+    #[arg(long, value_name = "URL", value_parser = parse_trace_url)]
+    pub trace_url: Option<String>,
+    /// Put each run's input and results in its trace span, cut to this
+    /// many bytes (`1KiB`). Off by default: payloads may be large or private.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub trace_payloads: Option<u64>,
     /// Environment file for task processes (default: `.env` when present).
     /// Repeatable: later files override earlier ones, and what they set
     /// overrides the variables inherited from the shell, as Render does.
@@ -126,6 +138,17 @@ pub enum OnSignal {
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     parse_size::parse_size(text)
         .map_err(|e| format!("{text:?} is not a size in bytes ({e}); for example 4194304 or 4MiB"))
+}
+
+/// `--trace-url`: an http(s) URL with `{trace_id}` in it.
+fn parse_trace_url(text: &str) -> Result<String, String> {
+    let web = text.starts_with("http://") || text.starts_with("https://");
+    if !web || !text.contains("{trace_id}") {
+        return Err(format!(
+            "{text:?} is not an http(s) URL with {{trace_id}} in it; for example http://localhost:16686/trace/{{trace_id}}"
+        ));
+    }
+    Ok(text.to_string())
 }
 
 /// A duration: `30s`, `10m`, `30d`.
@@ -287,6 +310,8 @@ impl ServerOptions {
         config.max_log_bytes = self.max_log_bytes;
         config.echo_logs = !self.quiet;
         config.retention = self.retention;
+        config.trace_url = self.trace_url.clone();
+        config.trace_payload_bytes = self.trace_payloads.map_or(0, |b| b as usize);
         config.header_read_timeout = self.header_read_timeout;
         if self.max_depth == 0 {
             bail!("--max-depth must be at least 1");
@@ -313,15 +338,36 @@ impl ServerOptions {
 }
 
 /// Logs on standard error: colours for a terminal, plain text for a file.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
+pub fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
                 .unwrap_or_else(|_| "weft=info,weft_runtime=info,weft_store=info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line, the event's fields at the top level
+        // (`message`, and on lines about a run `run`, `trace_id`, `span_id`).
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}
+
+/// How the runtime's own log lines (on standard error) are written.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON object per line, for a log pipeline; lines about a run
+    /// carry its `trace_id` and `span_id`.
+    Json,
 }
 
 /// Serves until a signal: `name` is the command (`weft dev`), `kept_in`

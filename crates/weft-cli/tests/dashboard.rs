@@ -38,7 +38,10 @@ fn check_tools() {
 #[test]
 fn a_person_sees_runs_trees_failures_and_live_changes_and_can_cancel_and_rerun() {
     check_tools();
-    let weft = Weft::start();
+    let weft = Weft::start_with(Options {
+        args: &["--trace-url", "http://localhost:16686/trace/{trace_id}"],
+        ..Default::default()
+    });
     let rt = common::runtime();
     let client = Client::new(&weft.url).unwrap();
     let marker = tempfile::tempdir().unwrap();

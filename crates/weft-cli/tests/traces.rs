@@ -77,9 +77,10 @@ fn python_dir() -> PathBuf {
 }
 
 /// `weft dev` exporting to `receiver` (sent every 100 ms, not 5 s).
-fn serve(receiver: &Receiver, app: Option<PathBuf>) -> Weft {
+fn serve(receiver: &Receiver, app: Option<PathBuf>, args: &[&str]) -> Weft {
+    let args: Vec<&str> = ["--quiet"].iter().chain(args).copied().collect();
     Weft::start_with(Options {
-        args: &["--quiet"],
+        args: &args,
         app,
         env: &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.url),
@@ -106,7 +107,7 @@ fn trace_of(client: &Client, rt: &tokio::runtime::Runtime, id: &str) -> String {
 #[test]
 fn a_run_tree_is_one_trace_of_runs_and_their_attempts() {
     let receiver = Receiver::start();
-    let weft = serve(&receiver, None);
+    let weft = serve(&receiver, None, &[]);
     let rt = common::runtime();
     let client = Client::new(&weft.url).unwrap();
 
@@ -221,7 +222,7 @@ fn a_run_tree_is_one_trace_of_runs_and_their_attempts() {
 #[test]
 fn task_processes_continue_their_attempt_s_trace() {
     let receiver = Receiver::start();
-    let weft = serve(&receiver, Some(python_dir().join("traces_app.py")));
+    let weft = serve(&receiver, Some(python_dir().join("traces_app.py")), &[]);
     let rt = common::runtime();
     let client = Client::new(&weft.url).unwrap();
 
@@ -275,7 +276,7 @@ fn task_processes_continue_their_attempt_s_trace() {
 #[test]
 fn a_run_started_with_a_traceparent_joins_the_caller_s_trace() {
     let receiver = Receiver::start();
-    let weft = serve(&receiver, None);
+    let weft = serve(&receiver, None, &["--trace-payloads", "4"]);
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
     let rt = common::runtime();
@@ -349,6 +350,32 @@ fn a_tree_across_two_nodes_is_one_trace() {
         ["node-a", "node-b"].into(),
         "children on both nodes, in one trace"
     );
+}
+
+/// `--log-format json`: the runtime's lines as JSON objects, those about a
+/// run with its trace and span ids.
+#[test]
+fn json_logs_carry_a_run_s_trace_and_span() {
+    let weft = Weft::start_with(Options {
+        args: &["--quiet", "--log-format", "json"],
+        env: &[("WEFT_LOG", "weft_runtime=debug")],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let client = Client::new(&weft.url).unwrap();
+    let run = rt.block_on(client.run_task("square", [4]).send()).unwrap();
+    let trace = trace_of(&client, &rt, &run.run.id);
+    let line = common::wait_for(10, "the line about the run's end", || {
+        weft.output()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .find(|l| l["message"] == "task run ended" && l["run"] == run.run.id.as_str())
+    });
+    assert_eq!(line["trace_id"], trace.as_str(), "{line}");
+    assert_eq!(line["status"], "completed");
+    assert_eq!(line["level"], "DEBUG");
+    assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
 }
 
 #[test]

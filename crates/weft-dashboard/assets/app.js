@@ -534,6 +534,7 @@ async function runPage(selectedId) {
       ["Ended", time(run.completedAt)],
       ["Duration", duration(run.startedAt, run.completedAt)],
       run.taskVersion && ["Version", run.taskVersion],
+      ["Trace", run.traceUrl ? h("a", { href: run.traceUrl, target: "_blank", rel: "noopener noreferrer", class: "trace" }, run.traceId) : h("code", {}, run.traceId)],
       run.parentId && ["Parent", h("a", { href: `/runs/${run.parentId}`, onclick: (e) => (e.preventDefault(), select(run.parentId)) }, shortId(run.parentId))],
     ].filter(Boolean);
     put(details, 

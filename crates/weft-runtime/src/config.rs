@@ -63,6 +63,12 @@ pub struct RuntimeConfig {
     pub standby: bool,
     /// What an attempt's Render plan means here (docs/plans.md).
     pub plans: Plans,
+    /// Where the dashboard links a run's trace: a URL with `{trace_id}`
+    /// (`http://jaeger:16686/trace/{trace_id}`).
+    pub trace_url: Option<String>,
+    /// Run spans carry the run's input and results, each cut to this many
+    /// bytes (0: never, the default: they may be large or private).
+    pub trace_payload_bytes: usize,
 }
 
 /// What a task's Render plan (its `plan` option; `standard` by default)
@@ -108,6 +114,8 @@ impl RuntimeConfig {
             prefork: None,
             standby: true,
             plans: Plans::Enforce,
+            trace_url: None,
+            trace_payload_bytes: 0,
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Traces {
     processor: BatchSpanProcessor,
     sampler: Sampler,
     scope: InstrumentationScope,
+    /// Input and results in run spans, cut to this many bytes; 0: never.
+    payload_bytes: usize,
 }
 
 impl Traces {
@@ -48,7 +50,7 @@ impl Traces {
     /// endpoint is named (or `OTEL_SDK_DISABLED=true`, or
     /// `OTEL_TRACES_EXPORTER=none`); an error names a setting weft cannot
     /// follow.
-    pub(crate) fn from_env() -> Result<Option<Traces>, String> {
+    pub(crate) fn from_env(payload_bytes: usize) -> Result<Option<Traces>, String> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let named = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
@@ -89,6 +91,7 @@ impl Traces {
             scope: InstrumentationScope::builder("weft")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
+            payload_bytes,
         }))
     }
 
@@ -158,6 +161,18 @@ impl Traces {
         }
         if let Some(version) = &run.task_version {
             attributes.push(KeyValue::new("weft.task.version", version.clone()));
+        }
+        if self.payload_bytes > 0 {
+            attributes.push(KeyValue::new(
+                "weft.run.input",
+                cut(run.input.as_str(), self.payload_bytes),
+            ));
+            if let Some(output) = &run.output {
+                attributes.push(KeyValue::new(
+                    "weft.run.results",
+                    cut(output.as_str(), self.payload_bytes),
+                ));
+            }
         }
         let mut events = Vec::new();
         if let Some(started) = run.started_at {
@@ -245,6 +260,19 @@ impl Drop for Traces {
     }
 }
 
+/// The trace and span ids of a run (or of one of its attempts), as log
+/// lines about it carry them.
+pub(crate) fn log_ids(run: &RunRecord, attempt: Option<u32>) -> (String, String) {
+    let span = match attempt {
+        Some(n) => attempt_span_id(&run.id, n),
+        None => run_span_id(&run.id),
+    };
+    (
+        weft_protocol::trace::to_hex(&trace_id(&run.root_id, run.trace_parent.as_deref())),
+        weft_protocol::trace::to_hex(&span),
+    )
+}
+
 /// A failed run or attempt: status ERROR, its message as an exception event.
 fn error_status(
     state: RunState,
@@ -263,6 +291,19 @@ fn error_status(
         0,
     ));
     Status::error(message)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, `…` marking
+/// the cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 fn span_events(events: Vec<Event>) -> SpanEvents {
@@ -337,6 +378,13 @@ fn sampler_from_env(name: Option<&str>, arg: Option<&str>) -> Result<Sampler, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("[1, 2]", 10), "[1, 2]");
+        assert_eq!(cut("[\"héllo\"]", 4), "[\"h…");
+        assert_eq!(cut("[\"é\"]", 3), "[\"…", "é is two bytes: not cut in half");
+    }
 
     #[test]
     fn samplers_are_read_as_the_specification_names_them() {

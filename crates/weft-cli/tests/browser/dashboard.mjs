@@ -106,6 +106,11 @@ try {
   await page.goto(`${url}/runs/${runs.failed}`);
   await page.locator("pre.error").first().waitFor({ timeout: WAIT });
   assert.match(await page.locator(".error-box pre.error").innerText(), /the disk is on fire/);
+  // Its trace, linked where `--trace-url` says (the trace id is the root run's UUID).
+  assert.equal(
+    await page.locator("a.trace").getAttribute("href"),
+    `http://localhost:16686/trace/${runs.failed.replace(/^trn-/, "")}`,
+  );
 
   step("a running run turns completed on the page without a reload, its logs live");
   const sleeper = await api("/v1/task-runs", { method: "POST", body: { task: "chatty", input: [6, 0.5] } });

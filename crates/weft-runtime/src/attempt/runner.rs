@@ -239,7 +239,11 @@ impl Runner {
         if self.plans == Plans::Warn
             && let Some(peak) = peak.filter(|p| *p > plan.memory_bytes)
         {
+            let (trace_id, span_id) = crate::traces::log_ids(&attempt.run, Some(attempt.number));
             tracing::warn!(
+                run = %attempt.run.id,
+                trace_id,
+                span_id,
                 "run {} ({}, attempt {}) reached {} of memory: on Render, plan {} ({}) would have killed it",
                 attempt.run.id,
                 attempt.run.task_name,

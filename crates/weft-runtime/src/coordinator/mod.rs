@@ -92,7 +92,7 @@ impl Coordinator {
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RuntimeError> {
-        let traces = crate::traces::Traces::from_env()
+        let traces = crate::traces::Traces::from_env(config.trace_payload_bytes)
             .map_err(RuntimeError::Config)?
             .map(Arc::new);
         if traces.is_some() {
@@ -401,7 +401,15 @@ impl Coordinator {
         }
         self.logs
             .announce(&run.task_name, &run.id, &ended_summary(&run));
-        tracing::debug!(run = %run.id, status = %run.status, "task run ended");
+        let (trace_id, span_id) = crate::traces::log_ids(&run, None);
+        tracing::debug!(
+            run = %run.id,
+            task = %run.task_name,
+            status = %run.status,
+            trace_id,
+            span_id,
+            "task run ended"
+        );
         if let Some(traces) = &self.traces {
             traces.run_ended(&run);
         }

@@ -278,7 +278,11 @@ impl Coordinator {
 
     pub(super) async fn report_or_log(&self, attempt: &Arc<Attempt>, error: String) {
         if let Err(e) = self.report(attempt, Err(error), Reporter::Runtime).await {
+            let (trace_id, span_id) = crate::traces::log_ids(&attempt.run, Some(attempt.number));
             tracing::error!(
+                run = %attempt.run.id,
+                trace_id,
+                span_id,
                 "could not record the end of {} attempt {}: {e}",
                 attempt.run.id,
                 attempt.number

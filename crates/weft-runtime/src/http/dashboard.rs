@@ -278,6 +278,9 @@ struct RunView {
     task: String,
     /// The version its root run was pinned to, if any.
     task_version: Option<String>,
+    /// The trace its tree is, and where to see it (`--trace-url`).
+    trace_id: String,
+    trace_url: Option<String>,
     status: &'static str,
     parent_id: Option<String>,
     root_id: String,
@@ -296,7 +299,15 @@ async fn details(State(c): State<Shared>, PathId(id): PathId) -> Result<Json<Run
         .get_run(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("task run not found: {id}")))?;
+    let (trace_id, _) = crate::traces::log_ids(&r, None);
+    let trace_url = c
+        .config()
+        .trace_url
+        .as_ref()
+        .map(|t| t.replace("{trace_id}", &trace_id));
     Ok(Json(RunView {
+        trace_id,
+        trace_url,
         status: wire(r.status),
         attempts: r
             .attempts
