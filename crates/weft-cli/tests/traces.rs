@@ -222,28 +222,70 @@ fn a_run_tree_is_one_trace_of_runs_and_their_attempts() {
 #[test]
 fn task_processes_continue_their_attempt_s_trace() {
     let receiver = Receiver::start();
-    let weft = serve(&receiver, Some(python_dir().join("traces_app.py")), &[]);
+    // One at a time: the waiting children's processes start ahead of
+    // their attempts (standbys), each for its own attempt.
+    let weft = serve(
+        &receiver,
+        Some(python_dir().join("traces_app.py")),
+        &["--max-concurrent", "1"],
+    );
     let rt = common::runtime();
     let client = Client::new(&weft.url).unwrap();
 
     // Each child process gets TRACEPARENT: the trace's id, its attempt's span.
     let run = rt
-        .block_on(client.run_task("traceparents", [3]).send())
+        .block_on(client.run_task("traceparents", [4]).send())
         .unwrap();
     let trace = trace_of(&client, &rt, &run.run.id);
-    // A list is the results array itself (the SDK wraps other values).
-    let parents = run.results.to_value();
-    let spans = receiver.trace(&trace, 8);
-    for parent in parents.as_array().unwrap() {
+    let spans = receiver.trace(&trace, 10);
+    let children = rt
+        .block_on(client.list_task_runs(&weft::client::ListTaskRunsParams {
+            root_task_run_id: Some(run.run.id.clone()),
+            ..Default::default()
+        }))
+        .unwrap();
+    let children: Vec<_> = children
+        .iter()
+        .map(|r| &r.task_run)
+        .filter(|r| r.id != run.run.id)
+        .collect();
+    assert_eq!(children.len(), 4);
+    for child in children {
+        let details = rt.block_on(client.get_task_run(&child.id)).unwrap();
+        let parent = details.results.to_value()[0].clone();
         let parts: Vec<&str> = parent.as_str().unwrap().split('-').collect();
         assert_eq!(parts.len(), 4, "{parent}");
         assert_eq!((parts[0], parts[1], parts[3]), ("00", trace.as_str(), "01"));
         let attempt = spans
             .iter()
-            .find(|s| s["span_id"] == parts[2])
-            .unwrap_or_else(|| panic!("no span {} in {spans:#?}", parts[2]));
-        assert_eq!(attempt["name"], "traceparent attempt 1");
+            .find(|s| {
+                s["name"] == "traceparent attempt 1"
+                    && s["attributes"]["weft.run.id"] == child.id.as_str()
+            })
+            .unwrap_or_else(|| panic!("no attempt span of {} in {spans:#?}", child.id));
+        assert_eq!(
+            attempt["span_id"], parts[2],
+            "{}'s process has its own attempt's span",
+            child.id
+        );
     }
+    let metrics = rt.block_on(async {
+        reqwest::get(format!("{}/metrics", weft.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let standby = metrics
+        .lines()
+        .find(|l| l.starts_with("weft_standby_attempts_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap();
+    assert!(
+        standby > 0,
+        "some attempts ran on processes started ahead: {metrics}"
+    );
     // The exporter's endpoint reaches task processes (their own SDK sends
     // there); its headers, which hold the backend's key, do not.
     let var = |name: &str| {

@@ -63,6 +63,17 @@ pub struct Runner {
     fenced: AtomicBool,
     /// What plans do to attempts.
     plans: Plans,
+    /// Traces are exported: a standby is started for a named run's next
+    /// attempt, with its `TRACEPARENT`, and runs only that attempt.
+    traced: bool,
+}
+
+/// The attempt a standby is started for, when traces are exported: its
+/// process's environment holds the attempt's span (see `traces`).
+pub(crate) struct Prepared {
+    pub run_id: String,
+    pub attempt: u32,
+    pub traceparent: String,
 }
 
 /// A task process started ahead of its attempt, waiting on its socket.
@@ -71,6 +82,8 @@ struct Standby {
     binding: Arc<SocketAttempt>,
     process: TaskProcess,
     started: Instant,
+    /// The run and attempt it was started for (traces only).
+    prepared_for: Option<(String, u32)>,
 }
 
 impl Standby {
@@ -111,7 +124,14 @@ impl Runner {
             standby_attempts: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
             plans: config.plans,
+            traced: false,
         })
+    }
+
+    /// Standbys for named attempts only (see [`Prepared`]).
+    pub(crate) fn with_traced_standbys(mut self) -> Self {
+        self.traced = true;
+        self
     }
 
     /// Runs the start command in register mode and returns the tasks it
@@ -194,7 +214,7 @@ impl Runner {
             attempt: attempt.number,
             budget: LogBudget::new(self.max_log_bytes, stored_log_bytes),
         };
-        if let Some(mut standby) = self.take_standby().await {
+        if let Some(mut standby) = self.take_standby(attempt).await {
             standby.binding.bind(attempt.clone());
             self.standby_attempts.fetch_add(1, Ordering::Relaxed);
             // What it wrote while it waited is this attempt's too.
@@ -285,9 +305,21 @@ impl Runner {
 
     /// The oldest standby still alive. One that exited while it waited is
     /// stopped, and standbys pause (see [`STANDBY_PAUSE`]).
-    async fn take_standby(&self) -> Option<Standby> {
+    async fn take_standby(&self, attempt: &Attempt) -> Option<Standby> {
         loop {
-            let mut standby = self.standbys().pop_front()?;
+            let mut standby = if self.traced {
+                // Only the one started for this very attempt: its
+                // process's TRACEPARENT is this attempt's span.
+                let mut standbys = self.standbys();
+                let at = standbys.iter().position(|s| {
+                    s.prepared_for
+                        .as_ref()
+                        .is_some_and(|(run, n)| *run == attempt.run.id && *n == attempt.number)
+                })?;
+                standbys.remove(at)?
+            } else {
+                self.standbys().pop_front()?
+            };
             if !standby.process.has_exited() {
                 return Some(standby);
             }
@@ -309,9 +341,10 @@ impl Runner {
         target: usize,
         host: &Arc<dyn AttemptHost>,
         shutdown: &CancellationToken,
+        prepared: Vec<Prepared>,
     ) {
         // One caller at a time keeps them; others only start more.
-        if !self.start_standbys(target, host).await || !self.claim_keeper() {
+        if !self.start_standbys(target, host, prepared).await || !self.claim_keeper() {
             return;
         }
         loop {
@@ -327,8 +360,32 @@ impl Runner {
     }
 
     /// Starts standbys up to `target`; returns whether any is waiting.
-    async fn start_standbys(&self, target: usize, host: &Arc<dyn AttemptHost>) -> bool {
+    async fn start_standbys(
+        &self,
+        target: usize,
+        host: &Arc<dyn AttemptHost>,
+        prepared: Vec<Prepared>,
+    ) -> bool {
+        // Traced: one for each named attempt that has none yet, in order.
+        let mut prepared: VecDeque<Prepared> = prepared
+            .into_iter()
+            .filter(|p| {
+                !self.standbys().iter().any(|s| {
+                    s.prepared_for
+                        .as_ref()
+                        .is_some_and(|(run, n)| *run == p.run_id && *n == p.attempt)
+                })
+            })
+            .collect();
         loop {
+            let next = if self.traced {
+                match prepared.pop_front() {
+                    Some(p) => Some(p),
+                    None => return !self.standbys().is_empty(),
+                }
+            } else {
+                None
+            };
             {
                 let standbys = self.standbys();
                 if self.paused()
@@ -341,7 +398,7 @@ impl Runner {
                 // the last one.
                 self.starting.fetch_add(1, Ordering::Relaxed);
             }
-            let started = self.start_standby(host.clone()).await;
+            let started = self.start_standby(host.clone(), next).await;
             self.starting.fetch_sub(1, Ordering::Relaxed);
             match started {
                 Ok(standby) => self.standbys().push_back(standby),
@@ -354,12 +411,21 @@ impl Runner {
         }
     }
 
-    async fn start_standby(&self, host: Arc<dyn AttemptHost>) -> std::io::Result<Standby> {
+    async fn start_standby(
+        &self,
+        host: Arc<dyn AttemptHost>,
+        prepared: Option<Prepared>,
+    ) -> std::io::Result<Standby> {
         let n = self.next_standby.fetch_add(1, Ordering::Relaxed);
         let path = self.executor.socket_path(&format!("standby-{n}"));
         let binding = Arc::new(SocketAttempt::default());
         let socket = self.routes.serve(&path, host, binding.clone())?;
-        match self.executor.start_process(socket.path(), &self.logs).await {
+        let trace = prepared.as_ref().map(|p| p.traceparent.as_str());
+        match self
+            .executor
+            .start_process(socket.path(), trace, &self.logs)
+            .await
+        {
             // Fenced while it started: stopped at once.
             Ok(process) if self.fenced.load(Ordering::Acquire) => {
                 drop(socket);
@@ -371,6 +437,7 @@ impl Runner {
                 binding,
                 process,
                 started: Instant::now(),
+                prepared_for: prepared.map(|p| (p.run_id, p.attempt)),
             }),
             Err(e) => Err(e),
         }

@@ -88,7 +88,7 @@ impl Coordinator {
     /// this node left when it last stopped: its attempts are closed as
     /// interrupted and their runs pending again, to be claimed anew.
     pub(crate) async fn open(
-        mut config: RuntimeConfig,
+        config: RuntimeConfig,
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, RuntimeError> {
@@ -97,9 +97,8 @@ impl Coordinator {
             .map(Arc::new);
         if traces.is_some() {
             tracing::info!(
-                "exporting each run tree as a trace over OTLP; task processes start with their attempt's TRACEPARENT, so none is started ahead (standbys are off)"
+                "exporting each run tree as a trace over OTLP; task processes start with their attempt's TRACEPARENT"
             );
-            config.standby = false;
         }
         let lease = Lease::new(config.lease_hold());
         let joined = tokio::time::Instant::now();
@@ -109,7 +108,10 @@ impl Coordinator {
             lease.renewed(joined, Utc::now());
         }
         let logs = LogSink::start(store.clone(), config.echo_logs);
-        let runner = Runner::new(&config, logs.clone())?;
+        let mut runner = Runner::new(&config, logs.clone())?;
+        if traces.is_some() {
+            runner = runner.with_traced_standbys();
+        }
         let interrupted = store.recover(Utc::now()).await?;
         let metrics = Metrics::default();
         if !interrupted.is_empty() {

@@ -10,7 +10,7 @@ use weft_protocol::plan::Plan;
 use weft_store::{MemoryLimit, RunRecord};
 
 use super::Coordinator;
-use crate::attempt::runner::AttemptEnd;
+use crate::attempt::runner::{AttemptEnd, Prepared};
 use crate::attempt::{Attempt, AttemptHost, Reporter};
 
 /// How long the scheduler waits before claiming again when the store could
@@ -118,10 +118,41 @@ impl Coordinator {
         self.background.spawn(async move {
             let host: Arc<dyn AttemptHost> = this.clone();
             let target = this.config.max_concurrent;
+            let prepared = this.prepared_standbys(target).await;
             this.runner
-                .keep_standbys(target, &host, &this.shutdown)
+                .keep_standbys(target, &host, &this.shutdown, prepared)
                 .await;
         });
+    }
+
+    /// With traces, the attempts standbys are started for: the next
+    /// attempts of the runs that will be claimed next (the oldest pending),
+    /// each process with its attempt's `TRACEPARENT`. A run another node
+    /// takes leaves its standby idle, to be stopped.
+    async fn prepared_standbys(&self, target: usize) -> Vec<Prepared> {
+        let Some(traces) = &self.traces else {
+            return Vec::new();
+        };
+        let next = self
+            .store
+            .list_runs(&weft_store::RunFilter {
+                status: Some(weft_store::RunState::Pending),
+                oldest_first: true,
+                limit: target as u32,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_default();
+        next.into_iter()
+            .map(|run| {
+                let attempt = run.attempts.len() as u32 + 1;
+                Prepared {
+                    traceparent: traces.attempt_traceparent(&run, attempt),
+                    run_id: run.id,
+                    attempt,
+                }
+            })
+            .collect()
     }
 
     /// With `--memory`: what is free of it, and each task's plan's memory

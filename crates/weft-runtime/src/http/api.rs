@@ -202,6 +202,7 @@ async fn list_runs(
         status,
         before_seq,
         roots_only: false,
+        oldest_first: false,
         limit,
     };
     let runs = c.store().list_runs(&filter).await?;

@@ -122,6 +122,7 @@ async fn list_roots(
         status,
         before_seq,
         roots_only: true,
+        oldest_first: false,
         // One more than asked, to know whether there is a next page.
         limit: limit + 1,
     };

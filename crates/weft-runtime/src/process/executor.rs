@@ -420,9 +420,10 @@ impl Executor {
     pub async fn start_process(
         &self,
         socket: &Path,
+        trace: Option<&str>,
         logs: &LogSink,
     ) -> std::io::Result<TaskProcess> {
-        self.spawn(Mode::Run, socket, None, logs).await
+        self.spawn(Mode::Run, socket, trace, logs).await
     }
 
     /// Runs one attempt's process until it reports, exits, times out or is
