@@ -394,6 +394,34 @@ fn a_tree_across_two_nodes_is_one_trace() {
     );
 }
 
+/// The Rust SDK's `otel` feature runs each task in its attempt's trace:
+/// a span the task starts through OpenTelemetry's API is under it.
+#[test]
+fn the_rust_sdk_runs_a_task_in_its_attempt_s_trace() {
+    let receiver = Receiver::start();
+    let app = common::example("traced");
+    let weft = Weft::start_with(Options {
+        args: &["--quiet"],
+        command: &[&app],
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Default::default()
+    });
+    let rt = common::runtime();
+    let client = Client::new(&weft.url).unwrap();
+    let run = rt
+        .block_on(client.run_task("traced_square", [7]).send())
+        .unwrap();
+    assert_eq!(run.results.to_value(), json!([49]));
+    let spans = receiver.trace(&trace_of(&client, &rt, &run.run.id), 3);
+    let own = by_name(&spans, "squaring in Rust");
+    assert_eq!(own.len(), 1, "{spans:#?}");
+    let attempt = by_name(&spans, "traced_square attempt 1")[0];
+    assert_eq!(own[0]["parent_span_id"], attempt["span_id"]);
+}
+
 /// `--log-format json`: the runtime's lines as JSON objects, those about a
 /// run with its trace and span ids.
 #[test]

@@ -155,6 +155,14 @@ impl TaskContext {
         &self.inner.metadata.task_name
     }
 
+    /// The W3C trace context of this attempt (`TRACEPARENT`, which weft
+    /// gives each task process while it exports traces), for the task's
+    /// own spans; `None` without one. With the `otel` feature the SDK runs
+    /// the task in it already.
+    pub fn traceparent(&self) -> Option<String> {
+        std::env::var("TRACEPARENT").ok().filter(|t| !t.is_empty())
+    }
+
     /// This run's id.
     pub fn task_run_id(&self) -> Option<&str> {
         self.inner.metadata.task_run_id.as_deref()
@@ -367,4 +375,32 @@ mod tests {
         assert_eq!(ctx.task_name(), "parent");
         assert_eq!(ctx.task_run_id(), None);
     }
+}
+
+/// The OpenTelemetry context of this process's attempt: its span (from
+/// `TRACEPARENT`) as a remote parent, or an empty context without one.
+#[cfg(feature = "otel")]
+pub(crate) fn attempt_trace() -> opentelemetry::Context {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let Some(parent) = std::env::var("TRACEPARENT")
+        .ok()
+        .as_deref()
+        .and_then(weft_protocol::trace::SpanRef::parse)
+    else {
+        return opentelemetry::Context::new();
+    };
+    let flags = if parent.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from_bytes(parent.trace_id),
+        SpanId::from_bytes(parent.span_id),
+        flags,
+        true,
+        TraceState::default(),
+    ))
 }

@@ -134,6 +134,15 @@ impl Workflows {
         let outcome = match TaskInput::from_base64(&input.input) {
             Ok(args) => {
                 let ctx = TaskContext::new(metadata, socket.clone());
+                #[cfg(feature = "otel")]
+                {
+                    use opentelemetry::context::FutureExt as _;
+                    let parent = crate::context::attempt_trace();
+                    self.execute(ctx, args.into_value())
+                        .with_context(parent)
+                        .await
+                }
+                #[cfg(not(feature = "otel"))]
                 self.execute(ctx, args.into_value()).await
             }
             Err(err) => Err(Failure {
