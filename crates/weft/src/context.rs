@@ -322,6 +322,34 @@ async fn wait_for_child(socket: &SocketClient, task_run_id: &str) -> Result<Valu
     }
 }
 
+/// The OpenTelemetry context of this process's attempt: its span (from
+/// `TRACEPARENT`) as a remote parent, or an empty context without one.
+#[cfg(feature = "otel")]
+pub(crate) fn attempt_trace() -> opentelemetry::Context {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let Some(parent) = std::env::var("TRACEPARENT")
+        .ok()
+        .as_deref()
+        .and_then(weft_protocol::trace::SpanRef::parse)
+    else {
+        return opentelemetry::Context::new();
+    };
+    let flags = if parent.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from_bytes(parent.trace_id),
+        SpanId::from_bytes(parent.span_id),
+        flags,
+        true,
+        TraceState::default(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,32 +403,4 @@ mod tests {
         assert_eq!(ctx.task_name(), "parent");
         assert_eq!(ctx.task_run_id(), None);
     }
-}
-
-/// The OpenTelemetry context of this process's attempt: its span (from
-/// `TRACEPARENT`) as a remote parent, or an empty context without one.
-#[cfg(feature = "otel")]
-pub(crate) fn attempt_trace() -> opentelemetry::Context {
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-    };
-    let Some(parent) = std::env::var("TRACEPARENT")
-        .ok()
-        .as_deref()
-        .and_then(weft_protocol::trace::SpanRef::parse)
-    else {
-        return opentelemetry::Context::new();
-    };
-    let flags = if parent.sampled {
-        TraceFlags::SAMPLED
-    } else {
-        TraceFlags::default()
-    };
-    opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
-        TraceId::from_bytes(parent.trace_id),
-        SpanId::from_bytes(parent.span_id),
-        flags,
-        true,
-        TraceState::default(),
-    ))
 }
