@@ -34,7 +34,7 @@ use opentelemetry_sdk::trace::{
     SpanProcessor,
 };
 use weft_protocol::trace::{SpanRef, attempt_span_id, run_span_id, trace_id};
-use weft_store::{AttemptRecord, RunRecord, RunState};
+use weft_store::{AttemptRecord, PendingRun, RunRecord, RunState};
 
 /// The exporter and what decides which traces it sends.
 pub(crate) struct Traces {
@@ -97,30 +97,41 @@ impl Traces {
 
     /// Whether the trace of `run`'s tree is sampled.
     fn sampled(&self, run: &RunRecord) -> bool {
-        let trace = TraceId::from_bytes(trace_id(&run.root_id, run.trace_parent.as_deref()));
-        let parent = run
-            .trace_parent
-            .as_deref()
+        self.tree_sampled(&run.root_id, run.trace_parent.as_deref(), &run.task_name)
+    }
+
+    /// Whether the trace of the tree under `root_id` (started in
+    /// `trace_parent`, if any) is sampled.
+    fn tree_sampled(&self, root_id: &str, trace_parent: Option<&str>, task: &str) -> bool {
+        let trace = TraceId::from_bytes(trace_id(root_id, trace_parent));
+        let parent = trace_parent
             .and_then(SpanRef::parse)
             .map(|p| Context::new().with_remote_span_context(remote(&p)));
-        let result = self.sampler.should_sample(
-            parent.as_ref(),
-            trace,
-            &run.task_name,
-            &SpanKind::Internal,
-            &[],
-            &[],
-        );
+        let result =
+            self.sampler
+                .should_sample(parent.as_ref(), trace, task, &SpanKind::Internal, &[], &[]);
         result.decision == SamplingDecision::RecordAndSample
     }
 
     /// The `traceparent` an attempt's processes get (`TRACEPARENT`): its
     /// span, so that the task's own spans are under it.
     pub(crate) fn attempt_traceparent(&self, run: &RunRecord, number: u32) -> String {
+        self.pending_traceparent(&PendingRun {
+            id: run.id.clone(),
+            task_name: run.task_name.clone(),
+            root_id: run.root_id.clone(),
+            trace_parent: run.trace_parent.clone(),
+            attempts: number.saturating_sub(1),
+        })
+    }
+
+    /// The `traceparent` of a pending run's next attempt.
+    pub(crate) fn pending_traceparent(&self, run: &PendingRun) -> String {
+        let parent = run.trace_parent.as_deref();
         SpanRef {
-            trace_id: trace_id(&run.root_id, run.trace_parent.as_deref()),
-            span_id: attempt_span_id(&run.id, number),
-            sampled: self.sampled(run),
+            trace_id: trace_id(&run.root_id, parent),
+            span_id: attempt_span_id(&run.id, run.attempts + 1),
+            sampled: self.tree_sampled(&run.root_id, parent, &run.task_name),
         }
         .traceparent()
     }

@@ -74,6 +74,10 @@ pub trait Store: Send + Sync + 'static {
     /// Runs, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
 
+    /// The pending runs claims will take next, oldest first, at most
+    /// `limit` (read off the pending runs' index, whatever the store holds).
+    async fn next_pending(&self, limit: u32) -> Result<Vec<PendingRun>>;
+
     /// How many runs were created, or ended, in each bucket of a time
     /// window, by task and state; buckets with none are left out.
     async fn count_runs(&self, query: &RunCountQuery) -> Result<Vec<RunCount>>;

@@ -400,6 +400,18 @@ pub struct MemoryLimit {
     pub default_bytes: u64,
 }
 
+/// A pending run, as [`crate::Store::next_pending`] lists it: what a
+/// runtime needs to start a process ahead of its next attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRun {
+    pub id: String,
+    pub task_name: String,
+    pub root_id: String,
+    pub trace_parent: Option<String>,
+    /// Its attempts so far: the next is this plus one.
+    pub attempts: u32,
+}
+
 /// What [`crate::Store::claim`] got.
 #[derive(Debug, Clone, Default)]
 pub struct Claimed {

@@ -51,8 +51,8 @@ use runs::{
 use crate::{
     AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, Counted,
     CreatedRun, Creation, LogLine, LogQuery, MemoryLimit, NewLogLine, NewRun, NodeId, NodeRecord,
-    Result, RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError, StoreEvent,
-    TaskRecord, UsageRecord,
+    PendingRun, Result, RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError,
+    StoreEvent, TaskRecord, UsageRecord,
 };
 
 /// How long a root run's `idempotencyKey` names it.
@@ -185,6 +185,33 @@ impl Store for PgStore {
         self.tx(move |conn| {
             let filter = filter.clone();
             Box::pin(async move { runs::list_runs(conn, &filter).await })
+        })
+        .await
+    }
+
+    async fn next_pending(&self, limit: u32) -> Result<Vec<PendingRun>> {
+        self.tx(move |conn| {
+            Box::pin(async move {
+                let rows = sqlx::query(
+                    "SELECT id, task_name, root_id, trace_parent,
+                            (SELECT count(*) FROM attempts WHERE run_id = runs.id) AS attempts
+                     FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(PendingRun {
+                            id: r.try_get("id")?,
+                            task_name: r.try_get("task_name")?,
+                            root_id: r.try_get("root_id")?,
+                            trace_parent: r.try_get("trace_parent")?,
+                            attempts: r.try_get::<i64, _>("attempts")? as u32,
+                        })
+                    })
+                    .collect()
+            })
         })
         .await
     }

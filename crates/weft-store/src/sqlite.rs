@@ -36,8 +36,8 @@ use crate::rows::{
 use crate::{
     AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, Counted,
     CreatedRun, Creation, LogLine, LogQuery, MemoryLimit, NewLogLine, NewRun, NodeId, NodeRecord,
-    Result, RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError, StoreEvent,
-    TaskRecord, UsageRecord,
+    PendingRun, Result, RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError,
+    StoreEvent, TaskRecord, UsageRecord,
 };
 use conn::*;
 use file::{check_integrity, lock_exclusively, lock_inode, prepare_file};
@@ -213,6 +213,29 @@ impl Store for SqliteStore {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let filter = filter.clone();
         self.read(move |tx| runs::list_runs(tx, &filter)).await
+    }
+
+    async fn next_pending(&self, limit: u32) -> Result<Vec<PendingRun>> {
+        self.read(move |tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, task_name, root_id, trace_parent,
+                        (SELECT count(*) FROM attempts WHERE run_id = runs.id)
+                 FROM runs INDEXED BY runs_pending WHERE status = 'pending' ORDER BY seq LIMIT ?1",
+            )?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok(PendingRun {
+                        id: r.get(0)?,
+                        task_name: r.get(1)?,
+                        root_id: r.get(2)?,
+                        trace_parent: r.get(3)?,
+                        attempts: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     async fn count_runs(&self, query: &RunCountQuery) -> Result<Vec<RunCount>> {

@@ -32,6 +32,10 @@ use crate::process::executor::{Bounds, Executor, ProcessEnd, TaskProcess};
 use crate::{Plans, RuntimeConfig, RuntimeError};
 use weft_protocol::plan::{Plan, megabytes_text};
 
+/// How long an attempt waits for the standby started for it (traces) to
+/// be ready, at most.
+const STANDBY_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a standby waits for an attempt before it is stopped.
 pub const STANDBY_IDLE: Duration = Duration::from_secs(1);
 
@@ -51,6 +55,10 @@ pub struct Runner {
     standbys: Mutex<VecDeque<Standby>>,
     /// Standbys being started.
     starting: AtomicUsize,
+    /// Traces: the attempts whose standbys are starting, and a bell rung
+    /// as each is ready, so an attempt claimed meanwhile waits for its own.
+    starting_for: Mutex<std::collections::HashSet<(String, u32)>>,
+    ready: tokio::sync::Notify,
     /// Names standby sockets.
     next_standby: AtomicU64,
     /// No standby is started before this (see [`STANDBY_PAUSE`]).
@@ -118,6 +126,8 @@ impl Runner {
             routes: task_socket::AttemptRoutes::new(config.max_payload_bytes),
             standbys: Mutex::default(),
             starting: AtomicUsize::new(0),
+            starting_for: Mutex::default(),
+            ready: tokio::sync::Notify::new(),
             next_standby: AtomicU64::new(1),
             paused_until: Mutex::default(),
             keeper: AtomicBool::new(false),
@@ -308,15 +318,7 @@ impl Runner {
     async fn take_standby(&self, attempt: &Attempt) -> Option<Standby> {
         loop {
             let mut standby = if self.traced {
-                // Only the one started for this very attempt: its
-                // process's TRACEPARENT is this attempt's span.
-                let mut standbys = self.standbys();
-                let at = standbys.iter().position(|s| {
-                    s.prepared_for
-                        .as_ref()
-                        .is_some_and(|(run, n)| *run == attempt.run.id && *n == attempt.number)
-                })?;
-                standbys.remove(at)?
+                self.take_prepared(attempt).await?
             } else {
                 self.standbys().pop_front()?
             };
@@ -359,6 +361,43 @@ impl Runner {
         self.stop_standbys().await;
     }
 
+    /// The standby started for this very attempt (its process's
+    /// TRACEPARENT is this attempt's span), waiting for it while it is
+    /// still starting: claimed the moment it was prepared, the attempt
+    /// would otherwise start a process of its own and leave it idle.
+    async fn take_prepared(&self, attempt: &Attempt) -> Option<Standby> {
+        let key = (attempt.run.id.clone(), attempt.number);
+        let deadline = tokio::time::Instant::now() + STANDBY_WAIT;
+        loop {
+            let ready = self.ready.notified();
+            {
+                let mut standbys = self.standbys();
+                if let Some(at) = standbys
+                    .iter()
+                    .position(|s| s.prepared_for.as_ref() == Some(&key))
+                {
+                    return standbys.remove(at);
+                }
+            }
+            let starting = self
+                .starting_for
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&key);
+            if !starting || tokio::time::timeout_at(deadline, ready).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// How many more standbys `target` has room for now.
+    pub(crate) fn standby_room(&self, target: usize) -> usize {
+        if self.paused() || self.fenced.load(Ordering::Acquire) {
+            return 0;
+        }
+        target.saturating_sub(self.standbys().len() + self.starting.load(Ordering::Relaxed))
+    }
+
     /// Starts standbys up to `target`; returns whether any is waiting.
     async fn start_standbys(
         &self,
@@ -398,11 +437,31 @@ impl Runner {
                 // the last one.
                 self.starting.fetch_add(1, Ordering::Relaxed);
             }
+            let key = next.as_ref().map(|p| (p.run_id.clone(), p.attempt));
+            if let Some(key) = &key {
+                self.starting_for
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone());
+            }
             let started = self.start_standby(host.clone(), next).await;
             self.starting.fetch_sub(1, Ordering::Relaxed);
+            let done = || {
+                if let Some(key) = &key {
+                    self.starting_for
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(key);
+                    self.ready.notify_waiters();
+                }
+            };
             match started {
-                Ok(standby) => self.standbys().push_back(standby),
+                Ok(standby) => {
+                    self.standbys().push_back(standby);
+                    done();
+                }
                 Err(e) => {
+                    done();
                     tracing::debug!("no standby: {e}");
                     self.pause();
                     return !self.standbys().is_empty();

@@ -133,24 +133,20 @@ impl Coordinator {
         let Some(traces) = &self.traces else {
             return Vec::new();
         };
+        // Only when a standby is wanted: this runs as runs wait, once a claim.
+        if self.runner.standby_room(target) == 0 {
+            return Vec::new();
+        }
         let next = self
             .store
-            .list_runs(&weft_store::RunFilter {
-                status: Some(weft_store::RunState::Pending),
-                oldest_first: true,
-                limit: target as u32,
-                ..Default::default()
-            })
+            .next_pending(target as u32)
             .await
             .unwrap_or_default();
         next.into_iter()
-            .map(|run| {
-                let attempt = run.attempts.len() as u32 + 1;
-                Prepared {
-                    traceparent: traces.attempt_traceparent(&run, attempt),
-                    run_id: run.id,
-                    attempt,
-                }
+            .map(|run| Prepared {
+                traceparent: traces.pending_traceparent(&run),
+                attempt: run.attempts + 1,
+                run_id: run.id,
             })
             .collect()
     }

@@ -810,6 +810,14 @@ pub async fn claims_within_memory_stop_at_the_first_run_that_does_not_fit<B: Bac
         default_bytes: 2 * GB,
     };
     let claimed = |c: Claimed| c.runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    // What claims take next, oldest first, with their attempts so far.
+    let next = store.next_pending(3).await.unwrap();
+    assert_eq!(
+        next.iter().map(|p| (&p.id, p.attempts)).collect::<Vec<_>>(),
+        [(&ids[0], 0), (&ids[1], 0), (&ids[2], 0)]
+    );
+    assert_eq!(next[0].task_name, "small");
+    assert_eq!(next[0].root_id, ids[0]);
     // 1 + 2 (a task not listed) fit in 4; the big one would make 6.
     let first = store
         .claim_within(10, Some(&memory(4 * GB)), Utc::now())
@@ -833,6 +841,11 @@ pub async fn claims_within_memory_stop_at_the_first_run_that_does_not_fit<B: Bac
         .await
         .unwrap();
     assert_eq!(claimed(big), ids[2..3]);
+    assert_eq!(
+        store.next_pending(10).await.unwrap().len(),
+        1,
+        "claimed runs are no longer next"
+    );
     let rest = store.claim(10, Utc::now()).await.unwrap();
     assert_eq!(claimed(rest), ids[3..], "no budget: whatever is due");
 }
