@@ -390,6 +390,24 @@ impl Runner {
         }
     }
 
+    /// The first of `prepared` with no standby ready or starting, marked
+    /// as starting (checked and marked under one lock: callers that read
+    /// the same pending runs at once start one standby for each, not two).
+    fn next_unprepared(&self, prepared: &mut VecDeque<Prepared>) -> Option<Prepared> {
+        let mut starting = self.starting_for.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(p) = prepared.pop_front() {
+            let key = (p.run_id.clone(), p.attempt);
+            let ready = self
+                .standbys()
+                .iter()
+                .any(|s| s.prepared_for.as_ref() == Some(&key));
+            if !ready && starting.insert(key) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
     /// How many more standbys `target` has room for now.
     pub(crate) fn standby_room(&self, target: usize) -> usize {
         if self.paused() || self.fenced.load(Ordering::Acquire) {
@@ -406,19 +424,10 @@ impl Runner {
         prepared: Vec<Prepared>,
     ) -> bool {
         // Traced: one for each named attempt that has none yet, in order.
-        let mut prepared: VecDeque<Prepared> = prepared
-            .into_iter()
-            .filter(|p| {
-                !self.standbys().iter().any(|s| {
-                    s.prepared_for
-                        .as_ref()
-                        .is_some_and(|(run, n)| *run == p.run_id && *n == p.attempt)
-                })
-            })
-            .collect();
+        let mut prepared: VecDeque<Prepared> = prepared.into();
         loop {
             let next = if self.traced {
-                match prepared.pop_front() {
+                match self.next_unprepared(&mut prepared) {
                     Some(p) => Some(p),
                     None => return !self.standbys().is_empty(),
                 }
@@ -431,19 +440,23 @@ impl Runner {
                     || self.fenced.load(Ordering::Acquire)
                     || standbys.len() + self.starting.load(Ordering::Relaxed) >= target
                 {
-                    return !standbys.is_empty();
+                    let any = !standbys.is_empty();
+                    drop(standbys);
+                    // Not started after all: nobody should wait for it.
+                    if let Some(p) = &next {
+                        self.starting_for
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&(p.run_id.clone(), p.attempt));
+                        self.ready.notify_waiters();
+                    }
+                    return any;
                 }
                 // Counted under the lock, so two callers do not both start
                 // the last one.
                 self.starting.fetch_add(1, Ordering::Relaxed);
             }
             let key = next.as_ref().map(|p| (p.run_id.clone(), p.attempt));
-            if let Some(key) = &key {
-                self.starting_for
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key.clone());
-            }
             let started = self.start_standby(host.clone(), next).await;
             self.starting.fetch_sub(1, Ordering::Relaxed);
             let done = || {
