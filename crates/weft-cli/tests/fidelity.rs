@@ -283,16 +283,7 @@ fn the_start_command_may_be_one_quoted_string() {
         command: &[&one],
         ..Default::default()
     });
-    let rt = common::runtime();
-    let run = rt
-        .block_on(
-            Client::new(&weft.url)
-                .unwrap()
-                .run_task("square", [7])
-                .send(),
-        )
-        .unwrap();
-    assert_eq!(run.results, serde_json::json!([49]));
+    assert_eq!(square(&weft, 7), serde_json::json!([49]));
 }
 
 /// `npx NAME` of a package the project has installed runs its
@@ -324,16 +315,7 @@ fn npx_of_an_installed_package_is_found_once() {
         command: &[npx, name],
         ..Default::default()
     });
-    let rt = common::runtime();
-    let run = rt
-        .block_on(
-            Client::new(&weft.url)
-                .unwrap()
-                .run_task("square", [8])
-                .send(),
-        )
-        .unwrap();
-    assert_eq!(run.results, serde_json::json!([64]));
+    assert_eq!(square(&weft, 8), serde_json::json!([64]));
     let output = weft.output();
     assert!(
         output.contains("`npx weft-test-app` runs")
@@ -346,6 +328,19 @@ fn npx_of_an_installed_package_is_found_once() {
         paths.lines().all(|l| l.starts_with(&first)),
         "the bin folder first on PATH, as npx has it: {paths}"
     );
+}
+
+/// The results of `square(x)` on `weft`.
+fn square(weft: &Weft, x: i64) -> serde_json::Value {
+    let run = common::runtime()
+        .block_on(
+            Client::new(&weft.url)
+                .unwrap()
+                .run_task("square", [x])
+                .send(),
+        )
+        .unwrap();
+    run.results.to_value()
 }
 
 /// Commands copied from Render's docs (`--local`, `--port`) run.

@@ -191,19 +191,17 @@ impl Traces {
         }
         let status = error_status(run.status, run.error.as_deref(), end, &mut events);
         self.processor.on_end(SpanData {
-            span_context: context(trace, own),
-            parent_span_id: parent,
-            parent_span_is_remote: remote_parent,
-            span_kind: SpanKind::Internal,
-            name: Cow::Owned(run.task_name.clone()),
             start_time: time(run.created_at),
             end_time: time(end),
             attributes,
-            dropped_attributes_count: 0,
             events: span_events(events),
-            links: SpanLinks::default(),
             status,
-            instrumentation_scope: self.scope.clone(),
+            ..self.span(
+                context(trace, own),
+                run.task_name.clone(),
+                parent,
+                remote_parent,
+            )
         });
         for attempt in &run.attempts {
             self.attempt_ended(run, trace, own, attempt, end);
@@ -237,24 +235,39 @@ impl Traces {
         }
         let mut events = Vec::new();
         let status = error_status(attempt.status, attempt.error.as_deref(), end, &mut events);
+        let own = context(
+            trace,
+            SpanId::from_bytes(attempt_span_id(&run.id, attempt.number)),
+        );
+        let name = format!("{} attempt {}", run.task_name, attempt.number);
         self.processor.on_end(SpanData {
-            span_context: context(
-                trace,
-                SpanId::from_bytes(attempt_span_id(&run.id, attempt.number)),
-            ),
-            parent_span_id: run_span,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
-            name: Cow::Owned(format!("{} attempt {}", run.task_name, attempt.number)),
             start_time: time(attempt.started_at),
             end_time: time(end),
             attributes,
-            dropped_attributes_count: 0,
             events: span_events(events),
-            links: SpanLinks::default(),
             status,
-            instrumentation_scope: self.scope.clone(),
+            ..self.span(own, name, run_span, false)
         });
+    }
+
+    /// A span of this name under `parent`, its times, attributes, events
+    /// and status still to be given.
+    fn span(&self, own: SpanContext, name: String, parent: SpanId, remote: bool) -> SpanData {
+        SpanData {
+            span_context: own,
+            parent_span_id: parent,
+            parent_span_is_remote: remote,
+            span_kind: SpanKind::Internal,
+            name: Cow::Owned(name),
+            start_time: SystemTime::UNIX_EPOCH,
+            end_time: SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: self.scope.clone(),
+        }
     }
 
     /// Sends what is queued, waiting at most the exporter's timeout.

@@ -427,28 +427,23 @@ pub(super) async fn count_runs(
     conn: &mut PgConnection,
     query: &RunCountQuery,
 ) -> TxResult<Vec<RunCount>> {
-    let sql = match query.counted {
-        Counted::Created => {
-            "SELECT task_name, status,
-                    floor(extract(epoch FROM created_at - $1) / $3::bigint)::bigint AS bucket,
-                    count(*) AS n
-             FROM runs
-             WHERE created_at >= $1 AND created_at < $2
-               AND (cardinality($4::text[]) = 0 OR task_name = ANY($4))
-             GROUP BY task_name, status, bucket"
-        }
-        Counted::Ended => {
-            "SELECT task_name, status,
-                    floor(extract(epoch FROM completed_at - $1) / $3::bigint)::bigint AS bucket,
-                    count(*) AS n
-             FROM runs
-             WHERE completed_at >= $1 AND completed_at < $2
-               AND status IN ('completed', 'failed', 'canceled')
-               AND (cardinality($4::text[]) = 0 OR task_name = ANY($4))
-             GROUP BY task_name, status, bucket"
-        }
+    let (at, ended) = match query.counted {
+        Counted::Created => ("created_at", ""),
+        Counted::Ended => (
+            "completed_at",
+            "AND status IN ('completed', 'failed', 'canceled')",
+        ),
     };
-    let rows = sqlx::query(sql)
+    let sql = format!(
+        "SELECT task_name, status,
+                floor(extract(epoch FROM {at} - $1) / $3::bigint)::bigint AS bucket,
+                count(*) AS n
+         FROM runs
+         WHERE {at} >= $1 AND {at} < $2 {ended}
+           AND (cardinality($4::text[]) = 0 OR task_name = ANY($4))
+         GROUP BY task_name, status, bucket"
+    );
+    let rows = sqlx::query(&sql)
         .bind(query.from)
         .bind(query.to)
         .bind(query.resolution)

@@ -233,28 +233,23 @@ fn list_sql(order: &str) -> String {
 /// counted in whole microseconds from the stored text (`julianday` is a
 /// float, and put a run at the very start of a bucket into the one before).
 pub(super) fn count_runs(tx: &Connection, query: &RunCountQuery) -> TxResult<Vec<RunCount>> {
-    let sql = match query.counted {
-        Counted::Created => {
-            "SELECT task_name, status,
-                    (strftime('%s', created_at) * 1000000 + CAST(substr(created_at, 21, 6) AS INTEGER) - ?5) / ?3 AS bucket,
-                    count(*)
-             FROM runs
-             WHERE created_at >= ?1 AND created_at < ?2
-               AND (?4 = '[]' OR task_name IN (SELECT value FROM json_each(?4)))
-             GROUP BY task_name, status, bucket"
-        }
-        Counted::Ended => {
-            "SELECT task_name, status,
-                    (strftime('%s', completed_at) * 1000000 + CAST(substr(completed_at, 21, 6) AS INTEGER) - ?5) / ?3 AS bucket,
-                    count(*)
-             FROM runs
-             WHERE completed_at >= ?1 AND completed_at < ?2
-               AND status IN ('completed', 'failed', 'canceled')
-               AND (?4 = '[]' OR task_name IN (SELECT value FROM json_each(?4)))
-             GROUP BY task_name, status, bucket"
-        }
+    let (at, ended) = match query.counted {
+        Counted::Created => ("created_at", ""),
+        Counted::Ended => (
+            "completed_at",
+            "AND status IN ('completed', 'failed', 'canceled')",
+        ),
     };
-    let mut stmt = tx.prepare_cached(sql)?;
+    let sql = format!(
+        "SELECT task_name, status,
+                (strftime('%s', {at}) * 1000000 + CAST(substr({at}, 21, 6) AS INTEGER) - ?5) / ?3 AS bucket,
+                count(*)
+         FROM runs
+         WHERE {at} >= ?1 AND {at} < ?2 {ended}
+           AND (?4 = '[]' OR task_name IN (SELECT value FROM json_each(?4)))
+         GROUP BY task_name, status, bucket"
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
     let rows = stmt
         .query_map(
             params![
