@@ -239,13 +239,18 @@ async fn a_drain_lets_the_running_attempt_finish() {
         .start_run("sleep", json!([1.5]).into(), None)
         .await
         .unwrap();
-    for _ in 0..100 {
+    // Running before the drain starts (a loaded machine may take seconds
+    // to start the first process): a drain claims nothing new.
+    let mut running = false;
+    for _ in 0..600 {
         let now = c.store().get_run(&run.id).await.unwrap().unwrap();
         if now.status == RunState::Running {
+            running = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(running, "the run started within 30 s");
     rt.drain(Duration::from_secs(30)).await;
     // Read through the stopped runtime's store, which still has the file.
     let stored = c.store().get_run(&run.id).await.unwrap().unwrap();
