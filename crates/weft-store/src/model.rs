@@ -262,6 +262,20 @@ pub enum Counted {
     Ended,
 }
 
+impl Counted {
+    /// The column of the moment counted, and the condition it adds (both
+    /// stores' SQL).
+    pub(crate) fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            Counted::Created => ("created_at", ""),
+            Counted::Ended => (
+                "completed_at",
+                "AND status IN ('completed', 'failed', 'canceled')",
+            ),
+        }
+    }
+}
+
 /// How many runs of a task, in one state, fell in one bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunCount {

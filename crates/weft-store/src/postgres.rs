@@ -49,10 +49,10 @@ use runs::{
 };
 
 use crate::{
-    AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, Counted,
-    CreatedRun, Creation, LogLine, LogQuery, MemoryLimit, NewLogLine, NewRun, NodeId, NodeRecord,
-    PendingRun, Result, RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError,
-    StoreEvent, TaskRecord, UsageRecord,
+    AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, CreatedRun,
+    Creation, LogLine, LogQuery, MemoryLimit, NewLogLine, NewRun, NodeId, NodeRecord, PendingRun,
+    Result, RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError, StoreEvent,
+    TaskRecord, UsageRecord,
 };
 
 /// How long a root run's `idempotencyKey` names it.

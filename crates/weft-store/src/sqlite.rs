@@ -34,10 +34,10 @@ use crate::rows::{
     CANCELED, INTERRUPTED, new_run_id, outcome_columns, parse_json, parse_state, process_exists,
 };
 use crate::{
-    AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, Counted,
-    CreatedRun, Creation, LogLine, LogQuery, MemoryLimit, NewLogLine, NewRun, NodeId, NodeRecord,
-    PendingRun, Result, RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError,
-    StoreEvent, TaskRecord, UsageRecord,
+    AttemptEnd, AttemptOutcome, AttemptRecord, AttemptUsage, CancelOutcome, Claimed, CreatedRun,
+    Creation, LogLine, LogQuery, MemoryLimit, NewLogLine, NewRun, NodeId, NodeRecord, PendingRun,
+    Result, RunCount, RunCountQuery, RunFilter, RunRecord, RunState, Store, StoreError, StoreEvent,
+    TaskRecord, UsageRecord,
 };
 use conn::*;
 use file::{check_integrity, lock_exclusively, lock_inode, prepare_file};

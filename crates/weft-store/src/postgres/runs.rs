@@ -427,13 +427,7 @@ pub(super) async fn count_runs(
     conn: &mut PgConnection,
     query: &RunCountQuery,
 ) -> TxResult<Vec<RunCount>> {
-    let (at, ended) = match query.counted {
-        Counted::Created => ("created_at", ""),
-        Counted::Ended => (
-            "completed_at",
-            "AND status IN ('completed', 'failed', 'canceled')",
-        ),
-    };
+    let (at, ended) = query.counted.sql();
     let sql = format!(
         "SELECT task_name, status,
                 floor(extract(epoch FROM {at} - $1) / $3::bigint)::bigint AS bucket,

@@ -233,13 +233,7 @@ fn list_sql(order: &str) -> String {
 /// counted in whole microseconds from the stored text (`julianday` is a
 /// float, and put a run at the very start of a bucket into the one before).
 pub(super) fn count_runs(tx: &Connection, query: &RunCountQuery) -> TxResult<Vec<RunCount>> {
-    let (at, ended) = match query.counted {
-        Counted::Created => ("created_at", ""),
-        Counted::Ended => (
-            "completed_at",
-            "AND status IN ('completed', 'failed', 'canceled')",
-        ),
-    };
+    let (at, ended) = query.counted.sql();
     let sql = format!(
         "SELECT task_name, status,
                 (strftime('%s', {at}) * 1000000 + CAST(substr({at}, 21, 6) AS INTEGER) - ?5) / ?3 AS bucket,
