@@ -116,22 +116,40 @@ impl Traces {
     /// The `traceparent` an attempt's processes get (`TRACEPARENT`): its
     /// span, so that the task's own spans are under it.
     pub(crate) fn attempt_traceparent(&self, run: &RunRecord, number: u32) -> String {
-        self.pending_traceparent(&PendingRun {
-            id: run.id.clone(),
-            task_name: run.task_name.clone(),
-            root_id: run.root_id.clone(),
-            trace_parent: run.trace_parent.clone(),
-            attempts: number.saturating_sub(1),
-        })
+        self.traceparent(
+            &run.root_id,
+            run.trace_parent.as_deref(),
+            &run.id,
+            &run.task_name,
+            number,
+        )
     }
 
     /// The `traceparent` of a pending run's next attempt.
     pub(crate) fn pending_traceparent(&self, run: &PendingRun) -> String {
-        let parent = run.trace_parent.as_deref();
+        self.traceparent(
+            &run.root_id,
+            run.trace_parent.as_deref(),
+            &run.id,
+            &run.task_name,
+            run.attempts + 1,
+        )
+    }
+
+    /// Attempt `number` of run `run_id` (of `task`, in the tree under
+    /// `root_id`) as a `traceparent`.
+    fn traceparent(
+        &self,
+        root_id: &str,
+        trace_parent: Option<&str>,
+        run_id: &str,
+        task: &str,
+        number: u32,
+    ) -> String {
         SpanRef {
-            trace_id: trace_id(&run.root_id, parent),
-            span_id: attempt_span_id(&run.id, run.attempts + 1),
-            sampled: self.tree_sampled(&run.root_id, parent, &run.task_name),
+            trace_id: trace_id(root_id, trace_parent),
+            span_id: attempt_span_id(run_id, number),
+            sampled: self.tree_sampled(root_id, trace_parent, task),
         }
         .traceparent()
     }
@@ -284,6 +302,11 @@ impl Drop for Traces {
     }
 }
 
+/// The id of the trace `run`'s tree is, as the API and the dashboard show it.
+pub(crate) fn trace_id_hex(run: &RunRecord) -> String {
+    weft_protocol::trace::to_hex(&trace_id(&run.root_id, run.trace_parent.as_deref()))
+}
+
 /// The trace and span ids of a run (or of one of its attempts), as log
 /// lines about it carry them.
 pub(crate) fn log_ids(run: &RunRecord, attempt: Option<u32>) -> (String, String) {
@@ -291,10 +314,7 @@ pub(crate) fn log_ids(run: &RunRecord, attempt: Option<u32>) -> (String, String)
         Some(n) => attempt_span_id(&run.id, n),
         None => run_span_id(&run.id),
     };
-    (
-        weft_protocol::trace::to_hex(&trace_id(&run.root_id, run.trace_parent.as_deref())),
-        weft_protocol::trace::to_hex(&span),
-    )
+    (trace_id_hex(run), weft_protocol::trace::to_hex(&span))
 }
 
 /// A failed run or attempt: status ERROR, its message as an exception event.

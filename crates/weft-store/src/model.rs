@@ -230,13 +230,10 @@ pub struct RunFilter {
     /// Runs under any of these roots; empty: under every root.
     pub root_ids: Vec<String>,
     pub status: Option<RunState>,
-    /// Only runs past this cursor (a run's `seq`) in the list's order:
-    /// older ones, or newer with `oldest_first`.
+    /// Only runs older than this cursor (a run's `seq`).
     pub before_seq: Option<i64>,
     /// Root runs only (no subtasks).
     pub roots_only: bool,
-    /// Oldest first (the order runs are claimed in) instead of newest.
-    pub oldest_first: bool,
     pub limit: u32,
 }
 

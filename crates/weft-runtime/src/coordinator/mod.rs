@@ -403,15 +403,18 @@ impl Coordinator {
         }
         self.logs
             .announce(&run.task_name, &run.id, &ended_summary(&run));
-        let (trace_id, span_id) = crate::traces::log_ids(&run, None);
-        tracing::debug!(
-            run = %run.id,
-            task = %run.task_name,
-            status = %run.status,
-            trace_id,
-            span_id,
-            "task run ended"
-        );
+        // Two digests per run: only when the line is written.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let (trace_id, span_id) = crate::traces::log_ids(&run, None);
+            tracing::debug!(
+                run = %run.id,
+                task = %run.task_name,
+                status = %run.status,
+                trace_id,
+                span_id,
+                "task run ended"
+            );
+        }
         if let Some(traces) = &self.traces {
             traces.run_ended(&run);
         }

@@ -69,9 +69,7 @@ pub fn task_run(run: &RunRecord) -> TaskRun {
         parent_task_attempt: run.parent_attempt,
         root_task_run_id: run.root_id.clone(),
         task_version: run.task_version.clone(),
-        trace_id: Some(weft_protocol::trace::to_hex(
-            &weft_protocol::trace::trace_id(&run.root_id, run.trace_parent.as_deref()),
-        )),
+        trace_id: Some(crate::traces::trace_id_hex(run)),
         retries: (run.attempts.len() as u32).saturating_sub(1),
         attempts: run
             .attempts
@@ -202,7 +200,6 @@ async fn list_runs(
         status,
         before_seq,
         roots_only: false,
-        oldest_first: false,
         limit,
     };
     let runs = c.store().list_runs(&filter).await?;

@@ -122,7 +122,6 @@ async fn list_roots(
         status,
         before_seq,
         roots_only: true,
-        oldest_first: false,
         // One more than asked, to know whether there is a next page.
         limit: limit + 1,
     };
@@ -300,7 +299,7 @@ async fn details(State(c): State<Shared>, PathId(id): PathId) -> Result<Json<Run
         .get_run(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("task run not found: {id}")))?;
-    let (trace_id, _) = crate::traces::log_ids(&r, None);
+    let trace_id = crate::traces::trace_id_hex(&r);
     let trace_url = c
         .config()
         .trace_url

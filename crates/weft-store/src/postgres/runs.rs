@@ -391,11 +391,6 @@ pub(super) async fn list_runs(
         .iter()
         .map(|(task, version)| (task.as_str(), version.as_str()))
         .unzip();
-    let (order, past) = if filter.oldest_first {
-        ("ASC", ">")
-    } else {
-        ("DESC", "<")
-    };
     let rows = sqlx::query(&format!(
         "SELECT {RUN_COLUMNS} FROM runs
          WHERE ((cardinality($1::text[]) = 0 AND cardinality($7::text[]) = 0)
@@ -403,9 +398,9 @@ pub(super) async fn list_runs(
                 OR (task_name, task_version) IN (SELECT * FROM unnest($7::text[], $8::text[])))
            AND (cardinality($9::text[]) = 0 OR task_version = ANY($9))
            AND (cardinality($2::text[]) = 0 OR root_id = ANY($2))
-           AND ($3::text IS NULL OR status = $3) AND ($4::bigint IS NULL OR seq {past} $4)
+           AND ($3::text IS NULL OR status = $3) AND ($4::bigint IS NULL OR seq < $4)
            AND (NOT $6 OR parent_id IS NULL)
-         ORDER BY seq {order} LIMIT $5"
+         ORDER BY seq DESC LIMIT $5"
     ))
     .bind(&filter.task_names)
     .bind(&filter.root_ids)

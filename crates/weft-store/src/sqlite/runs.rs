@@ -184,17 +184,24 @@ pub(super) const CLAIM_WITHIN_MEMORY: &str = "
 /// Runs matching a filter, newest first. Each filter list is a JSON
 /// array bound as one parameter (empty: no filter).
 pub(super) fn list_runs(tx: &Connection, filter: &RunFilter) -> TxResult<Vec<RunRecord>> {
-    // Two statements, so that each order reads `seq`'s index.
-    static NEWEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| list_sql("DESC"));
-    static OLDEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| list_sql("ASC"));
-    let sql = if filter.oldest_first {
-        &OLDEST
-    } else {
-        &NEWEST
-    };
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE ((?1 = '[]' AND ?7 = '[]')
+                    OR task_name IN (SELECT value FROM json_each(?1))
+                    OR EXISTS (SELECT 1 FROM json_each(?7) p
+                               WHERE json_extract(p.value, '$[0]') = task_name
+                                 AND json_extract(p.value, '$[1]') = task_version))
+               AND (?8 = '[]' OR task_version IN (SELECT value FROM json_each(?8)))
+               AND (?2 = '[]' OR root_id IN (SELECT value FROM json_each(?2)))
+               AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR seq < ?4)
+               AND (?6 = 0 OR parent_id IS NULL)
+             ORDER BY seq DESC LIMIT ?5"
+        )
+    });
     load_runs(
         tx,
-        sql,
+        &SQL,
         &[
             &serde_json::json!(filter.task_names).to_string(),
             &serde_json::json!(filter.root_ids).to_string(),
@@ -205,26 +212,6 @@ pub(super) fn list_runs(tx: &Connection, filter: &RunFilter) -> TxResult<Vec<Run
             &serde_json::json!(filter.pinned).to_string(),
             &serde_json::json!(filter.versions).to_string(),
         ],
-    )
-}
-
-/// The list query, in this order of `seq`. Each filter list is a JSON
-/// array bound as one parameter (empty: no filter); `?4`, the cursor, is
-/// a bound on `seq` in the order's direction.
-fn list_sql(order: &str) -> String {
-    let past = if order == "ASC" { ">" } else { "<" };
-    format!(
-        "SELECT {RUN_COLUMNS} FROM runs
-             WHERE ((?1 = '[]' AND ?7 = '[]')
-                    OR task_name IN (SELECT value FROM json_each(?1))
-                    OR EXISTS (SELECT 1 FROM json_each(?7) p
-                               WHERE json_extract(p.value, '$[0]') = task_name
-                                 AND json_extract(p.value, '$[1]') = task_version))
-               AND (?8 = '[]' OR task_version IN (SELECT value FROM json_each(?8)))
-               AND (?2 = '[]' OR root_id IN (SELECT value FROM json_each(?2)))
-               AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR seq {past} ?4)
-               AND (?6 = 0 OR parent_id IS NULL)
-             ORDER BY seq {order} LIMIT ?5"
     )
 }
 

@@ -743,32 +743,6 @@ pub async fn listing_pages_newest_first_with_filters<B: Backend>() {
         .await
         .unwrap();
     assert_eq!(next.len(), 3);
-    // Oldest first, as runs are claimed, with its own cursor.
-    let oldest = store
-        .list_runs(&RunFilter {
-            limit: 2,
-            oldest_first: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        oldest.iter().map(|r| &r.id).collect::<Vec<_>>(),
-        [&ids[0].id, &ids[1].id]
-    );
-    let later = store
-        .list_runs(&RunFilter {
-            limit: 10,
-            oldest_first: true,
-            before_seq: Some(oldest[1].seq),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        later.iter().map(|r| &r.id).collect::<Vec<_>>(),
-        [&ids[2].id, &ids[3].id, &ids[4].id]
-    );
     let even = store
         .list_runs(&RunFilter {
             limit: 10,
@@ -1400,7 +1374,6 @@ pub async fn root_runs_are_listed_with_their_subtasks_counted<B: Backend>() {
     let roots = store
         .list_runs(&RunFilter {
             roots_only: true,
-            oldest_first: false,
             limit: 10,
             ..Default::default()
         })
